@@ -1,0 +1,38 @@
+# One entry point for people and CI. `make test` installs everything into .venv and runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# spark-submit picks the Python on PATH for the driver and workers: put the venv first.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+CONFIG ?= conf/ml-latest-small.yaml
+ARGS ?=
+
+.PHONY: install test walks data-ml-100k clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -c constraints.txt -e '.[train,dev]'
+	$(PY) -m pip check
+	touch $@
+
+test: install
+	$(PY) -m pytest
+
+# The walk job on one config, e.g. make walks CONFIG=conf/ml-100k.yaml ARGS="--set walks.seed=7"
+walks: install
+	spark-submit jobs/walks.py --config $(CONFIG) $(ARGS)
+
+# MovieLens 100K in RecBole's atomic format ships inside the recbole wheel: fetch the wheel
+# (2 MB, nothing installed) and unpack only the data set.
+data-ml-100k: data/ml-100k/ml-100k.inter
+
+data/ml-100k/ml-100k.inter: | install
+	mkdir -p data/.wheel data/ml-100k
+	$(PY) -m pip download -q --no-deps recbole==1.2.1 -d data/.wheel
+	$(PY) -c "import zipfile,glob,pathlib; z=zipfile.ZipFile(glob.glob('data/.wheel/recbole-1.2.1-*.whl')[0]); [pathlib.Path('data/ml-100k', pathlib.Path(n).name).write_bytes(z.read(n)) for n in z.namelist() if n.startswith('recbole/dataset_example/ml-100k/ml-100k.')]"
+	rm -rf data/.wheel
+
+clean:
+	rm -rf out .pytest_cache spark-warehouse

@@ -1,0 +1,296 @@
+"""Configuration: one frozen dataclass per stage, loaded from YAML with ``--set`` overrides.
+
+The dataclasses own every default; a YAML file in ``conf/`` only states what differs. Several
+files may be layered (later wins), then ``--set a.b=c`` overrides are applied; values are parsed
+as YAML scalars (``--set walks.walk_length=5``, ``--set spark.master=local[1]``). Unknown keys
+and wrong types are errors that name the offending key. The resolved config is written next to
+every output so a run can be reproduced from its directory alone.
+
+This module is shared by the Spark side and the torch side, so it imports neither.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import dacite
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file, key or value that cannot be used; the message names it."""
+
+
+@dataclass(frozen=True)
+class SideInfoField:
+    """One item side-information field of a generic items file.
+
+    Attributes:
+        name: field name used in the outputs (``genres``, ``brand``, ...).
+        column: column of the items file holding it (defaults to ``name``).
+        sep: separator of a multi-valued field (``"|"``); ``None`` means single-valued.
+    """
+
+    name: str
+    column: str | None = None
+    sep: str | None = None
+
+
+@dataclass(frozen=True)
+class MovieLensConfig:
+    """MovieLens CSV layout (ml-latest-small, ml-25m, ml-20m)."""
+
+    ratings: str = "ratings.csv"
+    movies: str = "movies.csv"
+    tags: str | None = "tags.csv"  # None: no tag field
+
+
+@dataclass(frozen=True)
+class RecBoleConfig:
+    """RecBole atomic files ``<dataset>.inter``, ``.item`` and optionally ``.link`` + ``.kg``."""
+
+    dataset: str = "ml-100k"
+    # output field name -> column of the .item file (token_seq columns are multi-valued)
+    item_fields: dict[str, str] = field(
+        default_factory=lambda: {"year": "release_year", "genres": "class"}
+    )
+    # knowledge-graph relations used as multi-valued fields; the field name is the part after
+    # the last dot (film.film.actor -> actor). Empty: .link/.kg are not read.
+    kg_relations: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class GenericConfig:
+    """A generic e-commerce layout: an events file and an items file, columns named here."""
+
+    events: str = "events.csv"
+    items: str | None = "items.csv"
+    file_format: Literal["csv", "parquet"] = "csv"
+    delimiter: str = ","
+    user_col: str = "user_id"
+    item_col: str = "item_id"
+    time_col: str = "timestamp"
+    # unix (seconds, may be fractional), unix_ms, or a Spark datetime pattern such as
+    # "yyyy-MM-dd HH:mm:ss"
+    time_format: str = "unix"
+    behavior_col: str | None = None
+    behaviors: list[str] = field(default_factory=list)  # keep only these; empty keeps all
+    items_item_col: str | None = None  # item id column of the items file (default item_col)
+    side_info: list[SideInfoField] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the behaviour logs and item side information come from."""
+
+    format: Literal["movielens", "recbole", "generic"] = "movielens"
+    path: str = "../shared/data/ml-latest-small"
+    movielens: MovieLensConfig = field(default_factory=MovieLensConfig)
+    recbole: RecBoleConfig = field(default_factory=RecBoleConfig)
+    generic: GenericConfig = field(default_factory=GenericConfig)
+
+
+@dataclass(frozen=True)
+class SessionsConfig:
+    """Sessions and the item graph (paper §2: sessions split at one-hour gaps)."""
+
+    session_gap: int = 3600  # seconds; a gap strictly larger starts a new session
+    max_events_per_user: int | None = None  # drop users above this (spam); None: off
+    min_item_count: int = 1  # drop events of items with fewer events; 1: off
+
+
+@dataclass(frozen=True)
+class WalksConfig:
+    """Weighted random walks (paper: length 10, 20 walks per node)."""
+
+    walks_per_node: int = 20
+    walk_length: int = 10  # nodes per walk, start node included
+    seed: int = 42
+    checkpoint_every: int = 3  # truncate the Spark lineage every this many steps
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """The walk job's output directory."""
+
+    path: str = "out/walks"
+    num_shards: int = 8  # walk parquet files of similar size
+    overwrite: bool = False  # replace an existing output atomically instead of refusing
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    """Spark session settings. ``master`` None keeps what spark-submit (or local[*]) gives."""
+
+    master: str | None = None
+    app_name: str = "eges-walks"
+    shuffle_partitions: int = 8
+    graph_partitions: int | None = None  # adjacency hash partitions; None: shuffle_partitions
+    log_level: str = "WARN"
+    conf: dict[str, str] = field(default_factory=dict)  # any other spark.* setting
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole resolved configuration."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    sessions: SessionsConfig = field(default_factory=SessionsConfig)
+    walks: WalksConfig = field(default_factory=WalksConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    spark: SparkConfig = field(default_factory=SparkConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (YAML/JSON-serialisable) of every value, defaults included."""
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """Turn ``"a.b=c"`` into ``{"a": {"b": <c parsed as a YAML scalar>}}``."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects key=value, got {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {exc}") from None
+    node: dict[str, Any] = {}
+    cur = node
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        cur[part] = {}
+        cur = cur[part]
+    cur[parts[-1]] = value
+    return node
+
+
+def _check_keys(cls: type, data: Any, where: str) -> None:
+    """Reject unknown keys at every level, naming the full dotted key."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in fields:
+            raise ConfigError(f"unknown config key {path!r} (known: {', '.join(fields)})")
+        sub = _dataclass_of(fields[key].type)
+        if sub is not None and value is not None:
+            if isinstance(value, list):
+                for i, item in enumerate(value):
+                    _check_keys(sub, item, f"{path}[{i}]")
+            else:
+                _check_keys(sub, value, path)
+
+
+_DATACLASSES = {
+    c.__name__: c
+    for c in (
+        SideInfoField,
+        MovieLensConfig,
+        RecBoleConfig,
+        GenericConfig,
+        DataConfig,
+        SessionsConfig,
+        WalksConfig,
+        OutputConfig,
+        SparkConfig,
+    )
+}
+
+
+def _dataclass_of(annotation: Any) -> type | None:
+    """The config dataclass an annotation (a string, under postponed evaluation) refers to."""
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    for name, cls in _DATACLASSES.items():
+        if text == name or text == f"list[{name}]":
+            return cls
+    return None
+
+
+def _validate(cfg: Config) -> None:
+    checks = [
+        (cfg.sessions.session_gap >= 0, "sessions.session_gap must be >= 0"),
+        (cfg.sessions.min_item_count >= 1, "sessions.min_item_count must be >= 1"),
+        (
+            cfg.sessions.max_events_per_user is None or cfg.sessions.max_events_per_user >= 1,
+            "sessions.max_events_per_user must be >= 1 or null",
+        ),
+        (cfg.walks.walks_per_node >= 1, "walks.walks_per_node must be >= 1"),
+        (cfg.walks.walk_length >= 2, "walks.walk_length must be >= 2 (start node + one step)"),
+        (cfg.walks.checkpoint_every >= 1, "walks.checkpoint_every must be >= 1"),
+        (cfg.output.num_shards >= 1, "output.num_shards must be >= 1"),
+        (cfg.spark.shuffle_partitions >= 1, "spark.shuffle_partitions must be >= 1"),
+        (
+            cfg.spark.graph_partitions is None or cfg.spark.graph_partitions >= 1,
+            "spark.graph_partitions must be >= 1 or null",
+        ),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    names = [f.name for f in cfg.data.generic.side_info]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"data.generic.side_info: duplicate field names {names}")
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    """Build a validated :class:`Config` from a nested dict (unknown keys are errors)."""
+    _check_keys(Config, data, "")
+    try:
+        cfg = dacite.from_dict(Config, data, config=dacite.Config(strict=True))
+    except dacite.DaciteError as exc:
+        raise ConfigError(f"invalid config: {exc}") from None
+    _validate(cfg)
+    return cfg
+
+
+def load_config(paths: list[str | Path] | str | Path | None = None,
+                overrides: list[str] | None = None) -> Config:
+    """Load YAML files (later ones win), apply ``key=value`` overrides, validate.
+
+    Args:
+        paths: one or more YAML files; none gives the defaults.
+        overrides: ``--set`` strings such as ``"walks.seed=7"``.
+
+    Returns:
+        The frozen, validated configuration.
+
+    Raises:
+        ConfigError: a missing/unparsable file, an unknown key or a wrong type.
+    """
+    if paths is None:
+        paths = []
+    elif isinstance(paths, (str, Path)):
+        paths = [paths]
+    merged: dict[str, Any] = {}
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        merged = _deep_merge(merged, loaded)
+    for text in overrides or []:
+        merged = _deep_merge(merged, parse_override(text))
+    return from_dict(merged)

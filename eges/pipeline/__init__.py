@@ -1,0 +1,1 @@
+"""Spark side of EGES: ingest -> sessions -> graph -> walks -> shards. Never imports torch."""

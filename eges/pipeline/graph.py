@@ -1,0 +1,99 @@
+"""The directed weighted item graph and its per-node sampling tables.
+
+Paper §2: an edge i→j for every time j immediately follows i inside a session (i ≠ j, so
+consecutive repeats of one item collapse); its weight is the number of such transitions over all
+users. The edge table uses GraphFrames' column names (``src``, ``dst``, ``weight``) so a user with
+the GraphFrames jar can wrap it: ``GraphFrame(items.withColumnRenamed("item_idx", "id"), edges)``.
+
+For the walks, each node's out-edges are gathered into one adjacency row with an alias table
+(Walker/Vose): sampling a neighbour then costs O(1) whatever the degree, so hubs are cheap.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+ADJACENCY_SCHEMA = "src int, dst array<int>, weight array<bigint>, prob array<double>, alias array<int>"
+
+
+def build_edges(sessions: DataFrame) -> DataFrame:
+    """Count consecutive transitions inside sessions.
+
+    Args:
+        sessions: output of :func:`eges.pipeline.sessions.sessionize`.
+
+    Returns:
+        ``src`` int, ``dst`` int, ``weight`` bigint; one row per distinct directed pair.
+    """
+    pairs = sessions.filter(
+        F.col("prev_item").isNotNull() & (F.col("prev_item") != F.col("item_idx"))
+    ).select(F.col("prev_item").alias("src"), F.col("item_idx").alias("dst"))
+    return pairs.groupBy("src", "dst").agg(F.count(F.lit(1)).alias("weight"))
+
+
+def alias_table(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Vose's alias method: O(n) build, O(1) draws.
+
+    To draw: pick column k uniformly, then k with probability ``prob[k]``, else ``alias[k]``.
+
+    Args:
+        weights: non-negative weights, at least one positive.
+
+    Returns:
+        (prob float64, alias int32), both of length ``len(weights)``.
+    """
+    n = len(weights)
+    w = np.asarray(weights, dtype=np.float64)
+    if n == 1 or np.all(w == w[0]):
+        return np.ones(n), np.arange(n, dtype=np.int32)
+    scaled = w * (n / w.sum())
+    prob = np.ones(n)
+    alias = np.arange(n, dtype=np.int32)
+    small = [i for i in range(n) if scaled[i] < 1.0]
+    large = [i for i in range(n) if scaled[i] >= 1.0]
+    while small and large:
+        s, g = small.pop(), large.pop()
+        prob[s] = scaled[s]
+        alias[s] = g
+        scaled[g] = (scaled[g] + scaled[s]) - 1.0
+        (small if scaled[g] < 1.0 else large).append(g)
+    # leftovers are 1 up to rounding error
+    return prob, alias
+
+
+def _alias_partition(batches):
+    for pdf in batches:
+        probs, aliases = [], []
+        for w in pdf["weight"]:
+            p, a = alias_table(w)
+            probs.append(p)
+            aliases.append(a)
+        pdf = pdf.assign(prob=pd.Series(probs, index=pdf.index, dtype=object),
+                         alias=pd.Series(aliases, index=pdf.index, dtype=object))
+        yield pdf[["src", "dst", "weight", "prob", "alias"]]
+
+
+def build_adjacency(edges: DataFrame, partitions: int) -> DataFrame:
+    """Adjacency rows with alias tables, hash-partitioned by ``src``.
+
+    Neighbours are sorted by ``dst`` so the tables, and hence the walks, do not depend on the
+    order in which Spark collected them.
+
+    Args:
+        edges: ``src``, ``dst``, ``weight``.
+        partitions: number of hash partitions.
+
+    Returns:
+        ``src`` int, ``dst`` array<int>, ``weight`` array<bigint>, ``prob`` array<double>,
+        ``alias`` array<int> (0-based positions in ``dst``).
+    """
+    rows = edges.groupBy("src").agg(F.array_sort(F.collect_list(F.struct("dst", "weight"))).alias("nb"))
+    rows = rows.select(
+        "src",
+        F.transform("nb", lambda x: x["dst"]).alias("dst"),
+        F.transform("nb", lambda x: x["weight"]).alias("weight"),
+    )
+    return rows.mapInPandas(_alias_partition, ADJACENCY_SCHEMA).repartition(partitions, "src")

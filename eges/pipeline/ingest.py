@@ -1,0 +1,514 @@
+"""Ingest: raw behaviour logs and item catalogues -> typed events and item side information.
+
+Three layouts are read (see ``eges.config.DataConfig``): MovieLens CSVs, RecBole atomic files
+and a generic events + items layout. Whatever the layout, ingest returns
+
+* ``events``: ``user_id`` string, ``item_id`` string, ``ts`` double (seconds);
+* ``side_info``: ``item_id`` string plus one ``array<string>`` column per side-info field
+  (single-valued fields are arrays of at most one value; no value is an empty array);
+* ``dropped``: rows dropped, counted by reason (``"ratings.csv: non-integer movieId"``).
+
+Rows are never lost silently: every parsing function tags a bad row with a reason in a
+``_drop`` column, and :func:`split_drops` counts the reasons before filtering them out. A missing
+file or column is an :class:`InputError` that names it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import StringType, StructField, StructType
+from pyspark.errors import AnalysisException
+
+from eges.config import DataConfig, GenericConfig, MovieLensConfig, RecBoleConfig
+
+log = logging.getLogger(__name__)
+
+DROP = "_drop"
+CORRUPT = "_corrupt"
+MOVIELENS_NO_GENRE = "(no genres listed)"
+
+
+class InputError(ValueError):
+    """Input that cannot be read at all: a missing file, an empty file, a missing column."""
+
+
+@dataclass
+class Ingested:
+    """What ingest hands to the graph stage."""
+
+    events: DataFrame
+    side_info: DataFrame
+    fields: list[str]
+    dropped: Counter = field(default_factory=Counter)
+    rows_read: Counter = field(default_factory=Counter)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _exists(path: str) -> bool:
+    if "://" in path and not path.startswith("file://"):
+        return True  # remote filesystems: let Spark report it
+    return Path(path.removeprefix("file://")).exists()
+
+
+def read_csv(spark: SparkSession, path: str, required: list[str], *, sep: str = ",",
+             quote: str | None = '"') -> DataFrame:
+    """Read a delimited text file with a header, every column as a string.
+
+    Rows whose number of fields differs from the header get a non-null ``_corrupt`` column
+    (Spark's PERMISSIVE mode) so they can be counted instead of half-parsed.
+
+    Args:
+        spark: the session.
+        path: the file (or directory of files).
+        required: column names that must be in the header.
+        sep: field separator.
+        quote: quote character; None turns quoting off (RecBole files are not quoted).
+
+    Raises:
+        InputError: the file is missing, empty, or lacks a required column.
+    """
+    if not _exists(path):
+        raise InputError(f"input file not found: {path}")
+    quote_opt = quote if quote is not None else "\u0000"
+    try:
+        header = (
+            spark.read.option("header", True).option("sep", sep).option("quote", quote_opt)
+            .option("escape", quote_opt).csv(path).columns
+        )
+    except AnalysisException as exc:
+        raise InputError(f"cannot read {path}: {exc}") from None
+    if not header:
+        raise InputError(f"{path} is empty: expected a header line with {required}")
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise InputError(
+            f"{path}: missing column(s) {missing}; the header has {header}"
+        )
+    schema = StructType(
+        [StructField(c, StringType()) for c in header] + [StructField(CORRUPT, StringType())]
+    )
+    return (
+        spark.read.option("header", True).option("sep", sep).option("quote", quote_opt)
+        .option("escape", quote_opt).option("mode", "PERMISSIVE")
+        .option("columnNameOfCorruptRecord", CORRUPT).schema(schema).csv(path)
+    )
+
+
+def read_parquet(spark: SparkSession, path: str, required: list[str]) -> DataFrame:
+    """Read parquet, check required columns, cast every column to string for uniform parsing."""
+    if not _exists(path):
+        raise InputError(f"input file not found: {path}")
+    try:
+        df = spark.read.parquet(path)
+    except AnalysisException as exc:
+        raise InputError(f"cannot read {path}: {exc}") from None
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise InputError(f"{path}: missing column(s) {missing}; it has {df.columns}")
+    # timestamps become epoch seconds so parse_time's "unix" format reads them
+    cols = [
+        (F.col(c).cast("double") if df.schema[c].dataType.typeName().startswith("timestamp")
+         else F.col(c)).cast("string").alias(c)
+        for c in required
+    ]
+    return df.select(*cols, F.lit(None).cast("string").alias(CORRUPT))
+
+
+# --------------------------------------------------------------------------- tagging
+
+
+def tag(df: DataFrame, rules: list[tuple[Column, str]]) -> DataFrame:
+    """Add ``_drop``: the reason of the first rule whose condition holds (null keeps the row).
+
+    A row already tagged keeps its reason.
+    """
+    reason: Column = F.col(DROP) if DROP in df.columns else F.lit(None).cast("string")
+    for cond, why in reversed(rules):
+        reason = F.when(F.coalesce(cond, F.lit(False)), F.lit(why)).otherwise(reason)
+    if DROP in df.columns:
+        reason = F.coalesce(F.col(DROP), reason)
+    return df.withColumn(DROP, reason)
+
+
+def split_drops(df: DataFrame) -> tuple[DataFrame, Counter, int]:
+    """Count ``_drop`` reasons (one Spark action) and return the kept rows.
+
+    The input is persisted so the count and the later use read the files once.
+
+    Returns:
+        (kept rows without the ``_drop`` column, reason -> count, rows read).
+    """
+    df = df.persist()
+    counts = Counter()
+    total = 0
+    for row in df.groupBy(DROP).count().collect():
+        total += row["count"]
+        if row[DROP] is not None:
+            counts[row[DROP]] = row["count"]
+    return df.filter(F.col(DROP).isNull()).drop(DROP), counts, total
+
+
+def blank(c: Column) -> Column:
+    """True where a string column is null or only white space."""
+    return c.isNull() | (F.trim(c) == "")
+
+
+def _int_id(name: str) -> Column:
+    """Canonical string of an integer id column (" 007" -> "7"); null when not an integer."""
+    return F.expr(f"try_cast(trim(`{name}`) as bigint)").cast("string")
+
+
+def parse_time(name: str, time_format: str) -> Column:
+    """Parse a string column to seconds since the epoch (double); null when unparsable.
+
+    ``time_format``: ``unix`` (seconds, may be fractional), ``unix_ms``, ``iso``, or a Spark
+    datetime pattern such as ``yyyy-MM-dd HH:mm:ss`` (interpreted in UTC).
+    """
+    raw = F.trim(F.col(name))
+    if time_format in ("unix", "unix_ms"):
+        secs = F.expr(f"try_cast(trim(`{name}`) as double)")
+        if time_format == "unix_ms":
+            secs = secs / 1000.0
+    elif time_format == "iso":
+        secs = F.try_to_timestamp(raw).cast("double")
+    else:
+        secs = F.try_to_timestamp(raw, F.lit(time_format)).cast("double")
+    bad = secs.isNull() | F.isnan(secs) | (F.abs(secs) == float("inf"))
+    return F.when(bad, F.lit(None).cast("double")).otherwise(secs)
+
+
+def events_from(raw: DataFrame, file: str, user: str, item: str, time: str, time_format: str,
+                integer_ids: bool = False,
+                filters: list[tuple[Column, str]] | None = None) -> DataFrame:
+    """Typed events (user_id, item_id, ts, _drop) from a raw string table.
+
+    Args:
+        raw: rows read by :func:`read_csv` / :func:`read_parquet`.
+        file: file name used in drop reasons.
+        user, item, time: column names.
+        time_format: see :func:`parse_time`.
+        integer_ids: ids must be integers (MovieLens); they are canonicalised ("007" -> "7").
+        filters: further (condition, reason) rules, checked after the row is well-formed.
+    """
+    user_id = _int_id(user) if integer_ids else F.trim(F.col(user))
+    item_id = _int_id(item) if integer_ids else F.trim(F.col(item))
+    rules = [
+        (F.col(CORRUPT).isNotNull(), f"{file}: malformed row (wrong number of fields)"),
+        (blank(F.col(user)), f"{file}: missing {user}"),
+        (blank(F.col(item)), f"{file}: missing {item}"),
+    ]
+    if integer_ids:
+        rules += [
+            (user_id.isNull(), f"{file}: non-integer {user}"),
+            (item_id.isNull(), f"{file}: non-integer {item}"),
+        ]
+    rules.append((parse_time(time, time_format).isNull(), f"{file}: unparsable {time}"))
+    rules += filters or []
+    return tag(raw, rules).select(
+        user_id.alias("user_id"),
+        item_id.alias("item_id"),
+        parse_time(time, time_format).alias("ts"),
+        DROP,
+    )
+
+
+def clean_values(values: Column) -> Column:
+    """Trim, drop empty, de-duplicate and sort an array<string> of side-info values."""
+    trimmed = F.transform(values, lambda v: F.trim(v))
+    kept = F.filter(trimmed, lambda v: v.isNotNull() & (v != ""))
+    return F.array_sort(F.array_distinct(kept))
+
+
+def single_value(c: Column) -> Column:
+    """A single-valued field as an array of at most one trimmed value."""
+    return clean_values(F.array(c))
+
+
+def multi_value(c: Column, sep: str) -> Column:
+    """A multi-valued field split on a literal separator."""
+    import re
+
+    return clean_values(F.split(F.coalesce(c, F.lit("")), re.escape(sep)))
+
+
+def merge_side_info(df: DataFrame, fields: list[str]) -> DataFrame:
+    """One row per item_id: the union of the field values of duplicate rows."""
+    aggs = [clean_values(F.flatten(F.collect_list(f))).alias(f) for f in fields]
+    return df.groupBy("item_id").agg(*aggs)
+
+
+# --------------------------------------------------------------------------- MovieLens
+
+
+def movielens_genres(genres: Column) -> Column:
+    """MovieLens genres: split on '|', with "(no genres listed)" meaning none."""
+    return F.filter(multi_value(genres, "|"), lambda g: g != MOVIELENS_NO_GENRE)
+
+
+def movielens_year(title: Column) -> Column:
+    """The year of a MovieLens title's trailing "(YYYY)", as an array of at most one value."""
+    return single_value(F.regexp_extract(title, r"\((\d{4})\)\s*$", 1))
+
+
+def movies_side_info(movies: DataFrame, file: str = "movies.csv") -> DataFrame:
+    """movies.csv rows -> (item_id, genres, year, _drop)."""
+    item_id = _int_id("movieId")
+    tagged = tag(
+        movies,
+        [
+            (F.col(CORRUPT).isNotNull(), f"{file}: malformed row (wrong number of fields)"),
+            (blank(F.col("movieId")), f"{file}: missing movieId"),
+            (item_id.isNull(), f"{file}: non-integer movieId"),
+        ],
+    )
+    return tagged.select(
+        item_id.alias("item_id"),
+        movielens_genres(F.col("genres")).alias("genres"),
+        movielens_year(F.col("title")).alias("year"),
+        DROP,
+    )
+
+
+def tags_side_info(tags: DataFrame, file: str = "tags.csv") -> DataFrame:
+    """tags.csv rows -> (item_id, tags, _drop): lower-cased, stripped; one row per tag event."""
+    item_id = _int_id("movieId")
+    tagged = tag(
+        tags,
+        [
+            (F.col(CORRUPT).isNotNull(), f"{file}: malformed row (wrong number of fields)"),
+            (blank(F.col("movieId")), f"{file}: missing movieId"),
+            (item_id.isNull(), f"{file}: non-integer movieId"),
+            (blank(F.col("tag")), f"{file}: empty tag"),
+        ],
+    )
+    return tagged.select(
+        item_id.alias("item_id"), F.array(F.lower(F.trim(F.col("tag")))).alias("tags"), DROP
+    )
+
+
+def load_movielens(spark: SparkSession, root: str, cfg: MovieLensConfig) -> Ingested:
+    """Read a MovieLens directory (ratings.csv, movies.csv, optional tags.csv)."""
+    out = Ingested(events=None, side_info=None, fields=["genres", "year"])  # type: ignore[arg-type]
+    ratings_path = f"{root}/{cfg.ratings}"
+    raw = read_csv(spark, ratings_path, ["userId", "movieId", "timestamp"])
+    events = events_from(raw, cfg.ratings, "userId", "movieId", "timestamp", "unix",
+                         integer_ids=True)
+    out.events, dropped, n = split_drops(events)
+    out.dropped.update(dropped)
+    out.rows_read[cfg.ratings] = n
+
+    movies_raw = read_csv(spark, f"{root}/{cfg.movies}", ["movieId", "title", "genres"])
+    movies, dropped, n = split_drops(movies_side_info(movies_raw, cfg.movies))
+    out.dropped.update(dropped)
+    out.rows_read[cfg.movies] = n
+    side = merge_side_info(movies, ["genres", "year"])
+
+    if cfg.tags:
+        out.fields.append("tags")
+        tags_raw = read_csv(spark, f"{root}/{cfg.tags}", ["movieId", "tag"])
+        tags, dropped, n = split_drops(tags_side_info(tags_raw, cfg.tags))
+        out.dropped.update(dropped)
+        out.rows_read[cfg.tags] = n
+        tag_sets = merge_side_info(tags, ["tags"])
+        side = side.join(tag_sets, "item_id", "full_outer")
+    out.side_info = fill_empty(side, out.fields)
+    return out
+
+
+def fill_empty(side: DataFrame, fields: list[str]) -> DataFrame:
+    """Replace null field arrays (items missing from one source) with empty arrays."""
+    return side.select(
+        "item_id",
+        *[F.coalesce(F.col(f), F.array().cast("array<string>")).alias(f) for f in fields],
+    )
+
+
+# --------------------------------------------------------------------------- RecBole
+
+
+def _recbole_columns(df: DataFrame) -> dict[str, str]:
+    """RecBole header names look like ``item_id:token``: map the bare name to the full one."""
+    return {c.split(":", 1)[0]: c for c in df.columns if c != CORRUPT}
+
+
+def _recbole_read(spark: SparkSession, path: str, required: list[str]) -> tuple[DataFrame, dict]:
+    if not _exists(path):
+        raise InputError(f"input file not found: {path}")
+    header = read_csv(spark, path, [], sep="\t", quote=None)
+    names = _recbole_columns(header)
+    missing = [c for c in required if c not in names]
+    if missing:
+        raise InputError(f"{path}: missing column(s) {missing}; the header has {header.columns}")
+    # rename to bare names so downstream code and drop reasons read naturally
+    renamed = header.select(*[F.col(f"`{full}`").alias(bare) for bare, full in names.items()],
+                            CORRUPT)
+    return renamed, names
+
+
+def load_recbole(spark: SparkSession, root: str, cfg: RecBoleConfig) -> Ingested:
+    """Read RecBole atomic files: ``.inter`` events, ``.item`` fields, optional ``.link``/``.kg``."""
+    base = f"{root}/{cfg.dataset}"
+    inter_file = f"{cfg.dataset}.inter"
+    raw, _ = _recbole_read(spark, f"{base}.inter", ["user_id", "item_id", "timestamp"])
+    events = events_from(raw, inter_file, "user_id", "item_id", "timestamp", "unix")
+    fields = list(cfg.item_fields)
+    kg_fields = {rel: rel.rsplit(".", 1)[-1] for rel in cfg.kg_relations}
+    clash = set(fields) & set(kg_fields.values())
+    if clash or len(set(kg_fields.values())) != len(kg_fields):
+        raise InputError(f"recbole: side-info field names collide: {fields} + {kg_fields}")
+    out = Ingested(events=None, side_info=None, fields=fields + list(kg_fields.values()))  # type: ignore[arg-type]
+    out.events, dropped, n = split_drops(events)
+    out.dropped.update(dropped)
+    out.rows_read[inter_file] = n
+
+    item_file = f"{cfg.dataset}.item"
+    items_raw, names = _recbole_read(spark, f"{base}.item", ["item_id", *cfg.item_fields.values()])
+    cols = []
+    for name, column in cfg.item_fields.items():
+        multi = names[column].endswith(":token_seq")
+        value = multi_value(F.col(column), " ") if multi else single_value(F.col(column))
+        cols.append(value.alias(name))
+    items = tag(
+        items_raw,
+        [
+            (F.col(CORRUPT).isNotNull(), f"{item_file}: malformed row (wrong number of fields)"),
+            (blank(F.col("item_id")), f"{item_file}: missing item_id"),
+        ],
+    ).select(F.trim(F.col("item_id")).alias("item_id"), *cols, DROP)
+    items, dropped, n = split_drops(items)
+    out.dropped.update(dropped)
+    out.rows_read[item_file] = n
+    side = merge_side_info(items, fields)
+
+    if kg_fields:
+        side = side.join(_recbole_kg(spark, base, cfg.dataset, kg_fields, out), "item_id",
+                         "full_outer")
+    out.side_info = fill_empty(side, out.fields)
+    return out
+
+
+def _recbole_kg(spark: SparkSession, base: str, dataset: str, kg_fields: dict[str, str],
+                out: Ingested) -> DataFrame:
+    """Knowledge-graph relations of linked items as multi-valued fields."""
+    link_raw, _ = _recbole_read(spark, f"{base}.link", ["item_id", "entity_id"])
+    kg_raw, _ = _recbole_read(spark, f"{base}.kg", ["head_id", "relation_id", "tail_id"])
+    link_file, kg_file = f"{dataset}.link", f"{dataset}.kg"
+    link = tag(
+        link_raw,
+        [
+            (F.col(CORRUPT).isNotNull(), f"{link_file}: malformed row (wrong number of fields)"),
+            (blank(F.col("item_id")) | blank(F.col("entity_id")), f"{link_file}: missing id"),
+        ],
+    ).select(F.trim("item_id").alias("item_id"), F.trim("entity_id").alias("entity_id"), DROP)
+    link, dropped, n = split_drops(link)
+    out.dropped.update(dropped)
+    out.rows_read[link_file] = n
+    kg = tag(
+        kg_raw,
+        [
+            (F.col(CORRUPT).isNotNull(), f"{kg_file}: malformed row (wrong number of fields)"),
+            (blank(F.col("head_id")) | blank(F.col("tail_id")), f"{kg_file}: missing id"),
+        ],
+    ).select(F.trim("head_id").alias("head_id"), F.trim("relation_id").alias("relation_id"),
+             F.trim("tail_id").alias("tail_id"), DROP)
+    kg, dropped, n = split_drops(kg)
+    out.dropped.update(dropped)
+    out.rows_read[kg_file] = n
+    rel_map = F.create_map(*[x for kv in kg_fields.items() for x in (F.lit(kv[0]), F.lit(kv[1]))])
+    triples = (
+        kg.filter(F.col("relation_id").isin(list(kg_fields)))
+        .join(link, kg.head_id == link.entity_id)
+        .select("item_id", rel_map[F.col("relation_id")].alias("field"), "tail_id")
+    )
+    pivoted = triples.groupBy("item_id").pivot("field", list(kg_fields.values())).agg(
+        F.array_sort(F.collect_set("tail_id"))
+    )
+    return pivoted
+
+
+# --------------------------------------------------------------------------- generic
+
+
+def _under(root: str, path: str) -> str:
+    """``path`` relative to ``root`` unless it is absolute or a URL."""
+    if not root or "://" in path or Path(path).is_absolute():
+        return path
+    return f"{root}/{path}"
+
+
+def load_generic(spark: SparkSession, root: str, cfg: GenericConfig) -> Ingested:
+    """Read a generic events file and optional items file, as named in config."""
+    ev_path = _under(root, cfg.events)
+    required = [cfg.user_col, cfg.item_col, cfg.time_col]
+    if cfg.behavior_col:
+        required.append(cfg.behavior_col)
+    if cfg.file_format == "csv":
+        raw = read_csv(spark, ev_path, required, sep=cfg.delimiter)
+    else:
+        raw = read_parquet(spark, ev_path, required)
+    ev_file = Path(cfg.events).name
+    filters = []
+    if cfg.behavior_col and cfg.behaviors:
+        filters.append((~F.trim(F.col(cfg.behavior_col)).isin(cfg.behaviors),
+                        f"{ev_file}: {cfg.behavior_col} not in {cfg.behaviors}"))
+    events = events_from(raw, ev_file, cfg.user_col, cfg.item_col, cfg.time_col, cfg.time_format,
+                         filters=filters)
+    fields = [f.name for f in cfg.side_info]
+    out = Ingested(events=None, side_info=None, fields=fields)  # type: ignore[arg-type]
+    out.events, dropped, n = split_drops(events)
+    out.dropped.update(dropped)
+    out.rows_read[ev_file] = n
+
+    if cfg.items is None:
+        if fields:
+            raise InputError("data.generic.side_info is set but data.generic.items is null")
+        out.side_info = spark.createDataFrame([], "item_id string")
+        return out
+    it_path = _under(root, cfg.items)
+    id_col = cfg.items_item_col or cfg.item_col
+    columns = {f.name: f.column or f.name for f in cfg.side_info}
+    it_required = [id_col, *dict.fromkeys(columns.values())]
+    if cfg.file_format == "csv":
+        items_raw = read_csv(spark, it_path, it_required, sep=cfg.delimiter)
+    else:
+        items_raw = read_parquet(spark, it_path, it_required)
+    it_file = Path(cfg.items).name
+    cols = [
+        (multi_value(F.col(columns[f.name]), f.sep) if f.sep else
+         single_value(F.col(columns[f.name]))).alias(f.name)
+        for f in cfg.side_info
+    ]
+    items = tag(
+        items_raw,
+        [
+            (F.col(CORRUPT).isNotNull(), f"{it_file}: malformed row (wrong number of fields)"),
+            (blank(F.col(id_col)), f"{it_file}: missing {id_col}"),
+        ],
+    ).select(F.trim(F.col(id_col)).alias("item_id"), *cols, DROP)
+    items, dropped, n = split_drops(items)
+    out.dropped.update(dropped)
+    out.rows_read[it_file] = n
+    out.side_info = fill_empty(merge_side_info(items, fields), fields)
+    return out
+
+
+def ingest(spark: SparkSession, cfg: DataConfig) -> Ingested:
+    """Read the configured layout.
+
+    Returns:
+        :class:`Ingested` with typed events, side info, field names and drop counts.
+    """
+    loader = {"movielens": (load_movielens, cfg.movielens), "recbole": (load_recbole, cfg.recbole),
+              "generic": (load_generic, cfg.generic)}[cfg.format]
+    result = loader[0](spark, cfg.path, loader[1])
+    log.info("ingest (%s): read %s, dropped %s", cfg.format, dict(result.rows_read),
+             dict(result.dropped) or "nothing")
+    return result

@@ -1,0 +1,120 @@
+"""Writing the walk job's outputs: tables, walk shards, and the atomic publish of the directory.
+
+Everything is written into a hidden temporary sibling of the output directory; the manifest is
+written last, then the directory is renamed into place (an existing one is swapped out only with
+``output.overwrite``). Readers therefore see either no directory, the previous complete one, or
+the new complete one — never a mix.
+
+Output paths must be on a filesystem that the driver can rename on and every executor can write
+to (local disk in local mode, a shared mount on a cluster).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from eges import schema
+
+log = logging.getLogger(__name__)
+
+
+class OutputExistsError(FileExistsError):
+    """The output directory exists and ``output.overwrite`` is false."""
+
+
+def local_path(path: str) -> Path:
+    """The output path as an absolute local path (``file://`` allowed, other schemes are not)."""
+    if "://" in path and not path.startswith("file://"):
+        raise ValueError(
+            f"output path {path!r}: only local or mounted shared filesystems are supported "
+            "(the directory is published with an atomic rename)"
+        )
+    return Path(path.removeprefix("file://")).expanduser().resolve()
+
+
+def prepare_output(final: Path, overwrite: bool) -> Path:
+    """Check the destination and create an empty temporary directory beside it.
+
+    Raises:
+        OutputExistsError: ``final`` exists and ``overwrite`` is false.
+    """
+    if final.exists() and not overwrite:
+        raise OutputExistsError(
+            f"output directory {final} exists; pass --set output.overwrite=true to replace it "
+            "or choose another --output"
+        )
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    return tmp
+
+
+def publish(tmp: Path, final: Path, overwrite: bool) -> None:
+    """Move the finished ``tmp`` directory to ``final`` (swapping out an old one if allowed)."""
+    if not (tmp / schema.MANIFEST).is_file():
+        raise RuntimeError(f"refusing to publish {tmp}: it has no manifest")
+    old = None
+    if final.exists():
+        if not overwrite:
+            raise OutputExistsError(f"output directory {final} appeared while the job ran")
+        old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+        final.rename(old)
+    tmp.rename(final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_table(df: DataFrame, root: Path, name: str, *, files: int = 1,
+                sort_by: str | None = None) -> dict[str, Any]:
+    """Write ``df`` as parquet into ``root/name`` and describe it for the manifest.
+
+    Args:
+        df: the table.
+        root: the (temporary) output directory.
+        name: table path relative to ``root`` (``items``, ``vocab/genres``).
+        files: number of parquet files (range-partitioned by ``sort_by`` when given).
+        sort_by: column to order rows by, within and across files.
+
+    Returns:
+        ``{"path", "rows", "files": [{"path", "rows"}]}`` with paths relative to ``root``.
+    """
+    if sort_by:
+        df = df.repartitionByRange(files, sort_by).sortWithinPartitions(sort_by)
+    else:
+        df = df.coalesce(files)
+    df.write.parquet(str(root / name))
+    return describe(root, name)
+
+
+def describe(root: Path, name: str) -> dict[str, Any]:
+    """Row counts of a written table, read from the parquet footers."""
+    entries = [
+        {"path": str(f.relative_to(root)), "rows": pq.read_metadata(f).num_rows}
+        for f in schema.parquet_files(root / name)
+    ]
+    return {"path": name, "rows": sum(e["rows"] for e in entries), "files": entries}
+
+
+def write_walk_shards(walks: DataFrame, out: Path, num_shards: int) -> dict[str, Any]:
+    """Write walks as ``num_shards`` parquet files of similar size, ordered by ``walk_id``.
+
+    Spark's part files are renamed ``shard-00000.parquet`` … in walk-id order; Spark's marker and
+    checksum files are removed.
+    """
+    spark_dir = out / f"_{schema.WALKS_DIR}_spark"
+    walks.select("walk_id", F.col("items")).repartitionByRange(num_shards, "walk_id") \
+        .sortWithinPartitions("walk_id").write.parquet(str(spark_dir))
+    final = out / schema.WALKS_DIR
+    final.mkdir()
+    for i, part in enumerate(schema.parquet_files(spark_dir)):
+        part.rename(final / f"shard-{i:05d}.parquet")
+    shutil.rmtree(spark_dir)
+    return describe(out, schema.WALKS_DIR)

@@ -1,0 +1,65 @@
+from pathlib import Path
+
+import pytest
+
+from eges.config import Config, ConfigError, load_config, parse_override
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_defaults_follow_the_paper():
+    cfg = load_config()
+    assert cfg.walks.walk_length == 10
+    assert cfg.walks.walks_per_node == 20
+    assert cfg.sessions.session_gap == 3600
+
+
+def test_layering_and_overrides(tmp_path):
+    a = tmp_path / "a.yaml"
+    a.write_text("walks: {walk_length: 5, seed: 1}\nspark: {conf: {spark.x: '1'}}\n")
+    b = tmp_path / "b.yaml"
+    b.write_text("walks: {seed: 2}\n")
+    cfg = load_config([a, b], ["walks.walks_per_node=3", "spark.master=local[1]"])
+    assert (cfg.walks.walk_length, cfg.walks.seed, cfg.walks.walks_per_node) == (5, 2, 3)
+    assert cfg.spark.master == "local[1]"
+    assert cfg.spark.conf == {"spark.x": "1"}
+
+
+def test_roundtrip_through_yaml(tmp_path):
+    cfg = load_config(None, ["data.generic.side_info=[{name: brand}, {name: tags, sep: '|'}]"])
+    path = tmp_path / "resolved.yaml"
+    path.write_text(cfg.to_yaml())
+    assert load_config(path) == cfg
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("walks.walkz=3", "unknown config key 'walks.walkz'"),
+        ("nope.x=1", "unknown config key 'nope'"),
+        ("data.generic.side_info=[{name: a, sepp: x}]", "data.generic.side_info[0].sepp"),
+        ("walks.walk_length=ten", "walks.walk_length"),
+        ("walks.walk_length=1", "walks.walk_length must be >= 2"),
+        ("data.format=xml", "data.format"),
+        ("output.num_shards=0", "output.num_shards"),
+    ],
+)
+def test_bad_keys_and_values_are_named(override, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_config(None, [override])
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("walks: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_override("walks.seed")
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "conf").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_load(path):
+    assert isinstance(load_config(path), Config)
