@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 DROP = "_drop"
 CORRUPT = "_corrupt"
 MOVIELENS_NO_GENRE = "(no genres listed)"
+CSV_PRUNING = "spark.sql.csv.parser.columnPruning.enabled"
 
 
 class InputError(ValueError):
@@ -77,6 +78,9 @@ def read_csv(spark: SparkSession, path: str, required: list[str], *, sep: str = 
     """
     if not _exists(path):
         raise InputError(f"input file not found: {path}")
+    # With CSV column pruning Spark parses only the selected columns and cannot see that a row
+    # has too many fields; malformed rows must be detected, so parse whole rows.
+    spark.conf.set(CSV_PRUNING, "false")
     quote_opt = quote if quote is not None else "\u0000"
     try:
         header = (

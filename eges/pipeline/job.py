@@ -105,6 +105,11 @@ def run_walk_job(spark: SparkSession, cfg: Config) -> dict[str, Any]:
         partitions = cfg.spark.graph_partitions or cfg.spark.shuffle_partitions
         adjacency = build_adjacency(edges, partitions).checkpoint(eager=True)
         start_nodes = adjacency.count()
+        if start_nodes == 0:
+            raise ValueError(
+                f"no edges: no session has two different consecutive items ({stats['events']} "
+                f"events kept, dropped: {dict(dropped_all) or 'nothing'}); check the input "
+                "columns, time_format and session_gap")
         timer.lap("graph")
 
         walks = random_walks(
@@ -128,14 +133,14 @@ def run_walk_job(spark: SparkSession, cfg: Config) -> dict[str, Any]:
         persisted.extend(vocabs.values())
         for field, vocab in vocabs.items():
             tables[f"vocab/{field}"] = write_table(vocab, tmp, f"{schema.VOCAB_DIR}/{field}",
-                                                   sort_by="index")
+                                                   sort_by=["index"])
             _check(tmp, tables[f"vocab/{field}"], schema.VOCAB_SCHEMA)
         item_files = max(1, math.ceil(num_items / ITEMS_PER_FILE))
         tables["items"] = write_table(encode_side_info(items, vocabs), tmp, schema.ITEMS_DIR,
-                                      files=item_files, sort_by="item_idx")
+                                      files=item_files, sort_by=["item_idx"])
         _check(tmp, tables["items"], schema.item_schema(data.fields))
         tables["edges"] = write_table(edges, tmp, schema.EDGES_DIR,
-                                      files=max(1, cfg.output.num_shards), sort_by="src")
+                                      files=max(1, cfg.output.num_shards), sort_by=["src", "dst"])
         _check(tmp, tables["edges"], schema.EDGE_SCHEMA)
         no_side_info = (
             F.size(F.flatten(F.array(*data.fields))) == 0 if data.fields else F.lit(True)

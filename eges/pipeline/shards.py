@@ -73,7 +73,7 @@ def publish(tmp: Path, final: Path, overwrite: bool) -> None:
 
 
 def write_table(df: DataFrame, root: Path, name: str, *, files: int = 1,
-                sort_by: str | None = None) -> dict[str, Any]:
+                sort_by: list[str] | None = None) -> dict[str, Any]:
     """Write ``df`` as parquet into ``root/name`` and describe it for the manifest.
 
     Args:
@@ -81,13 +81,14 @@ def write_table(df: DataFrame, root: Path, name: str, *, files: int = 1,
         root: the (temporary) output directory.
         name: table path relative to ``root`` (``items``, ``vocab/genres``).
         files: number of parquet files (range-partitioned by ``sort_by`` when given).
-        sort_by: column to order rows by, within and across files.
+        sort_by: columns to order rows by, within and across files (files split on the first),
+            so the files are the same for any Spark partitioning.
 
     Returns:
         ``{"path", "rows", "files": [{"path", "rows"}]}`` with paths relative to ``root``.
     """
     if sort_by:
-        df = df.repartitionByRange(files, sort_by).sortWithinPartitions(sort_by)
+        df = df.repartitionByRange(files, sort_by[0]).sortWithinPartitions(*sort_by)
     else:
         df = df.coalesce(files)
     df.write.parquet(str(root / name))

@@ -35,6 +35,8 @@ def build_spark(cfg: SparkConfig, extra: dict[str, str] | None = None) -> SparkS
     settings = {
         "spark.sql.shuffle.partitions": str(cfg.shuffle_partitions),
         "spark.sql.session.timeZone": "UTC",
+        # ingest counts malformed CSV rows, which needs whole-row parsing (see ingest.read_csv)
+        "spark.sql.csv.parser.columnPruning.enabled": "false",
         **cfg.conf,
         **(extra or {}),
     }

@@ -1,0 +1,134 @@
+"""The walk job as a whole: atomic outputs, refusal to overwrite, the CLI, and determinism across
+Spark masters (local[2] in-process vs local[1] in a spark-submit-like subprocess)."""
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from eges import schema
+from eges.config import load_config
+from eges.pipeline.ingest import InputError
+from eges.pipeline.job import run_walk_job
+from eges.pipeline.shards import OutputExistsError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def logs(tmp_path_factory) -> Path:
+    """A small generic e-commerce log: 40 users, 60 items in 3 brands, sessions with gaps."""
+    root = tmp_path_factory.mktemp("logs")
+    rng = random.Random(0)
+    lines = ["user,item,ts,action"]
+    for u in range(40):
+        t = 1_700_000_000 + rng.randrange(10_000)
+        for _ in range(rng.randrange(5, 30)):
+            t += rng.choice([30, 60, 120, 7200])
+            lines.append(f"u{u},i{rng.randrange(60)},{t},{rng.choice(['click', 'click', 'buy', 'fav'])}")
+    (root / "events.csv").write_text("\n".join(lines) + "\n")
+    items = ["item,brand,tags"] + [f"i{i},b{i % 3},t{i % 5}|t{i % 7}" for i in range(70)]
+    (root / "items.csv").write_text("\n".join(items) + "\n")
+    return root
+
+
+def config_args(logs: Path, out: Path) -> list[str]:
+    return [
+        f"data.path={logs}", f"output.path={out}",
+        "data.generic.events=events.csv", "data.generic.items=items.csv",
+        "data.generic.user_col=user", "data.generic.item_col=item", "data.generic.time_col=ts",
+        "data.generic.time_format=unix",
+        "data.generic.behavior_col=action", "data.generic.behaviors=[click, buy]",
+        "data.generic.side_info=[{name: brand}, {name: tags, sep: '|'}]",
+        "walks.walks_per_node=4", "walks.walk_length=6", "output.num_shards=3",
+    ]
+
+
+def read_walks(out: Path) -> dict:
+    t = schema.read_table(out / "walks", schema.WALK_SCHEMA)
+    return dict(zip(t["walk_id"].to_pylist(), t["items"].to_pylist()))
+
+
+def test_generic_logs_end_to_end_and_output_is_atomic(spark, logs, tmp_path):
+    out = tmp_path / "walks"
+    cfg = load_config(REPO / "conf" / "generic-example.yaml", config_args(logs, out))
+    manifest = run_walk_job(spark, cfg)
+    assert manifest["counts"]["items"] == 70  # 60 with events at most + catalogue-only items
+    assert manifest["counts"]["items_without_events"] >= 10
+    assert any("action not in" in why for why in manifest["dropped"])
+    assert len(manifest["walks"]["files"]) == 3
+    assert [p.name for p in tmp_path.iterdir()] == ["walks"]  # no temporary leftovers
+    first = read_walks(out)
+
+    # a second run into the same directory is refused and leaves it untouched
+    with pytest.raises(OutputExistsError, match="output.overwrite"):
+        run_walk_job(spark, cfg)
+    assert read_walks(out) == first
+
+    # with overwrite it is replaced as a whole: a different seed, different walks
+    again = load_config(REPO / "conf" / "generic-example.yaml",
+                        config_args(logs, out) + ["output.overwrite=true", "walks.seed=99"])
+    run_walk_job(spark, again)
+    assert schema.read_manifest(out)["seed"] == 99
+    assert read_walks(out) != first
+    assert [p.name for p in tmp_path.iterdir()] == ["walks"]
+
+
+def test_no_edges_is_an_error_not_an_empty_output(spark, logs, tmp_path):
+    out = tmp_path / "walks"
+    cfg = load_config(REPO / "conf" / "generic-example.yaml",
+                      config_args(logs, out) + ["data.generic.time_format=iso"])
+    with pytest.raises(ValueError, match="no edges.*unparsable ts"):
+        run_walk_job(spark, cfg)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_run_leaves_nothing_behind(spark, logs, tmp_path):
+    out = tmp_path / "walks"
+    cfg = load_config(REPO / "conf" / "generic-example.yaml",
+                      config_args(logs, out) + ["data.generic.items=nope.csv"])
+    with pytest.raises(InputError, match="nope.csv"):
+        run_walk_job(spark, cfg)
+    assert list(tmp_path.iterdir()) == []
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, str(REPO / "jobs" / "walks.py"), *args],
+                          capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.mark.slow
+def test_cli_local1_gives_the_same_walks_as_local2(spark, logs, tmp_path):
+    ours = tmp_path / "local2"
+    base = config_args(logs, ours)
+    run_walk_job(spark, load_config(REPO / "conf" / "generic-example.yaml", base))
+
+    theirs = tmp_path / "local1"
+    proc = run_cli("--config", str(REPO / "conf" / "generic-example.yaml"),
+                   *[a for kv in config_args(logs, theirs) for a in ("--set", kv)],
+                   "--set", "spark.master=local[1]", "--set", "spark.shuffle_partitions=1",
+                   "--set", "spark.graph_partitions=5", "--set", "spark.conf={spark.ui.enabled: 'false'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "walk job finished" in proc.stdout and "dropped rows:" in proc.stdout
+    assert json.loads((theirs / "manifest.json").read_text())["spark_master"] == "local[1]"
+    assert read_walks(theirs) == read_walks(ours)
+    for table in ("items", "edges"):
+        assert pq.read_table(theirs / table).equals(pq.read_table(ours / table))
+
+
+def test_cli_reports_user_errors_without_a_traceback(tmp_path):
+    proc = run_cli("--config", str(REPO / "conf" / "ml-latest-small.yaml"), "--set", "walks.nope=1")
+    assert proc.returncode == 2
+    assert "unknown config key 'walks.nope'" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli("--config", str(REPO / "conf" / "ml-latest-small.yaml"),
+                   "--set", f"data.path={tmp_path}", "--output", str(tmp_path / "out"),
+                   "--set", "spark.master=local[1]")
+    assert proc.returncode == 2
+    assert "input file not found" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()
