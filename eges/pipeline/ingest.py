@@ -16,6 +16,7 @@ file or column is an :class:`InputError` that names it.
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -238,8 +239,6 @@ def single_value(c: Column) -> Column:
 
 def multi_value(c: Column, sep: str) -> Column:
     """A multi-valued field split on a literal separator."""
-    import re
-
     return clean_values(F.split(F.coalesce(c, F.lit("")), re.escape(sep)))
 
 

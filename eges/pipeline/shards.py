@@ -52,6 +52,10 @@ def prepare_output(final: Path, overwrite: bool) -> Path:
             "or choose another --output"
         )
     final.parent.mkdir(parents=True, exist_ok=True)
+    stale = sorted(final.parent.glob(f".{final.name}.tmp-*"))
+    if stale:
+        log.warning("temporary directories of earlier runs that did not finish (safe to delete "
+                    "unless such a run is still going): %s", ", ".join(map(str, stale)))
     tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     return tmp
