@@ -44,11 +44,18 @@ class InputError(ValueError):
 class Ingested:
     """What ingest hands to the graph stage."""
 
-    events: DataFrame
-    side_info: DataFrame
     fields: list[str]
+    events: DataFrame | None = None
+    side_info: DataFrame | None = None
     dropped: Counter = field(default_factory=Counter)
     rows_read: Counter = field(default_factory=Counter)
+
+    def keep(self, tagged: DataFrame, file: str) -> DataFrame:
+        """Count ``file``'s rows and drop reasons (see :func:`split_drops`); return kept rows."""
+        kept, dropped, total = split_drops(tagged)
+        self.dropped.update(dropped)
+        self.rows_read[file] = total
+        return kept
 
 
 # --------------------------------------------------------------------------- reading
@@ -166,6 +173,15 @@ def blank(c: Column) -> Column:
     return c.isNull() | (F.trim(c) == "")
 
 
+def row_rules(file: str, *ids: str, integer: bool = False) -> list[tuple[Column, str]]:
+    """The drop rules every input row gets: well-formed, ids present (and integers if asked)."""
+    rules = [(F.col(CORRUPT).isNotNull(), f"{file}: malformed row (wrong number of fields)")]
+    rules += [(blank(F.col(c)), f"{file}: missing {c}") for c in ids]
+    if integer:
+        rules += [(_int_id(c).isNull(), f"{file}: non-integer {c}") for c in ids]
+    return rules
+
+
 def _int_id(name: str) -> Column:
     """Canonical string of an integer id column (" 007" -> "7"); null when not an integer."""
     return F.expr(f"try_cast(trim(`{name}`) as bigint)").cast("string")
@@ -205,16 +221,7 @@ def events_from(raw: DataFrame, file: str, user: str, item: str, time: str, time
     """
     user_id = _int_id(user) if integer_ids else F.trim(F.col(user))
     item_id = _int_id(item) if integer_ids else F.trim(F.col(item))
-    rules = [
-        (F.col(CORRUPT).isNotNull(), f"{file}: malformed row (wrong number of fields)"),
-        (blank(F.col(user)), f"{file}: missing {user}"),
-        (blank(F.col(item)), f"{file}: missing {item}"),
-    ]
-    if integer_ids:
-        rules += [
-            (user_id.isNull(), f"{file}: non-integer {user}"),
-            (item_id.isNull(), f"{file}: non-integer {item}"),
-        ]
+    rules = row_rules(file, user, item, integer=integer_ids)
     rules.append((parse_time(time, time_format).isNull(), f"{file}: unparsable {time}"))
     rules += filters or []
     return tag(raw, rules).select(
@@ -264,15 +271,7 @@ def movielens_year(title: Column) -> Column:
 def movies_side_info(movies: DataFrame, file: str = "movies.csv") -> DataFrame:
     """movies.csv rows -> (item_id, genres, year, _drop)."""
     item_id = _int_id("movieId")
-    tagged = tag(
-        movies,
-        [
-            (F.col(CORRUPT).isNotNull(), f"{file}: malformed row (wrong number of fields)"),
-            (blank(F.col("movieId")), f"{file}: missing movieId"),
-            (item_id.isNull(), f"{file}: non-integer movieId"),
-        ],
-    )
-    return tagged.select(
+    return tag(movies, row_rules(file, "movieId", integer=True)).select(
         item_id.alias("item_id"),
         movielens_genres(F.col("genres")).alias("genres"),
         movielens_year(F.col("title")).alias("year"),
@@ -283,43 +282,29 @@ def movies_side_info(movies: DataFrame, file: str = "movies.csv") -> DataFrame:
 def tags_side_info(tags: DataFrame, file: str = "tags.csv") -> DataFrame:
     """tags.csv rows -> (item_id, tags, _drop): lower-cased, stripped; one row per tag event."""
     item_id = _int_id("movieId")
-    tagged = tag(
-        tags,
-        [
-            (F.col(CORRUPT).isNotNull(), f"{file}: malformed row (wrong number of fields)"),
-            (blank(F.col("movieId")), f"{file}: missing movieId"),
-            (item_id.isNull(), f"{file}: non-integer movieId"),
-            (blank(F.col("tag")), f"{file}: empty tag"),
-        ],
-    )
-    return tagged.select(
+    rules = row_rules(file, "movieId", integer=True) + [(blank(F.col("tag")), f"{file}: empty tag")]
+    return tag(tags, rules).select(
         item_id.alias("item_id"), F.array(F.lower(F.trim(F.col("tag")))).alias("tags"), DROP
     )
 
 
 def load_movielens(spark: SparkSession, root: str, cfg: MovieLensConfig) -> Ingested:
     """Read a MovieLens directory (ratings.csv, movies.csv, optional tags.csv)."""
-    out = Ingested(events=None, side_info=None, fields=["genres", "year"])  # type: ignore[arg-type]
+    out = Ingested(fields=["genres", "year"])
     ratings_path = f"{root}/{cfg.ratings}"
     raw = read_csv(spark, ratings_path, ["userId", "movieId", "timestamp"])
     events = events_from(raw, cfg.ratings, "userId", "movieId", "timestamp", "unix",
                          integer_ids=True)
-    out.events, dropped, n = split_drops(events)
-    out.dropped.update(dropped)
-    out.rows_read[cfg.ratings] = n
+    out.events = out.keep(events, cfg.ratings)
 
     movies_raw = read_csv(spark, f"{root}/{cfg.movies}", ["movieId", "title", "genres"])
-    movies, dropped, n = split_drops(movies_side_info(movies_raw, cfg.movies))
-    out.dropped.update(dropped)
-    out.rows_read[cfg.movies] = n
+    movies = out.keep(movies_side_info(movies_raw, cfg.movies), cfg.movies)
     side = merge_side_info(movies, ["genres", "year"])
 
     if cfg.tags:
         out.fields.append("tags")
         tags_raw = read_csv(spark, f"{root}/{cfg.tags}", ["movieId", "tag"])
-        tags, dropped, n = split_drops(tags_side_info(tags_raw, cfg.tags))
-        out.dropped.update(dropped)
-        out.rows_read[cfg.tags] = n
+        tags = out.keep(tags_side_info(tags_raw, cfg.tags), cfg.tags)
         tag_sets = merge_side_info(tags, ["tags"])
         side = side.join(tag_sets, "item_id", "full_outer")
     out.side_info = fill_empty(side, out.fields)
@@ -367,10 +352,8 @@ def load_recbole(spark: SparkSession, root: str, cfg: RecBoleConfig) -> Ingested
     clash = set(fields) & set(kg_fields.values())
     if clash or len(set(kg_fields.values())) != len(kg_fields):
         raise InputError(f"recbole: side-info field names collide: {fields} + {kg_fields}")
-    out = Ingested(events=None, side_info=None, fields=fields + list(kg_fields.values()))  # type: ignore[arg-type]
-    out.events, dropped, n = split_drops(events)
-    out.dropped.update(dropped)
-    out.rows_read[inter_file] = n
+    out = Ingested(fields=fields + list(kg_fields.values()))
+    out.events = out.keep(events, inter_file)
 
     item_file = f"{cfg.dataset}.item"
     items_raw, names = _recbole_read(spark, f"{base}.item", ["item_id", *cfg.item_fields.values()])
@@ -379,16 +362,8 @@ def load_recbole(spark: SparkSession, root: str, cfg: RecBoleConfig) -> Ingested
         multi = names[column].endswith(":token_seq")
         value = multi_value(F.col(column), " ") if multi else single_value(F.col(column))
         cols.append(value.alias(name))
-    items = tag(
-        items_raw,
-        [
-            (F.col(CORRUPT).isNotNull(), f"{item_file}: malformed row (wrong number of fields)"),
-            (blank(F.col("item_id")), f"{item_file}: missing item_id"),
-        ],
-    ).select(F.trim(F.col("item_id")).alias("item_id"), *cols, DROP)
-    items, dropped, n = split_drops(items)
-    out.dropped.update(dropped)
-    out.rows_read[item_file] = n
+    items = tag(items_raw, row_rules(item_file, "item_id")).select(F.trim(F.col("item_id")).alias("item_id"), *cols, DROP)
+    items = out.keep(items, item_file)
     side = merge_side_info(items, fields)
 
     if kg_fields:
@@ -404,27 +379,11 @@ def _recbole_kg(spark: SparkSession, base: str, dataset: str, kg_fields: dict[st
     link_raw, _ = _recbole_read(spark, f"{base}.link", ["item_id", "entity_id"])
     kg_raw, _ = _recbole_read(spark, f"{base}.kg", ["head_id", "relation_id", "tail_id"])
     link_file, kg_file = f"{dataset}.link", f"{dataset}.kg"
-    link = tag(
-        link_raw,
-        [
-            (F.col(CORRUPT).isNotNull(), f"{link_file}: malformed row (wrong number of fields)"),
-            (blank(F.col("item_id")) | blank(F.col("entity_id")), f"{link_file}: missing id"),
-        ],
-    ).select(F.trim("item_id").alias("item_id"), F.trim("entity_id").alias("entity_id"), DROP)
-    link, dropped, n = split_drops(link)
-    out.dropped.update(dropped)
-    out.rows_read[link_file] = n
-    kg = tag(
-        kg_raw,
-        [
-            (F.col(CORRUPT).isNotNull(), f"{kg_file}: malformed row (wrong number of fields)"),
-            (blank(F.col("head_id")) | blank(F.col("tail_id")), f"{kg_file}: missing id"),
-        ],
-    ).select(F.trim("head_id").alias("head_id"), F.trim("relation_id").alias("relation_id"),
+    link = tag(link_raw, row_rules(link_file, "item_id", "entity_id")).select(F.trim("item_id").alias("item_id"), F.trim("entity_id").alias("entity_id"), DROP)
+    link = out.keep(link, link_file)
+    kg = tag(kg_raw, row_rules(kg_file, "head_id", "tail_id")).select(F.trim("head_id").alias("head_id"), F.trim("relation_id").alias("relation_id"),
              F.trim("tail_id").alias("tail_id"), DROP)
-    kg, dropped, n = split_drops(kg)
-    out.dropped.update(dropped)
-    out.rows_read[kg_file] = n
+    kg = out.keep(kg, kg_file)
     rel_map = F.create_map(*[x for kv in kg_fields.items() for x in (F.lit(kv[0]), F.lit(kv[1]))])
     triples = (
         kg.filter(F.col("relation_id").isin(list(kg_fields)))
@@ -465,10 +424,8 @@ def load_generic(spark: SparkSession, root: str, cfg: GenericConfig) -> Ingested
     events = events_from(raw, ev_file, cfg.user_col, cfg.item_col, cfg.time_col, cfg.time_format,
                          filters=filters)
     fields = [f.name for f in cfg.side_info]
-    out = Ingested(events=None, side_info=None, fields=fields)  # type: ignore[arg-type]
-    out.events, dropped, n = split_drops(events)
-    out.dropped.update(dropped)
-    out.rows_read[ev_file] = n
+    out = Ingested(fields=fields)
+    out.events = out.keep(events, ev_file)
 
     if cfg.items is None:
         if fields:
@@ -489,16 +446,8 @@ def load_generic(spark: SparkSession, root: str, cfg: GenericConfig) -> Ingested
          single_value(F.col(columns[f.name]))).alias(f.name)
         for f in cfg.side_info
     ]
-    items = tag(
-        items_raw,
-        [
-            (F.col(CORRUPT).isNotNull(), f"{it_file}: malformed row (wrong number of fields)"),
-            (blank(F.col(id_col)), f"{it_file}: missing {id_col}"),
-        ],
-    ).select(F.trim(F.col(id_col)).alias("item_id"), *cols, DROP)
-    items, dropped, n = split_drops(items)
-    out.dropped.update(dropped)
-    out.rows_read[it_file] = n
+    items = tag(items_raw, row_rules(it_file, id_col)).select(F.trim(F.col(id_col)).alias("item_id"), *cols, DROP)
+    items = out.keep(items, it_file)
     out.side_info = fill_empty(merge_side_info(items, fields), fields)
     return out
 
