@@ -135,6 +135,33 @@ class SparkConfig:
 
 
 @dataclass(frozen=True)
+class TrainConfig:
+    """The EGES trainer (``eges/train.py``)."""
+
+    data: str = "out/walks"  # a walk job output directory
+    output: str = "out/run"  # run directory: checkpoints, logs, exports
+    mode: Literal["eges", "ges", "bge"] = "eges"  # EGES; GES = equal weights; BGE = item only
+    embedding_dim: int = 128  # paper: 160
+    window: int = 5
+    num_negatives: int = 5
+    ns_exponent: float = 0.75
+    batch_size: int = 256  # walks per batch; every window pair of those walks is used
+    epochs: int = 1
+    max_steps: int = -1  # -1: run all epochs
+    optimizer: Literal["adam", "sparse_adam", "adagrad", "sgd"] = "sparse_adam"
+    lr: float = 0.01
+    shuffle_buffer: int = 8192  # walks shuffled together in memory
+    num_workers: int = 0  # DataLoader workers per process
+    seed: int = 42
+    checkpoint_every_n_steps: int = 500
+    log_every_n_steps: int = 20
+    accelerator: Literal["auto", "cpu", "gpu"] = "auto"
+    backend: Literal["auto", "gloo", "nccl"] = "auto"  # DDP backend; auto: nccl on GPU
+    precision: str = "32-true"
+    overwrite: bool = False  # replace an existing run directory instead of refusing
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole resolved configuration."""
 
@@ -143,6 +170,7 @@ class Config:
     walks: WalksConfig = field(default_factory=WalksConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     spark: SparkConfig = field(default_factory=SparkConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (YAML/JSON-serialisable) of every value, defaults included."""
@@ -211,6 +239,7 @@ _DATACLASSES = {
         WalksConfig,
         OutputConfig,
         SparkConfig,
+        TrainConfig,
     )
 }
 
@@ -245,6 +274,21 @@ def _validate(cfg: Config) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    t = cfg.train
+    for ok, message in [
+        (t.embedding_dim >= 1, "train.embedding_dim must be >= 1"),
+        (t.window >= 1, "train.window must be >= 1"),
+        (t.num_negatives >= 1, "train.num_negatives must be >= 1"),
+        (t.batch_size >= 1, "train.batch_size must be >= 1"),
+        (t.epochs >= 1, "train.epochs must be >= 1"),
+        (t.max_steps == -1 or t.max_steps >= 1, "train.max_steps must be -1 or >= 1"),
+        (t.lr > 0, "train.lr must be > 0"),
+        (t.shuffle_buffer >= t.batch_size, "train.shuffle_buffer must be >= train.batch_size"),
+        (t.num_workers >= 0, "train.num_workers must be >= 0"),
+        (t.checkpoint_every_n_steps >= 1, "train.checkpoint_every_n_steps must be >= 1"),
+    ]:
+        if not ok:
+            raise ConfigError(message)
     names = [f.name for f in cfg.data.generic.side_info]
     if len(set(names)) != len(names):
         raise ConfigError(f"data.generic.side_info: duplicate field names {names}")
@@ -254,7 +298,9 @@ def from_dict(data: dict[str, Any]) -> Config:
     """Build a validated :class:`Config` from a nested dict (unknown keys are errors)."""
     _check_keys(Config, data, "")
     try:
-        cfg = dacite.from_dict(Config, data, config=dacite.Config(strict=True))
+        # YAML writes 1 for 1.0: accept ints where floats are expected
+        cfg = dacite.from_dict(Config, data, config=dacite.Config(strict=True, type_hooks={
+            float: lambda v: float(v) if isinstance(v, int) and not isinstance(v, bool) else v}))
     except dacite.DaciteError as exc:
         raise ConfigError(f"invalid config: {exc}") from None
     _validate(cfg)

@@ -11,10 +11,11 @@ For the walks, each node's out-edges are gathered into one adjacency row with an
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+
+from eges.alias import alias_table
 
 ADJACENCY_SCHEMA = "src int, dst array<int>, weight array<bigint>, prob array<double>, alias array<int>"
 
@@ -32,36 +33,6 @@ def build_edges(sessions: DataFrame) -> DataFrame:
         F.col("prev_item").isNotNull() & (F.col("prev_item") != F.col("item_idx"))
     ).select(F.col("prev_item").alias("src"), F.col("item_idx").alias("dst"))
     return pairs.groupBy("src", "dst").agg(F.count(F.lit(1)).alias("weight"))
-
-
-def alias_table(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Vose's alias method: O(n) build, O(1) draws.
-
-    To draw: pick column k uniformly, then k with probability ``prob[k]``, else ``alias[k]``.
-
-    Args:
-        weights: non-negative weights, at least one positive.
-
-    Returns:
-        (prob float64, alias int32), both of length ``len(weights)``.
-    """
-    n = len(weights)
-    w = np.asarray(weights, dtype=np.float64)
-    if n == 1 or np.all(w == w[0]):
-        return np.ones(n), np.arange(n, dtype=np.int32)
-    scaled = w * (n / w.sum())
-    prob = np.ones(n)
-    alias = np.arange(n, dtype=np.int32)
-    small = [i for i in range(n) if scaled[i] < 1.0]
-    large = [i for i in range(n) if scaled[i] >= 1.0]
-    while small and large:
-        s, g = small.pop(), large.pop()
-        prob[s] = scaled[s]
-        alias[s] = g
-        scaled[g] = (scaled[g] + scaled[s]) - 1.0
-        (small if scaled[g] < 1.0 else large).append(g)
-    # leftovers are 1 up to rounding error
-    return prob, alias
 
 
 def _alias_partition(batches):

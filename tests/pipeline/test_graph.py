@@ -5,7 +5,8 @@ import pytest
 from pyspark.testing import assertDataFrameEqual
 
 from eges.config import SessionsConfig
-from eges.pipeline.graph import alias_table, build_adjacency, build_edges
+from eges.alias import alias_table
+from eges.pipeline.graph import build_adjacency, build_edges
 from eges.pipeline.ingest import split_drops
 from eges.pipeline.sessions import filter_events, sessionize
 

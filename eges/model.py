@@ -1,0 +1,218 @@
+"""EGES as a plain ``nn.Module`` (paper §2.3–2.4): usable without Lightning for export and serving.
+
+For item v with side-information fields 1..n:
+
+* W⁰_v — the item's own embedding; W^s_v — the embedding of its s-th field (a multi-valued field
+  is the mean of its values' embeddings; a field without a value is left out);
+* EGES: H_v = Σ_j exp(a_v^j) W^j_v / Σ_j exp(a_v^j) with a **per-item trainable** row a_v of
+  A ∈ R^{(|V|+1)×(n+1)}; GES: the plain mean; BGE: W⁰_v alone (DeepWalk);
+* skip-gram with negative sampling against a **separate context table Z**:
+  loss = −log σ(H_vᵀ Z_u) − Σ_negatives log σ(−H_vᵀ Z_n);
+* cold start: a new item has no W⁰ and no row of A; its vector is the mean of its side-info
+  embeddings (paper §3.3.2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Mode = Literal["eges", "ges", "bge"]
+
+
+def gather_bags(ids: torch.Tensor, offsets: torch.Tensor, values: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The CSR value lists of ``ids`` as (flat values, bag offsets) for ``embedding_bag``.
+
+    Args:
+        ids: (N,) item indices.
+        offsets: (V + 2,) CSR offsets of one field.
+        values: (nnz,) vocabulary indices.
+
+    Returns:
+        (flat (M,), bag_offsets (N,)) where bag i is flat[bag_offsets[i]:bag_offsets[i+1]].
+    """
+    starts = offsets[ids]  # (N,)
+    lengths = offsets[ids + 1] - starts  # (N,)
+    bag_offsets = torch.cumsum(lengths, 0) - lengths  # (N,)
+    total = int(lengths.sum())
+    # position inside the flat output -> position in `values`
+    shift = torch.repeat_interleave(starts - bag_offsets, lengths, output_size=total)  # (M,)
+    flat = values[torch.arange(total, device=ids.device) + shift]  # (M,)
+    return flat, bag_offsets
+
+
+class EGES(nn.Module):
+    """Item, side-info and context embeddings with per-item attention over the sources.
+
+    Args:
+        num_items: items, indexed 1..num_items (0 = padding).
+        vocab_sizes: values per side-info field (indices 1..size; 0 = padding).
+        side_offsets, side_values: per field, the CSR side information of every item
+            (see :mod:`eges.data.items`); registered as buffers, not trained.
+        embedding_dim: d (paper: 160).
+        mode: ``eges``, ``ges`` or ``bge``.
+        sparse: sparse gradients for the embedding tables (SparseAdam; gloo under DDP).
+    """
+
+    def __init__(self, num_items: int, vocab_sizes: list[int], side_offsets: list[torch.Tensor],
+                 side_values: list[torch.Tensor], embedding_dim: int = 128, mode: Mode = "eges",
+                 sparse: bool = False) -> None:
+        super().__init__()
+        if len(vocab_sizes) != len(side_offsets) or len(side_offsets) != len(side_values):
+            raise ValueError("one vocabulary size, offsets and values tensor per field")
+        self.num_items = num_items
+        self.mode = mode
+        self.num_fields = len(vocab_sizes) if mode != "bge" else 0
+        d = embedding_dim
+        self.item = nn.Embedding(num_items + 1, d, padding_idx=0, sparse=sparse)  # W⁰
+        self.side = nn.ModuleList(
+            nn.EmbeddingBag(size + 1, d, mode="mean", sparse=sparse, padding_idx=0)
+            for size in vocab_sizes[: self.num_fields]
+        )  # W¹..Wⁿ
+        # A: only EGES has it (an unused parameter would stall DDP in GES/BGE mode)
+        self.attention = (nn.Embedding(num_items + 1, self.num_fields + 1, sparse=sparse)
+                          if mode == "eges" and self.num_fields else None)
+        self.context = nn.Embedding(num_items + 1, d, padding_idx=0, sparse=sparse)  # Z
+        for i, (off, val) in enumerate(zip(side_offsets, side_values)):
+            self.register_buffer(f"side_offsets_{i}", off.long(), persistent=False)
+            self.register_buffer(f"side_values_{i}", val.long(), persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        bound = 0.5 / self.item.embedding_dim  # word2vec's initialisation
+        nn.init.uniform_(self.item.weight, -bound, bound)
+        for bag in self.side:
+            nn.init.uniform_(bag.weight, -bound, bound)
+        if self.attention is not None:
+            nn.init.zeros_(self.attention.weight)  # equal weights at the start
+        nn.init.zeros_(self.context.weight)  # as word2vec's output layer
+        with torch.no_grad():
+            self.item.weight[0].zero_()
+            for bag in self.side:
+                bag.weight[0].zero_()
+
+    def _side(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Field embeddings (N, n, D) and which fields have a value (N, n)."""
+        embs, present = [], []
+        for i, bag in enumerate(self.side):
+            offsets = getattr(self, f"side_offsets_{i}")
+            flat, bag_offsets = gather_bags(ids, offsets, getattr(self, f"side_values_{i}"))
+            embs.append(bag(flat, bag_offsets))  # (N, D); empty bags are zero
+            present.append(offsets[ids + 1] > offsets[ids])  # (N,)
+        return torch.stack(embs, 1), torch.stack(present, 1)
+
+    def source_weights(self, ids: torch.Tensor) -> torch.Tensor:
+        """Weights of (item, field 1..n) for each id, rows summing to 1. Shape (N, n + 1)."""
+        if self.num_fields == 0:
+            return torch.ones(ids.shape[0], 1, device=ids.device)
+        _, present = self._side(ids)
+        return self._weights(ids, present)
+
+    def _weights(self, ids: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        mask = torch.cat([torch.ones_like(present[:, :1]), present], 1)  # (N, n+1)
+        if self.attention is not None:
+            logits = self.attention(ids)  # (N, n+1)
+        else:  # ges: equal weights over the sources present
+            logits = torch.zeros(mask.shape, device=ids.device)
+        return torch.softmax(logits.masked_fill(~mask, float("-inf")), dim=1)  # (N, n+1)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """H for warm items: (N,) item indices -> (N, D)."""
+        own = self.item(ids)  # (N, D)
+        if self.num_fields == 0:
+            return own
+        side, present = self._side(ids)  # (N, n, D), (N, n)
+        sources = torch.cat([own.unsqueeze(1), side], 1)  # (N, n+1, D)
+        weights = self._weights(ids, present)  # (N, n+1)
+        return (weights.unsqueeze(-1) * sources).sum(1)  # (N, D)
+
+    def cold_start(self, side_ids: list[list[torch.Tensor]]) -> torch.Tensor:
+        """Vectors of new items from side information alone (paper §3.3.2).
+
+        Args:
+            side_ids: per item, per field, a 1-D tensor of vocabulary indices (may be empty).
+
+        Returns:
+            (N, D): the mean over fields with at least one value of each field's mean value
+            embedding; a zero vector for an item without any known value.
+        """
+        if self.num_fields == 0:
+            raise ValueError("BGE has no side-information embeddings: cannot embed new items")
+        device = self.item.weight.device
+        out = torch.zeros(len(side_ids), self.item.embedding_dim, device=device)
+        for n, fields in enumerate(side_ids):
+            vecs = [self.side[i].weight[v.to(device)].mean(0)
+                    for i, v in enumerate(fields[: self.num_fields]) if v.numel()]
+            if vecs:
+                out[n] = torch.stack(vecs).mean(0)
+        return out
+
+    def cold_start_items(self, ids: torch.Tensor) -> torch.Tensor:
+        """Cold-start vectors of catalogue items from their stored side info. (N,) -> (N, D)."""
+        if self.num_fields == 0:
+            raise ValueError("BGE has no side-information embeddings: cannot embed new items")
+        side, present = self._side(ids)  # (N, n, D), (N, n)
+        count = present.sum(1, keepdim=True).clamp(min=1)  # (N, 1)
+        return (side * present.unsqueeze(-1)).sum(1) / count  # (N, D)
+
+    def sgns_loss(self, h: torch.Tensor, contexts: torch.Tensor, negatives: torch.Tensor
+                  ) -> torch.Tensor:
+        """Skip-gram negative-sampling loss, mean over pairs.
+
+        Args:
+            h: (P, D) centre vectors H; contexts: (P,) item indices; negatives: (P, K).
+        """
+        pos = (h * self.context(contexts)).sum(-1)  # (P,)
+        neg = torch.bmm(self.context(negatives), h.unsqueeze(-1)).squeeze(-1)  # (P, K)
+        return -(F.logsigmoid(pos) + F.logsigmoid(-neg).sum(-1)).mean()
+
+    def walk_loss(self, walks: torch.Tensor, window: int,
+                  negatives: Callable[[tuple[int, int]], torch.Tensor], num_negatives: int
+                  ) -> tuple[torch.Tensor, int]:
+        """The SGNS loss of every window pair of a batch of walks.
+
+        H is computed once per walk position, not once per pair.
+
+        Args:
+            walks: (B, L) item indices, 0 = padding.
+            window: maximum distance between centre and context.
+            negatives: draws a (P, K) tensor of negative item indices for a shape (P, K).
+            num_negatives: K.
+
+        Returns:
+            (loss, number of pairs P).
+        """
+        flat = walks.reshape(-1)  # (B*L,)
+        centre_pos, context_pos = window_pairs(walks, window)  # (P,), (P,)
+        h = self(flat)[centre_pos]  # (P, D)
+        negs = negatives((centre_pos.numel(), num_negatives))  # (P, K)
+        return self.sgns_loss(h, flat[context_pos], negs), centre_pos.numel()
+
+
+def window_pairs(walks: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every (centre, context) pair within ``window`` positions, both directions, padding excluded.
+
+    Args:
+        walks: (B, L) item indices, 0 = padding.
+        window: maximum distance.
+
+    Returns:
+        (centre positions (P,), context positions (P,)) as indices into ``walks.reshape(-1)``.
+    """
+    b, length = walks.shape
+    pos = torch.arange(b * length, device=walks.device).reshape(b, length)  # (B, L)
+    centres, contexts = [], []
+    for d in range(1, min(window, length - 1) + 1):
+        ok = (walks[:, :-d] > 0) & (walks[:, d:] > 0)  # (B, L-d)
+        left, right = pos[:, :-d][ok], pos[:, d:][ok]  # (p,), (p,)
+        centres += [left, right]
+        contexts += [right, left]
+    if not centres:
+        empty = walks.new_zeros(0)
+        return empty, empty
+    return torch.cat(centres), torch.cat(contexts)

@@ -1,0 +1,194 @@
+"""Trainer entry point: stream walk shards into EGES with Lightning, on one or many processes.
+
+    torchrun --nproc-per-node=2 eges/train.py --config conf/ml-latest-small.yaml
+    python eges/train.py --config conf/ml-latest-small.yaml [--data WALKS] [--output RUN]
+                         [--set train.max_steps=200] [--resume]
+
+CPU (gloo) or GPU (nccl) is chosen automatically (``train.accelerator``, ``train.backend``).
+Checkpoints go to ``RUN/checkpoints`` every ``train.checkpoint_every_n_steps`` steps and at each
+epoch end; ``--resume`` continues from the newest one. Rank 0 alone writes the export.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script (torchrun eges/train.py): import the package
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from eges import schema  # noqa: E402
+from eges.config import Config, ConfigError, load_config  # noqa: E402
+
+log = logging.getLogger("eges.train")
+
+
+class RunExistsError(FileExistsError):
+    """The run directory already holds a run and neither --resume nor overwrite was given."""
+
+
+def _world() -> tuple[int, int, int]:
+    """(global rank, local world size, world size) from torchrun's environment."""
+    return (int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_WORLD_SIZE", 1)),
+            int(os.environ.get("WORLD_SIZE", 1)))
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    ckpts = sorted((run_dir / "checkpoints").glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+    return ckpts[-1] if ckpts else None
+
+
+def train(cfg: Config, resume: bool = False) -> dict:
+    """Train, checkpoint and export one run.
+
+    Args:
+        cfg: resolved config; ``cfg.train.data`` is the walk output, ``cfg.train.output`` the run.
+        resume: continue from the newest checkpoint of the run directory.
+
+    Returns:
+        Training statistics (on rank 0 also the export manifest under ``"export"``).
+    """
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint
+    from pytorch_lightning.loggers import CSVLogger
+    from pytorch_lightning.strategies import DDPStrategy
+    from torch.utils.data import DataLoader
+
+    from eges.data.dataset import WalkDataset
+    from eges.data.items import load_items
+    from eges.data.sampling import AliasSampler, walk_frequencies
+    from eges.export import export_run
+    from eges.model import EGES
+    from eges.module import EGESModule
+
+    t = cfg.train
+    rank, local_world, world = _world()
+    run_dir = Path(t.output).resolve()
+    walk_dir = Path(t.data)
+    manifest = schema.read_manifest(walk_dir)  # refuses an unfinished walk output
+    ckpt = None
+    if resume:
+        ckpt = latest_checkpoint(run_dir)
+        if ckpt is None:
+            raise FileNotFoundError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}")
+    elif (run_dir / "checkpoints").exists() and not t.overwrite:
+        raise RunExistsError(f"run directory {run_dir} already has checkpoints; use --resume to "
+                             "continue it, --set train.overwrite=true to start over, or another "
+                             "--output")
+
+    gpu = t.accelerator == "gpu" or (t.accelerator == "auto" and torch.cuda.is_available())
+    backend = t.backend if t.backend != "auto" else ("nccl" if gpu else "gloo")
+    optimizer = t.optimizer
+    if optimizer == "sparse_adam" and world > 1 and backend == "nccl":
+        log.warning("NCCL cannot all-reduce sparse gradients: using dense gradients with Adam")
+        optimizer = "adam"
+    cfg = Config(**{**cfg.__dict__, "train": type(t)(**{**t.__dict__, "optimizer": optimizer})})
+    t = cfg.train
+
+    pl.seed_everything(t.seed + rank, workers=True)  # each rank samples differently
+    items = load_items(walk_dir, manifest)
+    dataset = WalkDataset(walk_dir, t.batch_size, seed=t.seed, shuffle_buffer=t.shuffle_buffer)
+    counts = walk_frequencies([s.path for s in dataset.shards], items.num_items)
+    torch.manual_seed(t.seed)  # identical initial weights on every rank
+    model = EGES(items.num_items, items.vocab_sizes, items.offsets, items.values,
+                 t.embedding_dim, t.mode, sparse=optimizer == "sparse_adam")
+    pl.seed_everything(t.seed + rank, workers=True)
+    module = EGESModule(model, AliasSampler(counts, t.ns_exponent), t)
+    loader = DataLoader(dataset, batch_size=None, num_workers=t.num_workers,
+                        pin_memory=gpu)
+
+    strategy = DDPStrategy(process_group_backend=backend) if world > 1 else "auto"
+    callbacks = [
+        ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="step-{step}",
+                        every_n_train_steps=t.checkpoint_every_n_steps, save_top_k=1,
+                        monitor="step", mode="max"),
+        ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="epoch-{epoch}",
+                        every_n_epochs=1, save_on_train_epoch_end=True, save_top_k=1,
+                        monitor="step", mode="max"),
+    ]
+    trainer = pl.Trainer(
+        accelerator="gpu" if gpu else "cpu",
+        devices=local_world,
+        num_nodes=world // local_world,
+        strategy=strategy,
+        max_epochs=t.epochs,
+        max_steps=t.max_steps,
+        precision=t.precision,
+        callbacks=callbacks,
+        logger=CSVLogger(run_dir, name="logs", version=""),
+        log_every_n_steps=t.log_every_n_steps,
+        default_root_dir=run_dir,
+        enable_model_summary=rank == 0,
+        use_distributed_sampler=False,  # the dataset splits itself by (rank, worker)
+    )
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / schema.CONFIG_FILE).write_text(cfg.to_yaml())
+        log.info("training %s on %d walks (%d batches per rank and epoch), %d process(es), %s",
+                 t.mode, dataset.total_walks, len(dataset), world, "GPU" if gpu else "CPU")
+    start = time.perf_counter()
+    trainer.fit(module, train_dataloaders=loader, ckpt_path=str(ckpt) if ckpt else None)
+    seconds = time.perf_counter() - start
+    stats = {
+        "steps": trainer.global_step,
+        "epochs_completed": trainer.current_epoch,
+        "pairs_per_rank": module.pairs_seen,
+        "train_seconds": round(seconds, 3),
+        "processes": world,
+        "device": "gpu" if gpu else "cpu",
+        "optimizer": optimizer,
+        "resumed_from": ckpt.name if ckpt else None,
+    }
+    if trainer.is_global_zero:
+        stats["export"] = export_run(module.model, items, counts, cfg, run_dir,
+                                     extra={"training": dict(stats)})
+    return stats
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", action="append", required=True,
+                   help="YAML config; repeat to layer several (later wins)")
+    p.add_argument("--data", help="walk job output directory (overrides train.data)")
+    p.add_argument("--output", help="run directory (overrides train.output)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, e.g. --set train.max_steps=100")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    overrides = list(args.set)
+    if args.data:
+        overrides.append(f"train.data={args.data}")
+    if args.output:
+        overrides.append(f"train.output={args.output}")
+    try:
+        cfg = load_config(args.config, overrides)
+        stats = train(cfg, resume=args.resume)
+    except (ConfigError, schema.IncompleteOutputError, RunExistsError,
+            FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if "export" in stats:
+        e = stats["export"]["counts"]
+        pairs = stats["pairs_per_rank"] * stats["processes"]
+        print(f"trained {stats['steps']} steps in {stats['train_seconds']:.1f} s on "
+              f"{stats['processes']} {stats['device']} process(es): ~{pairs:,} pairs "
+              f"({pairs / max(stats['train_seconds'], 1e-9):,.0f} pairs/s incl. start-up)\n"
+              f"exported {e['vectors']:,} vectors ({e['warm']:,} warm, {e['cold']:,} cold) to "
+              f"{Path(cfg.train.output) / 'export'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
