@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -40,7 +42,17 @@ def _world() -> tuple[int, int, int]:
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    ckpts = sorted((run_dir / "checkpoints").glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+    """The checkpoint with the highest step.
+
+    At equal steps the step checkpoint wins over the epoch-end one: when ``max_steps`` stops an
+    epoch early, Lightning still runs the epoch-end hook, and resuming from that checkpoint would
+    treat the cut-short epoch as finished.
+    """
+    def key(path: Path) -> tuple[int, int]:
+        match = re.search(r"step-(\d+)", path.stem)
+        return (int(match.group(1)) if match else -1, path.stem.startswith("step-"))
+
+    ckpts = sorted((run_dir / "checkpoints").glob("*.ckpt"), key=key)
     return ckpts[-1] if ckpts else None
 
 
@@ -63,7 +75,7 @@ def train(cfg: Config, resume: bool = False) -> dict:
     from eges.data.dataset import WalkDataset
     from eges.data.items import load_items
     from eges.data.sampling import AliasSampler, walk_frequencies
-    from eges.export import export_run
+    from eges.export import EXPORT_DIR, export_run
     from eges.model import EGES
     from eges.module import EGESModule
 
@@ -107,10 +119,10 @@ def train(cfg: Config, resume: bool = False) -> dict:
     callbacks = [
         ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="step-{step}",
                         every_n_train_steps=t.checkpoint_every_n_steps, save_top_k=1,
-                        monitor="step", mode="max"),
-        ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="epoch-{epoch}",
+                        monitor="step", mode="max", auto_insert_metric_name=False),
+        ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="epoch-{epoch}-step-{step}",
                         every_n_epochs=1, save_on_train_epoch_end=True, save_top_k=1,
-                        monitor="step", mode="max"),
+                        monitor="step", mode="max", auto_insert_metric_name=False),
     ]
     trainer = pl.Trainer(
         accelerator="gpu" if gpu else "cpu",
@@ -128,6 +140,9 @@ def train(cfg: Config, resume: bool = False) -> dict:
         use_distributed_sampler=False,  # the dataset splits itself by (rank, worker)
     )
     if rank == 0:
+        if not resume and t.overwrite:
+            for stale in ("checkpoints", "logs", EXPORT_DIR):
+                shutil.rmtree(run_dir / stale, ignore_errors=True)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / schema.CONFIG_FILE).write_text(cfg.to_yaml())
         log.info("training %s on %d walks (%d batches per rank and epoch), %d process(es), %s",

@@ -1,0 +1,162 @@
+"""Real multi-process training: torchrun with 2 gloo processes on walks of ml-latest-small,
+resume from a checkpoint, export, and cold-start embedding on the trained model."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from eges import schema
+from eges.config import load_config
+from eges.embed import Embedder
+from eges.pipeline.job import run_walk_job
+
+REPO = Path(__file__).resolve().parents[2]
+TRAIN = ["train.embedding_dim=32", "train.batch_size=128", "train.checkpoint_every_n_steps=20",
+         "train.log_every_n_steps=5", "train.lr=0.02"]
+
+
+@pytest.fixture(scope="module")
+def walks(spark, ml_small, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ml-walks") / "walks"
+    cfg = load_config(REPO / "conf" / "ml-latest-small.yaml",
+                      [f"data.path={ml_small}", f"output.path={out}", "walks.walks_per_node=4"])
+    run_walk_job(spark, cfg)
+    return out
+
+
+def train_cli(*args: str, nproc: int = 2) -> subprocess.CompletedProcess:
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                f"--nproc-per-node={nproc}"] if nproc > 1 else [sys.executable]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([*launcher, str(REPO / "eges" / "train.py"),
+                           "--config", str(REPO / "conf" / "ml-latest-small.yaml"), *args],
+                          capture_output=True, text=True, env=env, timeout=900)
+
+
+def sets(*kv: str) -> list[str]:
+    return [a for x in kv for a in ("--set", x)]
+
+
+@pytest.fixture(scope="module")
+def run(walks, tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("run") / "run"
+    proc = train_cli("--data", str(walks), "--output", str(run_dir),
+                     *sets(*TRAIN, "train.max_steps=40"))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "exported" in proc.stdout
+    return run_dir
+
+
+def export_manifest(run_dir: Path) -> dict:
+    return json.loads((run_dir / "export" / "manifest.json").read_text())
+
+
+@pytest.mark.slow
+def test_two_process_training_finishes_and_exports_once(run, walks):
+    m = export_manifest(run)
+    assert m["training"]["processes"] == 2 and m["training"]["steps"] == 40
+    assert m["training"]["optimizer"] == "sparse_adam"  # sparse gradients all-reduced on gloo
+    items = schema.read_table(walks / "items").num_rows
+    assert m["counts"]["items"] == items
+    assert m["counts"]["vectors"] + m["counts"]["items_without_vector"] == items
+    assert m["counts"]["cold"] > 0  # unrated movies and movies never walked get vectors too
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.yaml", "export", "logs"]
+    emb = pq.read_table(run / "export" / "embeddings.parquet")
+    assert emb.num_rows == m["counts"]["vectors"] and len(emb["vector"][0]) == 32
+    weights = pq.read_table(run / "export" / "weights.parquet").to_pandas()
+    total = weights[[c for c in weights.columns if c.startswith("weight_")]].sum(axis=1)
+    np.testing.assert_allclose(total, 1.0, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_loss_decreases(run):
+    with (run / "logs" / "metrics.csv").open() as fh:
+        losses = [float(r["loss"]) for r in csv.DictReader(fh) if r.get("loss")]
+    assert len(losses) >= 4
+    assert np.mean(losses[-2:]) < losses[0] - 0.5
+
+
+@pytest.mark.slow
+def test_gensim_vectors_load_and_agree(run):
+    from gensim.models import KeyedVectors
+
+    kv = KeyedVectors.load(str(run / "export" / "embeddings.kv"))
+    emb = pq.read_table(run / "export" / "embeddings.parquet").to_pandas()
+    row = emb.iloc[0]
+    np.testing.assert_allclose(kv[row["item_id"]], np.asarray(row["vector"]), rtol=1e-6)
+    assert len(kv.most_similar(row["item_id"], topn=5)) == 5
+
+
+@pytest.mark.slow
+def test_resume_continues_from_the_last_checkpoint(run, walks):
+    assert (run / "checkpoints" / "step-40.ckpt").is_file()
+    refused = train_cli("--data", str(walks), "--output", str(run), *sets(*TRAIN))
+    # the script exits 2 with a one-line error; torchrun turns a failed child into exit 1
+    assert refused.returncode != 0 and "error: run directory" in refused.stderr
+    proc = train_cli("--data", str(walks), "--output", str(run), "--resume",
+                     *sets(*TRAIN, "train.max_steps=60"))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    m = export_manifest(run)
+    assert m["training"]["steps"] == 60 and m["training"]["resumed_from"] == "step-40.ckpt"
+    ckpt = torch.load(run / "checkpoints" / "step-60.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == 60
+
+
+@pytest.mark.slow
+def test_cold_start_lands_near_items_sharing_its_side_info(run, walks):
+    emb = Embedder(run)
+    items = schema.read_table(walks / "items").to_pandas()
+    vocab = {f: dict(zip(*(pq.read_table(walks / "vocab" / f).column(c).to_pylist()
+                           for c in ("index", "value")))) for f in ("genres", "year", "tags")}
+    vectors = {r.item_id: np.asarray(r.vector) for r in
+               pq.read_table(run / "export" / "embeddings.parquet").to_pandas().itertuples()}
+    ids = list(vectors)
+    matrix = np.stack([vectors[i] for i in ids])
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    genre_sets = {r.item_id: tuple(r.genres) for r in items.itertuples()}
+    rng = np.random.default_rng(0)
+    queries = items[(items["count"] > 20) & (items["genres"].map(len) >= 2)].sample(
+        30, random_state=0)
+    same, rand = [], []
+    for q in queries.itertuples():
+        side = {f: [vocab[f][i] for i in getattr(q, f)] for f in ("genres", "year", "tags")}
+        v, known = emb.embed([side])
+        assert known == [True]
+        v = v[0].numpy() / np.linalg.norm(v[0].numpy())
+        sims = matrix @ v
+        sharing = [k for k, i in enumerate(ids) if genre_sets[i] == tuple(q.genres)
+                   and i != q.item_id]
+        if sharing:
+            same.append(sims[sharing].mean())
+            rand.append(sims[rng.choice(len(ids), 200, replace=False)].mean())
+    assert len(same) >= 20
+    # After a few dozen steps all vectors still share a large common direction, so compare per
+    # query (paired) rather than with an absolute margin.
+    wins = np.mean(np.array(same) > np.array(rand))
+    assert wins >= 0.8, (wins, np.mean(same), np.mean(rand))
+
+
+@pytest.mark.slow
+def test_embed_cli_with_unknown_values(run, tmp_path):
+    new = tmp_path / "new.csv"
+    new.write_text("item_id,genres,tags,colour\n"
+                   "hero,Action|Adventure|Sci-Fi,superhero|marvel,red\n"
+                   "odd,Nonexistent genre,,blue\n")
+    out = tmp_path / "nbrs.parquet"
+    proc = subprocess.run([sys.executable, "-m", "eges.embed", "--run", str(run), "--items",
+                           str(new), "--top-k", "5", "--output", str(out)],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "hero (" in proc.stdout and "odd: no known side-info value" in proc.stdout
+    assert "unknown genres value 'Nonexistent genre'" in proc.stderr
+    assert "colour" in proc.stderr  # an unknown column is reported, not silently ignored
+    table = pq.read_table(out).to_pandas()
+    assert list(table["rank"]) == [1, 2, 3, 4, 5] and set(table["item_id"]) == {"hero"}

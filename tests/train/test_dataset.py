@@ -1,0 +1,98 @@
+"""The streaming walk dataset: (rank, worker) splits, equal steps, shuffling, resume, memory."""
+
+import tracemalloc
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from eges import schema
+from eges.data.dataset import WalkDataset
+from tests.train.walkdir import make_walk_dir
+
+UNEVEN = [7, 100, 33, 1, 64]  # 205 walks in shards of very different sizes
+
+
+def firsts(batches) -> list[int]:
+    return [int(w) for b in batches for w in b[:, 0]]
+
+
+def run(ds: WalkDataset, workers: int = 0) -> list[torch.Tensor]:
+    return list(DataLoader(ds, batch_size=None, num_workers=workers))
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+@pytest.mark.parametrize("workers", [0, 2])
+def test_ranks_and_workers_split_every_walk_once_with_equal_steps(tmp_path, world, workers):
+    walk_dir = make_walk_dir(tmp_path, UNEVEN)
+    seen, steps = [], []
+    for rank in range(world):
+        ds = WalkDataset(walk_dir, batch_size=8, seed=3, shuffle_buffer=16, rank=rank,
+                         world_size=world)
+        batches = run(ds, workers)
+        steps.append(len(batches))
+        assert len(batches) == len(ds)
+        seen += firsts(batches)
+    assert len(set(steps)) == 1, f"ranks ran different step counts: {steps}"
+    assert len(seen) == len(set(seen)) == (205 // world) * world  # disjoint, remainder skipped
+    assert set(seen) <= set(range(1, 206))
+
+
+def test_batches_are_padded_walks(tmp_path):
+    walk_dir = make_walk_dir(tmp_path, [10], walk_length=6)
+    batches = run(WalkDataset(walk_dir, batch_size=4, shuffle_buffer=4))
+    assert [tuple(b.shape) for b in batches] == [(4, 6), (4, 6), (2, 6)]
+    for b in batches:
+        assert b.dtype == torch.int64
+        for walk in b.tolist():
+            n = 2 + (walk[0] - 1) % 5  # the length make_walk_dir gave walk g = walk[0] - 1
+            assert all(x > 0 for x in walk[:n]) and all(x == 0 for x in walk[n:])
+
+
+def test_each_epoch_reshuffles_deterministically(tmp_path):
+    walk_dir = make_walk_dir(tmp_path, UNEVEN)
+    ds = WalkDataset(walk_dir, batch_size=8, seed=1, shuffle_buffer=32)
+    epoch0 = firsts(run(ds))
+    assert firsts(run(ds)) == epoch0  # a restart of the same epoch: same order
+    ds.set_epoch(1)
+    epoch1 = firsts(run(ds))
+    assert epoch1 != epoch0 and sorted(epoch1) == sorted(epoch0)
+    other = WalkDataset(walk_dir, batch_size=8, seed=2, shuffle_buffer=32)
+    assert firsts(run(other)) != epoch0
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_mid_epoch_skips_exactly_the_trained_batches(tmp_path, workers):
+    walk_dir = make_walk_dir(tmp_path, UNEVEN)
+    ds = WalkDataset(walk_dir, batch_size=8, seed=1, shuffle_buffer=32)
+    ds.set_epoch(2)
+    full = run(ds, workers)
+    ds.set_epoch(2, skip_batches=5)
+    rest = [b.tolist() for b in run(ds, workers)]
+    expected = [b.tolist() for b in full[5:]]
+    if workers > 1:  # the loader restarts its round-robin at worker 0: same batches, other order
+        rest, expected = sorted(rest), sorted(expected)
+    assert rest == expected
+
+
+def test_refuses_a_walk_directory_without_manifest(tmp_path):
+    walk_dir = make_walk_dir(tmp_path, [5])
+    (walk_dir / schema.MANIFEST).unlink()
+    with pytest.raises(schema.IncompleteOutputError, match="no manifest.json"):
+        WalkDataset(walk_dir, batch_size=4)
+
+
+def peak_bytes(walk_dir) -> int:
+    ds = WalkDataset(walk_dir, batch_size=64, shuffle_buffer=256)
+    tracemalloc.start()
+    n = sum(b.shape[0] for b in ds)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert n == ds.total_walks
+    return peak
+
+
+def test_memory_does_not_grow_with_the_shards_read(tmp_path):
+    small = peak_bytes(make_walk_dir(tmp_path / "small", [2000] * 2))
+    large = peak_bytes(make_walk_dir(tmp_path / "large", [2000] * 32))  # 16x the walks
+    assert large < 1.5 * small, (small, large)

@@ -1,0 +1,142 @@
+"""EGES model, pairs and negative sampling."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from eges.data.sampling import AliasSampler
+from eges.model import EGES, gather_bags, window_pairs
+
+# 6 items, 2 fields: field 0 single-valued (3 values), field 1 multi-valued (4 values)
+FIELD0 = [[], [1], [2], [1], [3], [], [2]]  # per item_idx 0..6 (0 = padding)
+FIELD1 = [[], [1, 2], [], [3], [1, 4], [], [2, 3, 4]]
+
+
+def csr(lists):
+    lengths = [len(x) for x in lists]
+    offsets = torch.tensor([0] + list(itertools.accumulate(lengths)), dtype=torch.long)
+    values = torch.tensor([v for x in lists for v in x], dtype=torch.long)
+    return offsets, values
+
+
+def make(mode="eges", dim=8, sparse=False):
+    (o0, v0), (o1, v1) = csr(FIELD0), csr(FIELD1)
+    torch.manual_seed(0)
+    return EGES(6, [3, 4], [o0, o1], [v0, v1], embedding_dim=dim, mode=mode, sparse=sparse)
+
+
+def test_gather_bags_matches_python():
+    offsets, values = csr(FIELD1)
+    ids = torch.tensor([4, 0, 6, 2, 1, 4])
+    flat, bag_offsets = gather_bags(ids, offsets, values)
+    ends = list(bag_offsets[1:].tolist()) + [len(flat)]
+    got = [flat[a:b].tolist() for a, b in zip(bag_offsets.tolist(), ends)]
+    assert got == [FIELD1[i] for i in ids.tolist()]
+
+
+def test_shapes_and_weights():
+    model = make()
+    ids = torch.tensor([1, 2, 5, 6])
+    assert model(ids).shape == (4, 8)
+    w = model.source_weights(ids)
+    assert w.shape == (4, 3)
+    torch.testing.assert_close(w.sum(1), torch.ones(4))
+    # item 2 has no field-1 value, item 5 none at all: their weight is 0, not diluted
+    assert w[1, 2] == 0 and w[2, 1] == 0 and w[2, 2] == 0 and w[2, 0] == 1
+    torch.testing.assert_close(w[0], torch.full((3,), 1 / 3))  # A starts at 0: equal weights
+
+
+def test_forward_is_the_weighted_mean_of_the_sources():
+    model = make()
+    with torch.no_grad():
+        model.attention.weight[6] = torch.tensor([0.0, 1.0, 2.0])
+    h = model(torch.tensor([6]))[0]
+    own = model.item.weight[6]
+    f0 = model.side[0].weight[2]
+    f1 = model.side[1].weight[[2, 3, 4]].mean(0)
+    a = torch.softmax(torch.tensor([0.0, 1.0, 2.0]), 0)
+    torch.testing.assert_close(h, a[0] * own + a[1] * f0 + a[2] * f1)
+
+
+def test_ges_uses_equal_weights_and_bge_the_item_only():
+    ges = make("ges")
+    assert ges.attention is None
+    h = ges(torch.tensor([3]))[0]
+    torch.testing.assert_close(h, (ges.item.weight[3] + ges.side[0].weight[1]
+                                   + ges.side[1].weight[3]) / 3)
+    bge = make("bge")
+    assert len(bge.side) == 0 and bge.attention is None
+    torch.testing.assert_close(bge(torch.tensor([3]))[0], bge.item.weight[3])
+    with pytest.raises(ValueError, match="BGE"):
+        bge.cold_start([[torch.tensor([1])]])
+
+
+def test_cold_start_is_the_mean_of_side_info_embeddings():
+    model = make()
+    v = model.cold_start([[torch.tensor([2]), torch.tensor([1, 4])], [torch.tensor([], dtype=torch.long), torch.tensor([3])],
+                          [torch.tensor([], dtype=torch.long)] * 2])
+    expected0 = (model.side[0].weight[2] + model.side[1].weight[[1, 4]].mean(0)) / 2
+    torch.testing.assert_close(v[0], expected0)
+    torch.testing.assert_close(v[1], model.side[1].weight[3])
+    assert torch.count_nonzero(v[2]) == 0
+    # the catalogue variant agrees with the explicit one
+    torch.testing.assert_close(model.cold_start_items(torch.tensor([4]))[0],
+                               model.cold_start([[torch.tensor([3]), torch.tensor([1, 4])]])[0])
+
+
+def brute_pairs(walks, window):
+    out = []
+    for row in walks:
+        for i, c in enumerate(row):
+            for j, x in enumerate(row):
+                if i != j and abs(i - j) <= window and c > 0 and x > 0:
+                    out.append((c, x))
+    return sorted(out)
+
+
+def test_window_pairs_are_every_pair_within_the_window():
+    walks = torch.tensor([[1, 2, 3, 4, 5, 6, 7], [3, 4, 5, 0, 0, 0, 0], [6, 6, 0, 0, 0, 0, 0]])
+    for window in (1, 2, 5, 10):
+        c, x = window_pairs(walks, window)
+        flat = walks.reshape(-1)
+        assert sorted(zip(flat[c].tolist(), flat[x].tolist())) == brute_pairs(walks.tolist(), window)
+
+
+@pytest.mark.parametrize("optimizer, sparse", [("adam", False), ("sparse_adam", True)])
+def test_attention_side_item_and_context_tables_all_learn(optimizer, sparse):
+    model = make(sparse=sparse)
+    walks = torch.tensor([[1, 3, 4, 6], [6, 4, 1, 3]])
+    sampler = AliasSampler(np.array([0, 5, 1, 4, 3, 0, 2]))
+    opt = (torch.optim.SparseAdam(list(model.parameters()), lr=0.1) if sparse
+           else torch.optim.Adam(model.parameters(), lr=0.1))
+    # the context table starts at zero: take two steps so every table's gradient is non-zero
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for _ in range(2):
+        opt.zero_grad()
+        loss, pairs = model.walk_loss(walks, 2, sampler, 3)
+        loss.backward()
+        for name, p in model.named_parameters():
+            assert p.grad is not None, f"{name} got no gradient"
+        opt.step()
+    assert pairs == 2 * 2 * (3 + 2)
+    for name, p in model.named_parameters():
+        assert not torch.equal(before[name], p.detach()), f"{name} did not change"
+    assert {n.split(".")[0] for n, _ in model.named_parameters()} == {
+        "item", "side", "attention", "context"}
+
+
+def test_negative_sampler_follows_unigram_to_the_075():
+    freq = np.array([0, 1, 10, 100, 1000, 0, 50])  # item 0 = padding, item 5 never walked
+    sampler = AliasSampler(freq, 0.75)
+    gen = torch.Generator().manual_seed(0)
+    n = 400_000
+    draws = sampler((n,), generator=gen)
+    counts = np.bincount(draws.numpy(), minlength=len(freq))
+    expected = np.where(freq > 0, freq ** 0.75, 0)
+    expected = expected / expected.sum()
+    assert counts[0] == 0 and counts[5] == 0
+    # binomial sd <= sqrt(0.25 / n) = 0.0008; 0.004 is 5 sd
+    np.testing.assert_allclose(counts / n, expected, atol=0.004)
+    assert sampler((3, 4)).shape == (3, 4)
