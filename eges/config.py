@@ -148,7 +148,9 @@ class TrainConfig:
     batch_size: int = 256  # walks per batch; every window pair of those walks is used
     epochs: int = 1
     max_steps: int = -1  # -1: run all epochs
-    optimizer: Literal["adam", "sparse_adam", "adagrad", "sgd"] = "sparse_adam"
+    # adam: dense gradients (all-reduced whole under DDP); sparse_adam: sparse gradients, CPU/gloo
+    # or a single GPU only. See eges/module.py and bench/results.md for the measured choice.
+    optimizer: Literal["adam", "sparse_adam", "adagrad", "sgd"] = "adam"
     lr: float = 0.01
     shuffle_buffer: int = 8192  # walks shuffled together in memory
     num_workers: int = 0  # DataLoader workers per process

@@ -7,7 +7,7 @@ For item v with side-information fields 1..n:
 * EGES: H_v = Σ_j exp(a_v^j) W^j_v / Σ_j exp(a_v^j) with a **per-item trainable** row a_v of
   A ∈ R^{(|V|+1)×(n+1)}; GES: the plain mean; BGE: W⁰_v alone (DeepWalk);
 * skip-gram with negative sampling against a **separate context table Z**:
-  loss = −log σ(H_vᵀ Z_u) − Σ_negatives log σ(−H_vᵀ Z_n);
+  loss = −log σ(H_vᵀ Z_u) − Σ_negatives log σ(−H_vᵀ Z_n) (see :meth:`EGES.walk_loss`);
 * cold start: a new item has no W⁰ and no row of A; its vector is the mean of its side-info
   embeddings (paper §3.3.2).
 """
@@ -160,38 +160,36 @@ class EGES(nn.Module):
         count = present.sum(1, keepdim=True).clamp(min=1)  # (N, 1)
         return (side * present.unsqueeze(-1)).sum(1) / count  # (N, D)
 
-    def sgns_loss(self, h: torch.Tensor, contexts: torch.Tensor, negatives: torch.Tensor
-                  ) -> torch.Tensor:
-        """Skip-gram negative-sampling loss, mean over pairs.
-
-        Args:
-            h: (P, D) centre vectors H; contexts: (P,) item indices; negatives: (P, K).
-        """
-        pos = (h * self.context(contexts)).sum(-1)  # (P,)
-        neg = torch.bmm(self.context(negatives), h.unsqueeze(-1)).squeeze(-1)  # (P, K)
-        return -(F.logsigmoid(pos) + F.logsigmoid(-neg).sum(-1)).mean()
-
     def walk_loss(self, walks: torch.Tensor, window: int,
                   negatives: Callable[[tuple[int, int]], torch.Tensor], num_negatives: int
                   ) -> tuple[torch.Tensor, int]:
-        """The SGNS loss of every window pair of a batch of walks.
+        """Skip-gram negative-sampling loss of every window pair of a batch of walks.
 
-        H is computed once per walk position, not once per pair.
+        loss = mean over pairs (v, u) of −log σ(H_vᵀ Z_u) − Σ_k log σ(−H_vᵀ Z_{n_k}).
+        H is computed once per walk position, and the K negatives are drawn once per position
+        and shared by that position's (at most 2·window) pairs: each pair still sees K
+        independent unigram^0.75 draws, so the expected gradient is that of per-pair sampling,
+        with 2·window times fewer context-row gathers.
 
         Args:
             walks: (B, L) item indices, 0 = padding.
             window: maximum distance between centre and context.
-            negatives: draws a (P, K) tensor of negative item indices for a shape (P, K).
+            negatives: draws a tensor of negative item indices of a given shape.
             num_negatives: K.
 
         Returns:
             (loss, number of pairs P).
         """
-        flat = walks.reshape(-1)  # (B*L,)
+        flat = walks.reshape(-1)  # (N,) N = B*L
         centre_pos, context_pos = window_pairs(walks, window)  # (P,), (P,)
-        h = self(flat)[centre_pos]  # (P, D)
-        negs = negatives((centre_pos.numel(), num_negatives))  # (P, K)
-        return self.sgns_loss(h, flat[context_pos], negs), centre_pos.numel()
+        pairs = centre_pos.numel()
+        h = self(flat)  # (N, D)
+        pos = (h[centre_pos] * self.context(flat[context_pos])).sum(-1)  # (P,)
+        negs = self.context(negatives((flat.numel(), num_negatives)))  # (N, K, D)
+        neg = (negs * h.unsqueeze(1)).sum(-1)  # (N, K)
+        per_position = torch.bincount(centre_pos, minlength=flat.numel()).to(h.dtype)  # (N,)
+        neg_loss = (F.logsigmoid(-neg).sum(-1) * per_position).sum()
+        return -(F.logsigmoid(pos).sum() + neg_loss) / max(pairs, 1), pairs
 
 
 def window_pairs(walks: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:

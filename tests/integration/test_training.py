@@ -20,7 +20,8 @@ from eges.pipeline.job import run_walk_job
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = ["train.embedding_dim=32", "train.batch_size=128", "train.checkpoint_every_n_steps=20",
-         "train.log_every_n_steps=5", "train.lr=0.02"]
+         "train.log_every_n_steps=5", "train.lr=0.02",
+         "train.optimizer=sparse_adam"]  # the harder path: sparse gradients all-reduced on gloo
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +64,7 @@ def export_manifest(run_dir: Path) -> dict:
 def test_two_process_training_finishes_and_exports_once(run, walks):
     m = export_manifest(run)
     assert m["training"]["processes"] == 2 and m["training"]["steps"] == 40
-    assert m["training"]["optimizer"] == "sparse_adam"  # sparse gradients all-reduced on gloo
+    assert m["training"]["optimizer"] == "sparse_adam"
     items = schema.read_table(walks / "items").num_rows
     assert m["counts"]["items"] == items
     assert m["counts"]["vectors"] + m["counts"]["items_without_vector"] == items
