@@ -55,7 +55,8 @@ class Embedder:
             self.vocab[f] = dict(zip(t["value"].to_pylist(), t["index"].to_pylist()))
         emb = pq.read_table(export / "embeddings.parquet")
         self.item_ids: list[str] = emb["item_id"].to_pylist()
-        vectors = np.asarray(emb["vector"].to_pylist(), dtype=np.float32)
+        column = emb["vector"].combine_chunks()
+        vectors = column.flatten().to_numpy().astype(np.float32).reshape(len(column), -1)
         self._unit = torch.nn.functional.normalize(torch.from_numpy(vectors), dim=1)
         self.unknown: Counter = Counter()
 

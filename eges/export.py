@@ -17,6 +17,7 @@ neither get no vector and are counted in the manifest.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import uuid
@@ -167,8 +168,6 @@ def read_export_manifest(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / EXPORT_DIR / schema.MANIFEST
     if not path.is_file():
         raise schema.IncompleteOutputError(f"{path.parent} has no manifest: no finished export")
-    import json
-
     manifest = json.loads(path.read_text())
     if manifest.get("format") != RUN_FORMAT:
         raise schema.IncompleteOutputError(f"{path}: not an EGES run export")

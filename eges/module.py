@@ -14,6 +14,7 @@ Gradient synchronisation under DDP (DESIGN §4) — every parameter is an embedd
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytorch_lightning as pl
@@ -22,6 +23,8 @@ import torch
 from eges.config import TrainConfig
 from eges.data.sampling import AliasSampler
 from eges.model import EGES
+
+log = logging.getLogger(__name__)
 
 
 class EGESModule(pl.LightningModule):
@@ -36,23 +39,23 @@ class EGESModule(pl.LightningModule):
         self._t0: float | None = None
         self._pairs_at_t0 = 0
 
-    def _dataset(self):
-        loader = self.trainer.train_dataloader
-        return getattr(loader, "dataset", None)
-
     def on_train_start(self) -> None:
-        # Lightning does not tell an IterableDataset the epoch; on a mid-epoch resume also skip
-        # the batches the checkpoint already trained on.
-        dataset = self._dataset()
-        if dataset is not None and hasattr(dataset, "set_epoch"):
-            done = self.trainer.fit_loop.epoch_loop.batch_progress.current.completed
-            dataset.set_epoch(self.current_epoch, skip_batches=done)
+        # Lightning does not tell an IterableDataset the epoch. On a mid-epoch resume the dataset
+        # also skips the batches the checkpoint already trained on (no epoch-start hook then).
+        loop = self.trainer.fit_loop
+        skip = loop.epoch_loop.batch_progress.current.processed if loop.restarted_mid_epoch else 0
+        self._set_epoch(skip)
 
     def on_train_epoch_start(self) -> None:
-        dataset = self._dataset()
-        if dataset is not None and hasattr(dataset, "set_epoch"):
-            if dataset.epoch != self.current_epoch:
-                dataset.set_epoch(self.current_epoch)
+        self._set_epoch(0)
+
+    def _set_epoch(self, skip_batches: int) -> None:
+        dataset = getattr(self.trainer.train_dataloader, "dataset", None)
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(self.current_epoch, skip_batches=skip_batches)
+            if skip_batches:
+                log.info("resuming epoch %d after its first %d batches", self.current_epoch,
+                         skip_batches)
         self._t0, self._pairs_at_t0 = time.perf_counter(), self.pairs_seen
 
     def training_step(self, walks: torch.Tensor, batch_idx: int) -> torch.Tensor:

@@ -12,12 +12,14 @@ epoch end; ``--resume`` continues from the newest one. Rank 0 alone writes the e
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import re
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script (torchrun eges/train.py): import the package
@@ -100,9 +102,12 @@ def train(cfg: Config, resume: bool = False) -> dict:
     if optimizer == "sparse_adam" and world > 1 and backend == "nccl":
         log.warning("NCCL cannot all-reduce sparse gradients: using dense gradients with Adam")
         optimizer = "adam"
-    cfg = Config(**{**cfg.__dict__, "train": type(t)(**{**t.__dict__, "optimizer": optimizer})})
-    t = cfg.train
+    t = dataclasses.replace(t, optimizer=optimizer)
+    cfg = dataclasses.replace(cfg, train=t)
 
+    # The dataset resumes mid-epoch itself (EGESModule.on_train_start skips the trained batches);
+    # Lightning's warning that it cannot do so does not apply.
+    warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before")
     pl.seed_everything(t.seed + rank, workers=True)  # each rank samples differently
     items = load_items(walk_dir, manifest)
     dataset = WalkDataset(walk_dir, t.batch_size, seed=t.seed, shuffle_buffer=t.shuffle_buffer)

@@ -107,6 +107,8 @@ def test_resume_continues_from_the_last_checkpoint(run, walks):
     assert proc.returncode == 0, proc.stderr[-4000:]
     m = export_manifest(run)
     assert m["training"]["steps"] == 60 and m["training"]["resumed_from"] == "step-40.ckpt"
+    # the interrupted epoch goes on where it stopped instead of repeating its first batches
+    assert "resuming epoch 0 after its first 40 batches" in proc.stderr
     ckpt = torch.load(run / "checkpoints" / "step-60.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["global_step"] == 60
 
