@@ -19,6 +19,7 @@ import time
 
 import pytorch_lightning as pl
 import torch
+from torch.utils.data import DataLoader
 
 from eges.config import TrainConfig
 from eges.data.sampling import AliasSampler
@@ -28,35 +29,61 @@ log = logging.getLogger(__name__)
 
 
 class EGESModule(pl.LightningModule):
-    """Lightning wrapper: one training step = one batch of walks (B, L)."""
+    """Lightning wrapper: one training step = one batch of walks (B, L).
 
-    def __init__(self, model: EGES, sampler: AliasSampler, cfg: TrainConfig) -> None:
+    Args:
+        model: the EGES network.
+        sampler: negative sampler over the item frequencies of the walks.
+        cfg: the ``train`` config section.
+        loader: the training DataLoader over a :class:`eges.data.dataset.WalkDataset`; it is
+            handed to Lightning through :meth:`train_dataloader`.
+    """
+
+    def __init__(self, model: EGES, sampler: AliasSampler, cfg: TrainConfig,
+                 loader: DataLoader | None = None) -> None:
         super().__init__()
         self.model = model
         self.sampler = sampler
         self.cfg = cfg
+        self.loader = loader
         self.pairs_seen = 0
         self._t0: float | None = None
         self._pairs_at_t0 = 0
 
-    def on_train_start(self) -> None:
-        # Lightning does not tell an IterableDataset the epoch. On a mid-epoch resume the dataset
-        # also skips the batches the checkpoint already trained on (no epoch-start hook then).
+    def train_dataloader(self) -> DataLoader:
+        # Lightning does not tell an IterableDataset the epoch. It calls this hook after it has
+        # restored a checkpoint's loop state and before it creates the loader's iterator (which
+        # forks the workers, who keep the dataset as it is then), so the epoch and, on a
+        # mid-epoch resume, the batches already trained are set here. Later epochs are set in
+        # on_train_epoch_start, before their iterator is created.
+        if self.loader is None:
+            raise RuntimeError("EGESModule was built without a DataLoader")
         loop = self.trainer.fit_loop
-        skip = loop.epoch_loop.batch_progress.current.processed if loop.restarted_mid_epoch else 0
-        self._set_epoch(skip)
+        epochs, batches = loop.epoch_progress.total, loop.epoch_loop.batch_progress.current
+        epoch = loop.epoch_progress.current.processed
+        skip = 0
+        if loop.restarting and epochs.started == epochs.ready \
+                and epochs.processed == epochs.started - 1:  # saved inside an epoch
+            if loop.epoch_loop.batch_progress.is_last_batch:
+                epoch += 1  # saved after its last batch: Lightning goes on with the next epoch
+            else:
+                skip = batches.processed
+        self._set_epoch(epoch, skip)
+        return self.loader
+
+    def on_train_start(self) -> None:
+        self._t0, self._pairs_at_t0 = time.perf_counter(), self.pairs_seen
 
     def on_train_epoch_start(self) -> None:
-        self._set_epoch(0)
-
-    def _set_epoch(self, skip_batches: int) -> None:
-        dataset = getattr(self.trainer.train_dataloader, "dataset", None)
-        if hasattr(dataset, "set_epoch"):
-            dataset.set_epoch(self.current_epoch, skip_batches=skip_batches)
-            if skip_batches:
-                log.info("resuming epoch %d after its first %d batches", self.current_epoch,
-                         skip_batches)
+        self._set_epoch(self.current_epoch, 0)
         self._t0, self._pairs_at_t0 = time.perf_counter(), self.pairs_seen
+
+    def _set_epoch(self, epoch: int, skip_batches: int) -> None:
+        dataset = getattr(self.loader, "dataset", None)
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(epoch, skip_batches=skip_batches)
+            if skip_batches:
+                log.info("resuming epoch %d after its first %d batches", epoch, skip_batches)
 
     def training_step(self, walks: torch.Tensor, batch_idx: int) -> torch.Tensor:
         loss, pairs = self.model.walk_loss(walks, self.cfg.window, self.sampler,

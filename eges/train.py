@@ -116,9 +116,8 @@ def train(cfg: Config, resume: bool = False) -> dict:
     model = EGES(items.num_items, items.vocab_sizes, items.offsets, items.values,
                  t.embedding_dim, t.mode, sparse=optimizer == "sparse_adam")
     pl.seed_everything(t.seed + rank, workers=True)
-    module = EGESModule(model, AliasSampler(counts, t.ns_exponent), t)
-    loader = DataLoader(dataset, batch_size=None, num_workers=t.num_workers,
-                        pin_memory=gpu)
+    loader = DataLoader(dataset, batch_size=None, num_workers=t.num_workers, pin_memory=gpu)
+    module = EGESModule(model, AliasSampler(counts, t.ns_exponent), t, loader)
 
     strategy = DDPStrategy(process_group_backend=backend) if world > 1 else "auto"
     callbacks = [
@@ -153,7 +152,7 @@ def train(cfg: Config, resume: bool = False) -> dict:
         log.info("training %s on %d walks (%d batches per rank and epoch), %d process(es), %s",
                  t.mode, dataset.total_walks, len(dataset), world, "GPU" if gpu else "CPU")
     start = time.perf_counter()
-    trainer.fit(module, train_dataloaders=loader, ckpt_path=str(ckpt) if ckpt else None)
+    trainer.fit(module, ckpt_path=str(ckpt) if ckpt else None)
     seconds = time.perf_counter() - start
     stats = {
         "steps": trainer.global_step,

@@ -75,6 +75,28 @@ def test_resume_mid_epoch_skips_exactly_the_trained_batches(tmp_path, workers):
     assert rest == expected
 
 
+@pytest.mark.parametrize("workers", [1, 2, 3, 4, 5])
+def test_worker_shares_follow_the_loaders_round_robin(tmp_path, workers):
+    walk_dir = make_walk_dir(tmp_path, UNEVEN)
+    ds = WalkDataset(walk_dir, batch_size=8, shuffle_buffer=16)
+    n = len(ds)
+    counts = [(ds.worker_range(w, workers)[1] - ds.worker_range(w, workers)[0] + 7) // 8
+              for w in range(workers)]
+    assert sum(counts) == n
+    # the order a DataLoader yields: in turn from every worker that still has batches
+    order, left = [], list(counts)
+    while any(left):
+        for w in range(workers):
+            if left[w]:
+                order.append(w)
+                left[w] -= 1
+    assert order == [i % workers for i in range(n)]
+    for skip in range(n + 1):
+        ds.set_epoch(0, skip_batches=skip)
+        assert [ds.worker_skip(w, workers) for w in range(workers)] == [
+            order[:skip].count(w) for w in range(workers)]
+
+
 def test_refuses_a_walk_directory_without_manifest(tmp_path):
     walk_dir = make_walk_dir(tmp_path, [5])
     (walk_dir / schema.MANIFEST).unlink()

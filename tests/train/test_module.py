@@ -2,6 +2,7 @@
 new shuffle and covers every walk once."""
 
 import numpy as np
+import pytest
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
@@ -33,8 +34,43 @@ def test_each_epoch_is_a_new_shuffle_of_all_walks(tmp_path):
                          enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, callbacks=[recorder])
     dataset = WalkDataset(walk_dir, 16, seed=5, shuffle_buffer=32)
-    trainer.fit(module, train_dataloaders=DataLoader(dataset, batch_size=None))
+    module.loader = DataLoader(dataset, batch_size=None, num_workers=2)
+    trainer.fit(module)
     epochs = [recorder.firsts[e] for e in range(3)]
     assert all(sorted(e) == list(range(1, 101)) for e in epochs)
     assert epochs[0] != epochs[1] != epochs[2] != epochs[0]
     assert trainer.global_step == 3 * len(dataset)
+
+
+def fit(walk_dir, tmp_path, *, max_steps=-1, epochs=2, ckpt_path=None, every=None):
+    empty = [torch.zeros(122, dtype=torch.long)]
+    model = EGES(120, [1], empty, [torch.zeros(0, dtype=torch.long)], embedding_dim=4)
+    cfg = TrainConfig(batch_size=8, window=2, num_negatives=2, epochs=epochs)
+    recorder = Recorder()
+    callbacks = [recorder]
+    if every:
+        callbacks.append(pl.callbacks.ModelCheckpoint(
+            dirpath=tmp_path / "ckpt", filename="step-{step}", every_n_train_steps=every,
+            save_top_k=-1, auto_insert_metric_name=False))
+    trainer = pl.Trainer(max_epochs=epochs, max_steps=max_steps, accelerator="cpu", devices=1,
+                         logger=False, enable_checkpointing=bool(every),
+                         enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=callbacks)
+    dataset = WalkDataset(walk_dir, 8, seed=5, shuffle_buffer=16)
+    loader = DataLoader(dataset, batch_size=None, num_workers=3)
+    trainer.fit(EGESModule(model, AliasSampler(np.ones(121)), cfg, loader), ckpt_path=ckpt_path)
+    return recorder.firsts, len(dataset)
+
+
+@pytest.mark.parametrize("stop", [5, 13, 20])  # mid-epoch 0, mid-epoch 1, end of epoch 1 (13 = 1 epoch)
+def test_resume_with_workers_trains_each_remaining_batch_once(tmp_path, stop):
+    walk_dir = make_walk_dir(tmp_path / "walks", [30, 50, 20], num_items=120)
+    full, per_epoch = fit(walk_dir, tmp_path / "full", epochs=2)
+    assert per_epoch == 13
+    fit(walk_dir, tmp_path, max_steps=stop, every=1)
+    resumed, _ = fit(walk_dir, tmp_path / "resumed", epochs=2,
+                     ckpt_path=str(tmp_path / "ckpt" / f"step-{stop}.ckpt"))
+    done_epoch, done_batches = divmod(stop, per_epoch)
+    for epoch in range(done_epoch, 2):
+        expected = full[epoch][done_batches * 8:] if epoch == done_epoch else full[epoch]
+        assert sorted(resumed.get(epoch, [])) == sorted(expected), epoch
