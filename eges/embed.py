@@ -48,6 +48,8 @@ class Embedder:
         self.run_dir = Path(run_dir)
         self.model, meta = load_model(self.run_dir)
         self.fields: list[str] = meta["fields"][: self.model.num_fields]
+        # values normalised at ingest are normalised the same way here ("Pixar" -> "pixar")
+        self.lowercase = set(meta.get("lowercase_fields", []))
         export = self.run_dir / EXPORT_DIR
         self.vocab = {}
         for f in self.fields:
@@ -75,6 +77,9 @@ class Embedder:
             for f in self.fields:
                 ids = []
                 for value in item.get(f, []):
+                    value = value.strip()
+                    if f in self.lowercase:
+                        value = value.lower()
                     idx = self.vocab[f].get(value)
                     if idx is None:
                         self.unknown[f] += 1

@@ -83,8 +83,8 @@ def source_weights(model: EGES, items: ItemTable) -> pa.Table:
 
 def model_metadata(model: EGES, items: ItemTable) -> dict[str, Any]:
     return {"num_items": items.num_items, "vocab_sizes": items.vocab_sizes,
-            "fields": items.fields, "embedding_dim": model.item.embedding_dim,
-            "mode": model.mode}
+            "fields": items.fields, "lowercase_fields": items.lowercase,
+            "embedding_dim": model.item.embedding_dim, "mode": model.mode}
 
 
 def export_run(model: EGES, items: ItemTable, walk_counts: np.ndarray, cfg: Config,
@@ -151,11 +151,7 @@ def export_run(model: EGES, items: ItemTable, walk_counts: np.ndarray, cfg: Conf
             "config": cfg.to_dict(),
         }
         schema.write_manifest(tmp, manifest)
-        if final.exists():
-            old = run_dir / f".{EXPORT_DIR}.old-{uuid.uuid4().hex[:8]}"
-            final.rename(old)
-            shutil.rmtree(old)
-        tmp.rename(final)
+        schema.publish_dir(tmp, final, replace=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +124,35 @@ def write_manifest(directory: str | Path, manifest: dict[str, Any]) -> Path:
     tmp.write_text(json.dumps(body, indent=2, sort_keys=False, default=str) + "\n")
     os.replace(tmp, directory / MANIFEST)
     return directory / MANIFEST
+
+
+def publish_dir(tmp: str | Path, final: str | Path, replace: bool) -> None:
+    """Move a finished temporary directory (manifest included) to its final name.
+
+    With ``replace``, an existing ``final`` is renamed aside first and deleted only after the new
+    directory is in place; if the move fails, the old one is put back. Readers therefore see the
+    old complete directory, the new complete one, or (for an instant) none — never a mix.
+
+    Raises:
+        FileExistsError: ``final`` exists and ``replace`` is false.
+    """
+    tmp, final = Path(tmp), Path(final)
+    if not (tmp / MANIFEST).is_file():
+        raise RuntimeError(f"refusing to publish {tmp}: it has no {MANIFEST}")
+    old = None
+    if final.exists():
+        if not replace:
+            raise FileExistsError(f"{final} exists")
+        old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+        final.rename(old)
+    try:
+        tmp.rename(final)
+    except BaseException:
+        if old is not None:
+            old.rename(final)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def read_manifest(directory: str | Path) -> dict[str, Any]:

@@ -110,7 +110,8 @@ def train(cfg: Config, resume: bool = False) -> dict:
     warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before")
     pl.seed_everything(t.seed + rank, workers=True)  # each rank samples differently
     items = load_items(walk_dir, manifest)
-    dataset = WalkDataset(walk_dir, t.batch_size, seed=t.seed, shuffle_buffer=t.shuffle_buffer)
+    dataset = WalkDataset(walk_dir, t.batch_size, seed=t.seed, shuffle_buffer=t.shuffle_buffer,
+                          rank=rank, world_size=world)
     counts = walk_frequencies([s.path for s in dataset.shards], items.num_items)
     torch.manual_seed(t.seed)  # identical initial weights on every rank
     model = EGES(items.num_items, items.vocab_sizes, items.offsets, items.values,
@@ -119,7 +120,10 @@ def train(cfg: Config, resume: bool = False) -> dict:
     loader = DataLoader(dataset, batch_size=None, num_workers=t.num_workers, pin_memory=gpu)
     module = EGESModule(model, AliasSampler(counts, t.ns_exponent), t, loader)
 
-    strategy = DDPStrategy(process_group_backend=backend) if world > 1 else "auto"
+    # buffers (side-info tables, the sampler's alias table) never change: do not re-broadcast
+    # them from rank 0 every step
+    strategy = (DDPStrategy(process_group_backend=backend, broadcast_buffers=False)
+                if world > 1 else "auto")
     callbacks = [
         ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="step-{step}",
                         every_n_train_steps=t.checkpoint_every_n_steps, save_top_k=1,

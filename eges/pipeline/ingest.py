@@ -45,6 +45,7 @@ class Ingested:
     """What ingest hands to the graph stage."""
 
     fields: list[str]
+    lowercase: list[str] = field(default_factory=list)  # fields whose values were lower-cased
     events: DataFrame | None = None
     side_info: DataFrame | None = None
     dropped: Counter = field(default_factory=Counter)
@@ -114,8 +115,16 @@ def read_csv(spark: SparkSession, path: str, required: list[str], *, sep: str = 
     )
 
 
-def read_parquet(spark: SparkSession, path: str, required: list[str]) -> DataFrame:
-    """Read parquet, check required columns, cast every column to string for uniform parsing."""
+def read_parquet(spark: SparkSession, path: str, required: list[str]
+                 ) -> tuple[DataFrame, set[str]]:
+    """Read parquet, check required columns, turn every column into a string for uniform parsing.
+
+    Timestamp columns become epoch seconds (to be parsed as ``unix``); integral floating-point
+    values lose their ".0" so ids stored as 7.0 match ids stored as 7.
+
+    Returns:
+        (the string columns plus an empty ``_corrupt``, the names of timestamp columns).
+    """
     if not _exists(path):
         raise InputError(f"input file not found: {path}")
     try:
@@ -125,13 +134,19 @@ def read_parquet(spark: SparkSession, path: str, required: list[str]) -> DataFra
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise InputError(f"{path}: missing column(s) {missing}; it has {df.columns}")
-    # timestamps become epoch seconds so parse_time's "unix" format reads them
-    cols = [
-        (F.col(c).cast("double") if df.schema[c].dataType.typeName().startswith("timestamp")
-         else F.col(c)).cast("string").alias(c)
-        for c in required
-    ]
-    return df.select(*cols, F.lit(None).cast("string").alias(CORRUPT))
+    cols, timestamps = [], set()
+    for c in dict.fromkeys(required):
+        kind = df.schema[c].dataType.typeName()
+        col = F.col(c)
+        if kind.startswith("timestamp"):
+            timestamps.add(c)
+            col = F.unix_micros(col.cast("timestamp")) / 1e6
+        elif kind in ("float", "double"):
+            # both branches as strings: a CASE of long and double would be double again
+            col = F.when(col == F.floor(col), col.cast("long").cast("string")).otherwise(
+                col.cast("string"))
+        cols.append(col.cast("string").alias(c))
+    return df.select(*cols, F.lit(None).cast("string").alias(CORRUPT)), timestamps
 
 
 # --------------------------------------------------------------------------- tagging
@@ -290,7 +305,7 @@ def tags_side_info(tags: DataFrame, file: str = "tags.csv") -> DataFrame:
 
 def load_movielens(spark: SparkSession, root: str, cfg: MovieLensConfig) -> Ingested:
     """Read a MovieLens directory (ratings.csv, movies.csv, optional tags.csv)."""
-    out = Ingested(fields=["genres", "year"])
+    out = Ingested(fields=["genres", "year"], lowercase=["tags"])
     ratings_path = f"{root}/{cfg.ratings}"
     raw = read_csv(spark, ratings_path, ["userId", "movieId", "timestamp"])
     events = events_from(raw, cfg.ratings, "userId", "movieId", "timestamp", "unix",
@@ -412,16 +427,22 @@ def load_generic(spark: SparkSession, root: str, cfg: GenericConfig) -> Ingested
     required = [cfg.user_col, cfg.item_col, cfg.time_col]
     if cfg.behavior_col:
         required.append(cfg.behavior_col)
+    time_format = cfg.time_format
     if cfg.file_format == "csv":
         raw = read_csv(spark, ev_path, required, sep=cfg.delimiter)
     else:
-        raw = read_parquet(spark, ev_path, required)
+        raw, timestamps = read_parquet(spark, ev_path, required)
+        if cfg.time_col in timestamps and time_format != "unix":
+            log.info("%s: %s is a timestamp column: time_format %r not needed", cfg.events,
+                     cfg.time_col, time_format)
+            time_format = "unix"
     ev_file = Path(cfg.events).name
     filters = []
     if cfg.behavior_col and cfg.behaviors:
-        filters.append((~F.trim(F.col(cfg.behavior_col)).isin(cfg.behaviors),
-                        f"{ev_file}: {cfg.behavior_col} not in {cfg.behaviors}"))
-    events = events_from(raw, ev_file, cfg.user_col, cfg.item_col, cfg.time_col, cfg.time_format,
+        filters += [(blank(F.col(cfg.behavior_col)), f"{ev_file}: missing {cfg.behavior_col}"),
+                    (~F.trim(F.col(cfg.behavior_col)).isin(cfg.behaviors),
+                     f"{ev_file}: {cfg.behavior_col} not in {cfg.behaviors}")]
+    events = events_from(raw, ev_file, cfg.user_col, cfg.item_col, cfg.time_col, time_format,
                          filters=filters)
     fields = [f.name for f in cfg.side_info]
     out = Ingested(fields=fields)
@@ -439,7 +460,7 @@ def load_generic(spark: SparkSession, root: str, cfg: GenericConfig) -> Ingested
     if cfg.file_format == "csv":
         items_raw = read_csv(spark, it_path, it_required, sep=cfg.delimiter)
     else:
-        items_raw = read_parquet(spark, it_path, it_required)
+        items_raw, _ = read_parquet(spark, it_path, it_required)
     it_file = Path(cfg.items).name
     cols = [
         (multi_value(F.col(columns[f.name]), f.sep) if f.sep else

@@ -120,7 +120,7 @@ def run_walk_job(spark: SparkSession, cfg: Config) -> dict[str, Any]:
             num_items=num_items,
             checkpoint_every=cfg.walks.checkpoint_every,
         )
-        walk_table = write_walk_shards(walks, tmp, cfg.output.num_shards)
+        walk_table = write_walk_shards(walks, tmp, cfg.output.num_shards, cfg.walks.seed)
         _check(tmp, walk_table, schema.WALK_SCHEMA)
         walk_stats = spark.read.parquet(str(tmp / schema.WALKS_DIR)).agg(
             F.sum(F.size("items") - 1).alias("steps"),
@@ -159,7 +159,9 @@ def run_walk_job(spark: SparkSession, cfg: Config) -> dict[str, Any]:
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "seed": cfg.walks.seed,
             "side_info_fields": [
-                {"name": f, "vocab_size": tables[f"vocab/{f}"]["rows"]} for f in data.fields
+                {"name": f, "vocab_size": tables[f"vocab/{f}"]["rows"],
+                 "lowercase": f in data.lowercase}
+                for f in data.fields
             ],
             "counts": {
                 "rows_read": dict(data.rows_read),

@@ -62,18 +62,10 @@ def prepare_output(final: Path, overwrite: bool) -> Path:
 
 
 def publish(tmp: Path, final: Path, overwrite: bool) -> None:
-    """Move the finished ``tmp`` directory to ``final`` (swapping out an old one if allowed)."""
-    if not (tmp / schema.MANIFEST).is_file():
-        raise RuntimeError(f"refusing to publish {tmp}: it has no manifest")
-    old = None
-    if final.exists():
-        if not overwrite:
-            raise OutputExistsError(f"output directory {final} appeared while the job ran")
-        old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
-        final.rename(old)
-    tmp.rename(final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    """Move the finished ``tmp`` directory to ``final`` (see :func:`eges.schema.publish_dir`)."""
+    if final.exists() and not overwrite:
+        raise OutputExistsError(f"output directory {final} appeared while the job ran")
+    schema.publish_dir(tmp, final, replace=overwrite)
 
 
 def write_table(df: DataFrame, root: Path, name: str, *, files: int = 1,
@@ -108,15 +100,18 @@ def describe(root: Path, name: str) -> dict[str, Any]:
     return {"path": name, "rows": sum(e["rows"] for e in entries), "files": entries}
 
 
-def write_walk_shards(walks: DataFrame, out: Path, num_shards: int) -> dict[str, Any]:
-    """Write walks as ``num_shards`` parquet files of similar size, ordered by ``walk_id``.
+def write_walk_shards(walks: DataFrame, out: Path, num_shards: int, seed: int) -> dict[str, Any]:
+    """Write walks as ``num_shards`` parquet files of similar size, in a seeded shuffled order.
 
-    Spark's part files are renamed ``shard-00000.parquet`` … in walk-id order; Spark's marker and
-    checksum files are removed.
+    Rows are ordered by ``xxhash64(seed, walk_id)`` — across and within files — so that any
+    block of a shard mixes start nodes and rounds (by walk id, a block would hold start nodes of
+    one popularity band), and the files are the same for any Spark partitioning. Spark's part
+    files are renamed ``shard-00000.parquet`` …; its marker and checksum files are removed.
     """
     spark_dir = out / f"_{schema.WALKS_DIR}_spark"
-    walks.select("walk_id", F.col("items")).repartitionByRange(num_shards, "walk_id") \
-        .sortWithinPartitions("walk_id").write.parquet(str(spark_dir))
+    order = F.xxhash64(F.lit(seed).cast("long"), F.col("walk_id")).alias("_order")
+    (walks.select("walk_id", "items", order).repartitionByRange(num_shards, "_order")
+     .sortWithinPartitions("_order").drop("_order").write.parquet(str(spark_dir)))
     final = out / schema.WALKS_DIR
     final.mkdir()
     for i, part in enumerate(schema.parquet_files(spark_dir)):

@@ -151,7 +151,7 @@ def test_cold_start_lands_near_items_sharing_its_side_info(run, walks):
 def test_embed_cli_with_unknown_values(run, tmp_path):
     new = tmp_path / "new.csv"
     new.write_text("item_id,genres,tags,colour\n"
-                   "hero,Action|Adventure|Sci-Fi,superhero|marvel,red\n"
+                   "hero,Action|Adventure|Sci-Fi, Superhero|MARVEL ,red\n"
                    "odd,Nonexistent genre,,blue\n")
     out = tmp_path / "nbrs.parquet"
     proc = subprocess.run([sys.executable, "-m", "eges.embed", "--run", str(run), "--items",
@@ -160,6 +160,7 @@ def test_embed_cli_with_unknown_values(run, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "hero (" in proc.stdout and "odd: no known side-info value" in proc.stdout
     assert "unknown genres value 'Nonexistent genre'" in proc.stderr
+    assert "unknown tags" not in proc.stderr  # tags are lower-cased as at ingest
     assert "colour" in proc.stderr  # an unknown column is reported, not silently ignored
     table = pq.read_table(out).to_pandas()
     assert list(table["rank"]) == [1, 2, 3, 4, 5] and set(table["item_id"]) == {"hero"}

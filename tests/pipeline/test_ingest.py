@@ -167,7 +167,8 @@ def test_generic_csv_with_behaviour_filter(spark, tmp_path):
           "a,s2,2024-01-01 10:05:00,cart\n"
           "a,s3,2024-01-01 10:06:30,buy\n"
           "b,s1,yesterday,click\n"
-          "b,,2024-01-01 10:00:00,click\n")
+          "b,,2024-01-01 10:00:00,click\n"
+          "c,s1,2024-01-01 10:00:00,\n")
     write(tmp_path / "items.csv", "sku,brand,categories\n"
           "s1,Acme,shoes;sport; shoes\n"
           "s2,,\n"
@@ -178,6 +179,7 @@ def test_generic_csv_with_behaviour_filter(spark, tmp_path):
         "events.csv: type not in ['click', 'buy']": 1,
         "events.csv: unparsable time": 1,
         "events.csv: missing sku": 1,
+        "events.csv: missing type": 1,
     }
     assert side(got) == {
         "s1": {"brand": ["Acme"], "cats": ["shoes", "sport"]},
@@ -198,6 +200,26 @@ def test_generic_parquet_with_typed_columns(spark, tmp_path):
     assert events(got) == [("1", "x", 10.5), ("1", "y", 20.0)]
     assert got.dropped == {"events.parquet: unparsable time": 1}
     assert side(got)["x"] == {"brand": ["B"], "cats": ["c1", "c2"]}
+
+
+def test_generic_parquet_timestamps_and_float_ids(spark, tmp_path):
+    import datetime as dt
+
+    t0 = dt.datetime(2024, 1, 1, 10, 0, 0)
+    pq.write_table(pa.table({
+        "uid": pa.array([1.0, 1.0, 2.5]),
+        "sku": pa.array([7, 8, 7], pa.int64()),
+        "time": pa.array([t0, t0 + dt.timedelta(seconds=90), None], pa.timestamp("us")),
+        "type": ["click"] * 3}), tmp_path / "events.parquet")
+    pq.write_table(pa.table({"sku": pa.array([7.0, 9.0]), "brand": ["B", "C"],
+                             "categories": ["c1", None]}), tmp_path / "items.parquet")
+    cfg = GenericConfig(**{**GENERIC.__dict__, "events": "events.parquet",
+                           "items": "items.parquet", "file_format": "parquet"})
+    got = load_generic(spark, str(tmp_path), cfg)  # the pattern time_format is not needed
+    assert events(got) == [("1", "7", 1704103200.0), ("1", "8", 1704103290.0)]
+    assert got.dropped == {"events.parquet: unparsable time": 1}
+    assert side(got) == {"7": {"brand": ["B"], "cats": ["c1"]},
+                         "9": {"brand": ["C"], "cats": []}}
 
 
 def test_generic_missing_column_is_named(spark, tmp_path):
