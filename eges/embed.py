@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 import torch
 
 from eges.export import EXPORT_DIR, load_model
+from eges.neighbors import exact_topk, prepare
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class Embedder:
         self.item_ids: list[str] = emb["item_id"].to_pylist()
         column = emb["vector"].combine_chunks()
         vectors = column.flatten().to_numpy().astype(np.float32).reshape(len(column), -1)
-        self._unit = torch.nn.functional.normalize(torch.from_numpy(vectors), dim=1)
+        self._unit = prepare(vectors, "cosine")
         self.unknown: Counter = Counter()
 
     def embed(self, items: list[dict[str, list[str]]]) -> tuple[torch.Tensor, list[bool]]:
@@ -99,12 +100,11 @@ class Embedder:
         """Nearest exported items by cosine similarity, for each row of ``vectors``."""
         if top_k < 1:
             raise ValueError("top_k must be >= 1")
-        unit = torch.nn.functional.normalize(vectors.float(), dim=1)  # (N, D)
-        scores = unit @ self._unit.T  # (N, M)
-        k = min(top_k, scores.shape[1])
-        best = torch.topk(scores, k, dim=1)
+        # the same exact search as the neighbour table (eges.neighbors), so rows agree
+        idx, scores = exact_topk(prepare(vectors, "cosine"), self._unit,
+                                 min(top_k, self._unit.shape[0]))
         return [[Neighbour(self.item_ids[j], float(s)) for s, j in zip(row_s, row_i)]
-                for row_s, row_i in zip(best.values.tolist(), best.indices.tolist())]
+                for row_s, row_i in zip(scores.tolist(), idx.tolist())]
 
 
 def read_new_items(path: str | Path, fields: list[str], sep: str = "|"

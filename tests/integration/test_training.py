@@ -19,7 +19,8 @@ from eges.embed import Embedder
 from eges.pipeline.job import run_walk_job
 
 REPO = Path(__file__).resolve().parents[2]
-TRAIN = ["train.embedding_dim=32", "train.batch_size=128", "train.checkpoint_every_n_steps=20",
+TRAIN = ["train.embedding_dim=32", "train.batch_size=128", "train.checkpoint_every_n_steps=50",
+         "train.epochs=3",
          "train.log_every_n_steps=5", "train.lr=0.02",
          "train.optimizer=sparse_adam"]  # the harder path: sparse gradients all-reduced on gloo
 
@@ -50,7 +51,7 @@ def sets(*kv: str) -> list[str]:
 def run(walks, tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("run") / "run"
     proc = train_cli("--data", str(walks), "--output", str(run_dir),
-                     *sets(*TRAIN, "train.max_steps=40"))
+                     *sets(*TRAIN, "train.max_steps=100"))
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "exported" in proc.stdout
     return run_dir
@@ -63,7 +64,7 @@ def export_manifest(run_dir: Path) -> dict:
 @pytest.mark.slow
 def test_two_process_training_finishes_and_exports_once(run, walks):
     m = export_manifest(run)
-    assert m["training"]["processes"] == 2 and m["training"]["steps"] == 40
+    assert m["training"]["processes"] == 2 and m["training"]["steps"] == 100
     assert m["training"]["optimizer"] == "sparse_adam"
     items = schema.read_table(walks / "items").num_rows
     assert m["counts"]["items"] == items
@@ -98,19 +99,19 @@ def test_gensim_vectors_load_and_agree(run):
 
 @pytest.mark.slow
 def test_resume_continues_from_the_last_checkpoint(run, walks):
-    assert (run / "checkpoints" / "step-40.ckpt").is_file()
+    assert (run / "checkpoints" / "step-100.ckpt").is_file()
     refused = train_cli("--data", str(walks), "--output", str(run), *sets(*TRAIN))
     # the script exits 2 with a one-line error; torchrun turns a failed child into exit 1
     assert refused.returncode != 0 and "error: run directory" in refused.stderr
     proc = train_cli("--data", str(walks), "--output", str(run), "--resume",
-                     *sets(*TRAIN, "train.max_steps=60"))
+                     *sets(*TRAIN, "train.max_steps=200"))
     assert proc.returncode == 0, proc.stderr[-4000:]
     m = export_manifest(run)
-    assert m["training"]["steps"] == 60 and m["training"]["resumed_from"] == "step-40.ckpt"
+    assert m["training"]["steps"] == 200 and m["training"]["resumed_from"] == "step-100.ckpt"
     # the interrupted epoch goes on where it stopped instead of repeating its first batches
-    assert "resuming epoch 0 after its first 40 batches" in proc.stderr
-    ckpt = torch.load(run / "checkpoints" / "step-60.ckpt", map_location="cpu", weights_only=False)
-    assert ckpt["global_step"] == 60
+    assert "resuming epoch 0 after its first 100 batches" in proc.stderr
+    ckpt = torch.load(run / "checkpoints" / "step-200.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == 200 and ckpt["epoch"] == 1  # 141 batches per rank and epoch
 
 
 @pytest.mark.slow
@@ -141,10 +142,12 @@ def test_cold_start_lands_near_items_sharing_its_side_info(run, walks):
             same.append(sims[sharing].mean())
             rand.append(sims[rng.choice(len(ids), 200, replace=False)].mean())
     assert len(same) >= 20
-    # After a few dozen steps all vectors still share a large common direction, so compare per
-    # query (paired) rather than with an absolute margin.
-    wins = np.mean(np.array(same) > np.array(rand))
-    assert wins >= 0.8, (wins, np.mean(same), np.mean(rand))
+    # Paired over queries: the cold-start vector is nearer to movies with the same genres than to
+    # random movies, by more than 3 standard errors of the mean difference (a short training
+    # leaves all vectors close, so no absolute margin).
+    diff = np.array(same) - np.array(rand)
+    t = diff.mean() / (diff.std(ddof=1) / np.sqrt(len(diff)))
+    assert t > 3, (t, np.mean(same), np.mean(rand))
 
 
 @pytest.mark.slow
@@ -164,3 +167,41 @@ def test_embed_cli_with_unknown_values(run, tmp_path):
     assert "colour" in proc.stderr  # an unknown column is reported, not silently ignored
     table = pq.read_table(out).to_pandas()
     assert list(table["rank"]) == [1, 2, 3, 4, 5] and set(table["item_id"]) == {"hero"}
+
+
+@pytest.mark.slow
+def test_neighbor_table_agrees_with_gensim_and_covers_cold_items(run, tmp_path):
+    from gensim.models import KeyedVectors
+
+    out = tmp_path / "nbrs"
+    proc = subprocess.run([sys.executable, "-m", "eges.neighbors", "--run", str(run),
+                           "--top-k", "10", "--output", str(out)],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    table = pq.read_table(out / "neighbors.parquet").to_pandas()
+    m = export_manifest(run)
+    assert len(table) == 10 * m["counts"]["vectors"]
+    assert not (table["item_id"] == table["neighbor_id"]).any()
+    emb = pq.read_table(run / "export" / "embeddings.parquet").to_pandas()
+    cold = set(emb.loc[emb["cold"], "item_id"])
+    assert cold and cold <= set(table["item_id"])  # cold items get neighbours too
+    kv = KeyedVectors.load(str(run / "export" / "embeddings.kv"))
+    for item in emb["item_id"].iloc[:20]:
+        ours = table[table["item_id"] == item].sort_values("rank")
+        theirs = kv.most_similar(item, topn=10)
+        np.testing.assert_allclose(ours["score"], [s for _, s in theirs], atol=1e-4)
+        # equal scores may swap places; compare the ids where the scores differ clearly
+        assert set(ours["neighbor_id"]) == {i for i, _ in theirs} or np.allclose(
+            sorted(ours["score"])[:2], sorted(s for _, s in theirs)[:2], atol=1e-4)
+
+    approx = subprocess.run([sys.executable, "-m", "eges.neighbors", "--run", str(run),
+                             "--top-k", "10", "--method", "hnsw", "--output", str(tmp_path / "a"),
+                             "--same-field", "genres"],
+                            capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert approx.returncode == 0, approx.stderr
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert 0.0 <= manifest["recall_at_10"] <= 1.0 and manifest["recall_sample"] == 1000
+
+    bad = subprocess.run([sys.executable, "-m", "eges.neighbors", "--run", str(run),
+                          "--top-k", "0"], capture_output=True, text=True, cwd=REPO)
+    assert bad.returncode == 2 and "error: --top-k must be positive" in bad.stderr

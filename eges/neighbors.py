@@ -1,0 +1,327 @@
+"""Candidate generation: the item-to-item top-K similarity table a recommender consumes.
+
+    python -m eges.neighbors --run RUN_DIR --top-k 100 [--metric cosine|dot]
+        [--method exact|hnsw] [--block-size 4096] [--min-score S] [--exclude ITEMS.txt]
+        [--same-field genres] [--output DIR] [--device auto|cpu|cuda]
+
+writes ``RUN/neighbors/`` (or ``--output``) atomically, manifest last::
+
+    neighbors.parquet   item_id, neighbor_id (raw ids), rank int32 (1 = nearest), score float32
+    manifest.json       counts, settings, timings, and for --method hnsw its recall@K vs exact
+
+for every exported item (warm and cold), the item itself excluded.
+
+* **exact**: blocks of queries × all items with one matrix product each (torch; on the GPU when
+  there is one), so memory is bounded by ``block_size × items``, not items².
+* **hnsw**: faiss' HNSW graph index (inner product on normalised vectors for cosine), for
+  catalogues where exact search is too slow; its recall@K against exact search on a sample of
+  queries is measured and written to the manifest.
+
+Filters: ``--min-score`` drops weaker neighbours (an item may then have fewer than K);
+``--exclude`` never returns the listed items as neighbours (e.g. unavailable ones);
+``--same-field F`` keeps only neighbours sharing at least one value of side-info field F.
+
+New items need no recomputation: ``python -m eges.embed --output`` writes their neighbours in
+the same schema, with the same exact search (:func:`exact_topk`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+
+from eges import schema
+from eges.export import EXPORT_DIR, read_export_manifest
+
+log = logging.getLogger(__name__)
+
+NEIGHBORS_DIR = "neighbors"
+NEIGHBORS_SCHEMA = pa.schema([
+    pa.field("item_id", pa.string(), nullable=False),
+    pa.field("neighbor_id", pa.string(), nullable=False),
+    pa.field("rank", pa.int32(), nullable=False),
+    pa.field("score", pa.float32(), nullable=False),
+])
+
+
+def prepare(vectors: np.ndarray | torch.Tensor, metric: str) -> torch.Tensor:
+    """float32 tensor, rows L2-normalised for cosine."""
+    x = torch.as_tensor(vectors, dtype=torch.float32)
+    if metric == "cosine":
+        x = torch.nn.functional.normalize(x, dim=1)
+    elif metric != "dot":
+        raise ValueError(f"metric must be cosine or dot, not {metric!r}")
+    return x
+
+
+def exact_topk(queries: torch.Tensor, items: torch.Tensor, k: int, *, block_size: int = 4096,
+               self_index: torch.Tensor | None = None, allowed: torch.Tensor | None = None,
+               groups: torch.Tensor | None = None, query_groups: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact top-k by inner product, query block by query block.
+
+    Args:
+        queries: (Q, D) (already normalised for cosine).
+        items: (M, D).
+        k: neighbours per query (k <= M).
+        block_size: queries per matrix product; memory is O(block_size × M).
+        self_index: (Q,) column of each query's own item, excluded (-1: none).
+        allowed: (M,) bool, items that may be returned.
+        groups, query_groups: (M, G) and (Q, G) 0/1 float tensors; a neighbour must share a group
+            (a side-info value) with its query.
+
+    Returns:
+        (indices (Q, k) int64, scores (Q, k) float32); excluded slots have score -inf.
+    """
+    device = items.device
+    out_idx, out_score = [], []
+    for lo in range(0, queries.shape[0], block_size):
+        q = queries[lo: lo + block_size].to(device)
+        scores = q @ items.T  # (b, M)
+        if self_index is not None:
+            own = self_index[lo: lo + block_size].to(device)
+            rows = torch.nonzero(own >= 0).squeeze(1)
+            scores[rows, own[rows]] = float("-inf")
+        if allowed is not None:
+            scores[:, ~allowed.to(device)] = float("-inf")
+        if groups is not None:
+            shared = query_groups[lo: lo + block_size].to(device) @ groups.T  # (b, M)
+            scores[shared <= 0] = float("-inf")
+        best = torch.topk(scores, k, dim=1)
+        out_idx.append(best.indices.cpu())
+        out_score.append(best.values.cpu())
+    return torch.cat(out_idx), torch.cat(out_score)
+
+
+def hnsw_topk(vectors: np.ndarray, k: int, *, m: int = 32, ef_search: int = 256,
+              threads: int | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+    """Approximate top-k of every row among all rows with faiss' HNSW (inner product), self
+    excluded.
+
+    Returns:
+        (indices (M, k), scores (M, k), build seconds); missing slots have index -1.
+    """
+    logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs every CPU variant it tries
+    import faiss
+
+    if threads:
+        faiss.omp_set_num_threads(threads)
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    start = time.perf_counter()
+    index = faiss.IndexHNSWFlat(x.shape[1], m, faiss.METRIC_INNER_PRODUCT)
+    index.add(x)
+    build = time.perf_counter() - start
+    index.hnsw.efSearch = max(ef_search, k + 1)
+    scores, idx = index.search(x, k + 1)
+    own = idx == np.arange(len(x))[:, None]
+    # drop the item itself (or, if it was not found, the weakest extra result)
+    keep = np.where(own.any(1, keepdims=True), ~own, np.arange(k + 1)[None, :] < k)
+    return (idx[keep].reshape(len(x), k), scores[keep].reshape(len(x), k), build)
+
+
+def recall_at_k(approx: np.ndarray, exact: np.ndarray) -> float:
+    """Mean fraction of the exact top-k found by the approximate top-k."""
+    hits = [len(set(a) & set(e)) / len(e) for a, e in zip(approx.tolist(), exact.tolist())]
+    return float(np.mean(hits))
+
+
+def field_groups(walk_dir: Path, field: str, item_idx: np.ndarray) -> torch.Tensor:
+    """(M, V) 0/1 matrix: which values of ``field`` each exported item has."""
+    table = schema.read_table(walk_dir / schema.ITEMS_DIR)
+    if field not in table.column_names:
+        fields = [c for c in table.column_names if c not in ("item_idx", "item_id", "count")]
+        raise ValueError(f"--same-field {field!r}: not a side-info field of this run ({fields})")
+    values = dict(zip(table["item_idx"].to_pylist(), table[field].to_pylist()))
+    size = 1 + max((v for vs in values.values() for v in vs), default=0)
+    groups = torch.zeros(len(item_idx), size)
+    for row, idx in enumerate(item_idx.tolist()):
+        groups[row, values.get(idx, [])] = 1.0
+    groups[:, 0] = 0.0  # padding is no value
+    return groups
+
+
+def build_table(run_dir: str | Path, top_k: int, *, metric: str = "cosine",
+                method: str = "exact", block_size: int = 4096, min_score: float | None = None,
+                exclude: set[str] | None = None, same_field: str | None = None,
+                output: str | Path | None = None, device: str = "auto",
+                recall_sample: int = 1000) -> dict[str, Any]:
+    """Compute and write the neighbour table of a run's export.
+
+    Returns:
+        The manifest written beside the table.
+
+    Raises:
+        ValueError: bad arguments (K <= 0, K >= items, unknown field or metric).
+        IncompleteOutputError: the run has no finished export.
+    """
+    run_dir = Path(run_dir)
+    export = read_export_manifest(run_dir)
+    emb = pq.read_table(run_dir / EXPORT_DIR / "embeddings.parquet")
+    ids = emb["item_id"].to_pylist()
+    n = len(ids)
+    if top_k <= 0:
+        raise ValueError(f"--top-k must be positive, got {top_k}")
+    if top_k >= n:
+        raise ValueError(f"--top-k {top_k} must be below the number of items ({n})")
+    if block_size <= 0:
+        raise ValueError(f"--block-size must be positive, got {block_size}")
+    if method not in ("exact", "hnsw"):
+        raise ValueError(f"--method must be exact or hnsw, not {method!r}")
+    column = emb["vector"].combine_chunks()
+    vectors = column.flatten().to_numpy().astype(np.float32).reshape(n, -1)
+    dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    x = prepare(vectors, metric)
+    allowed = None
+    if exclude:
+        unknown = exclude - set(ids)
+        if unknown:
+            log.warning("%d excluded ids are not in the export (ignored), e.g. %s",
+                        len(unknown), sorted(unknown)[:5])
+        allowed = torch.tensor([i not in exclude for i in ids])
+    groups = None
+    if same_field:
+        walk_dir = Path(export["walks"])
+        groups = field_groups(walk_dir, same_field, emb["item_idx"].to_numpy())
+
+    start = time.perf_counter()
+    stats: dict[str, Any] = {}
+    items_dev = x.to(dev)
+    if method == "exact":
+        idx, scores = exact_topk(x, items_dev, top_k, block_size=block_size,
+                                 self_index=torch.arange(n), allowed=allowed,
+                                 groups=None if groups is None else groups.to(dev),
+                                 query_groups=groups)
+        idx, scores = idx.numpy(), scores.numpy()
+    else:
+        if groups is not None or allowed is not None:
+            # filter after the search: ask for more candidates than K
+            log.info("filters with hnsw are applied to a wider candidate list")
+        wide = min(n - 1, top_k * (4 if (groups is not None or allowed is not None) else 1))
+        idx, scores, build = hnsw_topk(x.numpy(), wide)
+        stats["index_build_s"] = round(build, 3)
+        if allowed is not None or groups is not None:
+            ok = idx >= 0
+            safe = np.where(ok, idx, 0)
+            if allowed is not None:
+                ok &= allowed.numpy()[safe]
+            if groups is not None:
+                g = groups.numpy()
+                ok &= (g[np.arange(n)[:, None]] * g[safe]).sum(-1) > 0
+            scores = np.where(ok, scores, -np.inf)
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
+        idx = np.take_along_axis(idx, order, 1)
+        scores = np.take_along_axis(scores, order, 1)
+        sample = np.random.default_rng(0).choice(n, min(recall_sample, n), replace=False)
+        exact_idx, _ = exact_topk(x[sample], items_dev, top_k, block_size=block_size,
+                                  self_index=torch.from_numpy(sample), allowed=allowed,
+                                  groups=None if groups is None else groups.to(dev),
+                                  query_groups=None if groups is None else groups[sample])
+        stats[f"recall_at_{top_k}"] = recall_at_k(idx[sample], exact_idx.numpy())
+        if top_k >= 10:
+            stats["recall_at_10"] = recall_at_k(idx[sample][:, :10], exact_idx.numpy()[:, :10])
+        stats["recall_sample"] = len(sample)
+    seconds = time.perf_counter() - start
+
+    keep = np.isfinite(scores) & (idx >= 0)
+    if min_score is not None:
+        keep &= scores >= min_score
+    rows, cols = np.nonzero(keep)
+    ids_arr = np.asarray(ids, dtype=object)
+    table = pa.table({
+        "item_id": pa.array(ids_arr[rows].tolist(), pa.string()),
+        "neighbor_id": pa.array(ids_arr[idx[rows, cols]].tolist(), pa.string()),
+        "rank": pa.array((cols + 1).astype(np.int32)),
+        "score": pa.array(scores[rows, cols].astype(np.float32)),
+    })
+    # ranks stay consecutive after filtering: recompute them per item
+    table = _rerank(table)
+
+    final = Path(output) if output else run_dir / NEIGHBORS_DIR
+    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir(parents=True)
+    try:
+        pq.write_table(table, tmp / "neighbors.parquet")
+        manifest = {
+            "format": "eges-neighbors",
+            "format_version": 1,
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "run": str(run_dir),
+            "settings": {"top_k": top_k, "metric": metric, "method": method,
+                         "block_size": block_size, "min_score": min_score,
+                         "excluded": len(exclude or ()), "same_field": same_field,
+                         "device": dev},
+            "counts": {"items": n, "rows": table.num_rows,
+                       "items_with_fewer_than_k": int((keep.sum(1) < top_k).sum())},
+            "search_s": round(seconds, 3),
+            **stats,
+        }
+        schema.write_manifest(tmp, manifest)
+        schema.publish_dir(tmp, final, replace=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("wrote %d rows for %d items to %s", table.num_rows, n, final)
+    return manifest
+
+
+def _rerank(table: pa.Table) -> pa.Table:
+    if table.num_rows == 0:
+        return table
+    order = pc.sort_indices(table, [("item_id", "ascending"), ("rank", "ascending")])
+    table = table.take(order)
+    item = table["item_id"].to_numpy(zero_copy_only=False)
+    starts = np.r_[True, item[1:] != item[:-1]]
+    group_start = np.maximum.accumulate(np.where(starts, np.arange(len(item)), 0))
+    rank = (np.arange(len(item)) - group_start + 1).astype(np.int32)
+    return table.set_column(table.schema.get_field_index("rank"), "rank", pa.array(rank))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m eges.neighbors",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("--run", required=True, help="run directory of eges/train.py")
+    p.add_argument("--top-k", type=int, default=100)
+    p.add_argument("--metric", choices=["cosine", "dot"], default="cosine")
+    p.add_argument("--method", choices=["exact", "hnsw"], default="exact")
+    p.add_argument("--block-size", type=int, default=4096)
+    p.add_argument("--min-score", type=float)
+    p.add_argument("--exclude", help="file with one raw item id per line, never returned")
+    p.add_argument("--same-field", help="keep neighbours sharing a value of this field")
+    p.add_argument("--output", help="output directory (default RUN/neighbors)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        exclude = None
+        if args.exclude:
+            path = Path(args.exclude)
+            if not path.is_file():
+                raise FileNotFoundError(f"--exclude file not found: {path}")
+            exclude = {line.strip() for line in path.read_text().splitlines() if line.strip()}
+        m = build_table(args.run, args.top_k, metric=args.metric, method=args.method,
+                        block_size=args.block_size, min_score=args.min_score, exclude=exclude,
+                        same_field=args.same_field, output=args.output, device=args.device)
+    except (ValueError, FileNotFoundError, schema.IncompleteOutputError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    recall = ", ".join(f"{k} {v:.4f}" for k, v in m.items() if k.startswith("recall_at"))
+    print(f"{m['counts']['rows']:,} neighbour rows for {m['counts']['items']:,} items "
+          f"({m['settings']['method']}, {m['search_s']:.1f} s{', ' + recall if recall else ''})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
