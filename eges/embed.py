@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 import torch
 
 from eges.export import EXPORT_DIR, load_model
-from eges.neighbors import exact_topk, prepare
+from eges.neighbors import NEIGHBORS_SCHEMA, exact_topk, prepare
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--items", required=True, help="CSV of new items: item_id + field columns")
     p.add_argument("--top-k", type=int, default=10)
     p.add_argument("--sep", default="|", help="separator of multi-valued fields")
-    p.add_argument("--output", help="write neighbours as parquet (item_id, rank, neighbor_id, "
-                                    "score)")
+    p.add_argument("--output", help="write neighbours as parquet in the schema of the "
+                                    "neighbour table (item_id, neighbor_id, rank, score; cosine)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -156,14 +156,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{item_id} ({desc})")
         for rank, n in enumerate(nbrs, 1):
             print(f"  {rank:>3}. {n.item_id:<20} {n.score:.3f}")
-            rows.append({"item_id": item_id, "rank": rank, "neighbor_id": n.item_id,
+            rows.append({"item_id": item_id, "neighbor_id": n.item_id, "rank": rank,
                          "score": n.score})
     if emb.unknown:
         print(f"ignored unknown values: {dict(emb.unknown)}", file=sys.stderr)
     if args.output:
         import pyarrow as pa
 
-        pq.write_table(pa.Table.from_pylist(rows), args.output)
+        pq.write_table(pa.Table.from_pylist(rows, schema=NEIGHBORS_SCHEMA), args.output)
     return 0
 
 

@@ -49,6 +49,7 @@ from eges.export import EXPORT_DIR, read_export_manifest
 log = logging.getLogger(__name__)
 
 NEIGHBORS_DIR = "neighbors"
+NEIGHBORS_FORMAT = "eges-neighbors"
 NEIGHBORS_SCHEMA = pa.schema([
     pa.field("item_id", pa.string(), nullable=False),
     pa.field("neighbor_id", pa.string(), nullable=False),
@@ -67,10 +68,20 @@ def prepare(vectors: np.ndarray | torch.Tensor, metric: str) -> torch.Tensor:
     return x
 
 
+def shares_value(groups: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """(len(rows), M) bool: whether item ``rows[r]`` and item m have a side-info value in common.
+
+    Args:
+        groups: sparse (M, V) 0/1 matrix of the items' values (see :func:`field_groups`).
+        rows: item rows to compare with every item.
+    """
+    block = groups.index_select(0, rows.to(groups.device))  # sparse (b, V)
+    return torch.sparse.mm(block, groups.t()).to_dense() > 0  # (b, M)
+
+
 def exact_topk(queries: torch.Tensor, items: torch.Tensor, k: int, *, block_size: int = 4096,
                self_index: torch.Tensor | None = None, allowed: torch.Tensor | None = None,
-               groups: torch.Tensor | None = None, query_groups: torch.Tensor | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+               groups: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact top-k by inner product, query block by query block.
 
     Args:
@@ -80,8 +91,8 @@ def exact_topk(queries: torch.Tensor, items: torch.Tensor, k: int, *, block_size
         block_size: queries per matrix product; memory is O(block_size × M).
         self_index: (Q,) column of each query's own item, excluded (-1: none).
         allowed: (M,) bool, items that may be returned.
-        groups, query_groups: (M, G) and (Q, G) 0/1 float tensors; a neighbour must share a group
-            (a side-info value) with its query.
+        groups: sparse (M, V) values of the items; when given, the queries are the items
+            ``self_index`` and a neighbour must share a value with its query.
 
     Returns:
         (indices (Q, k) int64, scores (Q, k) float32); excluded slots have score -inf.
@@ -98,8 +109,8 @@ def exact_topk(queries: torch.Tensor, items: torch.Tensor, k: int, *, block_size
         if allowed is not None:
             scores[:, ~allowed.to(device)] = float("-inf")
         if groups is not None:
-            shared = query_groups[lo: lo + block_size].to(device) @ groups.T  # (b, M)
-            scores[shared <= 0] = float("-inf")
+            own = self_index[lo: lo + block_size]
+            scores[~shares_value(groups, own).to(device)] = float("-inf")
         best = torch.topk(scores, k, dim=1)
         out_idx.append(best.indices.cpu())
         out_score.append(best.values.cpu())
@@ -132,25 +143,43 @@ def hnsw_topk(vectors: np.ndarray, k: int, *, m: int = 32, ef_search: int = 256,
     return (idx[keep].reshape(len(x), k), scores[keep].reshape(len(x), k), build)
 
 
-def recall_at_k(approx: np.ndarray, exact: np.ndarray) -> float:
-    """Mean fraction of the exact top-k found by the approximate top-k."""
-    hits = [len(set(a) & set(e)) / len(e) for a, e in zip(approx.tolist(), exact.tolist())]
-    return float(np.mean(hits))
+def recall_at_k(approx: np.ndarray, exact: np.ndarray, approx_valid: np.ndarray | None = None,
+                exact_valid: np.ndarray | None = None) -> float:
+    """Mean over queries of |approximate ∩ exact| / |exact|, counting valid slots only.
+
+    Slots that filters left empty (score -inf, index -1) are not neighbours on either side;
+    queries without any exact neighbour are skipped.
+    """
+    if approx_valid is None:
+        approx_valid = approx >= 0
+    if exact_valid is None:
+        exact_valid = exact >= 0
+    hits = []
+    for a, av, e, ev in zip(approx.tolist(), approx_valid.tolist(), exact.tolist(),
+                            exact_valid.tolist()):
+        truth = {x for x, ok in zip(e, ev) if ok}
+        if truth:
+            found = {x for x, ok in zip(a, av) if ok}
+            hits.append(len(found & truth) / len(truth))
+    return float(np.mean(hits)) if hits else float("nan")
 
 
 def field_groups(walk_dir: Path, field: str, item_idx: np.ndarray) -> torch.Tensor:
-    """(M, V) 0/1 matrix: which values of ``field`` each exported item has."""
-    table = schema.read_table(walk_dir / schema.ITEMS_DIR)
-    if field not in table.column_names:
-        fields = [c for c in table.column_names if c not in ("item_idx", "item_id", "count")]
+    """Sparse (M, V) 0/1 matrix: which values of side-info ``field`` each exported item has."""
+    manifest = schema.read_manifest(walk_dir)
+    fields = [f["name"] for f in manifest["side_info_fields"]]
+    if field not in fields:
         raise ValueError(f"--same-field {field!r}: not a side-info field of this run ({fields})")
+    table = schema.read_table(walk_dir / schema.ITEMS_DIR, schema.item_schema(fields))
     values = dict(zip(table["item_idx"].to_pylist(), table[field].to_pylist()))
-    size = 1 + max((v for vs in values.values() for v in vs), default=0)
-    groups = torch.zeros(len(item_idx), size)
+    rows, cols = [], []
     for row, idx in enumerate(item_idx.tolist()):
-        groups[row, values.get(idx, [])] = 1.0
-    groups[:, 0] = 0.0  # padding is no value
-    return groups
+        for v in values.get(idx, []):
+            rows.append(row)
+            cols.append(v)
+    size = 1 + max(cols, default=0)
+    return torch.sparse_coo_tensor(torch.tensor([rows, cols], dtype=torch.long),
+                                   torch.ones(len(rows)), (len(item_idx), size)).coalesce()
 
 
 def build_table(run_dir: str | Path, top_k: int, *, metric: str = "cosine",
@@ -182,7 +211,20 @@ def build_table(run_dir: str | Path, top_k: int, *, metric: str = "cosine",
         raise ValueError(f"--method must be exact or hnsw, not {method!r}")
     column = emb["vector"].combine_chunks()
     vectors = column.flatten().to_numpy().astype(np.float32).reshape(n, -1)
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"--device must be auto, cpu or cuda, not {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
     dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    final = Path(output) if output else run_dir / NEIGHBORS_DIR
+    if final.exists():
+        try:
+            replaceable = schema.read_manifest_json(final).get("format") == NEIGHBORS_FORMAT
+        except schema.IncompleteOutputError:
+            replaceable = False
+        if not replaceable:
+            raise ValueError(f"output {final} exists and is not a neighbour table: refusing to "
+                             "replace it (choose another --output)")
     x = prepare(vectors, metric)
     allowed = None
     if exclude:
@@ -201,9 +243,7 @@ def build_table(run_dir: str | Path, top_k: int, *, metric: str = "cosine",
     items_dev = x.to(dev)
     if method == "exact":
         idx, scores = exact_topk(x, items_dev, top_k, block_size=block_size,
-                                 self_index=torch.arange(n), allowed=allowed,
-                                 groups=None if groups is None else groups.to(dev),
-                                 query_groups=groups)
+                                 self_index=torch.arange(n), allowed=allowed, groups=groups)
         idx, scores = idx.numpy(), scores.numpy()
     else:
         if groups is not None or allowed is not None:
@@ -218,20 +258,23 @@ def build_table(run_dir: str | Path, top_k: int, *, metric: str = "cosine",
             if allowed is not None:
                 ok &= allowed.numpy()[safe]
             if groups is not None:
-                g = groups.numpy()
-                ok &= (g[np.arange(n)[:, None]] * g[safe]).sum(-1) > 0
+                for lo in range(0, n, 256):  # (256, M) at a time, never items × candidates × V
+                    rows = torch.arange(lo, min(lo + 256, n))
+                    shared = shares_value(groups, rows).numpy()
+                    ok[lo: lo + 256] &= np.take_along_axis(shared, safe[lo: lo + 256], 1)
             scores = np.where(ok, scores, -np.inf)
         order = np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
         idx = np.take_along_axis(idx, order, 1)
         scores = np.take_along_axis(scores, order, 1)
         sample = np.random.default_rng(0).choice(n, min(recall_sample, n), replace=False)
-        exact_idx, _ = exact_topk(x[sample], items_dev, top_k, block_size=block_size,
-                                  self_index=torch.from_numpy(sample), allowed=allowed,
-                                  groups=None if groups is None else groups.to(dev),
-                                  query_groups=None if groups is None else groups[sample])
-        stats[f"recall_at_{top_k}"] = recall_at_k(idx[sample], exact_idx.numpy())
-        if top_k >= 10:
-            stats["recall_at_10"] = recall_at_k(idx[sample][:, :10], exact_idx.numpy()[:, :10])
+        exact_idx, exact_scores = exact_topk(x[sample], items_dev, top_k, block_size=block_size,
+                                             self_index=torch.from_numpy(sample),
+                                             allowed=allowed, groups=groups)
+        e_idx, e_ok = exact_idx.numpy(), np.isfinite(exact_scores.numpy())
+        a_idx, a_ok = idx[sample], np.isfinite(scores[sample]) & (idx[sample] >= 0)
+        for k in sorted({top_k, min(10, top_k)}):
+            stats[f"recall_at_{k}"] = recall_at_k(a_idx[:, :k], e_idx[:, :k], a_ok[:, :k],
+                                                  e_ok[:, :k])
         stats["recall_sample"] = len(sample)
     seconds = time.perf_counter() - start
 
@@ -245,17 +288,16 @@ def build_table(run_dir: str | Path, top_k: int, *, metric: str = "cosine",
         "neighbor_id": pa.array(ids_arr[idx[rows, cols]].tolist(), pa.string()),
         "rank": pa.array((cols + 1).astype(np.int32)),
         "score": pa.array(scores[rows, cols].astype(np.float32)),
-    })
+    }, schema=NEIGHBORS_SCHEMA)
     # ranks stay consecutive after filtering: recompute them per item
     table = _rerank(table)
 
-    final = Path(output) if output else run_dir / NEIGHBORS_DIR
     tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
     tmp.mkdir(parents=True)
     try:
         pq.write_table(table, tmp / "neighbors.parquet")
         manifest = {
-            "format": "eges-neighbors",
+            "format": NEIGHBORS_FORMAT,
             "format_version": 1,
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "run": str(run_dir),

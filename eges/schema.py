@@ -155,6 +155,17 @@ def publish_dir(tmp: str | Path, final: str | Path, replace: bool) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def read_manifest_json(directory: str | Path) -> dict[str, Any]:
+    """The raw ``manifest.json`` of any output directory (no format check)."""
+    path = Path(directory) / MANIFEST
+    if not path.is_file():
+        raise IncompleteOutputError(f"{directory} has no {MANIFEST}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise IncompleteOutputError(f"{path}: not valid JSON ({exc})") from None
+
+
 def read_manifest(directory: str | Path) -> dict[str, Any]:
     """Read and check a walk output's manifest.
 

@@ -165,7 +165,11 @@ def test_embed_cli_with_unknown_values(run, tmp_path):
     assert "unknown genres value 'Nonexistent genre'" in proc.stderr
     assert "unknown tags" not in proc.stderr  # tags are lower-cased as at ingest
     assert "colour" in proc.stderr  # an unknown column is reported, not silently ignored
-    table = pq.read_table(out).to_pandas()
+    from eges.neighbors import NEIGHBORS_SCHEMA
+
+    table = pq.read_table(out)
+    assert table.schema.equals(NEIGHBORS_SCHEMA, check_metadata=False)  # as the neighbour table
+    table = table.to_pandas()
     assert list(table["rank"]) == [1, 2, 3, 4, 5] and set(table["item_id"]) == {"hero"}
 
 

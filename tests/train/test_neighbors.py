@@ -47,10 +47,10 @@ def test_filters_exclude_items_and_require_a_shared_value(vectors):
     allowed[::3] = False
     idx, _ = exact_topk(x, x, 10, self_index=torch.arange(300), allowed=allowed)
     assert allowed[idx].all()
-    groups = torch.zeros(300, 4)
-    groups[torch.arange(300), torch.arange(300) % 4] = 1  # item i has value i % 4
-    idx, scores = exact_topk(x, x, 10, self_index=torch.arange(300), groups=groups,
-                             query_groups=groups)
+    dense = torch.zeros(300, 4)
+    dense[torch.arange(300), torch.arange(300) % 4] = 1  # item i has value i % 4
+    idx, scores = exact_topk(x, x, 10, block_size=64, self_index=torch.arange(300),
+                             groups=dense.to_sparse())
     assert ((idx % 4) == (torch.arange(300) % 4)[:, None]).all()
 
 
@@ -59,16 +59,33 @@ def test_recall_at_k_by_hand():
         == pytest.approx((2 / 3 + 1) / 2)
 
 
-def test_hnsw_excludes_self_and_its_recall_is_measured(vectors):
+def test_recall_ignores_slots_that_filters_left_empty():
+    approx, exact = np.array([[1, 9, -1], [3, 4, 5]]), np.array([[1, 2, 7], [8, 8, 8]])
+    exact_ok = np.array([[True, True, False], [False, False, False]])  # query 2: no neighbour
+    assert recall_at_k(approx, exact, approx >= 0, exact_ok) == pytest.approx(0.5)
+
+
+def test_hnsw_excludes_self(vectors):
     x = prepare(vectors, "cosine").numpy()
     idx, scores, _ = hnsw_topk(x, 10)
     assert idx.shape == (300, 10)
     assert not (idx == np.arange(300)[:, None]).any()
-    r = recall_at_k(idx, brute(x, 10))
-    assert 0.0 <= r <= 1.0
+    assert (np.diff(scores, axis=1) <= 1e-6).all()  # best first
 
 
 def make_run(root, vectors: np.ndarray):
+    n = len(vectors)
+    walks = root / "walks"
+    (walks / "items").mkdir(parents=True)
+    # side-info field "g": item i has value 1 + i % 3, every fifth item none
+    pq.write_table(pa.table({
+        "item_idx": pa.array(np.arange(1, n + 1, dtype=np.int32)),
+        "item_id": pa.array([f"i{i}" for i in range(n)]),
+        "count": pa.array(np.ones(n, dtype=np.int64)),
+        "g": pa.array([[] if i % 5 == 0 else [1 + i % 3] for i in range(n)], pa.list_(pa.int32())),
+    }), walks / "items" / "part-0.parquet")
+    schema.write_manifest(walks, {"side_info_fields": [{"name": "g", "vocab_size": 3}],
+                                  "walks": {"files": []}})
     export = root / EXPORT_DIR
     export.mkdir(parents=True)
     n, d = vectors.shape
@@ -105,7 +122,37 @@ def test_table_matches_exact_search_and_filters(vectors, tmp_path):
     assert not filtered["neighbor_id"].isin(["i1", "i2"]).any()
     for _, g in filtered.groupby("item_id"):  # ranks stay 1..n after filtering
         assert sorted(g["rank"]) == list(range(1, len(g) + 1))
-    assert sorted(p.name for p in run.iterdir()) == ["export", "neighbors"]
+    assert sorted(p.name for p in run.iterdir()) == ["export", "neighbors", "walks"]
+
+
+@pytest.mark.parametrize("method", ["exact", "hnsw"])
+def test_same_field_restricts_neighbours_and_items_without_value_get_none(vectors, tmp_path,
+                                                                          method):
+    run = make_run(tmp_path / "run", vectors)
+    m = build_table(run, 5, same_field="g", method=method)
+    got = pq.read_table(run / "neighbors" / "neighbors.parquet").to_pandas()
+    num = lambda s: s.str[1:].astype(int)  # noqa: E731
+    assert ((num(got["item_id"]) % 3) == (num(got["neighbor_id"]) % 3)).all()
+    assert not (num(got["neighbor_id"]) % 5 == 0).any()
+    assert not (num(got["item_id"]) % 5 == 0).any()  # no value: no neighbour sharing one
+    if method == "exact":
+        assert m["counts"]["items_with_fewer_than_k"] == 60  # exactly the items without a value
+    else:  # post-filtering a 4x wider candidate list can leave fewer than K: counted, measured
+        assert m["counts"]["items_with_fewer_than_k"] >= 60
+        assert 0.0 <= m["recall_at_5"] <= 1.0 and m["recall_sample"] == 300
+
+
+def test_output_never_replaces_a_directory_that_is_not_a_neighbour_table(vectors, tmp_path):
+    run = make_run(tmp_path / "run", vectors)
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "keep.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not a neighbour table"):
+        build_table(run, 5, output=precious)
+    assert (precious / "keep.txt").read_text() == "mine"
+    build_table(run, 5, output=tmp_path / "nb")
+    build_table(run, 3, output=tmp_path / "nb")  # a neighbour table is replaced
+    assert pq.read_table(tmp_path / "nb" / "neighbors.parquet").num_rows == 900
 
 
 def test_bad_arguments_are_clear_errors(vectors, tmp_path):
@@ -116,3 +163,7 @@ def test_bad_arguments_are_clear_errors(vectors, tmp_path):
         build_table(run, 300)
     with pytest.raises(schema.IncompleteOutputError, match="no finished export"):
         build_table(tmp_path / "nowhere", 5)
+    with pytest.raises(ValueError, match="not a side-info field"):
+        build_table(run, 5, same_field="count")
+    with pytest.raises(ValueError, match="--device"):
+        build_table(run, 5, device="tpu")
