@@ -11,6 +11,7 @@ This module is shared by the Spark side and the torch side, so it imports neithe
 
 from __future__ import annotations
 
+import argparse
 import copy
 import dataclasses
 from dataclasses import dataclass, field
@@ -342,3 +343,20 @@ def load_config(paths: list[str | Path] | str | Path | None = None,
     for text in overrides or []:
         merged = _deep_merge(merged, parse_override(text))
     return from_dict(merged)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``--config`` and ``--set`` options every entry point shares."""
+    parser.add_argument("--config", action="append", required=True,
+                        help="YAML config; repeat to layer several (later wins)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any config key, e.g. --set walks.walk_length=5")
+
+
+def config_from_args(args: argparse.Namespace,
+                     options: dict[str, str | None] | None = None) -> Config:
+    """Load an entry point's config: ``--config`` files, then ``--set``, then ``options``
+    (dotted key -> value of a dedicated option such as ``--output``; ``None`` is skipped)."""
+    overrides = list(args.set)
+    overrides += [f"{key}={value}" for key, value in (options or {}).items() if value is not None]
+    return load_config(args.config, overrides)

@@ -22,11 +22,11 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from eges.export import EXPORT_DIR, load_model
+from eges.export import EXPORT_DIR, load_model, read_embeddings
 from eges.neighbors import NEIGHBORS_SCHEMA, exact_topk, prepare
 
 log = logging.getLogger(__name__)
@@ -56,10 +56,8 @@ class Embedder:
         for f in self.fields:
             t = pq.read_table(export / "vocab" / f"{f}.parquet")
             self.vocab[f] = dict(zip(t["value"].to_pylist(), t["index"].to_pylist()))
-        emb = pq.read_table(export / "embeddings.parquet")
+        emb, vectors = read_embeddings(self.run_dir)
         self.item_ids: list[str] = emb["item_id"].to_pylist()
-        column = emb["vector"].combine_chunks()
-        vectors = column.flatten().to_numpy().astype(np.float32).reshape(len(column), -1)
         self._unit = prepare(vectors, "cosine")
         self.unknown: Counter = Counter()
 
@@ -161,8 +159,6 @@ def main(argv: list[str] | None = None) -> int:
     if emb.unknown:
         print(f"ignored unknown values: {dict(emb.unknown)}", file=sys.stderr)
     if args.output:
-        import pyarrow as pa
-
         pq.write_table(pa.Table.from_pylist(rows, schema=NEIGHBORS_SCHEMA), args.output)
     return 0
 

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -106,9 +104,7 @@ def export_run(model: EGES, items: ItemTable, walk_counts: np.ndarray, cfg: Conf
 
     model = model.to("cpu")
     final = run_dir / EXPORT_DIR
-    tmp = run_dir / f".{EXPORT_DIR}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
-    try:
+    with schema.staged_dir(final, replace=True) as tmp:
         idx, vectors, cold = item_vectors(model, items, walk_counts)
         item_ids = [items.item_ids[i] for i in idx]
         pq.write_table(pa.table({
@@ -151,12 +147,17 @@ def export_run(model: EGES, items: ItemTable, walk_counts: np.ndarray, cfg: Conf
             "config": cfg.to_dict(),
         }
         schema.write_manifest(tmp, manifest)
-        schema.publish_dir(tmp, final, replace=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("exported %d vectors (%d cold) to %s", len(idx), int(cold.sum()), final)
     return manifest
+
+
+def read_embeddings(run_dir: str | Path) -> tuple[pa.Table, np.ndarray]:
+    """The exported ``embeddings.parquet`` and its vectors as one (M, D) float32 array."""
+    read_export_manifest(run_dir)
+    table = pq.read_table(Path(run_dir) / EXPORT_DIR / "embeddings.parquet")
+    column = table["vector"].combine_chunks()
+    vectors = column.flatten().to_numpy().astype(np.float32).reshape(len(column), -1)
+    return table, vectors
 
 
 def read_export_manifest(run_dir: str | Path) -> dict[str, Any]:

@@ -29,10 +29,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import sys
 import time
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -44,7 +42,7 @@ import pyarrow.parquet as pq
 import torch
 
 from eges import schema
-from eges.export import EXPORT_DIR, read_export_manifest
+from eges.export import read_embeddings, read_export_manifest
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +196,7 @@ def build_table(run_dir: str | Path, top_k: int, *, metric: str = "cosine",
     """
     run_dir = Path(run_dir)
     export = read_export_manifest(run_dir)
-    emb = pq.read_table(run_dir / EXPORT_DIR / "embeddings.parquet")
+    emb, vectors = read_embeddings(run_dir)
     ids = emb["item_id"].to_pylist()
     n = len(ids)
     if top_k <= 0:
@@ -209,8 +207,6 @@ def build_table(run_dir: str | Path, top_k: int, *, metric: str = "cosine",
         raise ValueError(f"--block-size must be positive, got {block_size}")
     if method not in ("exact", "hnsw"):
         raise ValueError(f"--method must be exact or hnsw, not {method!r}")
-    column = emb["vector"].combine_chunks()
-    vectors = column.flatten().to_numpy().astype(np.float32).reshape(n, -1)
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"--device must be auto, cpu or cuda, not {device!r}")
     if device == "cuda" and not torch.cuda.is_available():
@@ -292,9 +288,7 @@ def build_table(run_dir: str | Path, top_k: int, *, metric: str = "cosine",
     # ranks stay consecutive after filtering: recompute them per item
     table = _rerank(table)
 
-    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir(parents=True)
-    try:
+    with schema.staged_dir(final, replace=True) as tmp:
         pq.write_table(table, tmp / "neighbors.parquet")
         manifest = {
             "format": NEIGHBORS_FORMAT,
@@ -311,10 +305,6 @@ def build_table(run_dir: str | Path, top_k: int, *, metric: str = "cosine",
             **stats,
         }
         schema.write_manifest(tmp, manifest)
-        schema.publish_dir(tmp, final, replace=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("wrote %d rows for %d items to %s", table.num_rows, n, final)
     return manifest
 

@@ -23,6 +23,8 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +128,25 @@ def write_manifest(directory: str | Path, manifest: dict[str, Any]) -> Path:
     return directory / MANIFEST
 
 
+@contextmanager
+def staged_dir(final: str | Path, replace: bool) -> Iterator[Path]:
+    """Build an output directory in a hidden temporary sibling and publish it on success.
+
+    The body writes everything, manifest last, into the yielded directory; on normal exit it is
+    moved into place with :func:`publish_dir`, on an exception it is removed.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()
+    try:
+        yield tmp
+        publish_dir(tmp, final, replace)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def publish_dir(tmp: str | Path, final: str | Path, replace: bool) -> None:
     """Move a finished temporary directory (manifest included) to its final name.
 
@@ -142,7 +163,8 @@ def publish_dir(tmp: str | Path, final: str | Path, replace: bool) -> None:
     old = None
     if final.exists():
         if not replace:
-            raise FileExistsError(f"{final} exists")
+            raise FileExistsError(f"{final} appeared while this run was writing it; "
+                                  "nothing was replaced")
         old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
         final.rename(old)
     try:

@@ -28,7 +28,9 @@ if __package__ in (None, ""):  # run as a script (torchrun eges/train.py): impor
 import torch  # noqa: E402
 
 from eges import schema  # noqa: E402
-from eges.config import Config, ConfigError, load_config  # noqa: E402
+from eges.config import (  # noqa: E402
+    Config, ConfigError, add_config_arguments, config_from_args,
+)
 
 log = logging.getLogger("eges.train")
 
@@ -176,12 +178,9 @@ def train(cfg: Config, resume: bool = False) -> dict:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", action="append", required=True,
-                   help="YAML config; repeat to layer several (later wins)")
+    add_config_arguments(p)
     p.add_argument("--data", help="walk job output directory (overrides train.data)")
     p.add_argument("--output", help="run directory (overrides train.output)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config key, e.g. --set train.max_steps=100")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     return p.parse_args(argv)
 
@@ -190,13 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    overrides = list(args.set)
-    if args.data:
-        overrides.append(f"train.data={args.data}")
-    if args.output:
-        overrides.append(f"train.output={args.output}")
     try:
-        cfg = load_config(args.config, overrides)
+        cfg = config_from_args(args, {"train.data": args.data,
+                                           "train.output": args.output})
         stats = train(cfg, resume=args.resume)
     except (ConfigError, schema.IncompleteOutputError, RunExistsError,
             FileNotFoundError) as exc:

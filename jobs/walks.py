@@ -17,40 +17,33 @@ from pathlib import Path
 # is not pip-installed (on a cluster, ship it with --py-files instead).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from eges.config import ConfigError, load_config  # noqa: E402
+from eges.config import ConfigError, add_config_arguments, config_from_args  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", action="append", required=True,
-                   help="YAML config; repeat to layer several (later wins)")
+    add_config_arguments(p)
     p.add_argument("--output", help="output directory (overrides output.path)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config key, e.g. --set walks.walk_length=5")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    overrides = list(args.set)
-    if args.output:
-        overrides.append(f"output.path={args.output}")
     try:
-        cfg = load_config(args.config, overrides)
+        cfg = config_from_args(args, {"output.path": args.output})
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
     from eges.pipeline.ingest import InputError
     from eges.pipeline.job import run_walk_job, summary
-    from eges.pipeline.shards import OutputExistsError
     from eges.pipeline.spark import build_spark
 
     spark = build_spark(cfg.spark)
     try:
         manifest = run_walk_job(spark, cfg)
-    except (InputError, OutputExistsError, ValueError) as exc:
+    except (InputError, FileExistsError, ValueError) as exc:  # OutputExistsError included
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:

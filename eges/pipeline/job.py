@@ -28,7 +28,7 @@ from eges.pipeline.ingest import ingest, split_drops
 from eges.pipeline.items import build_vocab, encode_side_info, index_items
 from eges.pipeline.sessions import filter_events, sessionize
 from eges.pipeline.shards import (
-    prepare_output, publish, local_path, write_table, write_walk_shards,
+    check_output, local_path, write_table, write_walk_shards,
 )
 from eges.pipeline.walks import random_walks
 
@@ -70,137 +70,144 @@ def run_walk_job(spark: SparkSession, cfg: Config) -> dict[str, Any]:
     """
     start = time.perf_counter()
     final = local_path(cfg.output.path)
-    tmp = prepare_output(final, cfg.output.overwrite)
+    check_output(final, cfg.output.overwrite)
     persisted = []
     try:
-        spark.sparkContext.setCheckpointDir(str(tmp / "_checkpoints"))
-        timer = _Timer()
-        data = ingest(spark, cfg.data)
-        persisted.append(data.events)
-        events, dropped, _ = split_drops(filter_events(data.events, cfg.sessions))
-        persisted.append(events)
-        dropped_all = Counter(data.dropped) + dropped
-        timer.lap("ingest")
-
-        items = index_items(data.side_info, events).persist()
-        persisted.append(items)
-        num_items = items.count()
-        if num_items == 0:
-            raise ValueError("no items: every event and catalogue row was dropped "
-                             f"(dropped: {dict(dropped_all)})")
-        indexed = events.join(F.broadcast(items.select("item_id", "item_idx"))
-                              if num_items <= 2_000_000 else items.select("item_id", "item_idx"),
-                              "item_id")
-        sessions = sessionize(indexed, cfg.sessions.session_gap).persist()
-        persisted.append(sessions)
-        stats = sessions.agg(
-            F.count(F.lit(1)).alias("events"),
-            F.sum(F.col("new_session").cast("long")).alias("sessions"),
-            F.countDistinct("user_id").alias("users"),
-        ).first()
-        timer.lap("sessions")
-
-        edges = build_edges(sessions).persist()
-        persisted.append(edges)
-        partitions = cfg.spark.graph_partitions or cfg.spark.shuffle_partitions
-        adjacency = build_adjacency(edges, partitions).checkpoint(eager=True)
-        start_nodes = adjacency.count()
-        if start_nodes == 0:
-            raise ValueError(
-                f"no edges: no session has two different consecutive items ({stats['events']} "
-                f"events kept, dropped: {dict(dropped_all) or 'nothing'}); check the input "
-                "columns, time_format and session_gap")
-        timer.lap("graph")
-
-        walks = random_walks(
-            adjacency,
-            walks_per_node=cfg.walks.walks_per_node,
-            walk_length=cfg.walks.walk_length,
-            seed=cfg.walks.seed,
-            num_items=num_items,
-            checkpoint_every=cfg.walks.checkpoint_every,
-        )
-        walk_table = write_walk_shards(walks, tmp, cfg.output.num_shards, cfg.walks.seed)
-        _check(tmp, walk_table, schema.WALK_SCHEMA)
-        walk_stats = spark.read.parquet(str(tmp / schema.WALKS_DIR)).agg(
-            F.sum(F.size("items") - 1).alias("steps"),
-            F.sum((F.size("items") < cfg.walks.walk_length).cast("long")).alias("short"),
-        ).first()
-        timer.lap("walks")
-
-        tables: dict[str, Any] = {}
-        vocabs = {f: build_vocab(items, f).persist() for f in data.fields}
-        persisted.extend(vocabs.values())
-        for field, vocab in vocabs.items():
-            tables[f"vocab/{field}"] = write_table(vocab, tmp, f"{schema.VOCAB_DIR}/{field}",
-                                                   sort_by=["index"])
-            _check(tmp, tables[f"vocab/{field}"], schema.VOCAB_SCHEMA)
-        item_files = max(1, math.ceil(num_items / ITEMS_PER_FILE))
-        tables["items"] = write_table(encode_side_info(items, vocabs), tmp, schema.ITEMS_DIR,
-                                      files=item_files, sort_by=["item_idx"])
-        _check(tmp, tables["items"], schema.item_schema(data.fields))
-        tables["edges"] = write_table(edges, tmp, schema.EDGES_DIR,
-                                      files=max(1, cfg.output.num_shards), sort_by=["src", "dst"])
-        _check(tmp, tables["edges"], schema.EDGE_SCHEMA)
-        no_side_info = (
-            F.size(F.flatten(F.array(*data.fields))) == 0 if data.fields else F.lit(True)
-        )
-        item_stats = items.agg(
-            F.sum((F.col("count") == 0).cast("long")).alias("cold"),
-            F.sum(no_side_info.cast("long")).alias("no_side_info"),
-        ).first()
-        timer.lap("write")
-
-        shutil.rmtree(tmp / "_checkpoints", ignore_errors=True)
-        (tmp / schema.CONFIG_FILE).write_text(cfg.to_yaml())
-        manifest = {
-            "format": schema.FORMAT_NAME,
-            "format_version": schema.FORMAT_VERSION,
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "seed": cfg.walks.seed,
-            "side_info_fields": [
-                {"name": f, "vocab_size": tables[f"vocab/{f}"]["rows"],
-                 "lowercase": f in data.lowercase}
-                for f in data.fields
-            ],
-            "counts": {
-                "rows_read": dict(data.rows_read),
-                "events": stats["events"],
-                "users": stats["users"],
-                "sessions": stats["sessions"],
-                "items": num_items,
-                "items_with_events": num_items - item_stats["cold"],
-                "items_without_events": item_stats["cold"],
-                "items_without_side_info": item_stats["no_side_info"],
-                "edges": tables["edges"]["rows"],
-                "nodes_with_out_edges": start_nodes,
-                "walks": walk_table["rows"],
-                "walk_steps": walk_stats["steps"] or 0,
-                "walks_stopped_early": walk_stats["short"] or 0,
-            },
-            "dropped": dict(sorted(dropped_all.items())),
-            "walks": walk_table,
-            "tables": tables,
-            "timings_s": {**timer.times, "total": round(time.perf_counter() - start, 3)},
-            "versions": {
-                "eges": __version__,
-                "spark": spark.version,
-                "pyspark": pyspark.__version__,
-                "pyarrow": pa.__version__,
-                "python": platform.python_version(),
-            },
-            "spark_master": spark.sparkContext.master,
-            "config": cfg.to_dict(),
-        }
-        schema.write_manifest(tmp, manifest)
-        publish(tmp, final, cfg.output.overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with schema.staged_dir(final, cfg.output.overwrite) as tmp:
+            manifest = _write_outputs(spark, cfg, tmp, persisted, start)
     finally:
         for df in persisted:
             df.unpersist()
     log.info("wrote %s", final)
+    return manifest
+
+
+def _write_outputs(spark: SparkSession, cfg: Config, tmp: Path, persisted: list,
+                   start: float) -> dict[str, Any]:
+    """Every stage of the job, writing into the temporary output ``tmp``; returns the manifest.
+
+    DataFrames it persists are appended to ``persisted`` for the caller to release.
+    """
+    spark.sparkContext.setCheckpointDir(str(tmp / "_checkpoints"))
+    timer = _Timer()
+    data = ingest(spark, cfg.data)
+    persisted.append(data.events)
+    events, dropped, _ = split_drops(filter_events(data.events, cfg.sessions))
+    persisted.append(events)
+    dropped_all = Counter(data.dropped) + dropped
+    timer.lap("ingest")
+
+    items = index_items(data.side_info, events).persist()
+    persisted.append(items)
+    num_items = items.count()
+    if num_items == 0:
+        raise ValueError("no items: every event and catalogue row was dropped "
+                         f"(dropped: {dict(dropped_all)})")
+    indexed = events.join(F.broadcast(items.select("item_id", "item_idx"))
+                          if num_items <= 2_000_000 else items.select("item_id", "item_idx"),
+                          "item_id")
+    sessions = sessionize(indexed, cfg.sessions.session_gap).persist()
+    persisted.append(sessions)
+    stats = sessions.agg(
+        F.count(F.lit(1)).alias("events"),
+        F.sum(F.col("new_session").cast("long")).alias("sessions"),
+        F.countDistinct("user_id").alias("users"),
+    ).first()
+    timer.lap("sessions")
+
+    edges = build_edges(sessions).persist()
+    persisted.append(edges)
+    partitions = cfg.spark.graph_partitions or cfg.spark.shuffle_partitions
+    adjacency = build_adjacency(edges, partitions).checkpoint(eager=True)
+    start_nodes = adjacency.count()
+    if start_nodes == 0:
+        raise ValueError(
+            f"no edges: no session has two different consecutive items ({stats['events']} "
+            f"events kept, dropped: {dict(dropped_all) or 'nothing'}); check the input "
+            "columns, time_format and session_gap")
+    timer.lap("graph")
+
+    walks = random_walks(
+        adjacency,
+        walks_per_node=cfg.walks.walks_per_node,
+        walk_length=cfg.walks.walk_length,
+        seed=cfg.walks.seed,
+        num_items=num_items,
+        checkpoint_every=cfg.walks.checkpoint_every,
+    )
+    walk_table = write_walk_shards(walks, tmp, cfg.output.num_shards, cfg.walks.seed)
+    _check(tmp, walk_table, schema.WALK_SCHEMA)
+    walk_stats = spark.read.parquet(str(tmp / schema.WALKS_DIR)).agg(
+        F.sum(F.size("items") - 1).alias("steps"),
+        F.sum((F.size("items") < cfg.walks.walk_length).cast("long")).alias("short"),
+    ).first()
+    timer.lap("walks")
+
+    tables: dict[str, Any] = {}
+    vocabs = {f: build_vocab(items, f).persist() for f in data.fields}
+    persisted.extend(vocabs.values())
+    for field, vocab in vocabs.items():
+        tables[f"vocab/{field}"] = write_table(vocab, tmp, f"{schema.VOCAB_DIR}/{field}",
+                                               sort_by=["index"])
+        _check(tmp, tables[f"vocab/{field}"], schema.VOCAB_SCHEMA)
+    item_files = max(1, math.ceil(num_items / ITEMS_PER_FILE))
+    tables["items"] = write_table(encode_side_info(items, vocabs), tmp, schema.ITEMS_DIR,
+                                  files=item_files, sort_by=["item_idx"])
+    _check(tmp, tables["items"], schema.item_schema(data.fields))
+    tables["edges"] = write_table(edges, tmp, schema.EDGES_DIR,
+                                  files=max(1, cfg.output.num_shards), sort_by=["src", "dst"])
+    _check(tmp, tables["edges"], schema.EDGE_SCHEMA)
+    no_side_info = (
+        F.size(F.flatten(F.array(*data.fields))) == 0 if data.fields else F.lit(True)
+    )
+    item_stats = items.agg(
+        F.sum((F.col("count") == 0).cast("long")).alias("cold"),
+        F.sum(no_side_info.cast("long")).alias("no_side_info"),
+    ).first()
+    timer.lap("write")
+
+    shutil.rmtree(tmp / "_checkpoints", ignore_errors=True)
+    (tmp / schema.CONFIG_FILE).write_text(cfg.to_yaml())
+    manifest = {
+        "format": schema.FORMAT_NAME,
+        "format_version": schema.FORMAT_VERSION,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "seed": cfg.walks.seed,
+        "side_info_fields": [
+            {"name": f, "vocab_size": tables[f"vocab/{f}"]["rows"],
+             "lowercase": f in data.lowercase}
+            for f in data.fields
+        ],
+        "counts": {
+            "rows_read": dict(data.rows_read),
+            "events": stats["events"],
+            "users": stats["users"],
+            "sessions": stats["sessions"],
+            "items": num_items,
+            "items_with_events": num_items - item_stats["cold"],
+            "items_without_events": item_stats["cold"],
+            "items_without_side_info": item_stats["no_side_info"],
+            "edges": tables["edges"]["rows"],
+            "nodes_with_out_edges": start_nodes,
+            "walks": walk_table["rows"],
+            "walk_steps": walk_stats["steps"] or 0,
+            "walks_stopped_early": walk_stats["short"] or 0,
+        },
+        "dropped": dict(sorted(dropped_all.items())),
+        "walks": walk_table,
+        "tables": tables,
+        "timings_s": {**timer.times, "total": round(time.perf_counter() - start, 3)},
+        "versions": {
+            "eges": __version__,
+            "spark": spark.version,
+            "pyspark": pyspark.__version__,
+            "pyarrow": pa.__version__,
+            "python": platform.python_version(),
+        },
+        "spark_master": spark.sparkContext.master,
+        "config": cfg.to_dict(),
+    }
+    schema.write_manifest(tmp, manifest)
     return manifest
 
 

@@ -1,8 +1,8 @@
 """Writing the walk job's outputs: tables, walk shards, and the atomic publish of the directory.
 
-Everything is written into a hidden temporary sibling of the output directory; the manifest is
-written last, then the directory is renamed into place (an existing one is swapped out only with
-``output.overwrite``). Readers therefore see either no directory, the previous complete one, or
+Everything is written into a hidden temporary sibling of the output directory
+(:func:`eges.schema.staged_dir`); the manifest is written last, then the directory is renamed
+into place (an existing one is swapped out only with ``output.overwrite``). Readers therefore see either no directory, the previous complete one, or
 the new complete one — never a mix.
 
 Output paths must be on a filesystem that the driver can rename on and every executor can write
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +39,8 @@ def local_path(path: str) -> Path:
     return Path(path.removeprefix("file://")).expanduser().resolve()
 
 
-def prepare_output(final: Path, overwrite: bool) -> Path:
-    """Check the destination and create an empty temporary directory beside it.
+def check_output(final: Path, overwrite: bool) -> None:
+    """Refuse an existing destination unless ``overwrite``; warn about unfinished earlier runs.
 
     Raises:
         OutputExistsError: ``final`` exists and ``overwrite`` is false.
@@ -51,21 +50,10 @@ def prepare_output(final: Path, overwrite: bool) -> Path:
             f"output directory {final} exists; pass --set output.overwrite=true to replace it "
             "or choose another --output"
         )
-    final.parent.mkdir(parents=True, exist_ok=True)
     stale = sorted(final.parent.glob(f".{final.name}.tmp-*"))
     if stale:
         log.warning("temporary directories of earlier runs that did not finish (safe to delete "
                     "unless such a run is still going): %s", ", ".join(map(str, stale)))
-    tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    return tmp
-
-
-def publish(tmp: Path, final: Path, overwrite: bool) -> None:
-    """Move the finished ``tmp`` directory to ``final`` (see :func:`eges.schema.publish_dir`)."""
-    if final.exists() and not overwrite:
-        raise OutputExistsError(f"output directory {final} appeared while the job ran")
-    schema.publish_dir(tmp, final, replace=overwrite)
 
 
 def write_table(df: DataFrame, root: Path, name: str, *, files: int = 1,
