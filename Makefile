@@ -7,13 +7,13 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 CONFIG ?= conf/ml-latest-small.yaml
 ARGS ?=
 
-.PHONY: install test walks data-ml-100k clean
+.PHONY: install test walks demo data-ml-100k clean
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -c constraints.txt -e '.[train,dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[train,eval,dev]'
 	$(PY) -m pip check
 	touch $@
 
@@ -23,6 +23,19 @@ test: install
 # The walk job on one config, e.g. make walks CONFIG=conf/ml-100k.yaml ARGS="--set walks.seed=7"
 walks: install
 	spark-submit jobs/walks.py --config $(CONFIG) $(ARGS)
+
+# The main job: walks -> training (torchrun) -> evaluation against baselines -> report.
+# make demo                                      MovieLens 100K (fetched from the recbole wheel)
+# make demo DEMO_CONFIG=conf/ml-latest-small.yaml  ../shared/data/ml-latest-small
+DEMO_CONFIG ?= conf/ml-100k.yaml
+NPROC ?= 2
+demo: install $(if $(findstring ml-100k,$(DEMO_CONFIG)),data-ml-100k)
+	@echo "== 1/3 walk job (Spark local mode): $(DEMO_CONFIG)"
+	spark-submit jobs/walks.py --config $(DEMO_CONFIG) --set output.overwrite=true $(ARGS)
+	@echo "== 2/3 training (torchrun, $(NPROC) processes)"
+	torchrun --nproc-per-node=$(NPROC) eges/train.py --config $(DEMO_CONFIG) --set train.overwrite=true $(ARGS)
+	@echo "== 3/3 evaluation against baselines + report"
+	$(PY) -m eges.evaluate --config $(DEMO_CONFIG) --set evaluate.overwrite=true $(ARGS)
 
 # MovieLens 100K in RecBole's atomic format ships inside the recbole wheel: fetch the wheel
 # (2 MB, nothing installed) and unpack only the data set.

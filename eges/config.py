@@ -115,6 +115,39 @@ class WalksConfig:
 
 
 @dataclass(frozen=True)
+class SplitConfig:
+    """A hold-out split for the evaluation (see ``eges/pipeline/splits.py``); ``none`` for a
+    production run. ``eges.evaluate`` sets ``kind`` itself, one walk output per task."""
+
+    kind: Literal["none", "edges", "items", "time"] = "none"
+    edge_fraction: float = 1 / 3  # edges: share of connected item pairs hidden (paper: 1/3)
+    item_fraction: float = 0.1  # items: share of items (with events and side info) held out
+    time_fraction: float = 0.2  # time: share of events, the latest, held out
+    seed: int = 0
+
+
+MODELS = ["eges", "ges", "bge", "deepwalk", "content", "cooccurrence", "popularity", "random"]
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """The evaluation (``python -m eges.evaluate``): tasks, seeds and where the report goes.
+
+    Training settings come from the ``train`` section; the walk settings from ``walks``.
+    """
+
+    output: str = "out/eval"
+    tasks: list[Literal["link", "cold", "next"]] = field(
+        default_factory=lambda: ["link", "cold", "next"])
+    seeds: list[int] = field(default_factory=lambda: [1, 2, 3])  # training seeds, learned models
+    models: list[str] = field(default_factory=lambda: list(MODELS))
+    ks: list[int] = field(default_factory=lambda: [10, 50])
+    run: str | None = None  # a full-data run for the plots (loss, weights); None: train.output
+    examples: int = 5  # cold-start example queries in the report
+    overwrite: bool = False  # replace an existing evaluation directory
+
+
+@dataclass(frozen=True)
 class OutputConfig:
     """The walk job's output directory."""
 
@@ -171,9 +204,11 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     sessions: SessionsConfig = field(default_factory=SessionsConfig)
     walks: WalksConfig = field(default_factory=WalksConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     spark: SparkConfig = field(default_factory=SparkConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (YAML/JSON-serialisable) of every value, defaults included."""
@@ -240,6 +275,8 @@ _DATACLASSES = {
         DataConfig,
         SessionsConfig,
         WalksConfig,
+        SplitConfig,
+        EvaluateConfig,
         OutputConfig,
         SparkConfig,
         TrainConfig,
@@ -289,6 +326,19 @@ def _validate(cfg: Config) -> None:
         (t.shuffle_buffer >= t.batch_size, "train.shuffle_buffer must be >= train.batch_size"),
         (t.num_workers >= 0, "train.num_workers must be >= 0"),
         (t.checkpoint_every_n_steps >= 1, "train.checkpoint_every_n_steps must be >= 1"),
+    ]:
+        if not ok:
+            raise ConfigError(message)
+    sp, ev = cfg.split, cfg.evaluate
+    for ok, message in [
+        (0 < sp.edge_fraction < 1, "split.edge_fraction must be in (0, 1)"),
+        (0 < sp.item_fraction < 1, "split.item_fraction must be in (0, 1)"),
+        (0 < sp.time_fraction < 1, "split.time_fraction must be in (0, 1)"),
+        (len(ev.seeds) >= 1, "evaluate.seeds must list at least one seed"),
+        (len(ev.tasks) >= 1, "evaluate.tasks must list at least one task"),
+        (all(k >= 1 for k in ev.ks) and ev.ks, "evaluate.ks must be positive integers"),
+        (not set(ev.models) - set(MODELS),
+         f"evaluate.models: unknown {sorted(set(ev.models) - set(MODELS))} (known: {MODELS})"),
     ]:
         if not ok:
             raise ConfigError(message)

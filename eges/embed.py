@@ -56,6 +56,8 @@ class Embedder:
         for f in self.fields:
             t = pq.read_table(export / "vocab" / f"{f}.parquet")
             self.vocab[f] = dict(zip(t["value"].to_pylist(), t["index"].to_pylist()))
+        self.trained = {f: getattr(self.model, f"side_trained_{i}").cpu().numpy()
+                        for i, f in enumerate(self.fields)}
         emb, vectors = read_embeddings(self.run_dir)
         self.item_ids: list[str] = emb["item_id"].to_pylist()
         self._unit = prepare(vectors, "cosine")
@@ -83,6 +85,10 @@ class Embedder:
                     if idx is None:
                         self.unknown[f] += 1
                         log.warning("unknown %s value %r: ignored", f, value)
+                    elif not self.trained[f][idx]:
+                        self.unknown[f"{f} (untrained)"] += 1
+                        log.warning("%s value %r occurs only on items without interactions: "
+                                    "its embedding was never trained, ignored", f, value)
                     else:
                         ids.append(idx)
                 per_field.append(torch.tensor(ids, dtype=torch.long))

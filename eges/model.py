@@ -81,7 +81,29 @@ class EGES(nn.Module):
         for i, (off, val) in enumerate(zip(side_offsets, side_values)):
             self.register_buffer(f"side_offsets_{i}", off.long(), persistent=False)
             self.register_buffer(f"side_values_{i}", val.long(), persistent=False)
+        # which side-info values some trained item carries (see mark_trained_values); a value
+        # only cold items have keeps its random initial embedding and must not embed them
+        for i, size in enumerate(vocab_sizes[: self.num_fields]):
+            self.register_buffer(f"side_trained_{i}", torch.ones(size + 1, dtype=torch.bool))
         self.reset_parameters()
+
+    @torch.no_grad()
+    def mark_trained_values(self, walk_counts: torch.Tensor) -> None:
+        """Record which side-info values are carried by items that occur in the walks.
+
+        Only those values' embeddings receive gradients; cold-start embedding ignores the others
+        (they would add their random initial vectors).
+
+        Args:
+            walk_counts: (V + 1,) occurrences of each item in the walks.
+        """
+        warm = torch.nonzero(torch.as_tensor(walk_counts)[1:] > 0).squeeze(1) + 1  # (W,)
+        for i in range(self.num_fields):
+            trained = getattr(self, f"side_trained_{i}")
+            trained.zero_()
+            flat, _ = gather_bags(warm.to(trained.device), getattr(self, f"side_offsets_{i}"),
+                                  getattr(self, f"side_values_{i}"))
+            trained[flat] = True
 
     def reset_parameters(self) -> None:
         bound = 0.5 / self.item.embedding_dim  # word2vec's initialisation
@@ -96,14 +118,26 @@ class EGES(nn.Module):
             for bag in self.side:
                 bag.weight[0].zero_()
 
-    def _side(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Field embeddings (N, n, D) and which fields have a value (N, n)."""
+    def _side(self, ids: torch.Tensor, trained_only: bool = False
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Field embeddings (N, n, D) and which fields have a value (N, n).
+
+        ``trained_only`` leaves out values no trained item carries (for cold start).
+        """
         embs, present = [], []
         for i, bag in enumerate(self.side):
             offsets = getattr(self, f"side_offsets_{i}")
             flat, bag_offsets = gather_bags(ids, offsets, getattr(self, f"side_values_{i}"))
+            lengths = offsets[ids + 1] - offsets[ids]  # (N,)
+            if trained_only:
+                keep = getattr(self, f"side_trained_{i}")[flat]  # (M,)
+                bag_of = torch.repeat_interleave(torch.arange(len(ids), device=ids.device),
+                                                 lengths)  # (M,)
+                flat = flat[keep]
+                lengths = torch.bincount(bag_of[keep], minlength=len(ids))  # (N,)
+                bag_offsets = torch.cumsum(lengths, 0) - lengths
             embs.append(bag(flat, bag_offsets))  # (N, D); empty bags are zero
-            present.append(offsets[ids + 1] > offsets[ids])  # (N,)
+            present.append(lengths > 0)  # (N,)
         return torch.stack(embs, 1), torch.stack(present, 1)
 
     def source_weights(self, ids: torch.Tensor) -> torch.Tensor:
@@ -139,15 +173,17 @@ class EGES(nn.Module):
 
         Returns:
             (N, D): the mean over fields with at least one value of each field's mean value
-            embedding; a zero vector for an item without any known value.
+            embedding; a zero vector for an item without any known value. Values that no
+            trained item carries (:meth:`mark_trained_values`) are ignored.
         """
         if self.num_fields == 0:
             raise ValueError("BGE has no side-information embeddings: cannot embed new items")
         device = self.item.weight.device
         out = torch.zeros(len(side_ids), self.item.embedding_dim, device=device)
         for n, fields in enumerate(side_ids):
-            vecs = [self.side[i].weight[v.to(device)].mean(0)
-                    for i, v in enumerate(fields[: self.num_fields]) if v.numel()]
+            kept = [v.to(device)[getattr(self, f"side_trained_{i}")[v.to(device)]]
+                    for i, v in enumerate(fields[: self.num_fields])]
+            vecs = [self.side[i].weight[v].mean(0) for i, v in enumerate(kept) if v.numel()]
             if vecs:
                 out[n] = torch.stack(vecs).mean(0)
         return out
@@ -156,7 +192,7 @@ class EGES(nn.Module):
         """Cold-start vectors of catalogue items from their stored side info. (N,) -> (N, D)."""
         if self.num_fields == 0:
             raise ValueError("BGE has no side-information embeddings: cannot embed new items")
-        side, present = self._side(ids)  # (N, n, D), (N, n)
+        side, present = self._side(ids, trained_only=True)  # (N, n, D), (N, n)
         count = present.sum(1, keepdim=True).clamp(min=1)  # (N, 1)
         return (side * present.unsqueeze(-1)).sum(1) / count  # (N, D)
 

@@ -12,6 +12,8 @@ output directory looks like::
       vocab/<field>/*.parquet  value string, index int32 (dense from 1; 0 = padding), count int64
       edges/*.parquet        src int32, dst int32, weight int64 (GraphFrames' column names)
       walks/shard-NNNNN.parquet  walk_id int64, items list<int32> (item_idx values)
+      eval/<table>/*.parquet only with split.kind set (eges.evaluate): src, dst, weight as
+                             edges; see EVAL_TABLES
 
 Readers must call :func:`read_manifest` first; it refuses a directory without a manifest.
 This module imports neither pyspark nor torch.
@@ -40,6 +42,13 @@ ITEMS_DIR = "items"
 VOCAB_DIR = "vocab"
 EDGES_DIR = "edges"
 WALKS_DIR = "walks"
+EVAL_DIR = "eval"
+# held-out tables per split kind (all in EDGE_SCHEMA; src < dst for the undirected pairs)
+EVAL_TABLES = {
+    "edges": ["hidden_edges", "non_edges"],  # hidden connected pairs; sampled unconnected pairs
+    "items": ["heldout_neighbours"],  # src held-out item, dst its warm neighbour in the full graph
+    "time": ["test_transitions"],  # a -> b of the later period, both in the training graph
+}
 
 PADDING_IDX = 0
 

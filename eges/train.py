@@ -118,6 +118,7 @@ def train(cfg: Config, resume: bool = False) -> dict:
     torch.manual_seed(t.seed)  # identical initial weights on every rank
     model = EGES(items.num_items, items.vocab_sizes, items.offsets, items.values,
                  t.embedding_dim, t.mode, sparse=optimizer == "sparse_adam")
+    model.mark_trained_values(torch.from_numpy(counts))
     pl.seed_everything(t.seed + rank, workers=True)
     loader = DataLoader(dataset, batch_size=None, num_workers=t.num_workers, pin_memory=gpu)
     module = EGESModule(model, AliasSampler(counts, t.ns_exponent), t, loader)

@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pyspark
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from eges import __version__, schema
@@ -27,6 +27,10 @@ from eges.pipeline.graph import build_adjacency, build_edges
 from eges.pipeline.ingest import ingest, split_drops
 from eges.pipeline.items import build_vocab, encode_side_info, index_items
 from eges.pipeline.sessions import filter_events, sessionize
+from eges.pipeline.splits import (
+    choose_heldout_items, heldout_transitions, hide_pairs, neighbour_truth, remove_pairs,
+    sample_non_edges, time_cutoff,
+)
 from eges.pipeline.shards import (
     check_output, local_path, write_table, write_walk_shards,
 )
@@ -95,6 +99,22 @@ def _write_outputs(spark: SparkSession, cfg: Config, tmp: Path, persisted: list,
     events, dropped, _ = split_drops(filter_events(data.events, cfg.sessions))
     persisted.append(events)
     dropped_all = Counter(data.dropped) + dropped
+    split = cfg.split
+    split_info: dict[str, Any] = {"kind": split.kind}
+    held: dict[str, Any] = {"all_events": events}  # what the split holds out, for _split_tables
+    if split.kind == "items":
+        heldout = choose_heldout_items(events, data.side_info, split.item_fraction,
+                                       split.seed).persist()
+        persisted.append(heldout)
+        held["heldout_items"] = heldout
+        split_info.update(item_fraction=split.item_fraction, seed=split.seed,
+                          heldout_items=heldout.count())
+        events = events.join(F.broadcast(heldout), "item_id", "left_anti")
+    elif split.kind == "time":
+        cutoff = time_cutoff(events, split.time_fraction)
+        split_info.update(time_fraction=split.time_fraction, cutoff_ts=cutoff)
+        held["heldout_events"] = events.filter(F.col("ts") >= cutoff)
+        events = events.filter(F.col("ts") < cutoff)
     timer.lap("ingest")
 
     items = index_items(data.side_info, events).persist()
@@ -117,6 +137,17 @@ def _write_outputs(spark: SparkSession, cfg: Config, tmp: Path, persisted: list,
 
     edges = build_edges(sessions).persist()
     persisted.append(edges)
+    if split.kind == "edges":
+        full_edges = edges
+        hidden = hide_pairs(full_edges, split.edge_fraction, split.seed).persist()
+        non_edges = sample_non_edges(full_edges, hidden.count(), split.seed)
+        persisted += [hidden, non_edges]
+        edges = remove_pairs(full_edges, hidden).persist()
+        persisted.append(edges)
+        split_info.update(edge_fraction=split.edge_fraction, seed=split.seed,
+                          edges_before=full_edges.count())
+        held.update(hidden_edges=hidden, non_edges=non_edges)
+    held["train_edges"] = edges
     partitions = cfg.spark.graph_partitions or cfg.spark.shuffle_partitions
     adjacency = build_adjacency(edges, partitions).checkpoint(eager=True)
     start_nodes = adjacency.count()
@@ -157,6 +188,13 @@ def _write_outputs(spark: SparkSession, cfg: Config, tmp: Path, persisted: list,
     tables["edges"] = write_table(edges, tmp, schema.EDGES_DIR,
                                   files=max(1, cfg.output.num_shards), sort_by=["src", "dst"])
     _check(tmp, tables["edges"], schema.EDGE_SCHEMA)
+    if split.kind != "none":
+        eval_tables = _split_tables(cfg, items, held)
+        for name, df in eval_tables.items():
+            tables[f"eval/{name}"] = write_table(df, tmp, f"{schema.EVAL_DIR}/{name}",
+                                                 sort_by=["src", "dst"])
+            _check(tmp, tables[f"eval/{name}"], schema.EDGE_SCHEMA)
+        split_info["tables"] = {n: tables[f"eval/{n}"]["rows"] for n in eval_tables}
     no_side_info = (
         F.size(F.flatten(F.array(*data.fields))) == 0 if data.fields else F.lit(True)
     )
@@ -194,6 +232,7 @@ def _write_outputs(spark: SparkSession, cfg: Config, tmp: Path, persisted: list,
             "walks_stopped_early": walk_stats["short"] or 0,
         },
         "dropped": dict(sorted(dropped_all.items())),
+        "split": split_info,
         "walks": walk_table,
         "tables": tables,
         "timings_s": {**timer.times, "total": round(time.perf_counter() - start, 3)},
@@ -209,6 +248,27 @@ def _write_outputs(spark: SparkSession, cfg: Config, tmp: Path, persisted: list,
     }
     schema.write_manifest(tmp, manifest)
     return manifest
+
+
+def _split_tables(cfg: Config, items: DataFrame, held: dict[str, Any]) -> dict[str, DataFrame]:
+    """The held-out tables of ``cfg.split.kind`` (names in ``schema.EVAL_TABLES``).
+
+    Args:
+        cfg: the job's config.
+        items: the item table (``item_id`` -> ``item_idx``).
+        held: ``all_events`` (before the split), ``train_edges`` and, per kind,
+            ``hidden_edges`` + ``non_edges``, ``heldout_items`` or ``heldout_events``.
+    """
+    kind, gap = cfg.split.kind, cfg.sessions.session_gap
+    index = items.select("item_id", "item_idx")
+    if kind == "edges":
+        return {"hidden_edges": held["hidden_edges"], "non_edges": held["non_edges"]}
+    if kind == "items":
+        full = sessionize(held["all_events"].join(index, "item_id"), gap)
+        heldout_idx = held["heldout_items"].join(index, "item_id").select("item_idx")
+        return {"heldout_neighbours": neighbour_truth(build_edges(full), heldout_idx)}
+    later = sessionize(held["heldout_events"].join(index, "item_id"), gap)
+    return {"test_transitions": heldout_transitions(later, held["train_edges"])}
 
 
 def summary(manifest: dict[str, Any], output: str | Path) -> str:

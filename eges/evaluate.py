@@ -1,0 +1,468 @@
+"""Evaluation: EGES against GES, BGE and simpler models on three hold-out tasks, and the report.
+
+    python -m eges.evaluate --config conf/ml-100k.yaml [--output DIR] [--set evaluate.seeds=[1,2,3]]
+
+For each task the walk job runs once with a hold-out split (``split.kind``, see
+:mod:`eges.pipeline.splits`; launched as ``spark-submit jobs/walks.py``, since this side never
+imports pyspark), then every model is fitted on the same training walks and scored on the same
+held-out data:
+
+* ``link`` — link prediction as in the paper: hidden item pairs vs as many sampled non-edges,
+  AUC of the pair scores.
+* ``cold`` — cold start: held-out items (all their events removed) are embedded from side
+  information alone and their nearest warm items compared with their true graph neighbours in the
+  full data: HR@K, recall@K (capped, see :mod:`eges.metrics`), MRR.
+* ``next`` — next item: a→b transitions of the latest events; b ranked among all trained items by
+  similarity to a: HR@K, MRR.
+
+Learned models (EGES, GES, BGE with this project's trainer; DeepWalk with gensim) are fitted once
+per seed in ``evaluate.seeds`` (training seed; the split and the walks are fixed by
+``split.seed`` and ``walks.seed``) and reported as mean ± standard deviation. Ties in a
+ranking are broken by a seeded random order of the candidates, never by item index (which would
+be popularity order). An item a model cannot represent scores 0 and is reported as coverage; a
+query the model cannot represent counts as a miss; a model that covers no query of a task is
+reported as unable to score it.
+
+Outputs (``evaluate.output``): ``<task>/walks`` (walk outputs), ``<task>/runs/<model>-seed<N>``
+(training runs), ``results.json`` and the report (``report.md`` + PNG plots, see
+:mod:`eges.report`). Walk outputs and runs whose config matches are reused, so an interrupted
+evaluation continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eges import schema
+from eges.baselines import (
+    ContextScorer, MatrixScorer, PopularityScorer, RandomScorer, Scorer, SparseVectorScorer, VectorScorer,
+    content_vectors, cooccurrence, deepwalk, read_walks,
+)
+from eges.config import Config, ConfigError, add_config_arguments, config_from_args
+from eges.data.items import ItemTable, load_items, load_vocab
+from eges.data.sampling import walk_frequencies
+from eges.metrics import auc, rank_metrics
+
+log = logging.getLogger("eges.evaluate")
+logging.getLogger("gensim").setLevel(logging.WARNING)
+
+TASK_SPLIT = {"link": "edges", "cold": "items", "next": "time"}
+LEARNED = ("eges", "ges", "bge")
+SEEDED = (*LEARNED, "deepwalk", "random")
+CURVE_KS = [1, 2, 5, 10, 20, 50, 100]  # cold-start hit rate vs K (report plot)
+BLOCK = 512  # queries scored at once
+REPO = Path(__file__).resolve().parent.parent
+
+
+class EvaluationError(RuntimeError):
+    """A step of the evaluation failed (the message says which and where its log is)."""
+
+
+# --------------------------------------------------------------------------- walk outputs
+
+
+def _walk_sections(cfg: Config) -> dict[str, Any]:
+    d = cfg.to_dict()
+    return {k: d[k] for k in ("data", "sessions", "walks", "split")}
+
+
+def walk_output(cfg: Config, task: str, root: Path) -> Path:
+    """The walk output of ``task``'s split, made with ``spark-submit jobs/walks.py`` unless a
+    complete one with the same data/sessions/walks/split config exists."""
+    out = root / task / "walks"
+    job_cfg = dataclasses.replace(
+        cfg, split=dataclasses.replace(cfg.split, kind=TASK_SPLIT[task]),
+        output=dataclasses.replace(cfg.output, path=str(out), overwrite=True))
+    if (out / schema.MANIFEST).exists():
+        done = schema.read_manifest(out)
+        if {k: done["config"].get(k) for k in ("data", "sessions", "walks", "split")} == \
+                _walk_sections(job_cfg):
+            log.info("%s: reusing walk output %s", task, out)
+            return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    conf = out.parent / "walks.yaml"
+    conf.write_text(job_cfg.to_yaml())
+    submit = Path(sys.executable).parent / "spark-submit"
+    if not submit.exists():
+        submit = shutil.which("spark-submit")
+    job = REPO / "jobs" / "walks.py"
+    if submit is None or not job.exists():
+        raise EvaluationError("the evaluation runs `spark-submit jobs/walks.py`: install the "
+                              "project with pyspark (make install) and run from the repository")
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    log.info("%s: walk job with split.kind=%s -> %s", task, TASK_SPLIT[task], out)
+    cmd = [str(submit), str(job), "--config", str(conf)]
+    if subprocess.run(cmd, env=env, cwd=Path.cwd()).returncode != 0:
+        raise EvaluationError(f"{task}: the walk job failed: {' '.join(cmd)}")
+    return out
+
+
+# --------------------------------------------------------------------------- models
+
+
+def learned_run(cfg: Config, walk_dir: Path, run_dir: Path, mode: str, seed: int) -> Path:
+    """Train (or reuse) one EGES/GES/BGE run on ``walk_dir``; returns the run directory."""
+    t = dataclasses.replace(cfg.train, data=str(walk_dir), output=str(run_dir), mode=mode,
+                            seed=seed, overwrite=True)
+    export = run_dir / "export"
+    if (export / schema.MANIFEST).exists():
+        done = schema.read_manifest_json(export)
+        if done.get("config", {}).get("train") == dataclasses.asdict(t):
+            log.info("reusing run %s", run_dir)
+            return run_dir
+    from eges.train import train
+
+    train(dataclasses.replace(cfg, train=t))
+    return run_dir
+
+
+def run_scorers(name: str, run_dir: Path, num_items: int) -> list[Scorer]:
+    """Cosine of exported vectors (``name``) and H·Z with the run's context table
+    (``name·ctx``)."""
+    from eges.export import load_model, read_embeddings
+
+    emb, vectors = read_embeddings(run_dir)
+    idx = emb["item_idx"].to_numpy()
+    model, _ = load_model(run_dir)
+    context = model.context.weight.detach().numpy()
+    return [VectorScorer(name, idx, vectors, num_items),
+            ContextScorer(f"{name}·ctx", idx, vectors, context)]
+
+
+class Models:
+    """Builds every model of ``evaluate.models`` for one task's walk output."""
+
+    def __init__(self, cfg: Config, task: str, walk_dir: Path, root: Path) -> None:
+        self.cfg, self.task, self.walk_dir, self.root = cfg, task, walk_dir, root
+        self.items: ItemTable = load_items(walk_dir)
+        shards = schema.parquet_files(walk_dir / schema.WALKS_DIR)
+        self.counts = walk_frequencies(shards, self.items.num_items)
+        self._walks: list[np.ndarray] | None = None
+        self.train_seconds: dict[str, list[float]] = {}
+
+    @property
+    def walks(self) -> list[np.ndarray]:
+        if self._walks is None:
+            self._walks = read_walks(self.walk_dir)
+        return self._walks
+
+    def build(self, model: str, seed: int) -> list[Scorer]:
+        """The scorers of one model (learned models give a cosine and a context scorer)."""
+        t, n = self.cfg.train, self.items.num_items
+        if model in LEARNED:
+            run = learned_run(self.cfg, self.walk_dir,
+                              self.root / self.task / "runs" / f"{model}-seed{seed}", model, seed)
+            stats = schema.read_manifest_json(run / "export").get("training", {})
+            self.train_seconds.setdefault(model, []).append(stats.get("train_seconds", 0.0))
+            return run_scorers(model, run, n)
+        if model == "deepwalk":
+            idx, vectors, context, seconds = deepwalk(
+                self.walks, n, embedding_dim=t.embedding_dim, window=t.window,
+                num_negatives=t.num_negatives, ns_exponent=t.ns_exponent, epochs=t.epochs,
+                seed=seed)
+            self.train_seconds.setdefault(model, []).append(round(seconds, 3))
+            full_context = np.zeros((n + 1, context.shape[1]), dtype=np.float32)
+            full_context[idx] = context
+            return [VectorScorer("deepwalk", idx, vectors, n),
+                    ContextScorer("deepwalk·ctx", idx, vectors, full_context)]
+        if model == "content":
+            return [SparseVectorScorer("content", content_vectors(self.items))]
+        if model == "cooccurrence":
+            return [MatrixScorer("cooccurrence", cooccurrence(self.walks, n, t.window))]
+        if model == "popularity":
+            return [PopularityScorer(self.counts)]
+        if model == "random":
+            return [RandomScorer(seed)]
+        raise ConfigError(f"unknown model {model!r}")
+
+
+# --------------------------------------------------------------------------- tasks
+
+
+def read_pairs(walk_dir: Path, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    t = schema.read_table(walk_dir / schema.EVAL_DIR / name, schema.EDGE_SCHEMA)
+    return (t["src"].to_numpy().astype(np.int64), t["dst"].to_numpy().astype(np.int64),
+            t["weight"].to_numpy())
+
+
+def score_link(scorer: Scorer, walk_dir: Path) -> dict[str, float]:
+    """AUC of hidden pairs vs sampled non-edges; uncovered pairs score 0."""
+    a, b, _ = read_pairs(walk_dir, "hidden_edges")
+    na, nb, _ = read_pairs(walk_dir, "non_edges")
+    src, dst = np.concatenate([a, na]), np.concatenate([b, nb])
+    ok = scorer.covered(src) & scorer.covered(dst)
+    if not ok.any():
+        return {"n/a": 1.0}
+    scores = np.zeros(len(src))
+    scores[ok] = scorer.pair_scores(src[ok], dst[ok])
+    return {"auc": auc(scores[: len(a)], scores[len(a):]), "coverage": float(ok.mean()),
+            "pairs": float(len(a))}
+
+
+def rank_queries(scorer: Scorer, queries: np.ndarray, relevant: list[np.ndarray],
+                 candidates: np.ndarray, ks: list[int], exclude_self: bool
+                 ) -> dict[str, float] | None:
+    """Mean ranking metrics of ``queries`` against ``candidates`` (already in tie-break order).
+
+    Args:
+        relevant: per query, positions in ``candidates`` of the relevant items.
+        exclude_self: a query is never its own candidate.
+
+    Returns:
+        Means over all queries (uncovered queries count as misses) and ``coverage``; None when
+        the scorer covers no query.
+    """
+    covered = scorer.covered(queries)
+    if not covered.any():
+        return None
+    column = {int(c): j for j, c in enumerate(candidates)}
+    sums: dict[str, float] = {}
+    for lo in range(0, len(queries), BLOCK):
+        q = queries[lo: lo + BLOCK]
+        cov = covered[lo: lo + BLOCK]
+        rel = relevant[lo: lo + BLOCK]
+        if not cov.any():
+            continue
+        scores = np.asarray(scorer.score(q[cov], candidates), dtype=np.float64)  # (Q, C)
+        if exclude_self:
+            for i, item in enumerate(q[cov]):
+                j = column.get(int(item))
+                if j is not None:
+                    scores[i, j] = -np.inf
+        m = rank_metrics(scores, [r for r, c in zip(rel, cov) if c], ks)
+        for key, values in m.items():
+            sums[key] = sums.get(key, 0.0) + float(values.sum())
+    out = {k: v / len(queries) for k, v in sums.items()}
+    out["coverage"] = float(covered.mean())
+    out["queries"] = float(len(queries))
+    return out
+
+
+def _tiebreak(candidates: np.ndarray, seed: int) -> np.ndarray:
+    """Candidates in a seeded random order: stable sorting then breaks score ties at random."""
+    return candidates[np.random.default_rng(seed).permutation(len(candidates))]
+
+
+def cold_queries(models: Models, seed: int) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """Held-out items, their warm true neighbours (as candidate positions), the candidates."""
+    src, dst, _ = read_pairs(models.walk_dir, "heldout_neighbours")
+    candidates = _tiebreak(np.flatnonzero(models.counts > 0), seed)
+    position = np.full(models.items.num_items + 1, -1)
+    position[candidates] = np.arange(len(candidates))
+    queries, relevant = [], []
+    for q in np.unique(src):
+        rel = position[dst[src == q]]
+        rel = rel[rel >= 0]
+        if rel.size:
+            queries.append(q)
+            relevant.append(rel)
+    return np.array(queries, dtype=np.int64), relevant, candidates
+
+
+def next_queries(models: Models, seed: int) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """Later-period transitions a→b: queries a, relevant {b}, candidates every trained item."""
+    src, dst, _ = read_pairs(models.walk_dir, "test_transitions")
+    candidates = _tiebreak(np.flatnonzero(models.counts > 0), seed)
+    position = np.full(models.items.num_items + 1, -1)
+    position[candidates] = np.arange(len(candidates))
+    keep = (position[src] >= 0) & (position[dst] >= 0)
+    order = np.argsort(src[keep], kind="stable")  # queries of one item scored together
+    src, dst = src[keep][order], dst[keep][order]
+    return src, [np.array([p]) for p in position[dst]], candidates
+
+
+def evaluate_task(cfg: Config, task: str, root: Path) -> dict[str, Any]:
+    """Every model of ``evaluate.models`` on one task; per model a list of per-seed results."""
+    ev = cfg.evaluate
+    walk_dir = walk_output(cfg, task, root)
+    models = Models(cfg, task, walk_dir, root)
+    ks = sorted(set(ev.ks) | (set(CURVE_KS) if task == "cold" else set()))
+    split_seed = cfg.split.seed
+    if task == "cold":
+        queries, relevant, candidates = cold_queries(models, split_seed)
+    elif task == "next":
+        queries, relevant, candidates = next_queries(models, split_seed)
+    results: dict[str, list[dict[str, float]]] = {}
+    examples = ExampleQueries(cfg, models, queries, relevant, candidates) \
+        if task == "cold" and ev.examples else None
+    for model in ev.models:
+        for seed in (ev.seeds if model in SEEDED else [ev.seeds[0]]):
+            start = time.perf_counter()
+            for scorer in models.build(model, seed):
+                if examples is not None and seed == ev.seeds[0]:
+                    examples.add(scorer)
+                if task == "link":
+                    res = score_link(scorer, walk_dir)
+                else:
+                    res = rank_queries(scorer, queries, relevant, candidates, ks,
+                                       exclude_self=task == "next") or {"n/a": 1.0}
+                res["seconds"] = round(time.perf_counter() - start, 3)
+                results.setdefault(scorer.name, []).append(res)
+                log.info("%s %-14s seed %d: %s", task, scorer.name, seed,
+                         ", ".join(f"{k} {v:.4f}" for k, v in res.items()
+                                   if k in ("auc", "hr@10", "hr@50", "mrr", "coverage")))
+    manifest = schema.read_manifest(walk_dir)
+    info = {"split": manifest["split"], "counts": manifest["counts"],
+            "candidates": int((models.counts > 0).sum()),
+            "train_seconds": models.train_seconds}
+    if task != "link":
+        info["queries"] = int(len(queries))
+    out = {"results": results, "info": info}
+    if examples is not None:
+        out["examples"] = examples.rows
+    return out
+
+
+def item_titles(cfg: Config) -> dict[str, str]:
+    """Human-readable titles for the report where the data layout has them (MovieLens
+    ``movies.csv`` titles, RecBole ``movie_title``); empty otherwise."""
+    import pandas as pd
+
+    d = Path(cfg.data.path)
+    try:
+        if cfg.data.format == "movielens":
+            df = pd.read_csv(d / cfg.data.movielens.movies, usecols=["movieId", "title"],
+                             dtype=str)
+            return dict(zip(df["movieId"], df["title"]))
+        if cfg.data.format == "recbole":
+            df = pd.read_csv(d / f"{cfg.data.recbole.dataset}.item", sep="\t", dtype=str)
+            id_col = next(c for c in df.columns if c.startswith("item_id"))
+            title = next(c for c in df.columns if c.split(":")[0] in ("movie_title", "title"))
+            return dict(zip(df[id_col], df[title]))
+    except (OSError, StopIteration, ValueError) as exc:
+        log.warning("no item titles for the report: %s", exc)
+    return {}
+
+
+class ExampleQueries:
+    """A few held-out items with their side info, true neighbours and each model's top 10."""
+
+    TOP = 10
+    MODELS = ("eges", "eges·ctx", "content", "popularity")  # shown in the report
+
+    def __init__(self, cfg: Config, models: Models, queries: np.ndarray,
+                 relevant: list[np.ndarray], candidates: np.ndarray) -> None:
+        rng = np.random.default_rng(cfg.split.seed)
+        rich = [i for i, r in enumerate(relevant) if len(r) >= 5] or list(range(len(queries)))
+        pick = sorted(rng.choice(rich, size=min(cfg.evaluate.examples, len(rich)),
+                                 replace=False).tolist())
+        self.queries = queries[pick]
+        self.candidates = candidates
+        self.truth = [set(candidates[relevant[i]].tolist()) for i in pick]
+        items = models.items
+        titles = item_titles(cfg)
+        self.name = lambda i: titles.get(items.item_ids[i], items.item_ids[i])
+        vocabs = {f: {v: k for k, v in load_vocab(models.walk_dir, f).items()}
+                  for f in items.fields}
+        src, dst, weight = read_pairs(models.walk_dir, "heldout_neighbours")
+        self.rows = []
+        for q, truth in zip(self.queries, self.truth):
+            side = {}
+            for f, off, val in zip(items.fields, items.offsets, items.values):
+                vals = val[off[q]: off[q + 1]].tolist()
+                if vals:
+                    side[f] = [vocabs[f][v] for v in vals[:8]] + (["…"] if len(vals) > 8 else [])
+            mine = src == q
+            order = np.argsort(-weight[mine], kind="stable")
+            self.rows.append({
+                "item_id": items.item_ids[q], "title": self.name(q), "side_info": side,
+                "true_neighbours": len(truth),
+                "strongest_neighbours": [self.name(i) for i in dst[mine][order][: self.TOP]],
+                "models": {},
+            })
+
+    def add(self, scorer: Scorer) -> None:
+        if scorer.name not in self.MODELS or not scorer.covered(self.queries).any():
+            return
+        scores = scorer.score(self.queries, self.candidates)  # (E, C)
+        top = np.argsort(-scores, axis=1, kind="stable")[:, : self.TOP]
+        for row, q_top, truth in zip(self.rows, top, self.truth):
+            row["models"][scorer.name] = [
+                [self.name(int(self.candidates[j])), int(self.candidates[j]) in truth]
+                for j in q_top]
+
+
+def summarise(runs: list[dict[str, float]]) -> dict[str, Any]:
+    """Mean, standard deviation (n - 1) and count of every metric over seeds."""
+    if any("n/a" in r for r in runs):
+        return {"n/a": True}
+    keys = [k for k in runs[0] if k != "seconds"]
+    out: dict[str, Any] = {"n": len(runs)}
+    for k in keys:
+        values = np.array([r[k] for r in runs], dtype=np.float64)
+        out[k] = {"mean": float(values.mean()),
+                  "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
+    return out
+
+
+def run_evaluation(cfg: Config) -> dict[str, Any]:
+    """Run every task of ``evaluate.tasks``, write ``results.json`` and the report.
+
+    Returns:
+        The results (as written to ``results.json``).
+    """
+    from eges.report import write_report
+
+    ev = cfg.evaluate
+    root = Path(ev.output)
+    if (root / "results.json").exists() and not ev.overwrite:
+        raise FileExistsError(f"{root} already holds an evaluation; --set evaluate.overwrite=true "
+                              "to run it again (finished walk outputs and runs are reused)")
+    root.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    tasks: dict[str, Any] = {}
+    for task in ev.tasks:
+        t0 = time.perf_counter()
+        tasks[task] = evaluate_task(cfg, task, root)
+        tasks[task]["summary"] = {m: summarise(r) for m, r in tasks[task]["results"].items()}
+        tasks[task]["seconds"] = round(time.perf_counter() - t0, 1)
+    results = {
+        "created_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "data": cfg.data.path,
+        "seeds": ev.seeds,
+        "ks": ev.ks,
+        "tasks": tasks,
+        "seconds": round(time.perf_counter() - start, 1),
+        "config": cfg.to_dict(),
+    }
+    (root / "results.json").write_text(json.dumps(results, indent=1, default=float))
+    write_report(cfg, results, root)
+    return results
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m eges.evaluate", description=__doc__.split("\n\n")[0])
+    add_config_arguments(p)
+    p.add_argument("--output", help="evaluation directory (evaluate.output)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    try:
+        cfg = config_from_args(args, {"evaluate.output": args.output})
+        results = run_evaluation(cfg)
+    except (ConfigError, FileExistsError, EvaluationError, schema.IncompleteOutputError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from eges.report import summary_text
+
+    print(summary_text(results, Path(cfg.evaluate.output)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

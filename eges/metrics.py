@@ -1,0 +1,87 @@
+"""Evaluation metrics: AUC for link prediction, HR@K / recall@K / MRR for rankings.
+
+Plain numpy, no torch: the functions take scores that any model (or baseline) produced.
+
+Definitions (per query, then averaged over queries):
+
+* **HR@K** (hit rate): 1 if at least one relevant item is in the top K, else 0.
+* **recall@K**: relevant items in the top K / min(K, relevant items) — capped so that 1.0 is
+  reachable when an item has more than K true neighbours.
+* **MRR**: 1 / rank of the best-ranked relevant item; the rank counts the candidates scored
+  strictly higher, plus half of the other candidates with an equal score (so a model that
+  gives every candidate the same score gets the expected rank of a random order).
+* **AUC**: probability that a positive scores above a negative, ties counted one half
+  (Mann-Whitney U / (n_pos * n_neg)).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def auc(positive: np.ndarray, negative: np.ndarray) -> float:
+    """Area under the ROC curve of positive vs negative scores, ties counted one half.
+
+    Raises:
+        ValueError: either side is empty or a score is NaN.
+    """
+    pos = np.asarray(positive, dtype=np.float64).ravel()
+    neg = np.asarray(negative, dtype=np.float64).ravel()
+    if pos.size == 0 or neg.size == 0:
+        raise ValueError("auc needs at least one positive and one negative score")
+    if np.isnan(pos).any() or np.isnan(neg).any():
+        raise ValueError("auc: NaN scores")
+    scores = np.concatenate([pos, neg])
+    # average ranks (1-based) with ties sharing their mean rank
+    order = np.argsort(scores, kind="mergesort")
+    sorted_scores = scores[order]
+    ranks = np.empty(scores.size, dtype=np.float64)
+    boundaries = np.flatnonzero(np.diff(sorted_scores)) + 1
+    starts = np.concatenate([[0], boundaries])
+    ends = np.concatenate([boundaries, [scores.size]])
+    mean_rank = (starts + ends + 1) / 2.0  # mean of the 1-based ranks start+1 .. end
+    ranks[order] = np.repeat(mean_rank, ends - starts)
+    u = ranks[: pos.size].sum() - pos.size * (pos.size + 1) / 2.0
+    return float(u / (pos.size * neg.size))
+
+
+def rank_metrics(scores: np.ndarray, relevant: list[np.ndarray], ks: list[int]
+                 ) -> dict[str, np.ndarray]:
+    """Per-query ranking metrics for one block of queries.
+
+    Args:
+        scores: (Q, C) scores of every candidate for each query; ``-inf`` marks a candidate that
+            must never be ranked (the query itself), and it is not counted in ranks.
+        relevant: per query, the candidate columns that are relevant (at least one each).
+        ks: cut-offs.
+
+    Returns:
+        ``hr@K``, ``recall@K`` for each K, and ``mrr``: arrays of shape (Q,).
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    q, c = scores.shape
+    if len(relevant) != q:
+        raise ValueError(f"{q} score rows but {len(relevant)} relevance lists")
+    kmax = min(max(ks), c)
+    # top-K by score, ties broken by the lower column (deterministic)
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :kmax]  # (Q, kmax)
+    out = {f"hr@{k}": np.zeros(q) for k in ks}
+    out.update({f"recall@{k}": np.zeros(q) for k in ks})
+    out["mrr"] = np.zeros(q)
+    for i, rel in enumerate(relevant):
+        rel = np.unique(np.asarray(rel, dtype=np.int64))
+        if rel.size == 0:
+            raise ValueError(f"query {i} has no relevant candidate")
+        hits = np.isin(top[i], rel)  # (kmax,)
+        for k in ks:
+            found = hits[:k].sum()
+            out[f"hr@{k}"][i] = float(found > 0)
+            out[f"recall@{k}"][i] = found / min(k, rel.size)
+        row = scores[i]
+        best = row[rel].max()
+        if best == -np.inf:
+            continue  # every relevant candidate excluded: rank infinite, reciprocal 0
+        higher = (row > best).sum()
+        ties = (row == best).sum() - 1  # other candidates with the same score
+        out["mrr"][i] = 1.0 / (1.0 + higher + ties / 2.0)
+    return out

@@ -1,0 +1,82 @@
+"""Baselines and scorers on tiny hand-built inputs."""
+
+import numpy as np
+import pytest
+import torch
+
+from eges.baselines import (
+    ContextScorer, MatrixScorer, PopularityScorer, SparseVectorScorer, VectorScorer,
+    content_vectors, cooccurrence, deepwalk,
+)
+from eges.data.items import ItemTable
+
+
+def items_with(field_values: list[list[int]], vocab_size: int) -> ItemTable:
+    """One side-info field; item i (from 1) has field_values[i - 1]."""
+    lengths = [len(v) for v in field_values]
+    off = np.zeros(len(field_values) + 2, dtype=np.int64)
+    off[2:] = np.cumsum(lengths)
+    vals = np.array([v for vs in field_values for v in vs], dtype=np.int64)
+    return ItemTable(item_ids=[""] + [str(i) for i in range(1, len(field_values) + 1)],
+                     counts=np.ones(len(field_values) + 1, dtype=np.int64), fields=["genre"],
+                     vocab_sizes=[vocab_size], offsets=[torch.from_numpy(off)],
+                     values=[torch.from_numpy(vals)], lowercase=[])
+
+
+def test_cooccurrence_counts_window_pairs_both_ways():
+    walks = [np.array([1, 2, 3]), np.array([2, 1]), np.array([4, 4, 1])]
+    m = cooccurrence(walks, num_items=4, window=1).toarray()
+    assert m[1, 2] == m[2, 1] == 2  # 1-2 in walk 0 and 2-1 in walk 1
+    assert m[2, 3] == 1 and m[1, 3] == 0  # distance 2 is outside window 1
+    assert m[4, 4] == 0  # an item never co-occurs with itself
+    assert m[4, 1] == 1
+    assert cooccurrence(walks, 4, window=2).toarray()[1, 3] == 1
+
+
+def test_content_scores_shared_rare_values_highest():
+    # items 1 and 2 share a rare value 3; item 3 shares only the common value 1; item 4 has none
+    items = items_with([[1, 3], [1, 3], [1, 2], []], vocab_size=3)
+    scorer = SparseVectorScorer("content", content_vectors(items))
+    s = scorer.score(np.array([1]), np.array([2, 3, 4]))[0]
+    assert s[0] == pytest.approx(1.0) and 0 < s[1] < s[0] and s[2] == 0
+    assert scorer.covered(np.array([1, 4])).tolist() == [True, False]
+
+
+def test_vector_and_context_scorers():
+    vec = np.array([[1.0, 0.0], [2.0, 0.0], [0.0, 3.0]], dtype=np.float32)
+    cos = VectorScorer("m", np.array([1, 2, 3]), vec, num_items=4)
+    assert cos.score(np.array([1]), np.array([2, 3])).tolist() == [[1.0, 0.0]]
+    assert cos.covered(np.array([1, 4])).tolist() == [True, False]
+    context = np.zeros((5, 2), dtype=np.float32)
+    context[2] = [1.0, 1.0]
+    context[3] = [0.0, 2.0]
+    ctx = ContextScorer("m·ctx", np.array([1, 2, 3]), vec, context)
+    assert ctx.score(np.array([1]), np.array([2, 3])).tolist() == [[1.0, 0.0]]
+    # a pair scores both directions: (H1·Z3 + H3·Z1) / 2 = (0 + 0) / 2; (H2·Z3 + H3·Z2) / 2 = 1.5
+    assert ctx.pair_scores(np.array([1, 2]), np.array([3, 3])).tolist() == [0.0, 1.5]
+
+
+def test_pair_scores_match_the_score_matrix():
+    rng = np.random.default_rng(1)
+    m = MatrixScorer("co", cooccurrence([rng.integers(1, 20, 10) for _ in range(50)], 20, 3))
+    a, b = rng.integers(1, 21, 100), rng.integers(1, 21, 100)
+    full = m.score(np.arange(21), np.arange(21))
+    assert np.array_equal(m.pair_scores(a, b, block=7), full[a, b])
+
+
+def test_popularity_is_the_same_ranking_for_every_query():
+    pop = PopularityScorer(np.array([0, 5, 1, 3]))
+    s = pop.score(np.array([1, 2]), np.array([1, 2, 3]))
+    assert s.tolist() == [[5, 1, 3], [5, 1, 3]]
+    assert pop.pair_scores(np.array([1]), np.array([3])).tolist() == [15]
+
+
+def test_deepwalk_learns_the_two_communities():
+    rng = np.random.default_rng(0)
+    walks = [rng.choice([1, 2, 3], 8) for _ in range(300)] + \
+            [rng.choice([4, 5, 6], 8) for _ in range(300)]
+    idx, vec, ctx, seconds = deepwalk(walks, 6, embedding_dim=16, window=2, num_negatives=3,
+                                      ns_exponent=0.75, epochs=5, seed=1, workers=1)
+    assert sorted(idx.tolist()) == [1, 2, 3, 4, 5, 6] and vec.shape == ctx.shape == (6, 16)
+    s = VectorScorer("dw", idx, vec, 6).score(np.array([1]), np.array([2, 4]))[0]
+    assert s[0] > s[1]

@@ -1,0 +1,61 @@
+"""Metric functions on hand-computed cases."""
+
+import numpy as np
+import pytest
+
+from eges.metrics import auc, rank_metrics
+
+
+def test_auc_hand_cases():
+    assert auc([3, 2], [1, 0]) == 1.0
+    assert auc([0, 1], [2, 3]) == 0.0
+    assert auc([1], [1]) == 0.5  # a tie counts one half
+    # pairs: .1<.35, .1<.8, .4>.35, .4<.8 -> 1 of 4
+    assert auc([0.1, 0.4], [0.35, 0.8]) == 0.25
+    # ties across and within sides: (2 vs 1) win, (2 vs 2) half, (1 vs 1) half, (1 vs 2) loss
+    assert auc([2, 1], [1, 2]) == pytest.approx((1 + 0.5 + 0.5 + 0) / 4)
+
+
+def test_auc_agrees_with_pairwise_counting():
+    rng = np.random.default_rng(0)
+    pos, neg = rng.integers(0, 5, 40), rng.integers(0, 5, 30)  # many ties
+    wins = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    assert auc(pos, neg) == pytest.approx(wins / (40 * 30))
+
+
+def test_auc_rejects_empty_and_nan():
+    with pytest.raises(ValueError):
+        auc([], [1.0])
+    with pytest.raises(ValueError):
+        auc([np.nan], [1.0])
+
+
+def test_rank_metrics_hand_case():
+    scores = np.array([[0.9, 0.8, 0.1, 0.5],
+                       [0.9, 0.8, 0.1, 0.5],
+                       [0.2, 0.2, 0.2, 0.2]])
+    m = rank_metrics(scores, [np.array([2]), np.array([1, 2]), np.array([0])], ks=[1, 2])
+    # query 0: item 2 ranked 4th; query 1: item 1 ranked 2nd; query 2: all tied
+    assert m["hr@1"].tolist() == [0, 0, 1]  # stable order puts column 0 first on a full tie
+    assert m["hr@2"].tolist() == [0, 1, 1]
+    assert m["recall@2"].tolist() == [0, 0.5, 1]  # found / min(K, relevant)
+    assert m["mrr"][0] == pytest.approx(1 / 4)
+    assert m["mrr"][1] == pytest.approx(1 / 2)
+    assert m["mrr"][2] == pytest.approx(1 / (1 + 3 / 2))  # expected rank among 4 tied
+
+
+def test_rank_metrics_capped_recall_and_excluded_candidates():
+    scores = np.array([[-np.inf, 0.9, 0.8, 0.7, 0.6]])  # column 0 is the query itself
+    m = rank_metrics(scores, [np.array([1, 2, 3, 4])], ks=[2, 10])
+    assert m["recall@2"][0] == 1.0  # 2 found of min(2, 4)
+    assert m["recall@10"][0] == 1.0  # 4 found of min(10, 4) (the query is never ranked)
+    assert m["mrr"][0] == 1.0
+    m = rank_metrics(scores, [np.array([0])], ks=[2])
+    assert m["mrr"][0] == 0.0 and m["hr@2"][0] == 0.0
+
+
+def test_rank_metrics_checks_its_input():
+    with pytest.raises(ValueError):
+        rank_metrics(np.zeros((2, 3)), [np.array([0])], ks=[1])
+    with pytest.raises(ValueError):
+        rank_metrics(np.zeros((1, 3)), [np.array([], dtype=int)], ks=[1])

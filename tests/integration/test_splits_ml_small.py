@@ -1,0 +1,101 @@
+"""The hold-out splits on ml-latest-small never leak held-out data into training: checked on the
+actual training graph and walks against an independent pandas reference."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from eges import schema
+from eges.config import load_config
+from eges.pipeline.job import run_walk_job
+from tests.integration.test_ml_latest_small import reference_edges
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def ratings(ml_small):
+    return pd.read_csv(ml_small / "ratings.csv", dtype={"movieId": str, "userId": str})
+
+
+@pytest.fixture(scope="module")
+def split_run(spark, ml_small, tmp_path_factory):
+    def run(kind: str):
+        out = tmp_path_factory.mktemp(f"split-{kind}") / "walks"
+        cfg = load_config(REPO / "conf" / "ml-latest-small.yaml", [
+            f"data.path={ml_small}", f"output.path={out}", "output.num_shards=2",
+            "walks.walks_per_node=2", f"split.kind={kind}"])
+        manifest = run_walk_job(spark, cfg)
+        fields = [f["name"] for f in manifest["side_info_fields"]]
+        t = {
+            "items": schema.read_table(out / "items", schema.item_schema(fields)).to_pandas(),
+            "edges": schema.read_table(out / "edges", schema.EDGE_SCHEMA).to_pandas(),
+            "walks": schema.read_table(out / "walks", schema.WALK_SCHEMA).to_pandas(),
+        }
+        for name in schema.EVAL_TABLES[kind]:
+            t[name] = schema.read_table(out / "eval" / name, schema.EDGE_SCHEMA).to_pandas()
+        return manifest, t, cfg
+    return run
+
+
+def pairs(df: pd.DataFrame) -> set:
+    return {(min(s, d), max(s, d)) for s, d in zip(df["src"], df["dst"])}
+
+
+def same_edges(got: pd.DataFrame, ref: pd.DataFrame) -> None:
+    got = got[["src", "dst", "weight"]].astype("int64").sort_values(["src", "dst"])
+    ref = ref[["src", "dst", "weight"]].astype("int64").sort_values(["src", "dst"])
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), ref.reset_index(drop=True))
+
+
+def walked(t) -> set:
+    return set(np.concatenate(t["walks"]["items"].to_numpy()).tolist())
+
+
+def test_edge_split_hides_a_third_of_the_pairs_from_training(split_run, ratings):
+    manifest, t, cfg = split_run("edges")
+    full = reference_edges(ratings, t["items"], cfg.sessions.session_gap)
+    hidden = pairs(t["hidden_edges"])
+    assert len(hidden) == len(t["hidden_edges"]) == round(len(pairs(full)) / 3)
+    assert not hidden & pairs(t["edges"])  # no direction of a hidden pair is trained on
+    assert hidden | pairs(t["edges"]) == pairs(full)
+    kept = full[[(min(s, d), max(s, d)) not in hidden for s, d in zip(full.src, full.dst)]]
+    same_edges(t["edges"], kept)
+    non = pairs(t["non_edges"])
+    assert len(non) == len(hidden) and not non & pairs(full)
+    for walk in t["walks"]["items"]:  # walks only step along training edges
+        assert not {(min(a, b), max(a, b)) for a, b in zip(walk[:-1], walk[1:])} & hidden
+    assert manifest["split"]["tables"] == {"hidden_edges": len(hidden), "non_edges": len(non)}
+
+
+def test_item_split_removes_every_event_of_the_heldout_items(split_run, ratings):
+    manifest, t, cfg = split_run("items")
+    items = t["items"]
+    rated = set(ratings["movieId"])
+    heldout = items[(items["count"] == 0) & items["item_id"].isin(rated)]
+    assert len(heldout) == manifest["split"]["heldout_items"] == round(0.1 * (len(rated) - 1))
+    held_idx = set(heldout["item_idx"])
+    assert not held_idx & (set(t["edges"]["src"]) | set(t["edges"]["dst"]))
+    assert not held_idx & walked(t)
+    train_ratings = ratings[~ratings["movieId"].isin(set(heldout["item_id"]))]
+    same_edges(t["edges"], reference_edges(train_ratings, items, cfg.sessions.session_gap))
+    # ground truth: neighbours in the full graph, both directions, never another held-out item
+    full = reference_edges(ratings, items, cfg.sessions.session_gap)
+    both = pd.concat([full, full.rename(columns={"src": "dst", "dst": "src"})])
+    ref = both[both["src"].isin(held_idx) & ~both["dst"].isin(held_idx)]
+    ref = ref.groupby(["src", "dst"], as_index=False)["weight"].sum()
+    same_edges(t["heldout_neighbours"], ref)
+
+
+def test_time_split_trains_on_the_past_only(split_run, ratings):
+    manifest, t, cfg = split_run("time")
+    cutoff = manifest["split"]["cutoff_ts"]
+    assert (ratings["timestamp"] < cutoff).mean() == pytest.approx(0.8, abs=0.01)
+    past, later = ratings[ratings["timestamp"] < cutoff], ratings[ratings["timestamp"] >= cutoff]
+    gap = cfg.sessions.session_gap
+    same_edges(t["edges"], reference_edges(past, t["items"], gap))
+    nodes = set(t["edges"]["src"]) | set(t["edges"]["dst"])
+    ref = reference_edges(later, t["items"], gap)
+    same_edges(t["test_transitions"], ref[ref["src"].isin(nodes) & ref["dst"].isin(nodes)])

@@ -1,0 +1,89 @@
+"""Hold-out splits on tiny inline data."""
+
+import pytest
+from pyspark.sql import functions as F
+
+from eges.pipeline.splits import (
+    choose_heldout_items, heldout_transitions, hide_pairs, neighbour_truth, remove_pairs,
+    sample_non_edges, time_cutoff, undirected_pairs,
+)
+
+EDGE = "src int, dst int, weight bigint"
+
+
+def pairs_of(df):
+    return {(r.src, r.dst) for r in df.collect()}
+
+
+@pytest.fixture
+def edges(spark):
+    # a ring of 30 nodes both ways plus chords: 60 + 10 directed edges, 40 undirected pairs
+    rows = [(i, i % 30 + 1, 1) for i in range(1, 31)] + [(i % 30 + 1, i, 2) for i in range(1, 31)]
+    rows += [(i, i + 15, 1) for i in range(1, 11)]
+    return spark.createDataFrame(rows, EDGE)
+
+
+def test_hide_pairs_hides_whole_pairs_exactly(edges):
+    hidden = hide_pairs(edges, 0.25, seed=3)
+    assert hidden.count() == 10  # round(0.25 * 40)
+    assert all(s < d for s, d in pairs_of(hidden))
+    kept = remove_pairs(edges, hidden)
+    kept_pairs = pairs_of(undirected_pairs(kept))
+    assert not kept_pairs & pairs_of(hidden)  # neither direction of a hidden pair survives
+    assert kept_pairs | pairs_of(hidden) == pairs_of(undirected_pairs(edges))
+    assert kept.count() + sum(1 for s, d in pairs_of(edges) if (min(s, d), max(s, d))
+                              in pairs_of(hidden)) == edges.count()
+    # weights of a hidden pair are summed over both directions
+    w = {(r.src, r.dst): r.weight for r in hidden.collect()}
+    assert all(v in (1, 3) for v in w.values())
+    # seeded: same seed same pairs, another seed other pairs
+    assert pairs_of(hide_pairs(edges, 0.25, seed=3)) == pairs_of(hidden)
+    assert pairs_of(hide_pairs(edges, 0.25, seed=4)) != pairs_of(hidden)
+
+
+def test_non_edges_are_distinct_unconnected_pairs(edges):
+    non = sample_non_edges(edges, 50, seed=1)
+    pairs = pairs_of(non)
+    assert len(pairs) == non.count() == 50
+    assert all(s < d for s, d in pairs)
+    assert not pairs & pairs_of(undirected_pairs(edges))
+    assert {r.weight for r in non.collect()} == {0}
+
+
+def test_non_edges_fail_clearly_on_a_complete_graph(spark):
+    full = spark.createDataFrame([(i, j, 1) for i in range(1, 5) for j in range(1, 5) if i != j],
+                                 EDGE)
+    with pytest.raises(ValueError, match="too dense"):
+        sample_non_edges(full, 3, seed=0)
+
+
+def test_heldout_items_have_events_and_side_info(spark):
+    events = spark.createDataFrame(
+        [("u", str(i), float(i)) for i in range(1, 41)] + [("u", "nosi", 99.0)],
+        "user_id string, item_id string, ts double")
+    side = spark.createDataFrame(
+        [(str(i), ["g"]) for i in range(1, 46)] + [("nosi", [])],
+        "item_id string, genres array<string>")
+    held = {r.item_id for r in choose_heldout_items(events, side, 0.1, seed=0).collect()}
+    assert len(held) == 4  # round(0.1 * 40 eligible): "nosi" (no side info) and 41..45 (no events)
+    assert held <= {str(i) for i in range(1, 41)}
+
+
+def test_neighbour_truth_uses_both_directions_and_skips_heldout(spark):
+    full = spark.createDataFrame([(1, 2, 1), (3, 1, 2), (1, 4, 1), (4, 1, 5), (2, 3, 1)], EDGE)
+    heldout = spark.createDataFrame([(1,), (4,)], "item_idx int")
+    truth = {(r.src, r.dst): r.weight for r in neighbour_truth(full, heldout).collect()}
+    assert truth == {(1, 2): 1, (1, 3): 2}  # 4 is held out itself; item 4 has no warm neighbour
+
+
+def test_time_cutoff_and_transitions(spark):
+    events = spark.createDataFrame([("u", str(i), float(i)) for i in range(1, 11)],
+                                   "user_id string, item_id string, ts double")
+    assert time_cutoff(events, 0.2) == 8.0  # the 80% quantile: 8 events before, 3 at or after
+    later = spark.createDataFrame(
+        [("u", 1.0, 1, None, True), ("u", 2.0, 2, 1, False), ("u", 3.0, 9, 2, False),
+         ("v", 1.0, 2, None, True), ("v", 5.0, 1, 2, False)],
+        "user_id string, ts double, item_idx int, prev_item int, new_session boolean")
+    train = spark.createDataFrame([(1, 2, 1), (2, 3, 1)], EDGE)
+    got = {(r.src, r.dst): r.weight for r in heldout_transitions(later, train).collect()}
+    assert got == {(1, 2): 1, (2, 1): 1}  # 2 -> 9 dropped: 9 is not in the training graph
