@@ -11,11 +11,21 @@ ARGS ?=
 
 install: $(VENV)/.installed
 
+# Extras to install: everything for development and CI; the Docker images pick their own
+# (docker/Dockerfile: EXTRAS= for the Spark image, EXTRAS=train,eval for the trainer image).
+EXTRAS ?= train,eval,dev
+
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -c constraints.txt -e '.[train,eval,dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.$(if $(EXTRAS),[$(EXTRAS)])'
 	$(PY) -m pip check
 	touch $@
+
+# The package as a zip for spark-submit --py-files on a cluster whose executors do not have it
+# installed (their Python still needs the core dependencies: pyarrow, pandas, numpy).
+dist/eges.zip: $(shell find eges -name '*.py') | install
+	mkdir -p dist
+	$(PY) -c "import zipfile,pathlib; z=zipfile.ZipFile('$@','w'); [z.write(p) for p in sorted(pathlib.Path('eges').rglob('*.py'))]; z.close()"
 
 test: install
 	$(PY) -m pytest
@@ -48,4 +58,4 @@ data/ml-100k/ml-100k.inter: | install
 	rm -rf data/.wheel
 
 clean:
-	rm -rf out .pytest_cache spark-warehouse
+	rm -rf out dist .pytest_cache spark-warehouse

@@ -93,7 +93,7 @@ def quality_bar(results: dict[str, Any]) -> list[str]:
                         if v is not None]
                 if e is not None and base and max(base) > 0:
                     ratio = e / max(base)
-                    lines.append(f"- cold start {key}: {NAMES[model]} {e:.4f} = **{ratio:.2f}×** "
+                    lines.append(f"- cold start {key}: {NAMES[model]} {e:.4f} = **{ratio:.3f}×** "
                                  f"the better of popularity and content ({max(base):.4f}); "
                                  f"bar 1.3×: {'met' if ratio >= 1.3 else 'not met'}")
     link = results["tasks"].get("link")

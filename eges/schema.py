@@ -22,6 +22,7 @@ This module imports neither pyspark nor torch.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -32,6 +33,8 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+log = logging.getLogger(__name__)
 
 FORMAT_NAME = "eges-walks"
 FORMAT_VERSION = 1
@@ -142,10 +145,16 @@ def staged_dir(final: str | Path, replace: bool) -> Iterator[Path]:
     """Build an output directory in a hidden temporary sibling and publish it on success.
 
     The body writes everything, manifest last, into the yielded directory; on normal exit it is
-    moved into place with :func:`publish_dir`, on an exception it is removed.
+    moved into place with :func:`publish_dir`, on an exception it is removed. Temporary
+    directories of earlier runs that were killed are removed first (one writer per output).
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    # a run killed before publishing (SIGKILL, lost node) leaves its temporary directory: it
+    # never holds a published output, so the next run for the same output removes it
+    for stale in final.parent.glob(f".{final.name}.tmp-*"):
+        log.warning("removing %s, left by an interrupted run", stale)
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
     tmp.mkdir()
     try:

@@ -20,6 +20,7 @@ import shutil
 import sys
 import time
 import warnings
+import zipfile
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script (torchrun eges/train.py): import the package
@@ -56,8 +57,14 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
         match = re.search(r"step-(\d+)", path.stem)
         return (int(match.group(1)) if match else -1, path.stem.startswith("step-"))
 
-    ckpts = sorted((run_dir / "checkpoints").glob("*.ckpt"), key=key)
-    return ckpts[-1] if ckpts else None
+    for ckpt in sorted((run_dir / "checkpoints").glob("*.ckpt"), key=key, reverse=True):
+        # torch.save writes a zip whose central directory comes last: a checkpoint cut short
+        # by a kill or a full disk fails this check, and the previous one (still there: the
+        # callback deletes it only after the new one is written) is used instead
+        if zipfile.is_zipfile(ckpt):
+            return ckpt
+        log.warning("skipping incomplete checkpoint %s", ckpt)
+    return None
 
 
 def train(cfg: Config, resume: bool = False) -> dict:
@@ -197,6 +204,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, schema.IncompleteOutputError, RunExistsError,
             FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # unwritable run directory, disk full (checkpoint or export)
+        print(f"error: cannot write the run {args.output or 'directory'}: {exc}; the export "
+              "is only published when complete, and --resume skips an incomplete checkpoint",
+              file=sys.stderr)
         return 2
     if "export" in stats:
         e = stats["export"]["counts"]

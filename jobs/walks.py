@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     except (InputError, FileExistsError, ValueError) as exc:  # OutputExistsError included
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # unwritable output, disk full: nothing was published
+        print(f"error: cannot write the output {cfg.output.path}: {exc}", file=sys.stderr)
+        return 2
     finally:
         spark.stop()
     print(summary(manifest, cfg.output.path))

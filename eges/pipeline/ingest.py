@@ -202,6 +202,9 @@ def _int_id(name: str) -> Column:
     return F.expr(f"try_cast(trim(`{name}`) as bigint)").cast("string")
 
 
+MAX_TS = 4102444800.0  # 2100-01-01 UTC: later "seconds" are almost surely milliseconds
+
+
 def parse_time(name: str, time_format: str) -> Column:
     """Parse a string column to seconds since the epoch (double); null when unparsable.
 
@@ -237,7 +240,12 @@ def events_from(raw: DataFrame, file: str, user: str, item: str, time: str, time
     user_id = _int_id(user) if integer_ids else F.trim(F.col(user))
     item_id = _int_id(item) if integer_ids else F.trim(F.col(item))
     rules = row_rules(file, user, item, integer=integer_ids)
-    rules.append((parse_time(time, time_format).isNull(), f"{file}: unparsable {time}"))
+    ts = parse_time(time, time_format)
+    rules.append((ts.isNull(), f"{file}: unparsable {time}"))
+    # before 1970 is kept (a valid time); after 2100 is almost surely milliseconds read as
+    # seconds, which would silently split every session
+    rules.append((ts >= MAX_TS, f"{file}: {time} after 2100 (milliseconds read as seconds? "
+                  "see time_format)"))
     rules += filters or []
     return tag(raw, rules).select(
         user_id.alias("user_id"),

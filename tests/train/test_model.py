@@ -140,3 +140,26 @@ def test_negative_sampler_follows_unigram_to_the_075():
     # binomial sd <= sqrt(0.25 / n) = 0.0008; 0.004 is 5 sd
     np.testing.assert_allclose(counts / n, expected, atol=0.004)
     assert sampler((3, 4)).shape == (3, 4)
+
+
+def test_cold_start_ignores_values_no_trained_item_carries():
+    model = make()
+    # items 1, 2, 3 occur in the walks; 4 and 6 are cold. Field-0 value 3 and field-1 value 4
+    # appear only on cold items: never trained.
+    model.mark_trained_values(torch.tensor([0, 5, 2, 1, 0, 0, 0]))
+    assert model.side_trained_0.tolist() == [False, True, True, False]
+    assert model.side_trained_1.tolist() == [False, True, True, True, False]
+    with torch.no_grad():
+        # item 4: field 0 {3} untrained -> left out; field 1 {1, 4} -> only 1
+        torch.testing.assert_close(model.cold_start_items(torch.tensor([4]))[0],
+                                   model.side[1].weight[1])
+        # item 6: field 0 {2}, field 1 {2, 3, 4} -> {2, 3}
+        expect = (model.side[0].weight[2] + model.side[1].weight[[2, 3]].mean(0)) / 2
+        torch.testing.assert_close(model.cold_start_items(torch.tensor([6]))[0], expect)
+        # the list API agrees, and an item with only untrained values gets a zero vector
+        got = model.cold_start([[torch.tensor([2]), torch.tensor([2, 3, 4])],
+                                [torch.tensor([3]), torch.tensor([4])]])
+        torch.testing.assert_close(got[0], expect)
+        assert got[1].abs().sum() == 0
+    # the mask is saved with the model (export/load_model keep it)
+    assert "side_trained_0" in model.state_dict()
