@@ -1,0 +1,179 @@
+"""Synthetic behaviour data with planted structure, at any scale, in MovieLens layout.
+
+    python -m eges.synth --out data/synth-100k --items 100000 --users 50000 --events 5000000
+
+Writes ``ratings.csv``, ``movies.csv`` and ``tags.csv`` (the ``movielens`` format, so every
+config and test that reads MovieLens reads this) with:
+
+* **communities**: every item belongs to one of ``communities`` groups; a community has its own
+  genres (2 of ``genres``), a decade of years and a pool of tags, so side information predicts
+  behaviour;
+* **power-law popularity**: within a community, item weights follow a Zipf law (``zipf_a``);
+* **sessions**: a user has a few favourite communities; their events come in sessions of
+  consecutive seconds separated by gaps of days, each session mostly inside one community
+  (``stay`` is the chance the next event stays in it).
+
+Deterministic for a seed; generated and written in chunks of users, so memory stays bounded
+by the item tables and one chunk. Shared module: numpy and pyarrow only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+GENRES = ["Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Documentary",
+          "Drama", "Fantasy", "Film-Noir", "Horror", "IMAX", "Musical", "Mystery", "Romance",
+          "Sci-Fi", "Thriller", "War", "Western"]
+
+
+@dataclass(frozen=True)
+class SynthSpec:
+    """What to generate (defaults: a small data set of ml-latest-small's shape)."""
+
+    items: int = 10_000
+    users: int = 600
+    events: int = 100_000
+    communities: int = 50
+    zipf_a: float = 1.1  # popularity exponent within a community
+    stay: float = 0.9  # chance that the next event of a session stays in the community
+    session_length: float = 8.0  # mean events per session (geometric)
+    tags_per_item: int = 2
+    seed: int = 0
+
+
+def item_table(spec: SynthSpec, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Community, popularity weight, genres, year and tags of every item (ids 1..items)."""
+    n, c = spec.items, spec.communities
+    community = rng.integers(0, c, n)
+    rank = np.empty(n, dtype=np.int64)
+    for k in range(c):  # Zipf rank inside each community, in a random order
+        members = np.flatnonzero(community == k)
+        rank[members] = rng.permutation(len(members)) + 1
+    weight = rank.astype(np.float64) ** -spec.zipf_a
+    genre_pairs = np.stack([rng.choice(len(GENRES), 2, replace=False) for _ in range(c)])
+    decade = rng.integers(192, 202, c) * 10
+    year = decade[community] + rng.integers(0, 10, n)
+    tag_pool = rng.integers(0, max(4 * c, 10), (c, 6))  # 6 tags per community
+    tags = tag_pool[community[:, None], rng.integers(0, 6, (n, spec.tags_per_item))]
+    return {"community": community, "weight": weight, "genres": genre_pairs[community],
+            "year": year, "tags": tags}
+
+
+def _samplers(items: dict[str, np.ndarray], communities: int):
+    """Per community: its item ids and the cumulative popularity for inverse-CDF draws."""
+    order = np.argsort(items["community"], kind="stable")
+    bounds = np.searchsorted(items["community"][order], np.arange(communities + 1))
+    cum = []
+    for k in range(communities):
+        w = items["weight"][order[bounds[k]: bounds[k + 1]]]
+        cum.append(np.cumsum(w) / w.sum() if len(w) else np.zeros(0))
+    return order + 1, bounds, cum
+
+
+def events_chunk(spec: SynthSpec, users: np.ndarray, per_user: np.ndarray, samplers,
+                 rng: np.random.Generator) -> pa.Table:
+    """Events of a chunk of users: sessions inside favourite communities."""
+    ids, bounds, cum = samplers
+    c = spec.communities
+    total = int(per_user.sum())
+    user_col = np.repeat(users, per_user)
+    favourites = rng.integers(0, c, (len(users), 3))
+    # community of every event: a session picks one favourite, events stay with prob `stay`
+    new_session = rng.random(total) < 1.0 / spec.session_length
+    starts = np.concatenate([[0], np.cumsum(per_user)[:-1]])
+    new_session[starts] = True
+    session_id = np.cumsum(new_session) - 1
+    session_user = user_col[new_session]
+    session_fav = favourites[np.searchsorted(users, session_user), rng.integers(0, 3, len(
+        session_user))]
+    comm = session_fav[session_id]
+    wander = rng.random(total) >= spec.stay
+    comm[wander] = rng.integers(0, c, int(wander.sum()))
+    item = np.empty(total, dtype=np.int64)
+    u = rng.random(total)
+    for k in np.unique(comm):
+        sel = np.flatnonzero(comm == k)
+        if bounds[k + 1] == bounds[k]:  # an empty community: any item
+            item[sel] = rng.integers(1, spec.items + 1, len(sel))
+            continue
+        pos = np.minimum(np.searchsorted(cum[k], u[sel]), bounds[k + 1] - bounds[k] - 1)
+        item[sel] = ids[bounds[k] + pos]
+    # time: 1 s between events of a session, 1-30 days between sessions of a user
+    step = np.where(new_session, rng.integers(86_400, 30 * 86_400, total), 1)
+    ts = 1_000_000_000 + np.cumsum(step) - np.repeat(np.cumsum(step)[starts], per_user)
+    return pa.table({"userId": user_col, "movieId": item,
+                     "rating": np.full(total, 4.0), "timestamp": ts})
+
+
+def generate(out: str | Path, spec: SynthSpec, chunk_users: int = 20_000) -> dict[str, int]:
+    """Write the data set into ``out``; returns row counts."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(spec.seed)
+    items = item_table(spec, rng)
+    ids = np.arange(1, spec.items + 1)
+    genres = ["|".join(GENRES[g] for g in pair) for pair in items["genres"]]
+    pacsv.write_csv(pa.table({
+        "movieId": ids,
+        "title": [f"Item {i} ({y})" for i, y in zip(ids, items["year"])],
+        "genres": genres,
+    }), out / "movies.csv")
+    tag_items = np.repeat(ids, spec.tags_per_item)
+    pacsv.write_csv(pa.table({
+        "userId": np.ones(len(tag_items), dtype=np.int64),
+        "movieId": tag_items,
+        "tag": [f"tag{t}" for t in items["tags"].ravel()],
+        "timestamp": np.full(len(tag_items), 1_000_000_000),
+    }), out / "tags.csv")
+    # events per user: heavy-tailed, at least 2, summing to `events`
+    activity = rng.pareto(1.5, spec.users) + 1.0
+    per_user = np.maximum(2, np.floor(activity / activity.sum() * spec.events)).astype(np.int64)
+    samplers = _samplers(items, spec.communities)
+    rows = 0
+    with pacsv.CSVWriter(out / "ratings.csv", pa.schema([
+            ("userId", pa.int64()), ("movieId", pa.int64()), ("rating", pa.float64()),
+            ("timestamp", pa.int64())])) as writer:
+        for lo in range(0, spec.users, chunk_users):
+            users = np.arange(lo + 1, min(lo + chunk_users, spec.users) + 1)
+            table = events_chunk(spec, users, per_user[lo: lo + chunk_users], samplers, rng)
+            writer.write_table(table)
+            rows += table.num_rows
+    return {"items": spec.items, "users": spec.users, "events": rows,
+            "tags": len(tag_items), "communities": spec.communities}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m eges.synth", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True, help="output directory (MovieLens layout)")
+    for name, default in [("items", SynthSpec.items), ("users", SynthSpec.users),
+                          ("events", SynthSpec.events), ("communities", SynthSpec.communities),
+                          ("seed", SynthSpec.seed)]:
+        p.add_argument(f"--{name}", type=int, default=default)
+    p.add_argument("--zipf-a", type=float, default=SynthSpec.zipf_a)
+    p.add_argument("--stay", type=float, default=SynthSpec.stay)
+    args = p.parse_args(argv)
+    if min(args.items, args.users, args.events, args.communities) < 1:
+        print("error: --items, --users, --events and --communities must be >= 1",
+              file=sys.stderr)
+        return 2
+    spec = SynthSpec(items=args.items, users=args.users, events=args.events,
+                     communities=args.communities, zipf_a=args.zipf_a, stay=args.stay,
+                     seed=args.seed)
+    start = time.perf_counter()
+    counts = generate(args.out, spec)
+    print(f"wrote {counts['events']:,} events of {counts['users']:,} users on "
+          f"{counts['items']:,} items ({counts['communities']} communities) to {args.out} in "
+          f"{time.perf_counter() - start:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
