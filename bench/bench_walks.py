@@ -6,7 +6,7 @@
 Generates (or reuses) a MovieLens-layout data set under out/bench/synth-<items>, then runs the
 real entry point (`spark-submit jobs/walks.py`) once per master × walks_per_node and prints a
 Markdown table: the manifest's per-stage timings, walk steps, steps/s of the walk stage, wall
-time with JVM start-up, and the peak RSS of the driver JVM + Python (RUSAGE_CHILDREN).
+time with JVM start-up, and the peak RSS of the driver JVM (GNU time).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -32,18 +31,21 @@ def run(data: Path, out: Path, master: str, walks_per_node: int, driver_memory: 
            "--set", f"data.path={data}", "--set", f"output.path={out}",
            "--set", "output.overwrite=true", "--set", f"spark.master={master}",
            "--set", f"walks.walks_per_node={walks_per_node}"]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    rss_file = out.parent / "peak-rss-kb"
+    # spark-submit execs the driver JVM: GNU time's %M is that JVM's peak RSS (local mode: the
+    # executors are threads of it); Python workers are not included
+    timed = ["/usr/bin/time", "-f", "%M", "-o", str(rss_file)] if Path("/usr/bin/time").exists() \
+        else []
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True,
+    proc = subprocess.run([*timed, *cmd], capture_output=True, text=True,
                           env={**os.environ, "PYSPARK_PYTHON": sys.executable})
     wall = time.perf_counter() - start
     if proc.returncode:
         raise SystemExit(proc.stderr[-3000:])
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    peak_mb = int(rss_file.read_text().split()[-1]) / 1024 if timed else float("nan")
     m = json.loads((out / "manifest.json").read_text())
-    return {"master": master, "walks_per_node": walks_per_node, "wall": wall,
-            "peak_mb": peak / 1024 if peak > before else float("nan"),
-            "timings": m["timings_s"], "counts": m["counts"]}
+    return {"master": m["spark_master"], "walks_per_node": walks_per_node, "wall": wall,
+            "peak_mb": peak_mb, "timings": m["timings_s"], "counts": m["counts"]}
 
 
 def main() -> int:

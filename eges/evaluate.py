@@ -47,8 +47,8 @@ import numpy as np
 
 from eges import schema
 from eges.baselines import (
-    ContextScorer, MatrixScorer, PopularityScorer, RandomScorer, Scorer, SparseVectorScorer, VectorScorer,
-    content_vectors, cooccurrence, deepwalk, read_walks,
+    ContextScorer, MatrixScorer, PopularityScorer, RandomScorer, Scorer, SparseVectorScorer,
+    VectorScorer, content_vectors, cooccurrence, deepwalk, read_walks,
 )
 from eges.config import Config, ConfigError, add_config_arguments, config_from_args
 from eges.data.items import ItemTable, load_items, load_vocab
@@ -214,7 +214,8 @@ def score_link(scorer: Scorer, walk_dir: Path) -> dict[str, float]:
 def rank_queries(scorer: Scorer, queries: np.ndarray, relevant: list[np.ndarray],
                  candidates: np.ndarray, ks: list[int], exclude_self: bool
                  ) -> dict[str, float] | None:
-    """Mean ranking metrics of ``queries`` against ``candidates`` (already in tie-break order).
+    """Mean ranking metrics of ``queries`` against ``candidates`` (given in the seeded
+    tie-break order, see :func:`_tiebreak`).
 
     Args:
         relevant: per query, positions in ``candidates`` of the relevant items.
