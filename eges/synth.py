@@ -10,7 +10,8 @@ config and test that reads MovieLens reads this) with:
   behaviour;
 * **power-law popularity**: within a community, item weights follow a Zipf law (``zipf_a``);
 * **sessions**: a user has a few favourite communities; their events come in sessions of
-  consecutive seconds separated by gaps of days, each session mostly inside one community
+  consecutive seconds separated by gaps of hours to days, each session mostly inside one
+  community
   (``stay`` is the chance the next event stays in it).
 
 Deterministic for a seed; generated and written in chunks of users, so memory stays bounded
@@ -29,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+MAX_EVENTS_PER_USER = 50_000  # the heavy tail is cut here (and timestamps stay before 2100)
 GENRES = ["Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Documentary",
           "Drama", "Fantasy", "Film-Noir", "Horror", "IMAX", "Musical", "Mystery", "Romance",
           "Sci-Fi", "Thriller", "War", "Western"]
@@ -106,8 +108,9 @@ def events_chunk(spec: SynthSpec, users: np.ndarray, per_user: np.ndarray, sampl
             continue
         pos = np.minimum(np.searchsorted(cum[k], u[sel]), bounds[k + 1] - bounds[k] - 1)
         item[sel] = ids[bounds[k] + pos]
-    # time: 1 s between events of a session, 1-30 days between sessions of a user
-    step = np.where(new_session, rng.integers(86_400, 30 * 86_400, total), 1)
+    # time: 1 s between events of a session, 2 hours to 2 days between sessions of a user
+    # (with at most MAX_EVENTS_PER_USER events a user's history spans < 35 years from 2001)
+    step = np.where(new_session, rng.integers(2 * 3600, 2 * 86_400, total), 1)
     ts = 1_000_000_000 + np.cumsum(step) - np.repeat(np.cumsum(step)[starts], per_user)
     return pa.table({"userId": user_col, "movieId": item,
                      "rating": np.full(total, 4.0), "timestamp": ts})
@@ -135,7 +138,8 @@ def generate(out: str | Path, spec: SynthSpec, chunk_users: int = 20_000) -> dic
     }), out / "tags.csv")
     # events per user: heavy-tailed, at least 2, summing to `events`
     activity = rng.pareto(1.5, spec.users) + 1.0
-    per_user = np.maximum(2, np.floor(activity / activity.sum() * spec.events)).astype(np.int64)
+    per_user = np.clip(np.floor(activity / activity.sum() * spec.events), 2,
+                       MAX_EVENTS_PER_USER).astype(np.int64)
     samplers = _samplers(items, spec.communities)
     rows = 0
     with pacsv.CSVWriter(out / "ratings.csv", pa.schema([

@@ -28,6 +28,7 @@ def test_deterministic_and_sized(synth, tmp_path):
     assert abs(len(ratings) - SPEC.events) <= 2 * SPEC.users  # floor per user, at least 2 each
     assert ratings["userId"].nunique() == SPEC.users
     assert ratings.groupby("userId").size().min() >= 2
+    assert ratings["timestamp"].max() < 4102444800  # before 2100: nothing the ingest drops
     movies = pd.read_csv(out / "movies.csv")
     assert len(movies) == SPEC.items and movies["title"].str.match(r".* \(\d{4}\)$").all()
 
