@@ -27,12 +27,12 @@ from eges.pipeline.graph import build_adjacency, build_edges
 from eges.pipeline.ingest import ingest, split_drops
 from eges.pipeline.items import build_vocab, encode_side_info, index_items
 from eges.pipeline.sessions import filter_events, sessionize
+from eges.pipeline.shards import (
+    check_output, local_path, write_table, write_walk_shards,
+)
 from eges.pipeline.splits import (
     choose_heldout_items, heldout_transitions, hide_pairs, neighbour_truth, remove_pairs,
     sample_non_edges, time_cutoff,
-)
-from eges.pipeline.shards import (
-    check_output, local_path, write_table, write_walk_shards,
 )
 from eges.pipeline.walks import random_walks
 
