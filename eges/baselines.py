@@ -229,9 +229,7 @@ def content_vectors(items: ItemTable) -> sp.csr_matrix:
         lengths = np.diff(off)[:n]  # per item, row 0 included
         rows = np.repeat(np.arange(n), lengths)
         m = sp.csr_matrix((np.ones(len(val)), (rows, val)), shape=(n, size + 1))
-        m.data[:] = 1.0  # binary: a repeated value counts once
-        m.sum_duplicates()
-        m.data[:] = 1.0
+        m.data[:] = 1.0  # binary: duplicates were summed on construction, a value counts once
         blocks.append(m)
     if not blocks:
         return sp.csr_matrix((n, 1))

@@ -256,12 +256,18 @@ def _tiebreak(candidates: np.ndarray, seed: int) -> np.ndarray:
     return candidates[np.random.default_rng(seed).permutation(len(candidates))]
 
 
-def cold_queries(models: Models, seed: int) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
-    """Held-out items, their warm true neighbours (as candidate positions), the candidates."""
-    src, dst, _ = read_pairs(models.walk_dir, "heldout_neighbours")
+def _candidates(models: Models, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every item of the training walks in tie-break order, and item_idx -> column (-1: none)."""
     candidates = _tiebreak(np.flatnonzero(models.counts > 0), seed)
     position = np.full(models.items.num_items + 1, -1)
     position[candidates] = np.arange(len(candidates))
+    return candidates, position
+
+
+def cold_queries(models: Models, seed: int) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """Held-out items, their warm true neighbours (as candidate positions), the candidates."""
+    src, dst, _ = read_pairs(models.walk_dir, "heldout_neighbours")
+    candidates, position = _candidates(models, seed)
     queries, relevant = [], []
     for q in np.unique(src):
         rel = position[dst[src == q]]
@@ -275,9 +281,7 @@ def cold_queries(models: Models, seed: int) -> tuple[np.ndarray, list[np.ndarray
 def next_queries(models: Models, seed: int) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
     """Later-period transitions a→b: queries a, relevant {b}, candidates every trained item."""
     src, dst, _ = read_pairs(models.walk_dir, "test_transitions")
-    candidates = _tiebreak(np.flatnonzero(models.counts > 0), seed)
-    position = np.full(models.items.num_items + 1, -1)
-    position[candidates] = np.arange(len(candidates))
+    candidates, position = _candidates(models, seed)
     keep = (position[src] >= 0) & (position[dst] >= 0)
     order = np.argsort(src[keep], kind="stable")  # queries of one item scored together
     src, dst = src[keep][order], dst[keep][order]
