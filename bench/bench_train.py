@@ -1,13 +1,18 @@
-"""Trainer throughput on a walk output: pairs/s and peak RSS for 1..N processes and optimisers.
+"""Trainer throughput on a walk output: pairs/s and peak RSS, each against gensim in the same run.
 
-    python bench/bench_train.py --walks out/ml-latest-small/walks --steps 150 \
-        --procs 1 2 --optimizers adam sparse_adam [--set train.embedding_dim=128 ...]
+    python bench/bench_train.py --walks out/ml-latest-small/walks --steps 150 --repeat 3 \
+        --modes eges ges bge --procs 1 2 --batch-sizes 64 256 1024 4096 --gensim
 
-Each configuration runs the real entry point (``torchrun eges/train.py``, or plain python for one
-process) into a fresh run directory. Throughput is the steady-state rate logged by rank 0
-(``pairs_per_s`` of the last logged step, i.e. since the epoch started, after start-up) times the
-number of processes (every rank trains on the same number of walks); peak RSS is the largest
-resident set of any one process of the configuration (``RUSAGE_CHILDREN`` of a fresh wrapper). Prints a Markdown table.
+Configurations are one factor at a time around a base (the first value of each list: 1
+process, adam, eges, batch 256): every other value of one list is the base with that one
+setting changed. Each configuration runs the real entry point (``torchrun eges/train.py``, or
+plain python for one process) into a fresh run directory. Throughput is the rate logged by rank
+0 at its last logged step (``pairs_per_s``, pairs since the epoch started over the time since
+then) times the number of processes (every rank trains on the same number of walks); peak RSS
+is the largest resident set of any one process of the configuration (``RUSAGE_CHILDREN`` of a
+fresh wrapper). With ``--repeat R`` the configurations and gensim run R rounds, interleaved, and
+the table shows medians (and gensim's ratio per round, as min–max) -- the machines are noisy.
+Prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import argparse
 import csv
 import os
 import platform
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,11 +33,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
-def run_one(walks: str, procs: int, optimizer: str, steps: int, extra: list[str]) -> dict:
+def run_one(walks: str, cfg: dict, steps: int, extra: list[str]) -> dict:
     out = Path(tempfile.mkdtemp(prefix="eges-bench-")) / "run"
+    procs = cfg["procs"]
     launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone",
                  f"--nproc-per-node={procs}"] if procs > 1 else [sys.executable])
-    sets = [f"train.optimizer={optimizer}", f"train.max_steps={steps}", "train.log_every_n_steps=10",
+    sets = [f"train.optimizer={cfg['optimizer']}", f"train.mode={cfg['mode']}",
+            f"train.batch_size={cfg['batch']}", f"train.shuffle_buffer={max(8192, cfg['batch'])}",
+            f"train.max_steps={steps}", f"train.log_every_n_steps={max(1, steps // 10)}",
             f"train.checkpoint_every_n_steps={10 * steps}", *extra]
     cmd = [*launcher, str(REPO / "eges" / "train.py"), "--config",
            str(REPO / "conf" / "ml-latest-small.yaml"), "--data", walks, "--output", str(out)]
@@ -50,12 +60,23 @@ def run_one(walks: str, procs: int, optimizer: str, steps: int, extra: list[str]
     peak_kb = int(proc.stderr.strip().splitlines()[-1])
     with (out / "logs" / "metrics.csv").open() as fh:
         rates = [float(r["pairs_per_s"]) for r in csv.DictReader(fh) if r.get("pairs_per_s")]
-    return {"procs": procs, "optimizer": optimizer, "pairs_per_s": rates[-1] * procs,
-            "peak_rss_mb": peak_kb / 1024, "wall_s": wall}
+    shutil.rmtree(out.parent, ignore_errors=True)
+    return {"pairs_per_s": rates[-1] * procs, "peak_rss_mb": peak_kb / 1024, "wall_s": wall}
+
+
+def configurations(args: argparse.Namespace) -> list[dict]:
+    """The base configuration, then one factor changed at a time."""
+    axes = {"procs": args.procs, "optimizer": args.optimizers, "mode": args.modes,
+            "batch": args.batch_sizes}
+    base = {k: v[0] for k, v in axes.items()}
+    out = [base]
+    for key, values in axes.items():
+        out += [{**base, key: v} for v in values[1:]]
+    return out
 
 
 def window_pair_count(length: int, window: int) -> int:
-    """(centre, context) pairs of one walk, both directions, as eges.model.window_pairs forms."""
+    """(centre, context) pairs of one walk, both directions, as eges.model.pair_mask selects."""
     return 2 * sum(max(0, length - d) for d in range(1, window + 1))
 
 
@@ -80,30 +101,54 @@ def run_gensim(walks: str, dim: int, window: int, negatives: int, workers: int) 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--walks", required=True)
-    p.add_argument("--steps", type=int, default=150)
-    p.add_argument("--procs", type=int, nargs="+", default=[1, 2])
-    p.add_argument("--optimizers", nargs="+", default=["adam", "sparse_adam"])
+    p.add_argument("--steps", type=int, default=150,
+                   help="steps at batch 256; other batch sizes run as many walks (>= 20 steps)")
+    p.add_argument("--procs", type=int, nargs="+", default=[1])
+    p.add_argument("--optimizers", nargs="+", default=["adam"])
+    p.add_argument("--modes", nargs="+", default=["eges"], choices=["eges", "ges", "bge"])
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[256])
+    p.add_argument("--repeat", type=int, default=1, help="interleaved rounds; medians reported")
     p.add_argument("--set", action="append", default=[])
     p.add_argument("--gensim", action="store_true",
-                   help="also time gensim Word2Vec skip-gram on the same walks (one epoch)")
+                   help="also time gensim Word2Vec skip-gram on the same walks (one epoch), "
+                        "once per round")
     args = p.parse_args()
-    print(f"{date.today()} · {platform.node()} · {os.cpu_count()} cores · {platform.processor()} · "
-          f"walks {args.walks} · {args.steps} steps · {' '.join(args.set) or 'defaults'}\n")
-    print("| processes | optimizer | pairs/s (all ranks) | peak RSS per process (MB) | wall (s) |")
-    print("| --- | --- | --- | --- | --- |")
-    for procs in args.procs:
-        for opt in args.optimizers:
-            r = run_one(args.walks, procs, opt, args.steps, args.set)
-            print(f"| {r['procs']} | {r['optimizer']} | {r['pairs_per_s']:,.0f} | "
-                  f"{r['peak_rss_mb']:,.0f} | {r['wall_s']:.1f} |", flush=True)
+    configs = configurations(args)
+    t = None
     if args.gensim:
         from eges.config import load_config
 
         t = load_config(REPO / "conf" / "ml-latest-small.yaml", args.set).train
-        workers = os.cpu_count() or 1
-        g = run_gensim(args.walks, t.embedding_dim, t.window, t.num_negatives, workers)
-        print(f"| gensim Word2Vec sg, {workers} workers | (no side info) | "
-              f"{g['pairs_per_s']:,.0f} | | {g['seconds']:.1f} (train only) |")
+    workers = os.cpu_count() or 1
+    results: list[list[dict]] = [[] for _ in configs]
+    gensim: list[float] = []
+    for _ in range(args.repeat):
+        for cfg, res in zip(configs, results):
+            steps = max(20, args.steps * 256 // cfg["batch"])
+            res.append(run_one(args.walks, cfg, steps, args.set))
+        if t is not None:
+            gensim.append(run_gensim(args.walks, t.embedding_dim, t.window, t.num_negatives,
+                                     workers)["pairs_per_s"])
+    print(f"{date.today()} · {platform.node()} · {os.cpu_count()} cores · {platform.processor()} · "
+          f"walks {args.walks} · {args.steps} steps at batch 256 · {args.repeat} round(s) · "
+          f"{' '.join(args.set) or 'defaults'}\n")
+    print("| model | processes | optimizer | batch (walks) | pairs/s (all ranks, median) "
+          "| ÷ gensim (median; min–max over rounds) | peak RSS per process (MB) | wall (s) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for cfg, res in zip(configs, results):
+        rate = statistics.median(r["pairs_per_s"] for r in res)
+        ratio = ""
+        if gensim:
+            per_round = [r["pairs_per_s"] / g for r, g in zip(res, gensim)]
+            ratio = (f"{rate / statistics.median(gensim):.2f} "
+                     f"({min(per_round):.2f}–{max(per_round):.2f})")
+        print(f"| {cfg['mode'].upper()} | {cfg['procs']} | {cfg['optimizer']} | {cfg['batch']} | "
+              f"{rate:,.0f} | {ratio} | {max(r['peak_rss_mb'] for r in res):,.0f} | "
+              f"{statistics.median(r['wall_s'] for r in res):.1f} |")
+    if gensim:
+        print(f"| gensim Word2Vec sg, {workers} workers (no side info) | | | | "
+              f"{statistics.median(gensim):,.0f} | 1 ({min(gensim):,.0f}–{max(gensim):,.0f}) "
+              "| | train only |")
 
 
 if __name__ == "__main__":

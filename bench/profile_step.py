@@ -18,6 +18,7 @@ from eges.data.dataset import WalkDataset  # noqa: E402
 from eges.data.items import load_items  # noqa: E402
 from eges.data.sampling import AliasSampler, walk_frequencies  # noqa: E402
 from eges.model import EGES  # noqa: E402
+from eges.module import make_optimizer  # noqa: E402
 
 
 def main() -> None:
@@ -35,8 +36,7 @@ def main() -> None:
     sparse = args.optimizer == "sparse_adam"
     model = EGES(items.num_items, items.vocab_sizes, items.offsets, items.values, args.dim,
                  "eges", sparse=sparse)
-    opt = (torch.optim.SparseAdam(list(model.parameters()), lr=0.01) if sparse
-           else torch.optim.Adam(model.parameters(), lr=0.01))
+    opt = make_optimizer(model.parameters(), args.optimizer, 0.01)
     batches = iter(ds)
     times = dict.fromkeys(["data", "forward", "backward", "optimizer"], 0.0)
     pairs = 0

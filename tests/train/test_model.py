@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from eges.data.sampling import AliasSampler
-from eges.model import EGES, gather_bags, window_pairs
+from eges.model import EGES, gather_bags, pair_mask
 
 # 6 items, 2 fields: field 0 single-valued (3 values), field 1 multi-valued (4 values)
 FIELD0 = [[], [1], [2], [1], [3], [], [2]]  # per item_idx 0..6 (0 = padding)
@@ -96,12 +96,33 @@ def brute_pairs(walks, window):
     return sorted(out)
 
 
-def test_window_pairs_are_every_pair_within_the_window():
+def test_pair_mask_is_every_pair_within_the_window():
     walks = torch.tensor([[1, 2, 3, 4, 5, 6, 7], [3, 4, 5, 0, 0, 0, 0], [6, 6, 0, 0, 0, 0, 0]])
     for window in (1, 2, 5, 10):
-        c, x = window_pairs(walks, window)
-        flat = walks.reshape(-1)
-        assert sorted(zip(flat[c].tolist(), flat[x].tolist())) == brute_pairs(walks.tolist(), window)
+        b, i, j = torch.nonzero(pair_mask(walks, window), as_tuple=True)
+        got = sorted(zip(walks[b, i].tolist(), walks[b, j].tolist()))
+        assert got == brute_pairs(walks.tolist(), window)
+
+
+@pytest.mark.parametrize("mode", ["eges", "ges", "bge"])
+def test_walk_loss_is_the_mean_over_pairs_of_skip_gram_with_shared_negatives(mode):
+    model = make(mode)
+    with torch.no_grad():  # Z starts at zero; A at zero: make both non-trivial
+        model.context.weight.normal_()
+        if model.attention is not None:
+            model.attention.weight.normal_()
+    walks = torch.tensor([[1, 3, 4, 6, 2], [6, 4, 0, 0, 0], [5, 0, 0, 0, 0]])
+    negs = torch.randint(1, 7, (walks.numel(), 3), generator=torch.Generator().manual_seed(1))
+    loss, pairs = model.walk_loss(walks, 2, lambda shape: negs.reshape(shape), 3)
+    # reference: a loop over pairs; position p's negatives are negs[p] for each of its pairs
+    flat, length, terms = walks.reshape(-1), walks.shape[1], []
+    h, z = model(flat), model.context.weight
+    for p, q in itertools.permutations(range(walks.numel()), 2):
+        if p // length == q // length and abs(p - q) <= 2 and flat[p] > 0 and flat[q] > 0:
+            neg = torch.nn.functional.logsigmoid(-(z[negs[p]] @ h[p])).sum()
+            terms.append(torch.nn.functional.logsigmoid(h[p] @ z[flat[q]]) + neg)
+    assert pairs == len(terms) == 2 * (4 + 3) + 2
+    torch.testing.assert_close(loss, -torch.stack(terms).mean())
 
 
 @pytest.mark.parametrize("optimizer, sparse", [("adam", False), ("sparse_adam", True)])
