@@ -23,45 +23,28 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from datetime import date
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from common import REPO, measured, train_cmd
 
 
 def run_one(walks: str, cfg: dict, steps: int, extra: list[str]) -> dict:
     out = Path(tempfile.mkdtemp(prefix="eges-bench-")) / "run"
     procs = cfg["procs"]
-    launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                 f"--nproc-per-node={procs}"] if procs > 1 else [sys.executable])
     sets = [f"train.optimizer={cfg['optimizer']}", f"train.mode={cfg['mode']}",
             f"train.batch_size={cfg['batch']}", f"train.shuffle_buffer={max(8192, cfg['batch'])}",
             f"train.max_steps={steps}", f"train.log_every_n_steps={max(1, steps // 10)}",
             f"train.checkpoint_every_n_steps={10 * steps}", *extra]
-    cmd = [*launcher, str(REPO / "eges" / "train.py"), "--config",
-           str(REPO / "conf" / "ml-latest-small.yaml"), "--data", walks, "--output", str(out)]
-    for s in sets:
-        cmd += ["--set", s]
-    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // procs))}
-    # a fresh interpreter per configuration, so RUSAGE_CHILDREN is this configuration's alone
-    probe = ("import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:]).returncode; "
-             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); "
-             "sys.exit(rc)")
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", probe, *cmd], capture_output=True, text=True,
-                          env=env)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stderr[-3000:]}")
-    peak_kb = int(proc.stderr.strip().splitlines()[-1])
+    r = measured(train_cmd(Path(walks), out, sets, procs),
+                 {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // procs))})
     with (out / "logs" / "metrics.csv").open() as fh:
         rates = [float(r["pairs_per_s"]) for r in csv.DictReader(fh) if r.get("pairs_per_s")]
     shutil.rmtree(out.parent, ignore_errors=True)
-    return {"pairs_per_s": rates[-1] * procs, "peak_rss_mb": peak_kb / 1024, "wall_s": wall}
+    return {"pairs_per_s": rates[-1] * procs, "peak_rss_mb": r["peak_rss_mb"],
+            "wall_s": r["wall_s"]}
 
 
 def configurations(args: argparse.Namespace) -> list[dict]:

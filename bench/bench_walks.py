@@ -13,39 +13,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
-import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from eges.synth import SynthSpec, generate  # noqa: E402
+from common import REPO, synth_data, walk_job
 
 
-def run(data: Path, out: Path, master: str, walks_per_node: int, driver_memory: str) -> dict:
-    cmd = [str(Path(sys.executable).parent / "spark-submit"), "--driver-memory", driver_memory,
-           str(REPO / "jobs" / "walks.py"), "--config", str(REPO / "conf" / "ml-latest-small.yaml"),
-           "--set", f"data.path={data}", "--set", f"output.path={out}",
-           "--set", "output.overwrite=true", "--set", f"spark.master={master}",
-           "--set", f"walks.walks_per_node={walks_per_node}"]
-    rss_file = out.parent / "peak-rss-kb"
-    # spark-submit execs the driver JVM: GNU time's %M is that JVM's peak RSS (local mode: the
-    # executors are threads of it); Python workers are not included
-    timed = ["/usr/bin/time", "-f", "%M", "-o", str(rss_file)] if Path("/usr/bin/time").exists() \
-        else []
-    start = time.perf_counter()
-    proc = subprocess.run([*timed, *cmd], capture_output=True, text=True,
-                          env={**os.environ, "PYSPARK_PYTHON": sys.executable})
-    wall = time.perf_counter() - start
-    if proc.returncode:
-        raise SystemExit(proc.stderr[-3000:])
-    peak_mb = int(rss_file.read_text().split()[-1]) / 1024 if timed else float("nan")
-    m = json.loads((out / "manifest.json").read_text())
-    return {"master": m["spark_master"], "walks_per_node": walks_per_node, "wall": wall,
-            "peak_mb": peak_mb, "timings": m["timings_s"], "counts": m["counts"]}
+def run(data, out, master: str, walks_per_node: int, driver_memory: str) -> dict:
+    r = walk_job(out, [f"data.path={data}", f"spark.master={master}",
+                       f"walks.walks_per_node={walks_per_node}"], driver_memory)
+    m = r["manifest"]
+    return {"master": m["spark_master"], "walks_per_node": walks_per_node, "wall": r["wall_s"],
+            "peak_mb": r["peak_rss_mb"], "timings": m["timings_s"], "counts": m["counts"]}
 
 
 def main() -> int:
@@ -57,13 +35,7 @@ def main() -> int:
     p.add_argument("--walks-per-node", nargs="+", type=int, default=[10, 20])
     p.add_argument("--driver-memory", default="8g")
     args = p.parse_args()
-    data = REPO / "out" / "bench" / f"synth-{args.items}-{args.events}"
-    if not (data / "ratings.csv").exists():
-        t = time.perf_counter()
-        c = generate(data, SynthSpec(items=args.items, users=args.users or args.items // 2,
-                                     events=args.events, communities=max(10, args.items // 200)))
-        print(f"generated {c['events']:,} events on {c['items']:,} items in "
-              f"{time.perf_counter() - t:.0f} s", file=sys.stderr)
+    data = synth_data(args.items, args.events, args.users)
     rows = []
     for master in args.masters:
         for wpn in args.walks_per_node:
