@@ -1,12 +1,13 @@
 """Trainer throughput on a walk output: pairs/s and peak RSS, each against gensim in the same run.
 
     python bench/bench_train.py --walks out/ml-latest-small/walks --steps 150 --repeat 3 \
-        --modes eges ges bge --procs 1 2 --batch-sizes 64 256 1024 4096 --gensim
+        --modes eges ges bge --procs 1 2 --batch-sizes 256 64 1024 4096 \
+        --negatives-per position walk --gensim
 
 Configurations are one factor at a time around a base (the first value of each list: 1
-process, adam, eges, batch 256): every other value of one list is the base with that one
-setting changed. Each configuration runs the real entry point (``torchrun eges/train.py``, or
-plain python for one process) into a fresh run directory. Throughput is the rate logged by rank
+process, adam, eges, batch 256, negatives per position): every other value of one list is the
+base with that one setting changed. Each configuration runs the real entry point (``torchrun
+eges/train.py``, or plain python for one process) into a fresh run directory. Throughput is the rate logged by rank
 0 at its last logged step (``pairs_per_s``, pairs since the epoch started over the time since
 then) times the number of processes (every rank trains on the same number of walks); peak RSS
 is the largest resident set of any one process of the configuration (``RUSAGE_CHILDREN`` of a
@@ -35,7 +36,8 @@ def run_one(walks: str, cfg: dict, steps: int, extra: list[str]) -> dict:
     out = Path(tempfile.mkdtemp(prefix="eges-bench-")) / "run"
     procs = cfg["procs"]
     sets = [f"train.optimizer={cfg['optimizer']}", f"train.mode={cfg['mode']}",
-            f"train.batch_size={cfg['batch']}", f"train.shuffle_buffer={max(8192, cfg['batch'])}",
+            f"train.batch_size={cfg['batch']}", f"train.negatives_per={cfg['negatives']}",
+            f"train.shuffle_buffer={max(8192, cfg['batch'])}",
             f"train.max_steps={steps}", f"train.log_every_n_steps={max(1, steps // 10)}",
             f"train.checkpoint_every_n_steps={10 * steps}", *extra]
     r = measured(train_cmd(Path(walks), out, sets, procs),
@@ -50,7 +52,7 @@ def run_one(walks: str, cfg: dict, steps: int, extra: list[str]) -> dict:
 def configurations(args: argparse.Namespace) -> list[dict]:
     """The base configuration, then one factor changed at a time."""
     axes = {"procs": args.procs, "optimizer": args.optimizers, "mode": args.modes,
-            "batch": args.batch_sizes}
+            "batch": args.batch_sizes, "negatives": args.negatives_per}
     base = {k: v[0] for k, v in axes.items()}
     out = [base]
     for key, values in axes.items():
@@ -90,6 +92,7 @@ def main() -> None:
     p.add_argument("--optimizers", nargs="+", default=["adam"])
     p.add_argument("--modes", nargs="+", default=["eges"], choices=["eges", "ges", "bge"])
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[256])
+    p.add_argument("--negatives-per", nargs="+", default=["position"], choices=["position", "walk"])
     p.add_argument("--repeat", type=int, default=1, help="interleaved rounds; medians reported")
     p.add_argument("--set", action="append", default=[])
     p.add_argument("--gensim", action="store_true",
@@ -115,9 +118,10 @@ def main() -> None:
     print(f"{date.today()} · {platform.node()} · {os.cpu_count()} cores · {platform.processor()} · "
           f"walks {args.walks} · {args.steps} steps at batch 256 · {args.repeat} round(s) · "
           f"{' '.join(args.set) or 'defaults'}\n")
-    print("| model | processes | optimizer | batch (walks) | pairs/s (all ranks, median) "
+    print("| model | processes | optimizer | batch (walks) | negatives per "
+          "| pairs/s (all ranks, median) "
           "| ÷ gensim (median; min–max over rounds) | peak RSS per process (MB) | wall (s) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for cfg, res in zip(configs, results):
         rate = statistics.median(r["pairs_per_s"] for r in res)
         ratio = ""
@@ -126,10 +130,11 @@ def main() -> None:
             ratio = (f"{rate / statistics.median(gensim):.2f} "
                      f"({min(per_round):.2f}–{max(per_round):.2f})")
         print(f"| {cfg['mode'].upper()} | {cfg['procs']} | {cfg['optimizer']} | {cfg['batch']} | "
+              f"{cfg['negatives']} | "
               f"{rate:,.0f} | {ratio} | {max(r['peak_rss_mb'] for r in res):,.0f} | "
               f"{statistics.median(r['wall_s'] for r in res):.1f} |")
     if gensim:
-        print(f"| gensim Word2Vec sg, {workers} workers (no side info) | | | | "
+        print(f"| gensim Word2Vec sg, {workers} workers (no side info) | | | | | "
               f"{statistics.median(gensim):,.0f} | 1 ({min(gensim):,.0f}–{max(gensim):,.0f}) "
               "| | train only |")
 

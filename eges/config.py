@@ -178,6 +178,9 @@ class TrainConfig:
     embedding_dim: int = 128  # paper: 160
     window: int = 5
     num_negatives: int = 5
+    # position: K draws per walk position, shared by its pairs; walk: K draws per walk, shared
+    # by all its positions: faster, measurably worse embeddings (EGES.walk_loss, bench/results.md)
+    negatives_per: Literal["position", "walk"] = "position"
     ns_exponent: float = 0.75
     batch_size: int = 256  # walks per batch; every window pair of those walks is used
     epochs: int = 1

@@ -213,7 +213,8 @@ class EGES(nn.Module):
         return (side * present.unsqueeze(-1)).sum(1) / count  # (N, D)
 
     def walk_loss(self, walks: torch.Tensor, window: int,
-                  negatives: Callable[[tuple[int, int]], torch.Tensor], num_negatives: int
+                  negatives: Callable[[tuple[int, int]], torch.Tensor], num_negatives: int,
+                  negatives_per: Literal["position", "walk"] = "position"
                   ) -> tuple[torch.Tensor, int]:
         """Skip-gram negative-sampling loss of every window pair of a batch of walks.
 
@@ -223,32 +224,42 @@ class EGES(nn.Module):
 
         H and Z are computed once per walk position. The positive scores of a walk are the band
         |i − j| ∈ [1, window] of the (L, L) matrix H Zᵀ, one batched matrix product for the
-        whole batch: no (pairs, D) gather and no scatter in the backward pass (measured 1.4–2×
-        faster than gathering pairs at L = 10–80; the product costs O(L²·D) per walk, so
-        for walks much longer than ~100 a banded form would pay). The K negatives are drawn
-        once per position and shared by that position's (at most 2·window) pairs: each pair
-        still sees K independent unigram^0.75 draws, so the expected gradient is that of
-        per-pair sampling, with 2·window times fewer context-row gathers.
+        whole batch: no (pairs, D) gather and no scatter in the backward pass (a training step
+        1.6–2.4× faster than gathering the pairs, measured at L = 10 and 40 on 2026-11-28; the
+        product costs O(L²·D) per walk, about even with per-distance slices at L = 160, so for
+        much longer walks a banded form would pay).
+
+        Negatives, ``negatives_per="position"`` (default): K draws per position, shared by that
+        position's (at most 2·window) pairs: each pair still sees K independent unigram^0.75
+        draws, so the expected gradient is that of per-pair sampling, with 2·window times fewer
+        context-row gathers. ``"walk"``: K draws per walk, shared by all its positions and
+        scored with one batched product: still K unbiased draws per pair, but correlated along
+        the walk; faster, and measurably worse on ml-100k (bench/results.md).
 
         Args:
             walks: (B, L) item indices, 0 = padding.
             window: maximum distance between centre and context.
             negatives: draws a tensor of negative item indices of a given shape.
             num_negatives: K.
+            negatives_per: ``position`` or ``walk`` (above).
 
         Returns:
             (loss, number of pairs P).
         """
         b, length = walks.shape
         flat = walks.reshape(-1)  # (N,) N = B*L
-        neg_ids = negatives((flat.numel(), num_negatives))  # (N, K)
         h = self(flat)  # (N, D)
-        z_walk, z_neg = self.context(flat), self.context(neg_ids)  # (N, D), (N, K, D)
-        scores = torch.bmm(h.view(b, length, -1), z_walk.view(b, length, -1).transpose(1, 2))
+        hw = h.view(b, length, -1)  # (B, L, D)
+        scores = torch.bmm(hw, self.context(walks).transpose(1, 2))  # (B, L, L)
         mask = pair_mask(walks, window)  # (B, L, L): scores[b, i, j] = H_{w_bi}ᵀ Z_{w_bj}
         pairs = int(mask.sum())
         per_position = mask.sum(2).reshape(-1).to(h.dtype)  # (N,) pairs centred there
-        neg = (z_neg * h.unsqueeze(1)).sum(-1)  # (N, K)
+        if negatives_per == "walk":  # one set of K for all positions of a walk
+            z_neg = self.context(negatives((b, num_negatives)))  # (B, K, D)
+            neg = torch.bmm(hw, z_neg.transpose(1, 2)).reshape(flat.numel(), -1)  # (N, K)
+        else:
+            z_neg = self.context(negatives((flat.numel(), num_negatives)))  # (N, K, D)
+            neg = (z_neg * h.unsqueeze(1)).sum(-1)  # (N, K)
         neg_loss = (F.logsigmoid(-neg).sum(-1) * per_position).sum()
         return -(F.logsigmoid(scores[mask]).sum() + neg_loss) / max(pairs, 1), pairs
 

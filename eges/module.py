@@ -87,7 +87,7 @@ class EGESModule(pl.LightningModule):
 
     def training_step(self, walks: torch.Tensor, batch_idx: int) -> torch.Tensor:
         loss, pairs = self.model.walk_loss(walks, self.cfg.window, self.sampler,
-                                           self.cfg.num_negatives)
+                                           self.cfg.num_negatives, self.cfg.negatives_per)
         self.pairs_seen += pairs
         self.log("loss", loss, prog_bar=True, batch_size=walks.shape[0])
         if self._t0 is not None:

@@ -104,22 +104,31 @@ def test_pair_mask_is_every_pair_within_the_window():
         assert got == brute_pairs(walks.tolist(), window)
 
 
-@pytest.mark.parametrize("mode", ["eges", "ges", "bge"])
-def test_walk_loss_is_the_mean_over_pairs_of_skip_gram_with_shared_negatives(mode):
+@pytest.mark.parametrize("mode, per", [("eges", "position"), ("ges", "position"),
+                                       ("bge", "position"), ("eges", "walk"), ("bge", "walk")])
+def test_walk_loss_is_the_mean_over_pairs_of_skip_gram_with_shared_negatives(mode, per):
     model = make(mode)
     with torch.no_grad():  # Z starts at zero; A at zero: make both non-trivial
         model.context.weight.normal_()
         if model.attention is not None:
             model.attention.weight.normal_()
     walks = torch.tensor([[1, 3, 4, 6, 2], [6, 4, 0, 0, 0], [5, 0, 0, 0, 0]])
-    negs = torch.randint(1, 7, (walks.numel(), 3), generator=torch.Generator().manual_seed(1))
-    loss, pairs = model.walk_loss(walks, 2, lambda shape: negs.reshape(shape), 3)
-    # reference: a loop over pairs; position p's negatives are negs[p] for each of its pairs
+    rows = walks.numel() if per == "position" else walks.shape[0]
+    negs = torch.randint(1, 7, (rows, 3), generator=torch.Generator().manual_seed(1))
+
+    def draw(shape):
+        assert shape == negs.shape
+        return negs
+
+    loss, pairs = model.walk_loss(walks, 2, draw, 3, per)
+    # reference: a loop over pairs; position p's negatives are negs[p] (per position) or
+    # negs[its walk] (per walk) for each of its pairs
     flat, length, terms = walks.reshape(-1), walks.shape[1], []
     h, z = model(flat), model.context.weight
     for p, q in itertools.permutations(range(walks.numel()), 2):
         if p // length == q // length and abs(p - q) <= 2 and flat[p] > 0 and flat[q] > 0:
-            neg = torch.nn.functional.logsigmoid(-(z[negs[p]] @ h[p])).sum()
+            row = p if per == "position" else p // length
+            neg = torch.nn.functional.logsigmoid(-(z[negs[row]] @ h[p])).sum()
             terms.append(torch.nn.functional.logsigmoid(h[p] @ z[flat[q]]) + neg)
     assert pairs == len(terms) == 2 * (4 + 3) + 2
     torch.testing.assert_close(loss, -torch.stack(terms).mean())
