@@ -3,8 +3,8 @@
 Gradient synchronisation under DDP (DESIGN §4) — every parameter is an embedding table:
 
 * ``optimizer: adam`` (default): dense gradients; DDP all-reduces the whole tables every step.
-  Works on gloo and NCCL. Measured fastest on ml-latest-small (9.7k items, 2026-11-27), on 1 and 2 CPU
-  processes (bench/results.md): the tables are small, and dense Adam's fused update beats
+  Works on gloo and NCCL. Measured fastest on ml-latest-small (9.7k items, 2026-11-27), on 1
+  and 2 CPU processes (bench/results.md): the tables are small, and dense Adam's update beats
   coalescing sparse gradients.
 * ``optimizer: sparse_adam``: sparse gradients (only the rows a batch touched), all-reduced by
   gloo; NCCL cannot reduce sparse tensors, so with several GPUs the trainer falls back to dense
