@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import platform
 import shutil
@@ -38,21 +39,25 @@ def run_one(walks: str, cfg: dict, steps: int, extra: list[str]) -> dict:
     sets = [f"train.optimizer={cfg['optimizer']}", f"train.mode={cfg['mode']}",
             f"train.batch_size={cfg['batch']}", f"train.negatives_per={cfg['negatives']}",
             f"train.shuffle_buffer={max(8192, cfg['batch'])}",
+            f"train.embedding_dim={cfg['dim']}", f"train.num_negatives={cfg['negatives_k']}",
             f"train.max_steps={steps}", f"train.log_every_n_steps={max(1, steps // 10)}",
             f"train.checkpoint_every_n_steps={10 * steps}", *extra]
     r = measured(train_cmd(Path(walks), out, sets, procs),
                  {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // procs))})
     with (out / "logs" / "metrics.csv").open() as fh:
         rates = [float(r["pairs_per_s"]) for r in csv.DictReader(fh) if r.get("pairs_per_s")]
+    training = json.loads((out / "export" / "manifest.json").read_text())["training"]
     shutil.rmtree(out.parent, ignore_errors=True)
     return {"pairs_per_s": rates[-1] * procs, "peak_rss_mb": r["peak_rss_mb"],
+            "gpu_peak_mb": training.get("gpu_peak_mb"),
             "wall_s": r["wall_s"]}
 
 
 def configurations(args: argparse.Namespace) -> list[dict]:
     """The base configuration, then one factor changed at a time."""
     axes = {"procs": args.procs, "optimizer": args.optimizers, "mode": args.modes,
-            "batch": args.batch_sizes, "negatives": args.negatives_per}
+            "batch": args.batch_sizes, "negatives": args.negatives_per, "dim": args.dims,
+            "negatives_k": args.num_negatives}
     base = {k: v[0] for k, v in axes.items()}
     out = [base]
     for key, values in axes.items():
@@ -92,6 +97,8 @@ def main() -> None:
     p.add_argument("--optimizers", nargs="+", default=["adam"])
     p.add_argument("--modes", nargs="+", default=["eges"], choices=["eges", "ges", "bge"])
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[256])
+    p.add_argument("--dims", type=int, nargs="+", default=[128], help="train.embedding_dim")
+    p.add_argument("--num-negatives", type=int, nargs="+", default=[5], help="train.num_negatives")
     p.add_argument("--negatives-per", nargs="+", default=["position"], choices=["position", "walk"])
     p.add_argument("--repeat", type=int, default=1, help="interleaved rounds; medians reported")
     p.add_argument("--set", action="append", default=[])
@@ -100,43 +107,48 @@ def main() -> None:
                         "once per round")
     args = p.parse_args()
     configs = configurations(args)
-    t = None
+    window = None
     if args.gensim:
         from eges.config import load_config
 
-        t = load_config(REPO / "conf" / "ml-latest-small.yaml", args.set).train
+        window = load_config(REPO / "conf" / "ml-latest-small.yaml", args.set).train.window
     workers = os.cpu_count() or 1
     results: list[list[dict]] = [[] for _ in configs]
-    gensim: list[float] = []
+    # gensim once per round for each (dimension, negatives) the configurations use
+    gensim: dict[tuple[int, int], list[float]] = {
+        (c["dim"], c["negatives_k"]): [] for c in configs} if args.gensim else {}
     for _ in range(args.repeat):
         for cfg, res in zip(configs, results):
             steps = max(20, args.steps * 256 // cfg["batch"])
             res.append(run_one(args.walks, cfg, steps, args.set))
-        if t is not None:
-            gensim.append(run_gensim(args.walks, t.embedding_dim, t.window, t.num_negatives,
-                                     workers)["pairs_per_s"])
+        for (dim, k), rates in gensim.items():
+            rates.append(run_gensim(args.walks, dim, window, k, workers)["pairs_per_s"])
     print(f"{date.today()} · {platform.node()} · {os.cpu_count()} cores · {platform.processor()} · "
           f"walks {args.walks} · {args.steps} steps at batch 256 · {args.repeat} round(s) · "
           f"{' '.join(args.set) or 'defaults'}\n")
-    print("| model | processes | optimizer | batch (walks) | negatives per "
-          "| pairs/s (all ranks, median) "
-          "| ÷ gensim (median; min–max over rounds) | peak RSS per process (MB) | wall (s) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    gpu = any(r["gpu_peak_mb"] is not None for res in results for r in res)
+    print("| model | processes | optimizer | batch (walks) | negatives per | d | K "
+          "| pairs/s (all ranks, median) | ÷ gensim (median; min–max over rounds) "
+          "| peak RSS per process (MB) |" + (" GPU peak allocated (MB) |" if gpu else "")
+          + " wall (s) |")
+    print("|" + " --- |" * (12 if gpu else 11))
     for cfg, res in zip(configs, results):
         rate = statistics.median(r["pairs_per_s"] for r in res)
         ratio = ""
-        if gensim:
-            per_round = [r["pairs_per_s"] / g for r, g in zip(res, gensim)]
-            ratio = (f"{rate / statistics.median(gensim):.2f} "
+        g = gensim.get((cfg["dim"], cfg["negatives_k"]))
+        if g:
+            per_round = [r["pairs_per_s"] / x for r, x in zip(res, g)]
+            ratio = (f"{rate / statistics.median(g):.2f} "
                      f"({min(per_round):.2f}–{max(per_round):.2f})")
+        gpu_cell = (f" {max(r['gpu_peak_mb'] or 0 for r in res):,.0f} |" if gpu else "")
         print(f"| {cfg['mode'].upper()} | {cfg['procs']} | {cfg['optimizer']} | {cfg['batch']} | "
-              f"{cfg['negatives']} | "
-              f"{rate:,.0f} | {ratio} | {max(r['peak_rss_mb'] for r in res):,.0f} | "
+              f"{cfg['negatives']} | {cfg['dim']} | {cfg['negatives_k']} | {rate:,.0f} | {ratio} | "
+              f"{max(r['peak_rss_mb'] for r in res):,.0f} |{gpu_cell} "
               f"{statistics.median(r['wall_s'] for r in res):.1f} |")
-    if gensim:
-        print(f"| gensim Word2Vec sg, {workers} workers (no side info) | | | | | "
-              f"{statistics.median(gensim):,.0f} | 1 ({min(gensim):,.0f}–{max(gensim):,.0f}) "
-              "| | train only |")
+    for (dim, k), g in gensim.items():
+        print(f"| gensim Word2Vec sg, {workers} workers (no side info) | | | | | {dim} | {k} | "
+              f"{statistics.median(g):,.0f} | 1 ({min(g):,.0f}–{max(g):,.0f}) | |"
+              + (" |" if gpu else "") + " train only |")
 
 
 if __name__ == "__main__":

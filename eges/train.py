@@ -182,6 +182,8 @@ def train(cfg: Config, resume: bool = False) -> dict:
         "train_seconds": round(seconds, 3),
         "processes": world,
         "device": "gpu" if gpu else "cpu",
+        # this rank's peak of allocated GPU memory (tensors; the CUDA context is extra)
+        "gpu_peak_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if gpu else None,
         "optimizer": optimizer,
         "resumed_from": ckpt.name if ckpt else None,
     }
