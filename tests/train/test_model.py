@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from eges.data.sampling import AliasSampler
-from eges.model import EGES, gather_bags, pair_mask
+from eges.model import EGES, gather_bags, pair_mask, rows
 
 # 6 items, 2 fields: field 0 single-valued (3 values), field 1 multi-valued (4 values)
 FIELD0 = [[], [1], [2], [1], [3], [], [2]]  # per item_idx 0..6 (0 = padding)
@@ -193,3 +193,19 @@ def test_cold_start_ignores_values_no_trained_item_carries():
         assert got[1].abs().sum() == 0
     # the mask is saved with the model (export/load_model keep it)
     assert "side_trained_0" in model.state_dict()
+
+
+def test_rows_matches_embedding_values_and_gradients_padding_included():
+    torch.manual_seed(0)
+    table = torch.nn.Embedding(7, 4, padding_idx=0)
+    ids = torch.tensor([[1, 3, 3, 0], [6, 0, 1, 1]])
+    grad = torch.randn(2, 4, 4)
+    expected = table(ids)
+    expected.backward(grad)
+    want = table.weight.grad.clone()
+    table.weight.grad = None
+    got = rows(table, ids)
+    got.backward(grad)
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(table.weight.grad, want)
+    assert torch.count_nonzero(table.weight.grad[0]) == 0
