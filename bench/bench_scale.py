@@ -21,16 +21,10 @@ import os
 import platform
 import sys
 from datetime import date
-from pathlib import Path
 
-from common import REPO, measured, synth_data, train_cmd, walk_job
+from common import REPO, measured, synth_data, train_cmd, trained, walk_job
 
 OUT = REPO / "out" / "bench"
-
-
-def trained(run: Path) -> dict:
-    """The training statistics the export manifest records."""
-    return json.loads((run / "export" / "manifest.json").read_text())["training"]
 
 
 def memory(args: argparse.Namespace) -> None:
@@ -47,7 +41,7 @@ def memory(args: argparse.Namespace) -> None:
                      "steps": w["manifest"]["counts"]["walk_steps"],
                      "bytes": sum(p.stat().st_size for p in (walks / "walks").rglob("*.parquet")),
                      "pairs": s["pairs_per_rank"], "fit_s": s["train_seconds"], **t})
-        print(json.dumps({k: v for k, v in rows[-1].items() if k != "stdout"}), file=sys.stderr)
+        print(json.dumps(rows[-1]), file=sys.stderr)
     base = rows[0]["peak_rss_mb"]
     print(f"{date.today()} · {platform.node()} · {os.cpu_count()} cores · data {args.data} · "
           f"walks_per_node {args.walks_per_node} × factor · {' '.join(args.set) or 'defaults'}\n")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import platform
 import shutil
@@ -30,7 +29,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from common import REPO, measured, train_cmd
+from common import REPO, measured, train_cmd, trained
 
 
 def run_one(walks: str, cfg: dict, steps: int, extra: list[str]) -> dict:
@@ -46,7 +45,7 @@ def run_one(walks: str, cfg: dict, steps: int, extra: list[str]) -> dict:
                  {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // procs))})
     with (out / "logs" / "metrics.csv").open() as fh:
         rates = [float(r["pairs_per_s"]) for r in csv.DictReader(fh) if r.get("pairs_per_s")]
-    training = json.loads((out / "export" / "manifest.json").read_text())["training"]
+    training = trained(out)
     shutil.rmtree(out.parent, ignore_errors=True)
     return {"pairs_per_s": rates[-1] * procs, "peak_rss_mb": r["peak_rss_mb"],
             "gpu_peak_mb": training.get("gpu_peak_mb"),

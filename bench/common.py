@@ -22,7 +22,7 @@ _PROBE = ("import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:]).r
 
 
 def measured(cmd: list[str], env: dict | None = None) -> dict:
-    """Run ``cmd``; returns stdout, wall seconds and peak RSS (MB) of its largest process.
+    """Run ``cmd``; returns wall seconds and peak RSS (MB) of its largest process.
 
     Exits with the command's stderr tail if it fails.
     """
@@ -33,7 +33,12 @@ def measured(cmd: list[str], env: dict | None = None) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stderr[-3000:]}")
     peak_kb = int(proc.stderr.strip().splitlines()[-1])
-    return {"stdout": proc.stdout, "wall_s": wall, "peak_rss_mb": peak_kb / 1024}
+    return {"wall_s": wall, "peak_rss_mb": peak_kb / 1024}
+
+
+def trained(run: Path) -> dict:
+    """The training statistics a run's export manifest records (``eges/train.py``)."""
+    return json.loads((run / "export" / "manifest.json").read_text())["training"]
 
 
 def synth_data(items: int, events: int, users: int | None = None) -> Path:

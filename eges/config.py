@@ -16,7 +16,7 @@ import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import dacite
 import yaml
@@ -357,6 +357,12 @@ def from_dict(data: dict[str, Any]) -> Config:
         # YAML writes 1 for 1.0: accept ints where floats are expected
         cfg = dacite.from_dict(Config, data, config=dacite.Config(strict=True, type_hooks={
             float: lambda v: float(v) if isinstance(v, int) and not isinstance(v, bool) else v}))
+    except dacite.WrongTypeError as exc:
+        if get_origin(exc.field_type) is Literal:  # a choice: name the allowed values
+            choices = ", ".join(map(str, get_args(exc.field_type)))
+            raise ConfigError(f"invalid config: {exc.field_path} is {exc.value!r}; expected one "
+                              f"of {choices}") from None
+        raise ConfigError(f"invalid config: {exc}") from None
     except dacite.DaciteError as exc:
         raise ConfigError(f"invalid config: {exc}") from None
     _validate(cfg)

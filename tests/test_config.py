@@ -41,6 +41,7 @@ def test_roundtrip_through_yaml(tmp_path):
         ("walks.walk_length=ten", "walks.walk_length"),
         ("walks.walk_length=1", "walks.walk_length must be >= 2"),
         ("data.format=xml", "data.format"),
+        ("train.negatives_per=row", "train.negatives_per is 'row'; expected one of position, walk"),
         ("output.num_shards=0", "output.num_shards"),
     ],
 )
