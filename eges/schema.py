@@ -21,15 +21,18 @@ This module imports neither pyspark nor torch.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import re
 import shutil
+import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -140,22 +143,128 @@ def write_manifest(directory: str | Path, manifest: dict[str, Any]) -> Path:
     return directory / MANIFEST
 
 
+# Owner of a temporary (``.tmp-``) or set-aside (``.old-``) sibling, encoded in its name when the
+# directory is created, so that it is known from the first instant:
+#     .<name>.tmp-<random>-<pid>-<host>     .<name>.old-<random>-<pid>-<host>
+# <host> is a digest of the host name and the pid namespace: a pid is only meaningful there.
+_OWNED = re.compile(r"(?P<rand>[0-9a-f]{8})-(?P<pid>[0-9]+)-(?P<host>[0-9a-f]{8})")
+OwnerState = Literal["alive", "dead", "unknown"]
+
+
+def _host_key() -> str:
+    """This host and pid namespace, as 8 hex digits."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = ""
+    return hashlib.blake2s(f"{socket.gethostname()}|{namespace}".encode(),
+                           digest_size=4).hexdigest()
+
+
+def _sibling(final: Path, kind: str) -> Path:
+    """A new hidden sibling ``.<name>.<kind>-...`` of ``final`` owned by this process."""
+    return final.with_name(f".{final.name}.{kind}-{uuid.uuid4().hex[:8]}-{os.getpid()}-"
+                           f"{_host_key()}")
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host exists and is not a zombie (it can still write)."""
+    if pid <= 0:
+        return True  # not a process id: do not claim it is dead
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by another user
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rindex(")") + 2:][:1] != "Z"
+
+
+def owner_state(path: Path, prefix: str) -> OwnerState:
+    """Whether the process that created the sibling ``path`` (name ``prefix`` + owner) lives.
+
+    ``dead`` only when it is provable: the owner ran on this host (same host name and pid
+    namespace) and its pid no longer exists. A directory of another host, or named by an
+    earlier version without an owner, is ``unknown``.
+    """
+    match = _OWNED.fullmatch(path.name[len(prefix):])
+    if match is None or match["host"] != _host_key():
+        return "unknown"
+    return "alive" if _pid_alive(int(match["pid"])) else "dead"
+
+
+def _siblings(final: Path, kind: str) -> tuple[str, list[Path]]:
+    prefix = f".{final.name}.{kind}-"
+    try:
+        found = sorted(p for p in final.parent.iterdir() if p.name.startswith(prefix))
+    except FileNotFoundError:
+        found = []
+    return prefix, found
+
+
+def recover_dir(final: str | Path) -> None:
+    """Clean up what writers of ``final`` that died left beside it; touch nothing of a live one.
+
+    * ``.old-*`` (the previous output, set aside by :func:`publish_dir`) of a dead owner: when
+      ``final`` is missing — the writer died between its two renames — the newest complete one
+      (it has its manifest) is renamed back to ``final``; the others are removed.
+    * ``.tmp-*`` (an unfinished output, :func:`staged_dir`) of a dead owner: removed.
+
+    Siblings whose owner is alive (another run writing the same output) are left alone, and so
+    are those of unknown owner (another host on a shared filesystem, or an earlier version of
+    this code), with a warning naming them: remove them by hand once no run writes them.
+    Safe to call from several processes at once.
+    """
+    final = Path(final)
+    prefix, olds = _siblings(final, "old")
+    states = {p: owner_state(p, prefix) for p in olds}
+    if not final.exists():
+        complete = [p for p in olds if states[p] == "dead" and (p / MANIFEST).is_file()]
+        if complete:
+            newest = max(complete, key=lambda p: (p / MANIFEST).stat().st_mtime)
+            try:
+                newest.rename(final)
+                log.warning("restored %s from %s: the run replacing it died mid-publish",
+                            final, newest.name)
+            except OSError as exc:  # another process restored it first, or final appeared
+                log.info("did not restore %s from %s: %s", final, newest.name, exc)
+    tmp_prefix, tmps = _siblings(final, "tmp")
+    for path, state in [(p, states[p]) for p in olds] + [(p, owner_state(p, tmp_prefix))
+                                                         for p in tmps]:
+        if not path.exists():
+            continue
+        if state == "dead" and path in states and not final.exists():
+            # not restorable (no manifest: its deletion had begun) or the rename failed: the
+            # only copy of the output there is, keep it for whoever looks
+            log.warning("leaving %s: %s is missing and this copy is not complete", path, final)
+        elif state == "dead":
+            log.warning("removing %s, left by an interrupted run (its process is gone)", path)
+            shutil.rmtree(path, ignore_errors=True)
+        elif state == "unknown":
+            log.warning("leaving %s: it was not written by a process of this host that can be "
+                        "checked; remove it by hand if no run is writing it", path)
+        else:
+            log.info("leaving %s: the process writing it is alive", path)
+
+
 @contextmanager
 def staged_dir(final: str | Path, replace: bool) -> Iterator[Path]:
     """Build an output directory in a hidden temporary sibling and publish it on success.
 
     The body writes everything, manifest last, into the yielded directory; on normal exit it is
-    moved into place with :func:`publish_dir`, on an exception it is removed. Temporary
-    directories of earlier runs that were killed are removed first (one writer per output).
+    moved into place with :func:`publish_dir`, on an exception it is removed. The directory is
+    named ``.<name>.tmp-<random>-<pid>-<host>``: first, :func:`recover_dir` removes those of
+    earlier runs whose process is provably gone (killed, lost node of this host) and restores
+    an output that such a run had set aside; those of a live process are left alone.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    # a run killed before publishing (SIGKILL, lost node) leaves its temporary directory: it
-    # never holds a published output, so the next run for the same output removes it
-    for stale in final.parent.glob(f".{final.name}.tmp-*"):
-        log.warning("removing %s, left by an interrupted run", stale)
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+    recover_dir(final)
+    tmp = _sibling(final, "tmp")
     tmp.mkdir()
     try:
         yield tmp
@@ -168,9 +277,12 @@ def staged_dir(final: str | Path, replace: bool) -> Iterator[Path]:
 def publish_dir(tmp: str | Path, final: str | Path, replace: bool) -> None:
     """Move a finished temporary directory (manifest included) to its final name.
 
-    With ``replace``, an existing ``final`` is renamed aside first and deleted only after the new
-    directory is in place; if the move fails, the old one is put back. Readers therefore see the
-    old complete directory, the new complete one, or (for an instant) none — never a mix.
+    With ``replace``, an existing ``final`` is renamed aside first (``.<name>.old-...``, named
+    after this process) and deleted only after the new directory is in place; if the move
+    fails, the old one is put back. Readers therefore see the old complete directory, the new
+    complete one, or (for an instant) none — never a mix. If the process dies between the two
+    renames, the next :func:`recover_dir` of ``final`` puts the old one back; the set-aside
+    copy loses its manifest before it is deleted, so a deletion cut short is never restored.
 
     Raises:
         FileExistsError: ``final`` exists and ``replace`` is false.
@@ -183,7 +295,7 @@ def publish_dir(tmp: str | Path, final: str | Path, replace: bool) -> None:
         if not replace:
             raise FileExistsError(f"{final} appeared while this run was writing it; "
                                   "nothing was replaced")
-        old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+        old = _sibling(final, "old")
         final.rename(old)
     try:
         tmp.rename(final)
@@ -192,6 +304,7 @@ def publish_dir(tmp: str | Path, final: str | Path, replace: bool) -> None:
             old.rename(final)
         raise
     if old is not None:
+        (old / MANIFEST).unlink(missing_ok=True)
         shutil.rmtree(old, ignore_errors=True)
 
 
