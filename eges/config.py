@@ -240,6 +240,11 @@ def parse_override(text: str) -> dict[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {exc}") from None
+    return _nested(key, value)
+
+
+def _nested(key: str, value: Any) -> dict[str, Any]:
+    """``("a.b", v)`` -> ``{"a": {"b": v}}``."""
     node: dict[str, Any] = {}
     cur = node
     parts = key.strip().split(".")
@@ -348,6 +353,39 @@ def _validate(cfg: Config) -> None:
     names = [f.name for f in cfg.data.generic.side_info]
     if len(set(names)) != len(names):
         raise ConfigError(f"data.generic.side_info: duplicate field names {names}")
+    for i, name in enumerate(names):
+        _check_field_name(name, f"data.generic.side_info[{i}].name")
+    for name in cfg.data.recbole.item_fields:
+        _check_field_name(name, f"data.recbole.item_fields key {name!r}")
+    for relation in cfg.data.recbole.kg_relations:
+        _check_field_name(relation.rsplit(".", 1)[-1], f"data.recbole.kg_relations {relation!r}")
+
+
+# the item table's own columns: a side-info field may not take their name
+RESERVED_FIELD_NAMES = {"item_id", "item_idx", "count"}
+
+
+def _check_field_name(name: str, where: str) -> None:
+    """A side-info field name becomes a column and a directory (``vocab/<name>``) of the output:
+    refuse names that are not one plain path part or that clash with the item table's columns.
+
+    Raises:
+        ConfigError: naming ``where`` and the reason.
+    """
+    problem = None
+    if not name or not name.strip():
+        problem = "is empty"
+    elif name != name.strip():
+        problem = "has leading or trailing white space"
+    elif any(c in name for c in "/\\") or any(ord(c) < 32 for c in name):
+        problem = "contains '/', '\\' or a control character"
+    elif name.startswith((".", "_")):
+        problem = "starts with '.' or '_' (Spark and Hadoop skip such paths as hidden)"
+    elif name in RESERVED_FIELD_NAMES:
+        problem = f"is reserved (a column of the item table: {sorted(RESERVED_FIELD_NAMES)})"
+    if problem:
+        raise ConfigError(f"{where}: side-info field name {name!r} {problem}; it names a column "
+                          "and the directory vocab/<name> of the output")
 
 
 def from_dict(data: dict[str, Any]) -> Config:
@@ -370,12 +408,15 @@ def from_dict(data: dict[str, Any]) -> Config:
 
 
 def load_config(paths: list[str | Path] | str | Path | None = None,
-                overrides: list[str] | None = None) -> Config:
-    """Load YAML files (later ones win), apply ``key=value`` overrides, validate.
+                overrides: list[str] | None = None,
+                literals: dict[str, Any] | None = None) -> Config:
+    """Load YAML files (later ones win), apply ``key=value`` overrides, then ``literals``, validate.
 
     Args:
         paths: one or more YAML files; none gives the defaults.
-        overrides: ``--set`` strings such as ``"walks.seed=7"``.
+        overrides: ``--set`` strings such as ``"walks.seed=7"``; values are parsed as YAML.
+        literals: dotted key -> value, set as is (not parsed: a path ``on`` stays the string
+            ``"on"``); ``None`` values are skipped.
 
     Returns:
         The frozen, validated configuration.
@@ -401,6 +442,9 @@ def load_config(paths: list[str | Path] | str | Path | None = None,
         merged = _deep_merge(merged, loaded)
     for text in overrides or []:
         merged = _deep_merge(merged, parse_override(text))
+    for key, value in (literals or {}).items():
+        if value is not None:
+            merged = _deep_merge(merged, _nested(key, value))
     return from_dict(merged)
 
 
@@ -415,7 +459,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace,
                      options: dict[str, str | None] | None = None) -> Config:
     """Load an entry point's config: ``--config`` files, then ``--set``, then ``options``
-    (dotted key -> value of a dedicated option such as ``--output``; ``None`` is skipped)."""
-    overrides = list(args.set)
-    overrides += [f"{key}={value}" for key, value in (options or {}).items() if value is not None]
-    return load_config(args.config, overrides)
+    (dotted key -> value of a dedicated option such as ``--output``; ``None`` is skipped).
+
+    Option values are taken literally, not parsed as YAML: ``--output on`` is the directory
+    ``on``, ``--output 1e3`` the directory ``1e3``.
+    """
+    return load_config(args.config, list(args.set), options)

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from eges.config import Config, ConfigError, load_config, parse_override
+from eges.config import Config, ConfigError, from_dict, load_config, parse_override
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -64,3 +64,51 @@ def test_bad_files(tmp_path):
 @pytest.mark.parametrize("path", sorted((REPO / "conf").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_load(path):
     assert isinstance(load_config(path), Config)
+
+
+@pytest.mark.parametrize("path", ["on", "off", "yes", "null", "1.5", "~", "[a, b]", "a: b"])
+def test_dedicated_options_are_literal_strings(path):
+    """``--output on`` is the directory "on": option values do not go through YAML parsing."""
+    import argparse
+
+    from eges.config import config_from_args
+
+    args = argparse.Namespace(config=[str(REPO / "conf" / "ml-latest-small.yaml")], set=[])
+    cfg = config_from_args(args, {"output.path": path, "train.data": None})
+    assert cfg.output.path == path
+    assert cfg.train.data == "out/ml-latest-small/walks"  # None: the option was not given
+    # --set still parses YAML, and a dedicated option wins over it
+    args.set = ["output.path=x", "output.num_shards=3"]
+    cfg = config_from_args(args, {"output.path": path})
+    assert (cfg.output.path, cfg.output.num_shards) == (path, 3)
+
+
+@pytest.mark.parametrize("name, problem", [
+    ("a/b", "contains '/'"), ("..", "starts with '.'"), (".hidden", "starts with '.'"),
+    ("_drop", "starts with '.' or '_'"), ("a\x00b", "control character"), ("a\\b", "contains"),
+    ("", "is empty"), (" brand", "white space"), ("item_idx", "reserved"),
+])
+def test_unsafe_side_info_field_names_are_refused(name, problem):
+    side_info = [{"name": "brand"}, {"name": name, "column": "c"}]
+    with pytest.raises(ConfigError, match=r"data\.generic\.side_info\[1\]\.name.*" + problem):
+        from_dict_generic(side_info)
+    with pytest.raises(ConfigError, match=r"data\.recbole\.item_fields.*" + problem):
+        from_dict({"data": {"recbole": {"item_fields": {name: "class"}}}})
+
+
+def test_unsafe_knowledge_graph_field_names_are_refused():
+    """A KG relation's field name is the part after its last dot."""
+    with pytest.raises(ConfigError, match="kg_relations 'film.film.a/b'.*contains '/'"):
+        from_dict({"data": {"recbole": {"kg_relations": ["film.film.a/b"]}}})
+    with pytest.raises(ConfigError, match="kg_relations 'film.film.'.*is empty"):
+        from_dict({"data": {"recbole": {"kg_relations": ["film.film."]}}})
+    assert from_dict({"data": {"recbole": {"kg_relations": ["film.film.actor"]}}})
+
+
+@pytest.mark.parametrize("name", ["品牌", "brand name", "item.category", "a`b", "genres"])
+def test_plain_field_names_are_accepted(name):
+    assert from_dict_generic([{"name": name}]).data.generic.side_info[0].name == name
+
+
+def from_dict_generic(side_info: list) -> Config:
+    return from_dict({"data": {"format": "generic", "generic": {"side_info": side_info}}})
