@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -20,8 +21,43 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from eges.config import ConfigError, add_config_arguments, config_from_args  # noqa: E402
 
 
+def to_stderr(text: str) -> None:
+    """Write a line to the stderr of the command the user ran.
+
+    spark-submit merges the stderr of the Python driver it starts into its own stdout, so under
+    spark-submit the line goes through the JVM's ``System.err`` (spark-submit's real stderr);
+    started as ``python jobs/walks.py``, to this process's stderr.
+    """
+    if "PYSPARK_GATEWAY_PORT" in os.environ:  # started by spark-submit
+        try:
+            from pyspark.context import SparkContext
+
+            SparkContext._ensure_initialized()  # connects to spark-submit's JVM
+            err = SparkContext._jvm.System.err
+            err.println(text)
+            err.flush()
+            return
+        except Exception:  # no usable gateway: the merged stream is still better than nothing
+            pass
+    print(text, file=sys.stderr, flush=True)
+
+
+def error(message: str) -> int:
+    """Report a user error (``error: …`` on stderr) and return the exit status 2."""
+    to_stderr(f"error: {message}")
+    return 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors go to the user's stderr under spark-submit too."""
+
+    def error(self, message: str):  # type: ignore[override]
+        to_stderr(self.format_usage().rstrip())
+        sys.exit(error(message))
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = _Parser(description=__doc__.split("\n\n")[0])
     add_config_arguments(p)
     p.add_argument("--output", help="output directory (overrides output.path)")
     return p.parse_args(argv)
@@ -33,8 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = config_from_args(args, {"output.path": args.output})
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return error(str(exc))
 
     from eges.pipeline.ingest import InputError
     from eges.pipeline.job import run_walk_job, summary
@@ -44,11 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         manifest = run_walk_job(spark, cfg)
     except (InputError, FileExistsError, ValueError) as exc:  # OutputExistsError included
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return error(str(exc))
     except OSError as exc:  # unwritable output, disk full: nothing was published
-        print(f"error: cannot write the output {cfg.output.path}: {exc}", file=sys.stderr)
-        return 2
+        return error(f"cannot write the output {cfg.output.path}: {exc}")
     finally:
         spark.stop()
     print(summary(manifest, cfg.output.path))

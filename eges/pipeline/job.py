@@ -148,7 +148,8 @@ def _write_outputs(spark: SparkSession, cfg: Config, tmp: Path, persisted: list,
                           edges_before=full_edges.count())
         held.update(hidden_edges=hidden, non_edges=non_edges)
     held["train_edges"] = edges
-    partitions = cfg.spark.graph_partitions or cfg.spark.shuffle_partitions
+    # spark-submit's --conf spark.sql.shuffle.partitions wins over the config's (see spark.py)
+    partitions = cfg.spark.graph_partitions or int(spark.conf.get("spark.sql.shuffle.partitions"))
     adjacency = build_adjacency(edges, partitions).checkpoint(eager=True)
     start_nodes = adjacency.count()
     if start_nodes == 0:
@@ -244,6 +245,7 @@ def _write_outputs(spark: SparkSession, cfg: Config, tmp: Path, persisted: list,
             "python": platform.python_version(),
         },
         "spark_master": spark.sparkContext.master,
+        "spark_shuffle_partitions": int(spark.conf.get("spark.sql.shuffle.partitions")),
         "config": cfg.to_dict(),
     }
     schema.write_manifest(tmp, manifest)
@@ -279,6 +281,8 @@ def summary(manifest: dict[str, Any], output: str | Path) -> str:
     rate = c["walk_steps"] / walk_time if walk_time else float("nan")
     lines = [
         f"walk job finished in {t['total']:.1f} s -> {output}",
+        f"  spark     master {manifest.get('spark_master', '?')}, shuffle partitions "
+        f"{manifest.get('spark_shuffle_partitions', '?')}",
         f"  events    {c['events']:>12,}  users {c['users']:,}  sessions {c['sessions']:,}",
         f"  items     {c['items']:>12,}  with events {c['items_with_events']:,}  "
         f"without events (cold) {c['items_without_events']:,}  "

@@ -1,25 +1,97 @@
-"""Building the SparkSession from :class:`eges.config.SparkConfig`."""
+"""Building the SparkSession from :class:`eges.config.SparkConfig`.
+
+The command line wins. Under ``spark-submit`` every setting it passed (``--master``, ``--conf``,
+``--driver-memory``, ``spark-defaults.conf``) reaches the driver as a ``spark.*`` Java system
+property of the JVM that started this Python process, and :class:`pyspark.SparkConf` loads those;
+the config's ``spark`` section only fills in the settings spark-submit did not set. spark-submit
+always sets a master (``local[*]`` when ``--master`` is not given), so under spark-submit the
+master is spark-submit's and ``spark.master`` of the config is ignored (with a warning when they
+differ). Run as ``python jobs/walks.py`` (no spark-submit), the config's master applies, and a
+null master gives pyspark's default, ``local[*]``.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import sys
+from pathlib import Path
 
+from pyspark import SparkConf
+from pyspark.context import SparkContext
 from pyspark.sql import SparkSession
 
 from eges.config import SparkConfig
 
 log = logging.getLogger(__name__)
 
+MASTER = "spark.master"
+APP_NAME = "spark.app.name"
+SHUFFLE_PARTITIONS = "spark.sql.shuffle.partitions"
+
+
+def under_spark_submit() -> bool:
+    """True when spark-submit started this Python process (it hands over its JVM's gateway)."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def submitted_settings() -> dict[str, str] | None:
+    """The ``spark.*`` settings spark-submit passed to this driver; None when not under it."""
+    if not under_spark_submit():
+        return None
+    SparkContext._ensure_initialized()  # connects to spark-submit's JVM, starts nothing
+    return dict(SparkConf().getAll())
+
+
+def resolve_settings(cfg: SparkConfig, submitted: dict[str, str] | None,
+                     extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The settings to apply in code: the config's, less those spark-submit already set.
+
+    Args:
+        cfg: the ``spark`` config section.
+        submitted: spark-submit's settings (:func:`submitted_settings`); None when the job was
+            not started by spark-submit, in which case every config setting applies.
+        extra: further ``spark.*`` settings, treated like the config's.
+
+    Returns:
+        ``spark.*`` key -> value, ``spark.master`` included when the config's master applies.
+    """
+    wanted = {
+        APP_NAME: cfg.app_name,
+        SHUFFLE_PARTITIONS: str(cfg.shuffle_partitions),
+        "spark.sql.session.timeZone": "UTC",
+        # ingest counts malformed CSV rows, which needs whole-row parsing (see ingest.read_csv)
+        "spark.sql.csv.parser.columnPruning.enabled": "false",
+        **{k: str(v) for k, v in cfg.conf.items()},
+        **(extra or {}),
+    }
+    if submitted is None:
+        if cfg.master:
+            wanted[MASTER] = cfg.master
+        return wanted
+    if cfg.master and cfg.master != submitted.get(MASTER):
+        log.warning("spark.master %s of the config is ignored: under spark-submit the master is "
+                    "spark-submit's (%s); choose it with --master", cfg.master,
+                    submitted.get(MASTER))
+    settings = {}
+    for key, value in wanted.items():
+        # spark-submit names the app after the script unless --name is given: keep the config's
+        default_name = key == APP_NAME and submitted.get(key) == Path(sys.argv[0]).name
+        if key in submitted and not default_name:
+            if submitted[key] != value:
+                log.info("%s=%s from spark-submit wins over the config's %s", key,
+                         submitted[key], value)
+            continue
+        settings[key] = value
+    return settings
+
 
 def build_spark(cfg: SparkConfig, extra: dict[str, str] | None = None) -> SparkSession:
     """Get or create the SparkSession for a walk job.
 
-    ``cfg.master`` is applied only when set: under ``spark-submit --master …`` leave it null so
-    the command line decides (a master set in code would override it). Python workers default to
-    this interpreter so pandas/pyarrow UDFs find the same packages; set ``PYSPARK_PYTHON`` to
-    point executors elsewhere.
+    Settings given to spark-submit win over the config's (see the module docstring). Python
+    workers default to this interpreter so pandas/pyarrow UDFs find the same packages; set
+    ``PYSPARK_PYTHON`` to point executors elsewhere.
 
     Args:
         cfg: the ``spark`` config section.
@@ -29,25 +101,19 @@ def build_spark(cfg: SparkConfig, extra: dict[str, str] | None = None) -> SparkS
         The active SparkSession.
     """
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    builder = SparkSession.builder.appName(cfg.app_name)
-    if cfg.master:
-        builder = builder.master(cfg.master)
-    settings = {
-        "spark.sql.shuffle.partitions": str(cfg.shuffle_partitions),
-        "spark.sql.session.timeZone": "UTC",
-        # ingest counts malformed CSV rows, which needs whole-row parsing (see ingest.read_csv)
-        "spark.sql.csv.parser.columnPruning.enabled": "false",
-        **cfg.conf,
-        **(extra or {}),
-    }
+    settings = resolve_settings(cfg, submitted_settings(), extra)
+    builder = SparkSession.builder
     for key, value in settings.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(cfg.log_level)
     for key, value in settings.items():  # an existing session keeps its static conf; set runtime ones
+        if key in (MASTER, APP_NAME):
+            continue
         try:
             spark.conf.set(key, value)
         except Exception:  # static settings (e.g. spark.ui.enabled) cannot change at runtime
             log.debug("cannot set %s on a running session", key)
-    log.info("Spark %s, master %s", spark.version, spark.sparkContext.master)
+    log.info("Spark %s, master %s, %s=%s", spark.version, spark.sparkContext.master,
+             SHUFFLE_PARTITIONS, spark.conf.get(SHUFFLE_PARTITIONS))
     return spark

@@ -1,6 +1,7 @@
 """The walk job on a real Spark standalone cluster (a master and two 1-core workers on loopback,
 started from the installed pyspark), with the project shipped as ``--py-files dist/eges.zip``:
-its walks, items and edges are identical to a local-mode run with the same seed."""
+its walks, items and edges are identical to a local-mode run with the same seed, and spark-submit's
+``--master`` and ``--conf`` win over the config's ``spark`` section."""
 
 import os
 import subprocess
@@ -44,15 +45,19 @@ def test_cluster_walks_equal_local_mode(spark, ml_small, tmp_path):
                "--py-files", str(REPO / "dist" / "eges.zip"),
                "--conf", "spark.executor.memory=1g", "--conf", "spark.ui.enabled=false",
                "--conf", f"spark.pyspark.python={sys.executable}",
+               "--conf", "spark.sql.shuffle.partitions=5",
                str(REPO / "jobs" / "walks.py"),
                "--config", str(REPO / "conf" / "ml-latest-small.yaml"),
                "--config", str(REPO / "conf" / "cluster.yaml"),
-               *[x for s in [*common, f"output.path={cluster_out}"] for x in ("--set", s)]]
+               *[x for s in [*common, f"output.path={cluster_out}"] for x in ("--set", s)],
+               # a config that pins a local master: spark-submit's --master still wins
+               "--set", "spark.master=local[1]"]
         proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
                               timeout=900)
-        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     manifest = schema.read_manifest(cluster_out)
     assert manifest["spark_master"] == url  # it really ran on the cluster
+    assert manifest["spark_shuffle_partitions"] == 5  # --conf beat the config's 6
     assert manifest["counts"] == schema.read_manifest(local_out)["counts"]
     for name, expected in [("walks", schema.WALK_SCHEMA), ("edges", schema.EDGE_SCHEMA)]:
         pd.testing.assert_frame_equal(table(cluster_out, name, expected),

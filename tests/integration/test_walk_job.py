@@ -1,5 +1,6 @@
-"""The walk job as a whole: atomic outputs, refusal to overwrite, the CLI, and determinism across
-Spark masters (local[2] in-process vs local[1] in a spark-submit-like subprocess)."""
+"""The walk job as a whole: atomic outputs, refusal to overwrite, the CLI (``python`` and
+``spark-submit``), and determinism across Spark masters (local[2] in-process vs local[1] in a
+subprocess)."""
 
 import json
 import os
@@ -101,6 +102,51 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, str(REPO / "jobs" / "walks.py"), *args],
                           capture_output=True, text=True, env=env, timeout=600)
+
+
+def spark_submit(*args: str) -> subprocess.CompletedProcess:
+    """The installed spark-submit, its driver and workers on this interpreter."""
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYSPARK_PYTHON": sys.executable,
+           "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return subprocess.run([str(bin_dir / "spark-submit"), *args], capture_output=True,
+                          text=True, env=env, timeout=600)
+
+
+@pytest.mark.slow
+def test_spark_submit_settings_win_over_the_config(logs, tmp_path):
+    """--master and --conf given to spark-submit beat the config's spark section."""
+    out = tmp_path / "walks"
+    proc = spark_submit(
+        "--master", "local[1]", "--conf", "spark.sql.shuffle.partitions=3",
+        "--conf", "spark.ui.enabled=false", str(REPO / "jobs" / "walks.py"),
+        "--config", str(REPO / "conf" / "generic-example.yaml"),
+        *[a for kv in config_args(logs, out) for a in ("--set", kv)],
+        "--set", "spark.master=local[2]", "--set", "spark.shuffle_partitions=7")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    manifest = schema.read_manifest(out)
+    assert manifest["spark_master"] == "local[1]"
+    assert manifest["spark_shuffle_partitions"] == 3
+    assert "spark     master local[1], shuffle partitions 3" in proc.stdout
+    assert "spark.master local[2] of the config is ignored" in proc.stdout  # the log says so
+
+
+def test_spark_submit_errors_go_to_stderr(tmp_path):
+    """spark-submit merges its Python driver's stderr into stdout; errors still reach stderr,
+    before the SparkSession exists (a config error) and after it stopped (a missing input)."""
+    job = str(REPO / "jobs" / "walks.py")
+    config = str(REPO / "conf" / "ml-latest-small.yaml")
+    for args, message in [
+        (["--set", "walks.nope=1"], "error: unknown config key 'walks.nope'"),
+        (["--nope"], "error: unrecognized arguments: --nope"),
+        (["--set", f"data.path={tmp_path}", "--output", str(tmp_path / "out")],
+         "error: input file not found"),
+    ]:
+        proc = spark_submit("--master", "local[1]", "--conf", "spark.ui.enabled=false", job,
+                            "--config", config, *args)
+        assert proc.returncode == 2, proc.stdout[-3000:]
+        assert message in proc.stderr
+        assert "error:" not in proc.stdout and "Traceback" not in proc.stdout + proc.stderr
 
 
 @pytest.mark.slow
