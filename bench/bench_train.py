@@ -70,7 +70,8 @@ def window_pair_count(length: int, window: int) -> int:
 
 
 def run_gensim(walks: str, dim: int, window: int, negatives: int, workers: int) -> dict:
-    """gensim skip-gram on the same walks, set up to form the same pairs (DESIGN §4)."""
+    """gensim skip-gram on the same walks, set up to form the same pairs (``sample=0``,
+    ``shrink_windows=False``); only ``train()`` is timed."""
     from gensim.models import Word2Vec
 
     from eges.schema import WALK_SCHEMA, read_table

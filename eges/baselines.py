@@ -242,9 +242,10 @@ def content_vectors(items: ItemTable) -> sp.csr_matrix:
 def deepwalk(walks: list[np.ndarray], num_items: int, *, embedding_dim: int, window: int,
              num_negatives: int, ns_exponent: float, epochs: int, seed: int, workers: int = 2,
              lr: float = 0.025) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """gensim ``Word2Vec`` skip-gram on the walks (DeepWalk), set up as DESIGN §4 asks for a fair
-    comparison: same window, negatives, dimension and epochs; ``sample=0``,
-    ``shrink_windows=False``.
+    """gensim ``Word2Vec`` skip-gram on the walks (DeepWalk), set up for a fair comparison with
+    this trainer: same window, negatives, dimension and epochs; ``sample=0`` (no down-sampling of
+    frequent items) and ``shrink_windows=False`` (gensim otherwise draws a smaller window per
+    position and forms fewer pairs).
 
     Returns:
         (item_idx (M,), vectors (M, D), context vectors (M, D), training seconds).

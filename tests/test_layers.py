@@ -1,4 +1,4 @@
-"""Data flows one way (DESIGN §5): the Spark side never imports torch, the torch side never
+"""Data flows one way: the Spark side never imports torch, the torch side never
 imports pyspark, and the shared modules import neither."""
 
 import ast

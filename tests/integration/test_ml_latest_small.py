@@ -35,7 +35,8 @@ def tables(run):
 
 
 def reference_edges(ratings: pd.DataFrame, items: pd.DataFrame, gap: int) -> pd.DataFrame:
-    """The graph of DESIGN §2 computed with pandas, independently of the Spark code."""
+    """The session graph (edge i→j when j follows i in a session, weight = count), computed
+    with pandas independently of the Spark code."""
     ev = ratings.merge(items[["item_id", "item_idx"]], left_on="movieId", right_on="item_id")
     ev = ev.sort_values(["userId", "timestamp", "item_idx"], kind="stable")
     same_user = ev["userId"].eq(ev["userId"].shift())

@@ -1,4 +1,4 @@
-"""Weighted random walks: validity, transition frequencies, determinism (paper §2, DESIGN §4)."""
+"""Weighted random walks: validity, transition frequencies, determinism (paper §2; walks identical for any partitioning)."""
 
 import pytest
 
