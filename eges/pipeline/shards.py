@@ -89,20 +89,35 @@ def describe(root: Path, name: str) -> dict[str, Any]:
 
 
 def write_walk_shards(walks: DataFrame, out: Path, num_shards: int, seed: int) -> dict[str, Any]:
-    """Write walks as ``num_shards`` parquet files of similar size, in a seeded shuffled order.
+    """Write walks as up to ``num_shards`` parquet files of similar size, in a seeded shuffled order.
 
-    Rows are ordered by ``xxhash64(seed, walk_id)`` — across and within files — so that any
-    block of a shard mixes start nodes and rounds (by walk id, a block would hold start nodes of
-    one popularity band), and the files are the same for any Spark partitioning. Spark's part
-    files are renamed ``shard-00000.parquet`` …; its marker and checksum files are removed.
+    A walk's shard is ``pmod(h, num_shards)`` with ``h = xxhash64(seed, walk_id)``, and rows are
+    ordered by ``(h, walk_id)`` within a shard, so that any block of a shard mixes start nodes
+    and rounds (by walk id, a block would hold start nodes of one popularity band). Both depend
+    only on the seed and the walk ids: the same walks give the same files, row for row and byte
+    for byte, whatever the Spark partitioning (no sampling, unlike a range partitioning).
+
+    Each shard is written by exactly one Spark task (``repartition`` by shard number, then one
+    output file per shard value), and the files are renamed ``shard-00000.parquet`` … in shard
+    order; a shard that no walk hashes to (possible only with very few walks) has no file, so the
+    numbering stays contiguous. Spark's marker and checksum files are removed.
     """
     spark_dir = out / f"_{schema.WALKS_DIR}_spark"
-    order = F.xxhash64(F.lit(seed).cast("long"), F.col("walk_id")).alias("_order")
-    (walks.select("walk_id", "items", order).repartitionByRange(num_shards, "_order")
-     .sortWithinPartitions("_order").drop("_order").write.parquet(str(spark_dir)))
+    order = F.xxhash64(F.lit(seed).cast("long"), F.col("walk_id"))
+    (walks.select("walk_id", "items", order.alias("_order"))
+     .withColumn("shard", F.pmod(F.col("_order"), F.lit(num_shards)))
+     .repartition(num_shards, "shard")
+     .sortWithinPartitions("shard", "_order", "walk_id")
+     .drop("_order")
+     .write.option("maxRecordsPerFile", 0)  # one file per shard whatever the session says
+     .partitionBy("shard").parquet(str(spark_dir)))
     final = out / schema.WALKS_DIR
     final.mkdir()
-    for i, part in enumerate(schema.parquet_files(spark_dir)):
-        part.rename(final / f"shard-{i:05d}.parquet")
+    shard_dirs = sorted(spark_dir.glob("shard=*"), key=lambda d: int(d.name.split("=", 1)[1]))
+    for i, shard_dir in enumerate(shard_dirs):
+        parts = schema.parquet_files(shard_dir)
+        if len(parts) != 1:  # one task per shard: never more than one file
+            raise RuntimeError(f"{shard_dir}: expected one parquet file, found {len(parts)}")
+        parts[0].rename(final / f"shard-{i:05d}.parquet")
     shutil.rmtree(spark_dir)
     return describe(out, schema.WALKS_DIR)

@@ -1,0 +1,62 @@
+"""Walk shards: which walk goes to which file depends on the seed and the walk ids only."""
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from pyspark.sql import functions as F
+
+from eges import schema
+from eges.pipeline.shards import write_walk_shards
+
+
+@pytest.fixture
+def walks(spark):
+    """3,000 walks with ids in the walk job's layout (round * items + start) and short paths."""
+    return spark.range(3000).select(
+        ((F.col("id") % 3) * 1000 + F.col("id") / 3).cast("long").alias("walk_id"),
+        F.array((F.col("id") % 97 + 1).cast("int"), (F.col("id") % 13 + 1).cast("int"))
+        .alias("items"),
+    )
+
+
+def write(spark, walks, out: Path, *, input_partitions: int, shuffle_partitions: int,
+          seed: int = 7, num_shards: int = 4) -> dict:
+    before = spark.conf.get("spark.sql.shuffle.partitions")
+    spark.conf.set("spark.sql.shuffle.partitions", str(shuffle_partitions))
+    try:
+        shuffled = walks.repartition(input_partitions, F.rand(input_partitions))
+        out.mkdir()
+        return write_walk_shards(shuffled, out, num_shards, seed)
+    finally:
+        spark.conf.set("spark.sql.shuffle.partitions", before)
+
+
+def test_shard_files_do_not_depend_on_the_partitioning(spark, walks, tmp_path):
+    a = write(spark, walks, tmp_path / "a", input_partitions=1, shuffle_partitions=1)
+    b = write(spark, walks, tmp_path / "b", input_partitions=7, shuffle_partitions=5)
+    names = [f["path"] for f in a["files"]]
+    assert names == [f"walks/shard-{i:05d}.parquet" for i in range(4)]
+    assert a == b  # same files, same row counts
+    assert a["rows"] == 3000
+    for name in names:
+        rows_a = pq.read_table(tmp_path / "a" / name).to_pylist()
+        rows_b = pq.read_table(tmp_path / "b" / name).to_pylist()
+        assert rows_a == rows_b, name  # the same walks in the same order
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["walks"]  # no Spark leftovers
+    assert sorted(p.name for p in (tmp_path / "a" / "walks").iterdir()) == [
+        Path(n).name for n in names]
+
+
+def test_shards_are_a_seeded_shuffle_of_similar_size(spark, walks, tmp_path):
+    a = write(spark, walks, tmp_path / "a", input_partitions=3, shuffle_partitions=2)
+    c = write(spark, walks, tmp_path / "c", input_partitions=3, shuffle_partitions=2, seed=8)
+    table = schema.read_table(tmp_path / "a" / "walks", schema.WALK_SCHEMA)
+    ids = table["walk_id"].to_pylist()
+    assert sorted(ids) == sorted(r["walk_id"] for r in walks.collect())  # every walk once
+    assert ids != sorted(ids)  # not in walk id order
+    assert all(600 <= f["rows"] <= 900 for f in a["files"])  # 750 expected per shard
+    first = pq.read_table(tmp_path / "a" / a["files"][0]["path"])["walk_id"].to_pylist()
+    other = pq.read_table(tmp_path / "c" / c["files"][0]["path"])["walk_id"].to_pylist()
+    assert set(first) != set(other)  # another seed deals the walks out differently
