@@ -1,6 +1,6 @@
 """The LightningModule: wraps :class:`eges.model.EGES` with the sampler, optimiser and logging.
 
-Gradient synchronisation under DDP (DESIGN §4) — every parameter is an embedding table:
+Gradient synchronisation under DDP — every parameter is an embedding table:
 
 * ``optimizer: adam`` (default): dense gradients; DDP all-reduces the whole tables every step.
   Works on gloo and NCCL. Measured fastest on ml-latest-small (9.7k items, 2026-11-27), on 1
