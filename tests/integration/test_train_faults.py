@@ -59,6 +59,14 @@ def export_manifest(run: Path) -> dict:
     return json.loads((run / "export" / "manifest.json").read_text())
 
 
+def checkpoint_step(run: Path) -> int:
+    """Step of the checkpoint --resume would use (-1 without one)."""
+    from eges.train import latest_checkpoint
+
+    ckpt = latest_checkpoint(run)
+    return int(re.search(r"step-(\d+)", ckpt.stem).group(1)) if ckpt else -1
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -93,7 +101,10 @@ def test_sigkill_mid_epoch_then_resume(walks, tmp_path):
                             start_new_session=True)
     deadline = time.monotonic() + 600
     try:
-        while not list((run / "checkpoints").glob("step-4*.ckpt")):  # step 40 or later
+        # wait for a complete checkpoint of step 40 or later. Each checkpoint replaces the
+        # previous one (save_top_k=1) only after it is written, so once true this stays true
+        # whenever the poll looks; a file name alone could be one still being written.
+        while checkpoint_step(run) < 40:
             assert proc.poll() is None, "training ended before it could be killed"
             assert time.monotonic() < deadline
             time.sleep(0.2)
