@@ -6,7 +6,11 @@
 
 CPU (gloo) or GPU (nccl) is chosen automatically (``train.accelerator``, ``train.backend``).
 Checkpoints go to ``RUN/checkpoints`` every ``train.checkpoint_every_n_steps`` steps and at each
-epoch end; ``--resume`` continues from the newest one. Rank 0 alone writes the export.
+epoch end; ``--resume`` continues from the newest one. Rank 0 alone writes the export, into a
+temporary sibling that replaces ``RUN/export`` in one rename when complete. With
+``train.overwrite`` the previous checkpoints and logs are deleted at the start (``--resume``
+then continues the new run, never the old one); the previous export stays in place, complete,
+until the new one replaces it, also when the new run fails or is killed.
 """
 
 from __future__ import annotations
@@ -165,8 +169,13 @@ def train(cfg: Config, resume: bool = False) -> dict:
         use_distributed_sampler=False,  # the dataset splits itself by (rank, worker)
     )
     if rank == 0:
+        # an export whose replacement died between its two renames is put back first
+        schema.recover_dir(run_dir / EXPORT_DIR)
         if not resume and t.overwrite:
-            for stale in ("checkpoints", "logs", EXPORT_DIR):
+            # start afresh: the previous run's checkpoints must never be resumed as this run's.
+            # Its export stays published until export_run swaps the new one in, so a run that
+            # fails or is killed leaves it complete and readable.
+            for stale in ("checkpoints", "logs"):
                 shutil.rmtree(run_dir / stale, ignore_errors=True)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / schema.CONFIG_FILE).write_text(cfg.to_yaml())

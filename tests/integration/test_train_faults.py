@@ -3,7 +3,8 @@
 * a 2-"node" rendezvous on loopback (two torchrun launches, c10d endpoint on 127.0.0.1);
 * SIGKILL of the whole training mid-epoch, then ``--resume``;
 * a full disk (RLIMIT_FSIZE) and an unwritable run directory: a clear error, nothing presented
-  as complete.
+  as complete;
+* a ``train.overwrite`` run that fails: the previous export stays published, unchanged.
 
 What resume promises (eges/data/dataset.py): the run continues from the newest complete
 checkpoint; the batches trained before it are skipped exactly (none repeated, none left out
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from eges import schema
 from eges.config import load_config
 from eges.pipeline.job import run_walk_job
 
@@ -160,3 +162,43 @@ def test_unwritable_run_directory_is_a_clear_error(walks, tmp_path):
     assert proc.returncode == 2 and "error:" in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert blocker.read_text().startswith("a file")
+
+
+def test_failed_overwrite_keeps_the_previous_export(walks, tmp_path):
+    run = tmp_path / "run"
+    first = ["--set", "train.max_steps=10", "--set", "train.checkpoint_every_n_steps=5"]
+    proc = subprocess.run(command(walks, run, *first, launcher=[sys.executable]),
+                          env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from eges.export import read_embeddings
+
+    before = export_manifest(run)
+    table, vectors = read_embeddings(run)
+    assert checkpoint_step(run) == 10
+    # as if a writer of this process's host had died between publish_dir's two renames: the
+    # export set aside under a dead owner's name, none in place; the next run restores it
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    aside = schema._sibling(run / "export", "old")
+    (run / "export").rename(aside.with_name(aside.name.replace(f"-{os.getpid()}-",
+                                                               f"-{gone.pid}-")))
+    # the overwrite run fails writing its first checkpoint (a full disk), mid-training
+    again = ["--set", "train.overwrite=true", "--set", "train.seed=7",
+             "--set", "train.max_steps=10", "--set", "train.checkpoint_every_n_steps=5"]
+    proc = subprocess.run(command(walks, run, *again, launcher=[sys.executable]),
+                          env=ENV, capture_output=True, text=True, timeout=600,
+                          preexec_fn=limit_file_size(256 * 1024))
+    assert proc.returncode == 2 and "File too large" in proc.stderr, proc.stderr[-2000:]
+    assert export_manifest(run) == before
+    table_after, vectors_after = read_embeddings(run)
+    assert table_after["item_id"].to_pylist() == table["item_id"].to_pylist()
+    assert (vectors_after == vectors).all()
+    # the previous run's checkpoints are gone: --resume cannot continue it as the new run
+    assert checkpoint_step(run) == -1
+    # an overwrite that finishes replaces the export, and leaves nothing beside it
+    proc = subprocess.run(command(walks, run, *again, launcher=[sys.executable]),
+                          env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert export_manifest(run)["config"]["train"]["seed"] == 7
+    assert not (read_embeddings(run)[1] == vectors).all()
+    assert [p.name for p in run.iterdir() if p.name.startswith(".")] == []
