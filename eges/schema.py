@@ -211,7 +211,8 @@ def recover_dir(final: str | Path) -> None:
 
     * ``.old-*`` (the previous output, set aside by :func:`publish_dir`) of a dead owner: when
       ``final`` is missing — the writer died between its two renames — the newest complete one
-      (it has its manifest) is renamed back to ``final``; the others are removed.
+      (it has its manifest) is renamed back to ``final``. Once ``final`` exists, the others
+      are removed; while it is still missing (nothing restorable), none is.
     * ``.tmp-*`` (an unfinished output, :func:`staged_dir`) of a dead owner: removed.
 
     Siblings whose owner is alive (another run writing the same output) are left alone, and so
