@@ -32,8 +32,23 @@ log = logging.getLogger(__name__)
 
 DROP = "_drop"
 CORRUPT = "_corrupt"
+COUNTED = "_counted"  # true: the row's drop was already counted (one file read in two roles)
 MOVIELENS_NO_GENRE = "(no genres listed)"
 CSV_PRUNING = "spark.sql.csv.parser.columnPruning.enabled"
+
+
+def quote(name: str) -> str:
+    """A column name as a Spark SQL identifier: in backticks, embedded backticks doubled.
+
+    Column names come from input headers and the config and may hold dots, spaces, backticks
+    or any other character; unquoted, ``item.id`` would be read as field ``id`` of a struct.
+    """
+    return "`" + name.replace("`", "``") + "`"
+
+
+def col(name: str) -> Column:
+    """The column called ``name``, whatever characters it holds (see :func:`quote`)."""
+    return F.col(quote(name))
 
 
 class InputError(ValueError):
@@ -137,19 +152,27 @@ def read_parquet(spark: SparkSession, path: str, required: list[str]
     cols, timestamps = [], set()
     for c in dict.fromkeys(required):
         kind = df.schema[c].dataType.typeName()
-        col = F.col(c)
+        value = col(c)
         if kind.startswith("timestamp"):
             timestamps.add(c)
-            col = F.unix_micros(col.cast("timestamp")) / 1e6
+            value = F.unix_micros(value.cast("timestamp")) / 1e6
         elif kind in ("float", "double"):
             # both branches as strings: a CASE of long and double would be double again
-            col = F.when(col == F.floor(col), col.cast("long").cast("string")).otherwise(
-                col.cast("string"))
-        cols.append(col.cast("string").alias(c))
+            value = F.when(value == F.floor(value), value.cast("long").cast("string")).otherwise(
+                value.cast("string"))
+        cols.append(value.cast("string").alias(c))
     return df.select(*cols, F.lit(None).cast("string").alias(CORRUPT)), timestamps
 
 
 # --------------------------------------------------------------------------- tagging
+
+
+def reason(rules: list[tuple[Column, str]]) -> Column:
+    """The reason of the first rule whose condition holds; null when none does."""
+    out: Column = F.lit(None).cast("string")
+    for cond, why in reversed(rules):
+        out = F.when(F.coalesce(cond, F.lit(False)), F.lit(why)).otherwise(out)
+    return out
 
 
 def tag(df: DataFrame, rules: list[tuple[Column, str]]) -> DataFrame:
@@ -157,18 +180,17 @@ def tag(df: DataFrame, rules: list[tuple[Column, str]]) -> DataFrame:
 
     A row already tagged keeps its reason.
     """
-    reason: Column = F.col(DROP) if DROP in df.columns else F.lit(None).cast("string")
-    for cond, why in reversed(rules):
-        reason = F.when(F.coalesce(cond, F.lit(False)), F.lit(why)).otherwise(reason)
     if DROP in df.columns:
-        reason = F.coalesce(F.col(DROP), reason)
-    return df.withColumn(DROP, reason)
+        return df.withColumn(DROP, F.coalesce(F.col(DROP), reason(rules)))
+    return df.withColumn(DROP, reason(rules))
 
 
 def split_drops(df: DataFrame) -> tuple[DataFrame, Counter, int]:
     """Count ``_drop`` reasons (one Spark action) and return the kept rows.
 
-    The input is persisted so the count and the later use read the files once.
+    The input is persisted so the count and the later use read the files once. Rows whose
+    optional ``_counted`` column is true are dropped but not counted again (see
+    :func:`load_generic`: one file read as events and as items).
 
     Returns:
         (kept rows without the ``_drop`` column, reason -> count, rows read).
@@ -176,11 +198,12 @@ def split_drops(df: DataFrame) -> tuple[DataFrame, Counter, int]:
     df = df.persist()
     counts = Counter()
     total = 0
-    for row in df.groupBy(DROP).count().collect():
+    keys = [DROP, COUNTED] if COUNTED in df.columns else [DROP]
+    for row in df.groupBy(*keys).count().collect():
         total += row["count"]
-        if row[DROP] is not None:
-            counts[row[DROP]] = row["count"]
-    return df.filter(F.col(DROP).isNull()).drop(DROP), counts, total
+        if row[DROP] is not None and not (COUNTED in keys and row[COUNTED]):
+            counts[row[DROP]] += row["count"]
+    return df.filter(F.col(DROP).isNull()).drop(DROP, COUNTED), counts, total
 
 
 def blank(c: Column) -> Column:
@@ -191,7 +214,7 @@ def blank(c: Column) -> Column:
 def row_rules(file: str, *ids: str, integer: bool = False) -> list[tuple[Column, str]]:
     """The drop rules every input row gets: well-formed, ids present (and integers if asked)."""
     rules = [(F.col(CORRUPT).isNotNull(), f"{file}: malformed row (wrong number of fields)")]
-    rules += [(blank(F.col(c)), f"{file}: missing {c}") for c in ids]
+    rules += [(blank(col(c)), f"{file}: missing {c}") for c in ids]
     if integer:
         rules += [(_int_id(c).isNull(), f"{file}: non-integer {c}") for c in ids]
     return rules
@@ -199,7 +222,7 @@ def row_rules(file: str, *ids: str, integer: bool = False) -> list[tuple[Column,
 
 def _int_id(name: str) -> Column:
     """Canonical string of an integer id column (" 007" -> "7"); null when not an integer."""
-    return F.expr(f"try_cast(trim(`{name}`) as bigint)").cast("string")
+    return F.expr(f"try_cast(trim({quote(name)}) as bigint)").cast("string")
 
 
 MAX_TS = 4102444800.0  # 2100-01-01 UTC: later "seconds" are almost surely milliseconds
@@ -211,9 +234,9 @@ def parse_time(name: str, time_format: str) -> Column:
     ``time_format``: ``unix`` (seconds, may be fractional), ``unix_ms``, ``iso``, or a Spark
     datetime pattern such as ``yyyy-MM-dd HH:mm:ss`` (interpreted in UTC).
     """
-    raw = F.trim(F.col(name))
+    raw = F.trim(col(name))
     if time_format in ("unix", "unix_ms"):
-        secs = F.expr(f"try_cast(trim(`{name}`) as double)")
+        secs = F.expr(f"try_cast(trim({quote(name)}) as double)")
         if time_format == "unix_ms":
             secs = secs / 1000.0
     elif time_format == "iso":
@@ -222,6 +245,20 @@ def parse_time(name: str, time_format: str) -> Column:
         secs = F.try_to_timestamp(raw, F.lit(time_format)).cast("double")
     bad = secs.isNull() | F.isnan(secs) | (F.abs(secs) == float("inf"))
     return F.when(bad, F.lit(None).cast("double")).otherwise(secs)
+
+
+def event_rules(file: str, user: str, item: str, time: str, time_format: str,
+                integer_ids: bool = False,
+                filters: list[tuple[Column, str]] | None = None) -> list[tuple[Column, str]]:
+    """The drop rules of an events row (see :func:`events_from` for the arguments)."""
+    rules = row_rules(file, user, item, integer=integer_ids)
+    ts = parse_time(time, time_format)
+    rules.append((ts.isNull(), f"{file}: unparsable {time}"))
+    # before 1970 is kept (a valid time); after 2100 is almost surely milliseconds read as
+    # seconds, which would silently split every session
+    rules.append((ts >= MAX_TS, f"{file}: {time} after 2100 (milliseconds read as seconds? "
+                  "see time_format)"))
+    return rules + (filters or [])
 
 
 def events_from(raw: DataFrame, file: str, user: str, item: str, time: str, time_format: str,
@@ -237,16 +274,9 @@ def events_from(raw: DataFrame, file: str, user: str, item: str, time: str, time
         integer_ids: ids must be integers (MovieLens); they are canonicalised ("007" -> "7").
         filters: further (condition, reason) rules, checked after the row is well-formed.
     """
-    user_id = _int_id(user) if integer_ids else F.trim(F.col(user))
-    item_id = _int_id(item) if integer_ids else F.trim(F.col(item))
-    rules = row_rules(file, user, item, integer=integer_ids)
-    ts = parse_time(time, time_format)
-    rules.append((ts.isNull(), f"{file}: unparsable {time}"))
-    # before 1970 is kept (a valid time); after 2100 is almost surely milliseconds read as
-    # seconds, which would silently split every session
-    rules.append((ts >= MAX_TS, f"{file}: {time} after 2100 (milliseconds read as seconds? "
-                  "see time_format)"))
-    rules += filters or []
+    user_id = _int_id(user) if integer_ids else F.trim(col(user))
+    item_id = _int_id(item) if integer_ids else F.trim(col(item))
+    rules = event_rules(file, user, item, time, time_format, integer_ids, filters)
     return tag(raw, rules).select(
         user_id.alias("user_id"),
         item_id.alias("item_id"),
@@ -274,7 +304,7 @@ def multi_value(c: Column, sep: str) -> Column:
 
 def merge_side_info(df: DataFrame, fields: list[str]) -> DataFrame:
     """One row per item_id: the union of the field values of duplicate rows."""
-    aggs = [clean_values(F.flatten(F.collect_list(f))).alias(f) for f in fields]
+    aggs = [clean_values(F.flatten(F.collect_list(col(f)))).alias(f) for f in fields]
     return df.groupBy("item_id").agg(*aggs)
 
 
@@ -338,7 +368,7 @@ def fill_empty(side: DataFrame, fields: list[str]) -> DataFrame:
     """Replace null field arrays (items missing from one source) with empty arrays."""
     return side.select(
         "item_id",
-        *[F.coalesce(F.col(f), F.array().cast("array<string>")).alias(f) for f in fields],
+        *[F.coalesce(col(f), F.array().cast("array<string>")).alias(f) for f in fields],
     )
 
 
@@ -359,7 +389,7 @@ def _recbole_read(spark: SparkSession, path: str, required: list[str]) -> tuple[
     if missing:
         raise InputError(f"{path}: missing column(s) {missing}; the header has {header.columns}")
     # rename to bare names so downstream code and drop reasons read naturally
-    renamed = header.select(*[F.col(f"`{full}`").alias(bare) for bare, full in names.items()],
+    renamed = header.select(*[col(full).alias(bare) for bare, full in names.items()],
                             CORRUPT)
     return renamed, names
 
@@ -383,7 +413,7 @@ def load_recbole(spark: SparkSession, root: str, cfg: RecBoleConfig) -> Ingested
     cols = []
     for name, column in cfg.item_fields.items():
         multi = names[column].endswith(":token_seq")
-        value = multi_value(F.col(column), " ") if multi else single_value(F.col(column))
+        value = multi_value(col(column), " ") if multi else single_value(col(column))
         cols.append(value.alias(name))
     items = tag(items_raw, row_rules(item_file, "item_id")).select(F.trim(F.col("item_id")).alias("item_id"), *cols, DROP)
     items = out.keep(items, item_file)
@@ -429,17 +459,39 @@ def _under(root: str, path: str) -> str:
     return f"{root}/{path}"
 
 
+def _same_file(a: str, b: str) -> bool:
+    """Whether two input paths name the same file (local paths compared resolved)."""
+    if "://" in a or "://" in b:
+        return a == b
+    return Path(a.removeprefix("file://")).resolve() == Path(b.removeprefix("file://")).resolve()
+
+
 def load_generic(spark: SparkSession, root: str, cfg: GenericConfig) -> Ingested:
-    """Read a generic events file and optional items file, as named in config."""
+    """Read a generic events file and optional items file, as named in config.
+
+    The two may be one file (a log whose rows carry the item's side information): it is then
+    read once, and a row dropped from both the events and the catalogue is counted once, under
+    the events' reason.
+    """
     ev_path = _under(root, cfg.events)
     required = [cfg.user_col, cfg.item_col, cfg.time_col]
     if cfg.behavior_col:
         required.append(cfg.behavior_col)
+    fields = [f.name for f in cfg.side_info]
+    if cfg.items is None and fields:
+        raise InputError("data.generic.side_info is set but data.generic.items is null")
+    it_path = _under(root, cfg.items) if cfg.items is not None else None
+    id_col = cfg.items_item_col or cfg.item_col
+    columns = {f.name: f.column or f.name for f in cfg.side_info}
+    it_required = [id_col, *dict.fromkeys(columns.values())]
+    shared = it_path is not None and _same_file(ev_path, it_path)
+    ev_required = list(dict.fromkeys(required + it_required)) if shared else required
+
     time_format = cfg.time_format
     if cfg.file_format == "csv":
-        raw = read_csv(spark, ev_path, required, sep=cfg.delimiter)
+        raw = read_csv(spark, ev_path, ev_required, sep=cfg.delimiter)
     else:
-        raw, timestamps = read_parquet(spark, ev_path, required)
+        raw, timestamps = read_parquet(spark, ev_path, ev_required)
         if cfg.time_col in timestamps and time_format != "unix":
             log.info("%s: %s is a timestamp column: time_format %r not needed", cfg.events,
                      cfg.time_col, time_format)
@@ -447,35 +499,36 @@ def load_generic(spark: SparkSession, root: str, cfg: GenericConfig) -> Ingested
     ev_file = Path(cfg.events).name
     filters = []
     if cfg.behavior_col and cfg.behaviors:
-        filters += [(blank(F.col(cfg.behavior_col)), f"{ev_file}: missing {cfg.behavior_col}"),
-                    (~F.trim(F.col(cfg.behavior_col)).isin(cfg.behaviors),
+        filters += [(blank(col(cfg.behavior_col)), f"{ev_file}: missing {cfg.behavior_col}"),
+                    (~F.trim(col(cfg.behavior_col)).isin(cfg.behaviors),
                      f"{ev_file}: {cfg.behavior_col} not in {cfg.behaviors}")]
     events = events_from(raw, ev_file, cfg.user_col, cfg.item_col, cfg.time_col, time_format,
                          filters=filters)
-    fields = [f.name for f in cfg.side_info]
     out = Ingested(fields=fields)
     out.events = out.keep(events, ev_file)
 
-    if cfg.items is None:
-        if fields:
-            raise InputError("data.generic.side_info is set but data.generic.items is null")
+    if it_path is None:
         out.side_info = spark.createDataFrame([], "item_id string")
         return out
-    it_path = _under(root, cfg.items)
-    id_col = cfg.items_item_col or cfg.item_col
-    columns = {f.name: f.column or f.name for f in cfg.side_info}
-    it_required = [id_col, *dict.fromkeys(columns.values())]
-    if cfg.file_format == "csv":
+    if shared:
+        items_raw = raw
+    elif cfg.file_format == "csv":
         items_raw = read_csv(spark, it_path, it_required, sep=cfg.delimiter)
     else:
         items_raw, _ = read_parquet(spark, it_path, it_required)
     it_file = Path(cfg.items).name
     cols = [
-        (multi_value(F.col(columns[f.name]), f.sep) if f.sep else
-         single_value(F.col(columns[f.name]))).alias(f.name)
+        (multi_value(col(columns[f.name]), f.sep) if f.sep else
+         single_value(col(columns[f.name]))).alias(f.name)
         for f in cfg.side_info
     ]
-    items = tag(items_raw, row_rules(it_file, id_col)).select(F.trim(F.col(id_col)).alias("item_id"), *cols, DROP)
+    extra = []
+    if shared:  # rows the events pass dropped are already in the report
+        ev_rules = event_rules(ev_file, cfg.user_col, cfg.item_col, cfg.time_col, time_format,
+                               filters=filters)
+        extra = [reason(ev_rules).isNotNull().alias(COUNTED)]
+    items = tag(items_raw, row_rules(it_file, id_col)).select(
+        F.trim(col(id_col)).alias("item_id"), *cols, DROP, *extra)
     items = out.keep(items, it_file)
     out.side_info = fill_empty(merge_side_info(items, fields), fields)
     return out

@@ -10,6 +10,8 @@ from __future__ import annotations
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from eges.pipeline.ingest import col
+
 
 def index_items(side_info: DataFrame, events: DataFrame) -> DataFrame:
     """Assign dense ``item_idx`` (int32, from 1; 0 is padding) to every known item.
@@ -30,12 +32,12 @@ def index_items(side_info: DataFrame, events: DataFrame) -> DataFrame:
     items = counts.join(side_info, "item_id", "full_outer").select(
         "item_id",
         F.coalesce("count", F.lit(0).cast("long")).alias("count"),
-        *[F.coalesce(F.col(f), F.array().cast("array<string>")).alias(f) for f in fields],
+        *[F.coalesce(col(f), F.array().cast("array<string>")).alias(f) for f in fields],
     )
     # A global order needs one partition; the item table is small next to the events.
     order = Window.orderBy(F.col("count").desc(), F.col("item_id"))
     return items.withColumn("item_idx", F.row_number().over(order).cast("int")).select(
-        "item_idx", "item_id", "count", *fields
+        "item_idx", "item_id", "count", *[col(f) for f in fields]
     )
 
 
@@ -49,7 +51,7 @@ def build_vocab(items: DataFrame, field: str) -> DataFrame:
     Returns:
         ``value`` string, ``index`` int (from 1), ``count`` bigint (items having the value).
     """
-    values = items.select(F.explode(field).alias("value")).groupBy("value").agg(
+    values = items.select(F.explode(col(field)).alias("value")).groupBy("value").agg(
         F.count(F.lit(1)).alias("count")
     )
     order = Window.orderBy(F.col("count").desc(), F.col("value"))
@@ -71,12 +73,12 @@ def encode_side_info(items: DataFrame, vocabs: dict[str, DataFrame]) -> DataFram
     out = items
     for field, vocab in vocabs.items():
         encoded = (
-            items.select("item_idx", F.explode(field).alias("value"))
+            items.select("item_idx", F.explode(col(field)).alias("value"))
             .join(F.broadcast(vocab.select("value", "index")), "value")
             .groupBy("item_idx")
-            .agg(F.array_sort(F.collect_list("index")).alias(f"_{field}"))
+            .agg(F.array_sort(F.collect_list("index")).alias("_encoded"))
         )
         out = out.join(encoded, "item_idx", "left").withColumn(
-            field, F.coalesce(F.col(f"_{field}"), F.array().cast("array<int>"))
-        ).drop(f"_{field}")
-    return out.select(*items.columns)
+            field, F.coalesce(F.col("_encoded"), F.array().cast("array<int>"))
+        ).drop("_encoded")
+    return out.select(*[col(c) for c in items.columns])

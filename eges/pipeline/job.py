@@ -24,7 +24,7 @@ from pyspark.sql import functions as F
 from eges import __version__, schema
 from eges.config import Config
 from eges.pipeline.graph import build_adjacency, build_edges
-from eges.pipeline.ingest import ingest, split_drops
+from eges.pipeline.ingest import col, ingest, split_drops
 from eges.pipeline.items import build_vocab, encode_side_info, index_items
 from eges.pipeline.sessions import filter_events, sessionize
 from eges.pipeline.shards import (
@@ -197,7 +197,8 @@ def _write_outputs(spark: SparkSession, cfg: Config, tmp: Path, persisted: list,
             _check(tmp, tables[f"eval/{name}"], schema.EDGE_SCHEMA)
         split_info["tables"] = {n: tables[f"eval/{n}"]["rows"] for n in eval_tables}
     no_side_info = (
-        F.size(F.flatten(F.array(*data.fields))) == 0 if data.fields else F.lit(True)
+        F.size(F.flatten(F.array(*[col(f) for f in data.fields]))) == 0 if data.fields
+        else F.lit(True)
     )
     item_stats = items.agg(
         F.sum((F.col("count") == 0).cast("long")).alias("cold"),

@@ -24,6 +24,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from eges.pipeline.graph import build_edges
+from eges.pipeline.ingest import col
 
 
 def _key(seed: int, *cols: str):
@@ -109,7 +110,8 @@ def choose_heldout_items(events: DataFrame, side_info: DataFrame, fraction: floa
     fields = [c for c in side_info.columns if c != "item_id"]
     if not fields:
         raise ValueError("split.kind=items needs side information: the data has no fields")
-    with_side = side_info.filter(F.size(F.flatten(F.array(*fields))) > 0).select("item_id")
+    with_side = side_info.filter(
+        F.size(F.flatten(F.array(*[col(f) for f in fields]))) > 0).select("item_id")
     eligible = events.select("item_id").distinct().join(with_side, "item_id")
     n = round(fraction * eligible.count())
     return eligible.orderBy(_key(seed, "item_id"), "item_id").limit(n).select("item_id")

@@ -60,3 +60,31 @@ def test_bad_input_is_counted_or_kept_on_purpose(spark, corpus, tmp_path):
              for f in ("genres", "tags")}
     assert {LONG, "Ωmega", "Sci-Fi"} <= vocab["genres"]
     assert vocab["tags"] == {'a|b, "c"'}  # a tag is one value, quotes and separators kept
+
+
+def test_column_and_field_names_with_dots_spaces_and_unicode(spark, tmp_path):
+    """Names reach Spark expressions quoted and become vocab directories as they are."""
+    d = tmp_path / "data"
+    d.mkdir()
+    lines = ["用户 id,item.id,time `t`"]
+    for u in range(4):
+        lines += [f"用户{u},x.{(u + k) % 5},{100 * u + 10 * k}" for k in range(4)]
+    (d / "ev.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (d / "it.csv").write_text("item.id,品牌.名,tag s\n" + "".join(
+        f"x.{i},b{i % 2},t{i}|t{i + 1}\n" for i in range(5)), encoding="utf-8")
+    cfg = load_config(None, [
+        "data.format=generic", f"data.path={d}", "data.generic.events=ev.csv",
+        "data.generic.items=it.csv", "data.generic.user_col='用户 id'",
+        "data.generic.item_col=item.id", "data.generic.time_col='time `t`'",
+        "data.generic.side_info=[{name: 品牌 名, column: 品牌.名}, "
+        "{name: tag.s, column: tag s, sep: '|'}]",
+        f"output.path={tmp_path / 'out'}", "walks.walks_per_node=2", "output.num_shards=1"])
+    manifest = run_walk_job(spark, cfg)
+    assert [f["name"] for f in manifest["side_info_fields"]] == ["品牌 名", "tag.s"]
+    assert manifest["dropped"] == {} and manifest["counts"]["events"] == 16
+    out = tmp_path / "out"
+    assert {r["value"] for r in schema.read_table(out / "vocab" / "品牌 名").to_pylist()} == {
+        "b0", "b1"}
+    assert len(schema.read_table(out / "vocab" / "tag.s").to_pylist()) == 6
+    items = schema.read_table(out / "items").to_pylist()
+    assert all(len(r["tag.s"]) == 2 and len(r["品牌 名"]) == 1 for r in items)

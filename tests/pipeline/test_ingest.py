@@ -227,3 +227,65 @@ def test_generic_missing_column_is_named(spark, tmp_path):
     write(tmp_path / "items.csv", "sku,brand,categories\n")
     with pytest.raises(InputError, match=r"events.csv: missing column\(s\) \['time'\]"):
         load_generic(spark, str(tmp_path), GENERIC)
+
+
+SHARED_LOG = "\n".join([
+    "user,item,ts,brand,sku",
+    "u1,i1,100,A,s1",
+    "u1,i2,200,B,s2",
+    "u2,i1,300,A,s1",
+    "u2,i3,400",             # malformed: dropped from events and catalogue, counted once
+    "u3,,500,C,s9",          # no item: dropped from both, counted once
+    "u3,i4,notatime,D,s4",   # events only: i4 stays in the catalogue
+    ",i5,600,E,s5",          # events only (no user): i5 stays in the catalogue
+    "u4,i6,700,F,",          # catalogue only when its id column is sku: the event is kept
+]) + "\n"
+SHARED = GenericConfig(events="log.csv", items="./log.csv", user_col="user", item_col="item",
+                       time_col="ts", side_info=[SideInfoField(name="brand")])
+
+
+def test_one_file_as_events_and_items_counts_each_bad_row_once(spark, tmp_path):
+    write(tmp_path / "log.csv", SHARED_LOG)
+    got = load_generic(spark, str(tmp_path), SHARED)
+    assert got.dropped == {
+        "log.csv: malformed row (wrong number of fields)": 1,
+        "log.csv: missing item": 1,
+        "log.csv: unparsable ts": 1,
+        "log.csv: missing user": 1,
+    }
+    assert got.rows_read == {"log.csv": 8}
+    assert [e[:2] for e in events(got)] == [("u1", "i1"), ("u1", "i2"), ("u2", "i1"),
+                                            ("u4", "i6")]
+    assert side(got) == {"i1": {"brand": ["A"]}, "i2": {"brand": ["B"]}, "i4": {"brand": ["D"]},
+                         "i5": {"brand": ["E"]}, "i6": {"brand": ["F"]}}
+
+
+def test_one_file_with_another_item_column_counts_catalogue_only_drops(spark, tmp_path):
+    """With items_item_col a second column, a row can be a good event and a bad catalogue row:
+    that drop is counted, once."""
+    write(tmp_path / "log.csv", SHARED_LOG)
+    cfg = GenericConfig(**{**SHARED.__dict__, "items_item_col": "sku"})
+    got = load_generic(spark, str(tmp_path), cfg)
+    assert got.dropped == {
+        "log.csv: malformed row (wrong number of fields)": 1,
+        "log.csv: missing item": 1,
+        "log.csv: unparsable ts": 1,
+        "log.csv: missing user": 1,
+        "log.csv: missing sku": 1,  # u4's row: an event, but no catalogue id
+    }
+    assert set(side(got)) == {"s1", "s2", "s9", "s4", "s5"}
+
+
+def test_column_names_with_dots_spaces_backticks_and_unicode(spark, tmp_path):
+    write(tmp_path / "ev.csv", "用户 id,item.id,time `t`,act.ion\n"
+          "甲,x.1,10,看\n甲,x.2,20,看\n乙,x.1,30,买\n乙,,40,看\n")
+    write(tmp_path / "it.csv", "item.id,品牌.名,tag s\nx.1,Ä,a|b\nx.2,B,\n")
+    cfg = GenericConfig(events="ev.csv", items="it.csv", user_col="用户 id", item_col="item.id",
+                        time_col="time `t`", behavior_col="act.ion", behaviors=["看"],
+                        side_info=[SideInfoField(name="品牌 名", column="品牌.名"),
+                                   SideInfoField(name="tag.s", column="tag s", sep="|")])
+    got = load_generic(spark, str(tmp_path), cfg)
+    assert events(got) == [("甲", "x.1", 10.0), ("甲", "x.2", 20.0)]
+    assert got.dropped == {"ev.csv: act.ion not in ['看']": 1, "ev.csv: missing item.id": 1}
+    assert side(got) == {"x.1": {"品牌 名": ["Ä"], "tag.s": ["a", "b"]},
+                         "x.2": {"品牌 名": ["B"], "tag.s": []}}

@@ -57,13 +57,14 @@ def test_non_edges_fail_clearly_on_a_complete_graph(spark):
         sample_non_edges(full, 3, seed=0)
 
 
-def test_heldout_items_have_events_and_side_info(spark):
+@pytest.mark.parametrize("field", ["genres", "品牌.名 s"])  # any name: quoted in expressions
+def test_heldout_items_have_events_and_side_info(spark, field):
     events = spark.createDataFrame(
         [("u", str(i), float(i)) for i in range(1, 41)] + [("u", "nosi", 99.0)],
         "user_id string, item_id string, ts double")
     side = spark.createDataFrame(
         [(str(i), ["g"]) for i in range(1, 46)] + [("nosi", [])],
-        "item_id string, genres array<string>")
+        f"item_id string, `{field}` array<string>")
     held = {r.item_id for r in choose_heldout_items(events, side, 0.1, seed=0).collect()}
     assert len(held) == 4  # round(0.1 * 40 eligible): "nosi" (no side info) and 41..45 (no events)
     assert held <= {str(i) for i in range(1, 41)}
