@@ -113,15 +113,23 @@ def walk_output(cfg: Config, task: str, root: Path) -> Path:
 
 
 def learned_run(cfg: Config, walk_dir: Path, run_dir: Path, mode: str, seed: int) -> Path:
-    """Train (or reuse) one EGES/GES/BGE run on ``walk_dir``; returns the run directory."""
+    """Train (or reuse) one EGES/GES/BGE run on ``walk_dir``; returns the run directory.
+
+    A finished run is reused only when it was trained with the same ``train`` settings on this
+    very walk output: its export records the digest of the walk manifest it read, and a walk
+    job that rewrote ``walk_dir`` (another split, seed or data at the same path) changes it.
+    """
     t = dataclasses.replace(cfg.train, data=str(walk_dir), output=str(run_dir), mode=mode,
                             seed=seed, overwrite=True)
     export = run_dir / "export"
     if (export / schema.MANIFEST).exists():
         done = schema.read_manifest_json(export)
-        if done.get("config", {}).get("train") == dataclasses.asdict(t):
+        same_walks = done.get("walks_manifest_sha256") == schema.manifest_digest(walk_dir)
+        if same_walks and done.get("config", {}).get("train") == dataclasses.asdict(t):
             log.info("reusing run %s", run_dir)
             return run_dir
+        log.info("%s was trained on %s: training again", run_dir,
+                 "other settings" if same_walks else "an earlier walk output")
     from eges.train import train
 
     train(dataclasses.replace(cfg, train=t))
@@ -418,14 +426,15 @@ def run_evaluation(cfg: Config) -> dict[str, Any]:
     Returns:
         The results (as written to ``results.json``).
     """
-    from eges.report import write_report
-
     ev = cfg.evaluate
     root = Path(ev.output)
     if (root / "results.json").exists() and not ev.overwrite:
         raise FileExistsError(f"{root} already holds an evaluation; --set evaluate.overwrite=true "
                               "to run it again (finished walk outputs and runs are reused)")
     root.mkdir(parents=True, exist_ok=True)
+    # results.json marks a finished evaluation: an overwrite that dies midway must not leave the
+    # previous one's results beside a half-replaced report
+    (root / "results.json").unlink(missing_ok=True)
     start = time.perf_counter()
     tasks: dict[str, Any] = {}
     for task in ev.tasks:
@@ -442,9 +451,19 @@ def run_evaluation(cfg: Config) -> dict[str, Any]:
         "seconds": round(time.perf_counter() - start, 1),
         "config": cfg.to_dict(),
     }
-    (root / "results.json").write_text(json.dumps(results, indent=1, default=float))
-    write_report(cfg, results, root)
+    publish_results(cfg, results, root)
     return results
+
+
+def publish_results(cfg: Config, results: dict[str, Any], root: Path) -> None:
+    """Write the report (``report.md`` + plots), then ``results.json`` last, each atomically
+    (temporary file + rename): ``results.json`` exists only beside the report made from it."""
+    from eges.report import write_report
+
+    write_report(cfg, results, root)
+    tmp = root / ".results.json.tmp"
+    tmp.write_text(json.dumps(results, indent=1, default=float))
+    os.replace(tmp, root / "results.json")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -142,6 +142,7 @@ def export_run(model: EGES, items: ItemTable, walk_counts: np.ndarray, cfg: Conf
                 "items_without_vector": items.num_items - len(idx),
             },
             "walks": str(walk_dir),
+            "walks_manifest_sha256": schema.manifest_digest(walk_dir),  # which walks trained it
             "versions": {"eges": __version__, "torch": torch.__version__},
             **(extra or {}),
             "config": cfg.to_dict(),

@@ -344,3 +344,10 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
         if not (directory / shard["path"]).is_file():
             raise IncompleteOutputError(f"{directory}: walk shard {shard['path']} is missing")
     return manifest
+
+
+def manifest_digest(directory: str | Path) -> str:
+    """SHA-256 of an output's ``manifest.json``: its identity. Every run of a job writes a new
+    manifest (timings, row counts, config), so a regenerated output at the same path gets a new
+    digest; consumers record it to know which output they were made from."""
+    return hashlib.sha256((Path(directory) / MANIFEST).read_bytes()).hexdigest()

@@ -197,9 +197,16 @@ def test_neighbor_table_agrees_with_gensim_and_covers_cold_items(run, tmp_path):
         ours = table[table["item_id"] == item].sort_values("rank")
         theirs = kv.most_similar(item, topn=10)
         np.testing.assert_allclose(ours["score"], [s for _, s in theirs], atol=1e-4)
-        # equal scores may swap places; compare the ids where the scores differ clearly
-        assert set(ours["neighbor_id"]) == {i for i, _ in theirs} or np.allclose(
-            sorted(ours["score"])[:2], sorted(s for _, s in theirs)[:2], atol=1e-4)
+        # equal scores may swap places (or swap the 10th with the 11th): every neighbour whose
+        # score clearly beats the 10th is in both lists, at the same rank where no score is
+        # within the tolerance of it
+        scores = ours["score"].to_numpy()
+        clear = scores > scores[-1] + 1e-4
+        mine, gensims = list(ours["neighbor_id"]), [i for i, _ in theirs]
+        assert {i for i, c in zip(mine, clear) if c} == {i for i, c in zip(gensims, clear) if c}
+        for r, s in enumerate(scores):
+            if (np.abs(np.delete(scores, r) - s) > 1e-4).all():
+                assert mine[r] == gensims[r], (item, r)
 
     approx = subprocess.run([sys.executable, "-m", "eges.neighbors", "--run", str(run),
                              "--top-k", "10", "--method", "hnsw", "--output", str(tmp_path / "a"),
@@ -207,8 +214,38 @@ def test_neighbor_table_agrees_with_gensim_and_covers_cold_items(run, tmp_path):
                             capture_output=True, text=True, cwd=REPO, timeout=300)
     assert approx.returncode == 0, approx.stderr
     manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
-    assert 0.0 <= manifest["recall_at_10"] <= 1.0 and manifest["recall_sample"] == 1000
+    # HNSW (M 32, ef_search 256) against exact search with the same filter, 1000 queries
+    assert manifest["recall_at_10"] >= 0.95 and manifest["recall_sample"] == 1000
 
     bad = subprocess.run([sys.executable, "-m", "eges.neighbors", "--run", str(run),
                           "--top-k", "0"], capture_output=True, text=True, cwd=REPO)
     assert bad.returncode == 2 and "error: --top-k must be positive" in bad.stderr
+
+
+@pytest.mark.slow
+def test_evaluation_reuses_a_run_only_for_the_walks_it_was_trained_on(spark, walks, ml_small,
+                                                                      tmp_path):
+    """The evaluation's walk outputs keep their path when regenerated (another split or seed):
+    a run trained on the earlier walks must not be reused for the new ones."""
+    import shutil
+
+    from eges.evaluate import learned_run
+
+    walk_dir = tmp_path / "walks"
+    shutil.copytree(walks, walk_dir)
+    cfg = load_config(REPO / "conf" / "ml-latest-small.yaml",
+                      ["train.embedding_dim=16", "train.max_steps=3", "train.batch_size=64"])
+    run = learned_run(cfg, walk_dir, tmp_path / "run", "eges", 1)
+    first = export_manifest(run)
+    assert first["walks_manifest_sha256"] == schema.manifest_digest(walk_dir)
+    stamp = (run / "export" / "manifest.json").stat().st_mtime_ns
+    assert learned_run(cfg, walk_dir, run, "eges", 1) == run  # same walks, same settings
+    assert (run / "export" / "manifest.json").stat().st_mtime_ns == stamp  # reused
+
+    run_walk_job(spark, load_config(REPO / "conf" / "ml-latest-small.yaml", [
+        f"data.path={ml_small}", f"output.path={walk_dir}", "walks.walks_per_node=4",
+        "walks.seed=7", "output.overwrite=true"]))
+    learned_run(cfg, walk_dir, run, "eges", 1)
+    again = export_manifest(run)
+    assert again["walks_manifest_sha256"] == schema.manifest_digest(walk_dir)
+    assert again["walks_manifest_sha256"] != first["walks_manifest_sha256"]  # trained again
