@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -362,6 +363,8 @@ def write_report(cfg: Config, results: dict[str, Any], root: Path) -> Path:
                     f"{name}{' ✓' if hit else ''}" for name, hit in top))
             lines.append("")
     path = root / "report.md"
-    path.write_text("\n".join(lines) + "\n")
+    tmp = path.with_name(f".{path.name}.tmp")  # a reader never sees half a report
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, path)
     log.info("wrote %s", path)
     return path

@@ -9,6 +9,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -75,9 +76,93 @@ def test_demo_results_cover_every_model_and_task(demo):
         assert cold[model].get("n/a"), model
     assert cold["eges"]["coverage"]["mean"] == 1.0
     link = tasks["link"]["summary"]
-    # calibrated on this slice on 2026-11-28 (2 seeds): EGES AUC 0.639 ± 0.002, random 0.503,
-    # cold-start HR@50 EGES 0.193 ± 0.007 vs random 0.067; an untrained model sits at random
+    # calibrated on this slice on 2026-11-28 (2 seeds): EGES AUC 0.639 ± 0.002, random 0.503
     assert link["eges"]["auc"]["mean"] > 0.58
     assert abs(link["random"]["auc"]["mean"] - 0.5) < 0.05
-    assert cold["eges"]["hr@50"]["mean"] > 1.8 * cold["random"]["hr@50"]["mean"]
     assert tasks["next"]["info"]["queries"] > 100
+
+
+def untrained_scorer(cfg, walk_dir: Path, seed: int):
+    """The exported vectors of the same EGES before its first step: what ``eges/train.py``
+    builds (same seed, same side-info tables, same trained-value mask), not trained."""
+    import torch
+
+    from eges.baselines import VectorScorer
+    from eges.data.items import load_items
+    from eges.data.sampling import walk_frequencies
+    from eges.export import item_vectors
+    from eges.model import EGES
+    from eges.schema import WALKS_DIR, parquet_files
+
+    items = load_items(walk_dir)
+    counts = walk_frequencies(parquet_files(walk_dir / WALKS_DIR), items.num_items)
+    torch.manual_seed(seed)
+    model = EGES(items.num_items, items.vocab_sizes, items.offsets, items.values,
+                 cfg.train.embedding_dim, "eges")
+    model.mark_trained_values(torch.from_numpy(counts))
+    with torch.no_grad():
+        idx, vectors, _ = item_vectors(model, items, counts)
+    return VectorScorer("untrained", idx, vectors, items.num_items)
+
+
+@pytest.fixture(scope="module")
+def untrained(demo) -> dict[str, float]:
+    """Cold-start HR@50 and link AUC of the untrained model, mean over the demo's seeds, on the
+    demo's own splits, queries and candidates."""
+    from eges.config import load_config
+    from eges.evaluate import Models, cold_queries, rank_queries, score_link
+
+    root, _ = demo
+    cfg = load_config(root / "demo.yaml")
+    cold, link = [], []
+    models = Models(cfg, "cold", root / "eval" / "cold" / "walks", root / "eval")
+    queries, relevant, candidates = cold_queries(models, cfg.split.seed)
+    link_walks = root / "eval" / "link" / "walks"
+    for seed in cfg.evaluate.seeds:
+        scorer = untrained_scorer(cfg, models.walk_dir, seed)
+        cold.append(rank_queries(scorer, queries, relevant, candidates, [50],
+                                 exclude_self=False)["hr@50"])
+        link.append(score_link(untrained_scorer(cfg, link_walks, seed), link_walks)["auc"])
+    summary = json.loads((root / "eval" / "results.json").read_text())["tasks"]
+    print(f"untrained: cold HR@50 {np.mean(cold):.4f} (random "
+          f"{summary['cold']['summary']['random']['hr@50']['mean']:.4f}, trained "
+          f"{summary['cold']['summary']['eges']['hr@50']['mean']:.4f}); link AUC "
+          f"{np.mean(link):.4f} (trained {summary['link']['summary']['eges']['auc']['mean']:.4f})")
+    return {"cold": float(np.mean(cold)), "link": float(np.mean(link)), "tasks": summary}
+
+
+def test_training_beats_the_same_model_untrained_on_link_prediction(untrained):
+    """Random side-info tables already make a random-projection content model, so "beats
+    random" proves little: the trained model is compared with itself before training."""
+    link = untrained["tasks"]["link"]["summary"]
+    # measured on this slice on 2026-11-28 (2 seeds): trained 0.647, untrained 0.550
+    assert link["eges"]["auc"]["mean"] > untrained["link"] + 0.05
+
+
+@pytest.mark.xfail(strict=True, reason="known gap, measured 2026-11-28 on this slice (2 seeds): "
+                   "trained cold-start HR@50 0.215 vs 0.218 untrained (random 0.067): training "
+                   "does not yet improve the side-information-only vectors; strict, so the "
+                   "day it does this test fails and the marker must go")
+def test_training_beats_the_same_model_untrained_on_cold_start(untrained):
+    cold = untrained["tasks"]["cold"]["summary"]
+    assert cold["eges"]["hr@50"]["mean"] > 1.1 * untrained["cold"]
+
+
+def test_results_json_is_written_after_the_report(demo, tmp_path):
+    """results.json marks a finished evaluation: it never exists beside a report that failed."""
+    from eges.config import load_config
+    from eges.evaluate import publish_results
+
+    root, _ = demo
+    cfg = load_config(root / "demo.yaml")
+    results = json.loads((root / "eval" / "results.json").read_text())
+    (tmp_path / "report.md").mkdir()  # the report cannot be written
+    with pytest.raises(OSError):
+        publish_results(cfg, results, tmp_path)
+    assert not (tmp_path / "results.json").exists()
+    (tmp_path / "report.md").rmdir()
+    publish_results(cfg, results, tmp_path)
+    assert json.loads((tmp_path / "results.json").read_text())["tasks"].keys() == \
+        results["tasks"].keys()
+    assert "## Cold start" in (tmp_path / "report.md").read_text()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
