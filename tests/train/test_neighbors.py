@@ -65,12 +65,16 @@ def test_recall_ignores_slots_that_filters_left_empty():
     assert recall_at_k(approx, exact, approx >= 0, exact_ok) == pytest.approx(0.5)
 
 
-def test_hnsw_excludes_self(vectors):
+def test_hnsw_excludes_self_and_matches_exact_search(vectors):
     x = prepare(vectors, "cosine").numpy()
     idx, scores, _ = hnsw_topk(x, 10)
     assert idx.shape == (300, 10)
     assert not (idx == np.arange(300)[:, None]).any()
     assert (np.diff(scores, axis=1) <= 1e-6).all()  # best first
+    # the scores are the true inner products of the ids returned
+    np.testing.assert_allclose(scores, np.take_along_axis(x @ x.T, idx, 1), rtol=1e-5, atol=1e-6)
+    # on 300 points HNSW (ef_search 256) is all but exact: it finds the brute-force top 10
+    assert recall_at_k(idx, brute(x, 10)) >= 0.98
 
 
 def make_run(root, vectors: np.ndarray):
@@ -139,7 +143,9 @@ def test_same_field_restricts_neighbours_and_items_without_value_get_none(vector
         assert m["counts"]["items_with_fewer_than_k"] == 60  # exactly the items without a value
     else:  # post-filtering a 4x wider candidate list can leave fewer than K: counted, measured
         assert m["counts"]["items_with_fewer_than_k"] >= 60
-        assert 0.0 <= m["recall_at_5"] <= 1.0 and m["recall_sample"] == 300
+        # against exact search with the same filter on every query: 0.873 measured 2026-11-28
+        # (post-filtering loses some); a broken comparison would sit near 5 / 300
+        assert m["recall_at_5"] >= 0.8 and m["recall_sample"] == 300
 
 
 def test_output_never_replaces_a_directory_that_is_not_a_neighbour_table(vectors, tmp_path):
