@@ -89,7 +89,7 @@ def describe(root: Path, name: str) -> dict[str, Any]:
 
 
 def write_walk_shards(walks: DataFrame, out: Path, num_shards: int, seed: int) -> dict[str, Any]:
-    """Write walks as up to ``num_shards`` parquet files of similar size, in a seeded shuffled order.
+    """Write walks as up to ``num_shards`` parquet files of similar size, in seeded shuffled order.
 
     A walk's shard is ``pmod(h, num_shards)`` with ``h = xxhash64(seed, walk_id)``, and rows are
     ordered by ``(h, walk_id)`` within a shard, so that any block of a shard mixes start nodes

@@ -107,7 +107,8 @@ def build_spark(cfg: SparkConfig, extra: dict[str, str] | None = None) -> SparkS
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(cfg.log_level)
-    for key, value in settings.items():  # an existing session keeps its static conf; set runtime ones
+    # an existing session keeps its static conf: set the runtime settings on it
+    for key, value in settings.items():
         if key in (MASTER, APP_NAME):
             continue
         try:
