@@ -67,6 +67,56 @@ def item_vectors(model: EGES, items: ItemTable, walk_counts: np.ndarray
     return ids[keep].numpy(), out[keep].numpy().astype(np.float32), cold[keep].numpy()
 
 
+COLLAPSED = 0.8  # mean pairwise cosine above which neighbour scores say little
+
+
+def mean_pairwise_cosine(vectors: np.ndarray) -> float | None:
+    """Mean cosine over all pairs of distinct rows, exactly, in O(N·D): with unit rows u_i,
+    Σ_{i≠j} u_i·u_j = |Σ u_i|² − N. Zero rows are left out; None for fewer than two rows.
+
+    Near 1 the vectors have collapsed onto one direction and every neighbour scores alike."""
+    x = np.asarray(vectors, dtype=np.float64)
+    norms = np.linalg.norm(x, axis=1)
+    x = x[norms > 0] / norms[norms > 0, None]
+    n = len(x)
+    if n < 2:
+        return None
+    total = x.sum(0)
+    return float((total @ total - n) / (n * (n - 1)))
+
+
+@torch.no_grad()
+def vector_health(model: EGES, idx: np.ndarray, vectors: np.ndarray, cold: np.ndarray
+                  ) -> dict[str, Any]:
+    """Mean pairwise cosine of the exported warm and cold vectors, and of the side-info-only
+    vectors of the warm items (what a new item with the same metadata would get).
+
+    Returns:
+        ``{group: {"vectors": N, "mean_pairwise_cosine": c}}`` for ``warm``, ``cold`` and (with
+        side information) ``side_info_only``; ``collapsed`` lists the groups above
+        :data:`COLLAPSED`.
+    """
+    groups = {"warm": vectors[~cold], "cold": vectors[cold]}
+    if model.num_fields:
+        warm_ids = torch.from_numpy(idx[~cold].astype(np.int64))
+        groups["side_info_only"] = torch.cat(
+            [model.cold_start_items(warm_ids[lo: lo + CHUNK])
+             for lo in range(0, len(warm_ids), CHUNK)] or [torch.zeros(0, vectors.shape[1])]
+        ).numpy()
+    out: dict[str, Any] = {
+        name: {"vectors": len(v), "mean_pairwise_cosine": mean_pairwise_cosine(v)}
+        for name, v in groups.items()}
+    out["collapsed"] = [name for name, g in out.items()
+                        if (g["mean_pairwise_cosine"] or 0.0) > COLLAPSED]
+    for name in out["collapsed"]:
+        log.warning("the %s vectors have collapsed: mean pairwise cosine %.3f over %d vectors "
+                    "(above %.1f), so their neighbour scores barely differ. Usual causes: few "
+                    "items trained for many steps, or one side-info value shared by most items; "
+                    "try fewer epochs or a lower train.lr", name,
+                    out[name]["mean_pairwise_cosine"], out[name]["vectors"], COLLAPSED)
+    return out
+
+
 @torch.no_grad()
 def source_weights(model: EGES, items: ItemTable) -> pa.Table:
     ids = torch.arange(1, items.num_items + 1)
@@ -143,6 +193,7 @@ def export_run(model: EGES, items: ItemTable, walk_counts: np.ndarray, cfg: Conf
             },
             "walks": str(walk_dir),
             "walks_manifest_sha256": schema.manifest_digest(walk_dir),  # which walks trained it
+            "health": vector_health(model, idx, vectors, cold),
             "versions": {"eges": __version__, "torch": torch.__version__},
             **(extra or {}),
             "config": cfg.to_dict(),

@@ -104,10 +104,14 @@ def train(cfg: Config, resume: bool = False) -> dict:
         ckpt = latest_checkpoint(run_dir)
         if ckpt is None:
             raise FileNotFoundError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}")
-    elif (run_dir / "checkpoints").exists() and not t.overwrite:
-        raise RunExistsError(f"run directory {run_dir} already has checkpoints; use --resume to "
-                             "continue it, --set train.overwrite=true to start over, or another "
-                             "--output")
+    elif not t.overwrite:
+        # an export counts as much as checkpoints: a run killed before its first checkpoint
+        # leaves only the previous export, which a plain run must not replace unasked
+        held = [p.name for p in (run_dir / "checkpoints", run_dir / EXPORT_DIR) if p.exists()]
+        if held:
+            raise RunExistsError(f"run directory {run_dir} already has {' and '.join(held)}; use "
+                                 "--resume to continue it, --set train.overwrite=true to start "
+                                 "over, or another --output")
 
     gpu = t.accelerator == "gpu" or (t.accelerator == "auto" and torch.cuda.is_available())
     backend = t.backend if t.backend != "auto" else ("nccl" if gpu else "gloo")
@@ -236,6 +240,13 @@ def main(argv: list[str] | None = None) -> int:
               f"({pairs / max(stats['train_seconds'], 1e-9):,.0f} pairs/s incl. start-up)\n"
               f"exported {e['vectors']:,} vectors ({e['warm']:,} warm, {e['cold']:,} cold) to "
               f"{Path(cfg.train.output) / 'export'}")
+        health = stats["export"].get("health", {})
+        cosines = [f"{name} {g['mean_pairwise_cosine']:.3f}" for name, g in health.items()
+                   if name != "collapsed" and g["mean_pairwise_cosine"] is not None]
+        if cosines:
+            print("mean pairwise cosine (near 1: collapsed): " + ", ".join(cosines)
+                  + (f"  -- COLLAPSED: {', '.join(health['collapsed'])}"
+                     if health.get("collapsed") else ""))
     return 0
 
 
