@@ -11,6 +11,9 @@ evaluation is one, so every task scores them the same way:
 * :class:`MatrixScorer` — :func:`cooccurrence` counts: how often two items appear within
   ``window`` positions of each other in the training walks (the same walks the learned models
   see, so link prediction's hidden pairs are not leaked).
+* :class:`TableScorer` — what is served: a query's neighbours as the run's neighbour table
+  (``eges.neighbors``) lists them, in its order; an item it does not list for the query is not
+  retrieved at all (shown as ``<model>·table``);
 * :class:`PopularityScorer` — the candidate's frequency in the training walks (product of the
   two frequencies for a pair: preferential attachment).
 * :class:`RandomScorer` — a seeded uniform score.
@@ -27,6 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
@@ -128,6 +132,41 @@ class SparseVectorScorer(VectorScorer):
 
     def score(self, queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         return (self.table[queries] @ self.table[candidates].T).toarray()
+
+
+class TableScorer(Scorer):
+    """The served neighbour table: candidate c of query q scores K + 1 − rank when q's row lists
+    c at that rank, and −inf (never retrieved) otherwise; a pair scores the better of its two
+    directions (0 when neither lists the other).
+
+    Args:
+        name: model name for the report.
+        table: ``neighbors.parquet`` (``item_id``, ``neighbor_id``, ``rank``).
+        item_ids: raw id of every item_idx (index 0 = padding).
+    """
+
+    def __init__(self, name: str, table: pa.Table, item_ids: list[str]) -> None:
+        self.name = name
+        index = {item: i for i, item in enumerate(item_ids) if i > 0}
+        q = np.array([index[i] for i in table["item_id"].to_pylist()], dtype=np.int64)
+        c = np.array([index[i] for i in table["neighbor_id"].to_pylist()], dtype=np.int64)
+        rank = table["rank"].to_numpy().astype(np.float64)
+        top_k = rank.max(initial=0.0)
+        n = len(item_ids)
+        self.matrix = sp.csr_matrix((top_k + 1.0 - rank, (q, c)), shape=(n, n))
+        self.has = np.asarray(self.matrix.getnnz(axis=1)).ravel() > 0
+
+    def covered(self, items: np.ndarray) -> np.ndarray:
+        return self.has[items]
+
+    def score(self, queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        s = self.matrix[queries][:, candidates].toarray()  # (Q, C)
+        return np.where(s > 0, s, -np.inf)
+
+    def pair_scores(self, a: np.ndarray, b: np.ndarray, block: int = 4096) -> np.ndarray:
+        ab = np.asarray(self.matrix[a, b]).ravel()
+        ba = np.asarray(self.matrix[b, a]).ravel()
+        return np.maximum(ab, ba)
 
 
 class MatrixScorer(Scorer):

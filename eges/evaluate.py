@@ -25,8 +25,9 @@ reported as unable to score it.
 
 Outputs (``evaluate.output``): ``<task>/walks`` (walk outputs), ``<task>/runs/<model>-seed<N>``
 (training runs), ``results.json`` and the report (``report.md`` + PNG plots, see
-:mod:`eges.report`). Walk outputs and runs whose config matches are reused, so an interrupted
-evaluation continues where it stopped.
+:mod:`eges.report`), ``results.json`` last. Walk outputs whose config matches are reused, and
+runs whose training settings match and that were trained on that very walk output (its
+manifest's digest), so an interrupted evaluation continues where it stopped.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ import numpy as np
 from eges import schema
 from eges.baselines import (
     ContextScorer, MatrixScorer, PopularityScorer, RandomScorer, Scorer, SparseVectorScorer,
-    VectorScorer, content_vectors, cooccurrence, deepwalk, read_walks,
+    TableScorer, VectorScorer, content_vectors, cooccurrence, deepwalk, read_walks,
 )
 from eges.config import Config, ConfigError, add_config_arguments, config_from_args
 from eges.data.items import ItemTable, load_items, load_vocab
@@ -62,6 +63,7 @@ TASK_SPLIT = {"link": "edges", "cold": "items", "next": "time"}
 LEARNED = ("eges", "ges", "bge")
 SEEDED = (*LEARNED, "deepwalk", "random")
 CURVE_KS = [1, 2, 5, 10, 20, 50, 100]  # cold-start hit rate vs K (report plot)
+TABLE_K = max(CURVE_KS)  # neighbours per item in the served table the evaluation scores
 BLOCK = 512  # queries scored at once
 REPO = Path(__file__).resolve().parent.parent
 
@@ -136,17 +138,30 @@ def learned_run(cfg: Config, walk_dir: Path, run_dir: Path, mode: str, seed: int
     return run_dir
 
 
-def run_scorers(name: str, run_dir: Path, num_items: int) -> list[Scorer]:
-    """Cosine of exported vectors (``name``) and H·Z with the run's context table
-    (``name·ctx``)."""
+def run_scorers(name: str, run_dir: Path, items: ItemTable, top_k: int = TABLE_K
+                ) -> list[Scorer]:
+    """A run's scorers: cosine of the exported vectors (``name``), H·Z with its context table
+    (``name·ctx``), and the neighbour tables it serves (``eges.neighbors``, exact, top
+    ``top_k``): by cosine (``name·table``, the default table) and by H·Z (``name·ctx·table``).
+    A cold item's row of the cosine table is what ``eges.embed`` returns for a new item with
+    its side information."""
+    import pyarrow.parquet as pq
+
     from eges.export import load_model, read_embeddings
+    from eges.neighbors import build_table
 
     emb, vectors = read_embeddings(run_dir)
     idx = emb["item_idx"].to_numpy()
     model, _ = load_model(run_dir)
     context = model.context.weight.detach().numpy()
-    return [VectorScorer(name, idx, vectors, num_items),
-            ContextScorer(f"{name}·ctx", idx, vectors, context)]
+    scorers: list[Scorer] = [VectorScorer(name, idx, vectors, items.num_items),
+                             ContextScorer(f"{name}·ctx", idx, vectors, context)]
+    for metric, suffix in (("cosine", "·table"), ("context", "·ctx·table")):
+        out = run_dir / f"neighbors-{metric}"
+        build_table(run_dir, min(top_k, len(idx) - 1), metric=metric, output=out)
+        scorers.append(TableScorer(f"{name}{suffix}", pq.read_table(out / "neighbors.parquet"),
+                                   items.item_ids))
+    return scorers
 
 
 class Models:
@@ -174,7 +189,7 @@ class Models:
                               self.root / self.task / "runs" / f"{model}-seed{seed}", model, seed)
             stats = schema.read_manifest_json(run / "export").get("training", {})
             self.train_seconds.setdefault(model, []).append(stats.get("train_seconds", 0.0))
-            return run_scorers(model, run, n)
+            return run_scorers(model, run, self.items)
         if model == "deepwalk":
             idx, vectors, context, seconds = deepwalk(
                 self.walks, n, embedding_dim=t.embedding_dim, window=t.window,

@@ -51,7 +51,8 @@ def rank_metrics(scores: np.ndarray, relevant: list[np.ndarray], ks: list[int]
 
     Args:
         scores: (Q, C) scores of every candidate for each query; ``-inf`` marks a candidate that
-            must never be ranked (the query itself), and it is not counted in ranks.
+            is never ranked (the query itself; what a top-K table does not list): it is not
+            counted in ranks and never a hit, even when fewer than K candidates are finite.
         relevant: per query, the candidate columns that are relevant (at least one each).
         ks: cut-offs.
 
@@ -72,12 +73,13 @@ def rank_metrics(scores: np.ndarray, relevant: list[np.ndarray], ks: list[int]
         rel = np.unique(np.asarray(rel, dtype=np.int64))
         if rel.size == 0:
             raise ValueError(f"query {i} has no relevant candidate")
-        hits = np.isin(top[i], rel)  # (kmax,)
+        row = scores[i]
+        # a -inf candidate is never retrieved, even when fewer than K others are ranked
+        hits = np.isin(top[i], rel) & (row[top[i]] > -np.inf)  # (kmax,)
         for k in ks:
             found = hits[:k].sum()
             out[f"hr@{k}"][i] = float(found > 0)
             out[f"recall@{k}"][i] = found / min(k, rel.size)
-        row = scores[i]
         best = row[rel].max()
         if best == -np.inf:
             continue  # every relevant candidate excluded: rank infinite, reciprocal 0

@@ -1,6 +1,6 @@
 """Candidate generation: the item-to-item top-K similarity table a recommender consumes.
 
-    python -m eges.neighbors --run RUN_DIR --top-k 100 [--metric cosine|dot]
+    python -m eges.neighbors --run RUN_DIR --top-k 100 [--metric cosine|dot|context]
         [--method exact|hnsw] [--block-size 4096] [--min-score S] [--exclude ITEMS.txt]
         [--same-field genres] [--output DIR] [--device auto|cpu|cuda]
 
@@ -10,6 +10,11 @@ writes ``RUN/neighbors/`` (or ``--output``) atomically, manifest last::
     manifest.json       counts, settings, timings, and for --method hnsw its recall@K vs exact
 
 for every exported item (warm and cold), the item itself excluded.
+
+Metrics: ``cosine`` (default) and ``dot`` compare exported vectors; ``context`` scores a
+neighbour c of item q by skip-gram's own prediction H_q · Z_c with the trained context table Z
+("what occurs near q"): it carries popularity, which cosine removes, and only items that were
+trained (have a context row) can be neighbours. Exact search only.
 
 * **exact**: blocks of queries × all items with one matrix product each (torch; on the GPU when
   there is one), so memory is bounded by ``block_size × items``, not items².
@@ -42,12 +47,13 @@ import pyarrow.parquet as pq
 import torch
 
 from eges import schema
-from eges.export import read_embeddings, read_export_manifest
+from eges.export import load_model, read_embeddings, read_export_manifest
 
 log = logging.getLogger(__name__)
 
 NEIGHBORS_DIR = "neighbors"
 NEIGHBORS_FORMAT = "eges-neighbors"
+METRICS = ("cosine", "dot", "context")
 NEIGHBORS_SCHEMA = pa.schema([
     pa.field("item_id", pa.string(), nullable=False),
     pa.field("neighbor_id", pa.string(), nullable=False),
@@ -57,12 +63,12 @@ NEIGHBORS_SCHEMA = pa.schema([
 
 
 def prepare(vectors: np.ndarray | torch.Tensor, metric: str) -> torch.Tensor:
-    """float32 tensor, rows L2-normalised for cosine."""
+    """float32 tensor, rows L2-normalised for cosine (raw for dot and context)."""
     x = torch.as_tensor(vectors, dtype=torch.float32)
     if metric == "cosine":
         x = torch.nn.functional.normalize(x, dim=1)
-    elif metric != "dot":
-        raise ValueError(f"metric must be cosine or dot, not {metric!r}")
+    elif metric not in METRICS:
+        raise ValueError(f"metric must be one of {', '.join(METRICS)}, not {metric!r}")
     return x
 
 
@@ -222,13 +228,22 @@ def build_table(run_dir: str | Path, top_k: int, *, metric: str = "cosine",
             raise ValueError(f"output {final} exists and is not a neighbour table: refusing to "
                              "replace it (choose another --output)")
     x = prepare(vectors, metric)
+    candidates = x  # (M, D): what a query's vector is multiplied with
     allowed = None
+    if metric == "context":
+        if method != "exact":
+            raise ValueError("--metric context needs --method exact")
+        model, _ = load_model(run_dir)
+        rows = torch.from_numpy(emb["item_idx"].to_numpy().astype(np.int64))
+        candidates = model.context.weight.detach().float()[rows]  # (M, D) Z of exported items
+        allowed = candidates.abs().sum(1) > 0  # never trained (cold): nothing to predict with
     if exclude:
         unknown = exclude - set(ids)
         if unknown:
             log.warning("%d excluded ids are not in the export (ignored), e.g. %s",
                         len(unknown), sorted(unknown)[:5])
-        allowed = torch.tensor([i not in exclude for i in ids])
+        keep = torch.tensor([i not in exclude for i in ids])
+        allowed = keep if allowed is None else allowed & keep
     groups = None
     if same_field:
         walk_dir = Path(export["walks"])
@@ -236,7 +251,7 @@ def build_table(run_dir: str | Path, top_k: int, *, metric: str = "cosine",
 
     start = time.perf_counter()
     stats: dict[str, Any] = {}
-    items_dev = x.to(dev)
+    items_dev = candidates.to(dev)
     if method == "exact":
         idx, scores = exact_topk(x, items_dev, top_k, block_size=block_size,
                                  self_index=torch.arange(n), allowed=allowed, groups=groups)
@@ -326,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--run", required=True, help="run directory of eges/train.py")
     p.add_argument("--top-k", type=int, default=100)
-    p.add_argument("--metric", choices=["cosine", "dot"], default="cosine")
+    p.add_argument("--metric", choices=METRICS, default="cosine",
+                   help="cosine/dot of exported vectors, or context: H·Z, skip-gram's prediction")
     p.add_argument("--method", choices=["exact", "hnsw"], default="exact")
     p.add_argument("--block-size", type=int, default=4096)
     p.add_argument("--min-score", type=float)

@@ -31,6 +31,10 @@ NAMES = {
     "random": "random",
     "eges·ctx": "EGES, H·Z", "ges·ctx": "GES, H·Z", "bge·ctx": "BGE (ours), H·Z",
     "deepwalk·ctx": "DeepWalk, H·Z",
+    "eges·table": "EGES, served table", "ges·table": "GES, served table",
+    "bge·table": "BGE (ours), served table",
+    "eges·ctx·table": "EGES, served H·Z table", "ges·ctx·table": "GES, served H·Z table",
+    "bge·ctx·table": "BGE (ours), served H·Z table",
 }
 COLUMNS = {
     "link": [("auc", "AUC")],
@@ -88,7 +92,7 @@ def quality_bar(results: dict[str, Any]) -> list[str]:
     lines = []
     cold = results["tasks"].get("cold")
     if cold:
-        for model in ("eges", "eges·ctx"):
+        for model in ("eges·table", "eges·ctx·table", "eges", "eges·ctx"):
             for key in ("hr@50", "recall@50"):
                 e = _mean(cold, model, key)
                 base = [v for v in (_mean(cold, "popularity", key), _mean(cold, "content", key))

@@ -80,3 +80,41 @@ def test_deepwalk_learns_the_two_communities():
     assert sorted(idx.tolist()) == [1, 2, 3, 4, 5, 6] and vec.shape == ctx.shape == (6, 16)
     s = VectorScorer("dw", idx, vec, 6).score(np.array([1]), np.array([2, 4]))[0]
     assert s[0] > s[1]
+
+
+def test_the_served_table_scores_exactly_what_it_lists(tmp_path):
+    """Scoring the neighbour table gives the metrics of its top K, which for exact search
+    equal those of cosine over the same vectors (self excluded) at every K up to its size."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from eges.baselines import TableScorer, VectorScorer
+    from eges.evaluate import rank_queries
+    from eges.neighbors import build_table
+    from tests.train.test_neighbors import make_run
+
+    vectors = np.random.default_rng(3).normal(size=(120, 8)).astype(np.float32)
+    run = make_run(tmp_path / "run", vectors)
+    build_table(run, 10)
+    table = pq.read_table(run / "neighbors" / "neighbors.parquet")
+    item_ids = [""] + [f"i{i}" for i in range(120)]
+    served = TableScorer("t", table, item_ids)
+    cosine = VectorScorer("v", np.arange(1, 121), vectors, 120)
+    items = np.arange(1, 121)
+    rng = np.random.default_rng(0)
+    relevant = [rng.choice(119, 6, replace=False) for _ in items]  # candidate positions
+    candidates = rng.permutation(items)
+    got = rank_queries(served, items, relevant, candidates, [1, 5, 10], exclude_self=True)
+    want = rank_queries(cosine, items, relevant, candidates, [1, 5, 10], exclude_self=True)
+    for key in ("hr@1", "hr@5", "hr@10", "recall@10"):
+        assert got[key] == pytest.approx(want[key]), key
+    assert 0 < got["hr@10"] < 1
+    # beyond its K the table retrieves nothing more: HR@50 stays at HR@10
+    wide = rank_queries(served, items, relevant, candidates, [10, 50], exclude_self=True)
+    assert wide["hr@50"] == wide["hr@10"]
+    # pairs: listed in either direction scores K + 1 - rank, else 0
+    first = table.filter(pc.equal(table["item_id"], "i0")).to_pylist()
+    top = next(r for r in first if r["rank"] == 1)
+    b = item_ids.index(top["neighbor_id"])
+    pair = served.pair_scores(np.array([1, 1]), np.array([b, 1]))
+    assert pair[0] == 10 and pair[1] == 0

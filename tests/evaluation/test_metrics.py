@@ -59,3 +59,10 @@ def test_rank_metrics_checks_its_input():
         rank_metrics(np.zeros((2, 3)), [np.array([0])], ks=[1])
     with pytest.raises(ValueError):
         rank_metrics(np.zeros((1, 3)), [np.array([], dtype=int)], ks=[1])
+
+
+def test_a_minus_inf_candidate_is_never_a_hit():
+    # only one candidate is ranked; the relevant one is not listed (-inf): a top-2 list that
+    # shows one item does not contain it
+    m = rank_metrics(np.array([[1.0, -np.inf, -np.inf]]), [np.array([1])], [2])
+    assert m["hr@2"][0] == 0.0 and m["recall@2"][0] == 0.0 and m["mrr"][0] == 0.0

@@ -249,3 +249,26 @@ def test_evaluation_reuses_a_run_only_for_the_walks_it_was_trained_on(spark, wal
     again = export_manifest(run)
     assert again["walks_manifest_sha256"] == schema.manifest_digest(walk_dir)
     assert again["walks_manifest_sha256"] != first["walks_manifest_sha256"]  # trained again
+
+
+def test_export_records_vector_health(run):
+    m = export_manifest(run)
+    health = m["health"]
+    assert health["warm"]["vectors"] == m["counts"]["warm"]
+    assert health["side_info_only"]["vectors"] == m["counts"]["warm"]
+    assert health["collapsed"] == []  # 100 steps on ml-latest-small: far from collapse
+    assert 0.0 < health["warm"]["mean_pairwise_cosine"] < 0.8
+
+
+def test_a_plain_run_never_replaces_an_existing_export(run, walks, tmp_path):
+    """A run killed before its first checkpoint leaves only the previous export behind: a plain
+    run (no --resume, no overwrite) must refuse it, not replace it."""
+    import shutil
+
+    target = tmp_path / "run"
+    shutil.copytree(run / "export", target / "export")
+    before = (target / "export" / "manifest.json").read_text()
+    proc = train_cli("--data", str(walks), "--output", str(target), nproc=1)
+    assert proc.returncode == 2
+    assert "already has export" in proc.stderr and "train.overwrite=true" in proc.stderr
+    assert (target / "export" / "manifest.json").read_text() == before

@@ -173,3 +173,34 @@ def test_bad_arguments_are_clear_errors(vectors, tmp_path):
         build_table(run, 5, same_field="count")
     with pytest.raises(ValueError, match="--device"):
         build_table(run, 5, device="tpu")
+
+
+def test_context_metric_ranks_by_h_dot_z_and_lists_only_trained_items(vectors, tmp_path):
+    """--metric context: neighbour c of q scores H_q · Z_c with the run's context table; items
+    without a context row (never trained) are never listed."""
+    from eges.model import EGES
+
+    n = len(vectors)
+    run = make_run(tmp_path / "run", vectors)
+    torch.manual_seed(0)
+    model = EGES(n, [], [], [], embedding_dim=vectors.shape[1], mode="bge")
+    with torch.no_grad():
+        model.context.weight.normal_()
+        model.context.weight[1::7] = 0  # never trained
+    meta = {"num_items": n, "vocab_sizes": [], "fields": [], "embedding_dim": vectors.shape[1],
+            "mode": "bge"}
+    torch.save({"state_dict": model.state_dict(), **meta}, run / EXPORT_DIR / "model.pt")
+    build_table(run, 5, metric="context", output=tmp_path / "ctx")
+    got = pq.read_table(tmp_path / "ctx" / "neighbors.parquet").to_pandas()
+    z = model.context.weight.detach().numpy()[1:]  # rows of items i0..i{n-1}
+    s = vectors @ z.T
+    np.fill_diagonal(s, -np.inf)
+    s[:, np.abs(z).sum(1) == 0] = -np.inf
+    want = np.argsort(-s, axis=1, kind="stable")[:, :5]
+    for q in (0, 1, 17, 299):
+        row = got[got["item_id"] == f"i{q}"].sort_values("rank")
+        assert list(row["neighbor_id"]) == [f"i{j}" for j in want[q]]
+        np.testing.assert_allclose(row["score"], s[q, want[q]], rtol=1e-5)
+    assert not got["neighbor_id"].isin([f"i{j}" for j in range(0, n, 7)]).any()
+    with pytest.raises(ValueError, match="context needs --method exact"):
+        build_table(run, 5, metric="context", method="hnsw", output=tmp_path / "h")
