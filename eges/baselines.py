@@ -137,7 +137,9 @@ class SparseVectorScorer(VectorScorer):
 class TableScorer(Scorer):
     """The served neighbour table: candidate c of query q scores K + 1 − rank when q's row lists
     c at that rank, and −inf (never retrieved) otherwise; a pair scores the better of its two
-    directions (0 when neither lists the other).
+    directions (0 when neither lists the other). Ranking tasks score :meth:`listed` as shown
+    (see ``eges.evaluate.rank_queries``): a listed item that is not a candidate of the task still
+    takes its slot.
 
     Args:
         name: model name for the report.
@@ -158,6 +160,13 @@ class TableScorer(Scorer):
 
     def covered(self, items: np.ndarray) -> np.ndarray:
         return self.has[items]
+
+    def listed(self, query: int) -> np.ndarray:
+        """The items the table lists for ``query``, best first (what a recommender shows; the
+        evaluation ranks these, not only the task's candidates)."""
+        lo, hi = self.matrix.indptr[query], self.matrix.indptr[query + 1]
+        order = np.argsort(-self.matrix.data[lo:hi], kind="stable")
+        return self.matrix.indices[lo:hi][order]
 
     def score(self, queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         s = self.matrix[queries][:, candidates].toarray()  # (Q, C)

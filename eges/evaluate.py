@@ -54,7 +54,7 @@ from eges.baselines import (
 from eges.config import Config, ConfigError, add_config_arguments, config_from_args
 from eges.data.items import ItemTable, load_items, load_vocab
 from eges.data.sampling import walk_frequencies
-from eges.metrics import auc, rank_metrics
+from eges.metrics import auc, list_metrics, rank_metrics
 
 log = logging.getLogger("eges.evaluate")
 logging.getLogger("gensim").setLevel(logging.WARNING)
@@ -124,6 +124,7 @@ def learned_run(cfg: Config, walk_dir: Path, run_dir: Path, mode: str, seed: int
     t = dataclasses.replace(cfg.train, data=str(walk_dir), output=str(run_dir), mode=mode,
                             seed=seed, overwrite=True)
     export = run_dir / "export"
+    schema.recover_dir(export)  # an export set aside by a killed publish is reused, not retrained
     if (export / schema.MANIFEST).exists():
         done = schema.read_manifest_json(export)
         same_walks = done.get("walks_manifest_sha256") == schema.manifest_digest(walk_dir)
@@ -156,7 +157,8 @@ def run_scorers(name: str, run_dir: Path, items: ItemTable, top_k: int = TABLE_K
     context = model.context.weight.detach().numpy()
     scorers: list[Scorer] = [VectorScorer(name, idx, vectors, items.num_items),
                              ContextScorer(f"{name}·ctx", idx, vectors, context)]
-    for metric, suffix in (("cosine", "·table"), ("context", "·ctx·table")):
+    tables = (("cosine", "·table"), ("context", "·ctx·table")) if len(idx) > 1 else ()
+    for metric, suffix in tables:
         out = run_dir / f"neighbors-{metric}"
         build_table(run_dir, min(top_k, len(idx) - 1), metric=metric, output=out)
         scorers.append(TableScorer(f"{name}{suffix}", pq.read_table(out / "neighbors.parquet"),
@@ -234,6 +236,30 @@ def score_link(scorer: Scorer, walk_dir: Path) -> dict[str, float]:
             "pairs": float(len(a))}
 
 
+def _block_sums(scorer: Scorer, queries: np.ndarray, covered: np.ndarray,
+                relevant: list[np.ndarray], candidates: np.ndarray, ks: list[int],
+                exclude_self: bool) -> dict[str, float]:
+    """Sums over the covered queries of the ranking metrics of every candidate's score."""
+    sums: dict[str, float] = {}
+    column = {int(c): j for j, c in enumerate(candidates)}
+    for lo in range(0, len(queries), BLOCK):
+        q = queries[lo: lo + BLOCK]
+        cov = covered[lo: lo + BLOCK]
+        rel = relevant[lo: lo + BLOCK]
+        if not cov.any():
+            continue
+        scores = np.asarray(scorer.score(q[cov], candidates), dtype=np.float64)  # (Q, C)
+        if exclude_self:
+            for i, item in enumerate(q[cov]):
+                j = column.get(int(item))
+                if j is not None:
+                    scores[i, j] = -np.inf
+        m = rank_metrics(scores, [r for r, c in zip(rel, cov) if c], ks)
+        for key, values in m.items():
+            sums[key] = sums.get(key, 0.0) + float(values.sum())
+    return sums
+
+
 def rank_queries(scorer: Scorer, queries: np.ndarray, relevant: list[np.ndarray],
                  candidates: np.ndarray, ks: list[int], exclude_self: bool
                  ) -> dict[str, float] | None:
@@ -251,23 +277,12 @@ def rank_queries(scorer: Scorer, queries: np.ndarray, relevant: list[np.ndarray]
     covered = scorer.covered(queries)
     if not covered.any():
         return None
-    column = {int(c): j for j, c in enumerate(candidates)}
-    sums: dict[str, float] = {}
-    for lo in range(0, len(queries), BLOCK):
-        q = queries[lo: lo + BLOCK]
-        cov = covered[lo: lo + BLOCK]
-        rel = relevant[lo: lo + BLOCK]
-        if not cov.any():
-            continue
-        scores = np.asarray(scorer.score(q[cov], candidates), dtype=np.float64)  # (Q, C)
-        if exclude_self:
-            for i, item in enumerate(q[cov]):
-                j = column.get(int(item))
-                if j is not None:
-                    scores[i, j] = -np.inf
-        m = rank_metrics(scores, [r for r, c in zip(rel, cov) if c], ks)
-        for key, values in m.items():
-            sums[key] = sums.get(key, 0.0) + float(values.sum())
+    if isinstance(scorer, TableScorer):  # served lists: scored as shown, whatever they list
+        m = list_metrics([scorer.listed(int(q)) for q in queries[covered]],
+                         [candidates[r] for r, c in zip(relevant, covered) if c], ks)
+        sums = {key: float(values.sum()) for key, values in m.items()}
+    else:
+        sums = _block_sums(scorer, queries, covered, relevant, candidates, ks, exclude_self)
     out = {k: v / len(queries) for k, v in sums.items()}
     out["coverage"] = float(covered.mean())
     out["queries"] = float(len(queries))

@@ -136,7 +136,8 @@ def model_metadata(model: EGES, items: ItemTable) -> dict[str, Any]:
 
 
 def export_run(model: EGES, items: ItemTable, walk_counts: np.ndarray, cfg: Config,
-               run_dir: Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+               run_dir: Path, extra: dict[str, Any] | None = None,
+               walks_digest: str | None = None) -> dict[str, Any]:
     """Write ``RUN/export`` atomically (temporary directory, manifest last, rename).
 
     Args:
@@ -146,6 +147,8 @@ def export_run(model: EGES, items: ItemTable, walk_counts: np.ndarray, cfg: Conf
         cfg: the resolved config (written beside the export).
         run_dir: the run directory.
         extra: more manifest entries (training statistics).
+        walks_digest: digest of the walk manifest as training read it
+            (:func:`eges.schema.manifest_digest`; default: as it is now).
 
     Returns:
         The export manifest.
@@ -192,7 +195,7 @@ def export_run(model: EGES, items: ItemTable, walk_counts: np.ndarray, cfg: Conf
                 "items_without_vector": items.num_items - len(idx),
             },
             "walks": str(walk_dir),
-            "walks_manifest_sha256": schema.manifest_digest(walk_dir),  # which walks trained it
+            "walks_manifest_sha256": walks_digest or schema.manifest_digest(walk_dir),
             "health": vector_health(model, idx, vectors, cold),
             "versions": {"eges": __version__, "torch": torch.__version__},
             **(extra or {}),

@@ -87,3 +87,38 @@ def rank_metrics(scores: np.ndarray, relevant: list[np.ndarray], ks: list[int]
         ties = (row == best).sum() - 1  # other candidates with the same score
         out["mrr"][i] = 1.0 / (1.0 + higher + ties / 2.0)
     return out
+
+
+def list_metrics(lists: list[np.ndarray], relevant: list[np.ndarray], ks: list[int]
+                 ) -> dict[str, np.ndarray]:
+    """Per-query metrics of served lists (a neighbour table's rows): the items a list shows, in
+    its order, are all that is retrieved; whatever else it shows (items that are not relevant,
+    and not candidates of the task either) takes its slot.
+
+    Args:
+        lists: per query, the item ids it lists, best first (possibly fewer than K, or none).
+        relevant: per query, the relevant item ids (at least one each).
+        ks: cut-offs.
+
+    Returns:
+        ``hr@K``, ``recall@K`` for each K, and ``mrr`` (1 / position of the first relevant item,
+        0 when none is listed): arrays of shape (Q,).
+    """
+    q = len(lists)
+    if len(relevant) != q:
+        raise ValueError(f"{q} lists but {len(relevant)} relevance lists")
+    out = {f"hr@{k}": np.zeros(q) for k in ks}
+    out.update({f"recall@{k}": np.zeros(q) for k in ks})
+    out["mrr"] = np.zeros(q)
+    for i, (shown, rel) in enumerate(zip(lists, relevant)):
+        rel = np.unique(np.asarray(rel))
+        if rel.size == 0:
+            raise ValueError(f"query {i} has no relevant item")
+        hits = np.isin(np.asarray(shown), rel)
+        for k in ks:
+            found = hits[:k].sum()
+            out[f"hr@{k}"][i] = float(found > 0)
+            out[f"recall@{k}"][i] = found / min(k, rel.size)
+        if hits.any():
+            out["mrr"][i] = 1.0 / (1.0 + np.argmax(hits))
+    return out

@@ -368,7 +368,10 @@ def write_report(cfg: Config, results: dict[str, Any], root: Path) -> Path:
             lines.append("")
     path = root / "report.md"
     tmp = path.with_name(f".{path.name}.tmp")  # a reader never sees half a report
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text("\n".join(lines) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     log.info("wrote %s", path)
     return path

@@ -99,6 +99,10 @@ def train(cfg: Config, resume: bool = False) -> dict:
     run_dir = Path(t.output).resolve()
     walk_dir = Path(t.data)
     manifest = schema.read_manifest(walk_dir)  # refuses an unfinished walk output
+    walks_digest = schema.manifest_digest(walk_dir)  # the walks this run trains on, as read now
+    # an export whose replacement died between its two renames is put back before anything
+    # looks at the run directory (safe from every rank at once)
+    schema.recover_dir(run_dir / EXPORT_DIR)
     ckpt = None
     if resume:
         ckpt = latest_checkpoint(run_dir)
@@ -173,8 +177,6 @@ def train(cfg: Config, resume: bool = False) -> dict:
         use_distributed_sampler=False,  # the dataset splits itself by (rank, worker)
     )
     if rank == 0:
-        # an export whose replacement died between its two renames is put back first
-        schema.recover_dir(run_dir / EXPORT_DIR)
         if not resume and t.overwrite:
             # start afresh: the previous run's checkpoints must never be resumed as this run's.
             # Its export stays published until export_run swaps the new one in, so a run that
@@ -202,7 +204,7 @@ def train(cfg: Config, resume: bool = False) -> dict:
     }
     if trainer.is_global_zero:
         stats["export"] = export_run(module.model, items, counts, cfg, run_dir,
-                                     extra={"training": dict(stats)})
+                                     extra={"training": dict(stats)}, walks_digest=walks_digest)
     return stats
 
 

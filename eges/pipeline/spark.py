@@ -28,6 +28,17 @@ log = logging.getLogger(__name__)
 MASTER = "spark.master"
 APP_NAME = "spark.app.name"
 SHUFFLE_PARTITIONS = "spark.sql.shuffle.partitions"
+# settings the results depend on: applied whatever spark-submit or spark-defaults.conf say
+REQUIRED = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.csv.parser.columnPruning.enabled": "false",
+}
+REQUIRED_WHY = {
+    "spark.sql.session.timeZone": "timestamps and time patterns are read in UTC, so session "
+                                  "gaps and time splits do not depend on the cluster's zone",
+    "spark.sql.csv.parser.columnPruning.enabled": "malformed CSV rows are counted by parsing "
+                                                  "whole rows",
+}
 
 
 def under_spark_submit() -> bool:
@@ -45,7 +56,8 @@ def submitted_settings() -> dict[str, str] | None:
 
 def resolve_settings(cfg: SparkConfig, submitted: dict[str, str] | None,
                      extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The settings to apply in code: the config's, less those spark-submit already set.
+    """The settings to apply in code: the config's, less those spark-submit already set, plus
+    :data:`REQUIRED` always (a different value from anywhere is overridden with a warning).
 
     Args:
         cfg: the ``spark`` config section.
@@ -59,16 +71,18 @@ def resolve_settings(cfg: SparkConfig, submitted: dict[str, str] | None,
     wanted = {
         APP_NAME: cfg.app_name,
         SHUFFLE_PARTITIONS: str(cfg.shuffle_partitions),
-        "spark.sql.session.timeZone": "UTC",
-        # ingest counts malformed CSV rows, which needs whole-row parsing (see ingest.read_csv)
-        "spark.sql.csv.parser.columnPruning.enabled": "false",
         **{k: str(v) for k, v in cfg.conf.items()},
         **(extra or {}),
     }
+    for key, value in REQUIRED.items():
+        given = (submitted or {}).get(key, wanted.get(key, value))
+        if given != value:
+            log.warning("%s=%s is ignored: the walk job needs %s (%s)", key, given, value,
+                        REQUIRED_WHY[key])
     if submitted is None:
         if cfg.master:
             wanted[MASTER] = cfg.master
-        return wanted
+        return {**wanted, **REQUIRED}
     if cfg.master and cfg.master != submitted.get(MASTER):
         log.warning("spark.master %s of the config is ignored: under spark-submit the master is "
                     "spark-submit's (%s); choose it with --master", cfg.master,
@@ -83,7 +97,7 @@ def resolve_settings(cfg: SparkConfig, submitted: dict[str, str] | None,
                          submitted[key], value)
             continue
         settings[key] = value
-    return settings
+    return {**settings, **REQUIRED}
 
 
 def build_spark(cfg: SparkConfig, extra: dict[str, str] | None = None) -> SparkSession:

@@ -109,6 +109,20 @@ def test_the_served_table_scores_exactly_what_it_lists(tmp_path):
     for key in ("hr@1", "hr@5", "hr@10", "recall@10"):
         assert got[key] == pytest.approx(want[key]), key
     assert 0 < got["hr@10"] < 1
+    # only even items are candidates of the task, but the table also lists odd ones: they take
+    # their slots, as they would on screen (brute force over all items, self excluded)
+    even = candidates[candidates % 2 == 0]
+    rel_even = [rng.choice(len(even), 4, replace=False) for _ in items]
+    got = rank_queries(served, items, rel_even, even, [3, 10], exclude_self=True)
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    sims = unit @ unit.T
+    np.fill_diagonal(sims, -np.inf)
+    shown = np.argsort(-sims, axis=1)[:, :10] + 1  # item_idx, best first
+    for k in (3, 10):
+        want_hr = np.mean([np.isin(shown[i, :k], even[r]).any() for i, r in enumerate(rel_even)])
+        assert got[f"hr@{k}"] == pytest.approx(want_hr), k
+    assert got["hr@10"] < rank_queries(cosine, items, rel_even, even, [10],
+                                       exclude_self=True)["hr@10"]  # cosine over even only
     # beyond its K the table retrieves nothing more: HR@50 stays at HR@10
     wide = rank_queries(served, items, relevant, candidates, [10, 50], exclude_self=True)
     assert wide["hr@50"] == wide["hr@10"]

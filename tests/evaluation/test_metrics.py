@@ -66,3 +66,14 @@ def test_a_minus_inf_candidate_is_never_a_hit():
     # shows one item does not contain it
     m = rank_metrics(np.array([[1.0, -np.inf, -np.inf]]), [np.array([1])], [2])
     assert m["hr@2"][0] == 0.0 and m["recall@2"][0] == 0.0 and m["mrr"][0] == 0.0
+
+
+def test_list_metrics_score_a_served_list_as_shown():
+    from eges.metrics import list_metrics
+
+    # relevant {7, 9}: list 1 shows 9 second; list 2 shows neither; list 3 is empty
+    m = list_metrics([np.array([4, 9, 7]), np.array([4, 5]), np.array([], dtype=np.int64)],
+                     [np.array([7, 9])] * 3, [1, 2, 3])
+    assert m["hr@1"].tolist() == [0, 0, 0] and m["hr@2"].tolist() == [1, 0, 0]
+    assert m["recall@3"].tolist() == [1.0, 0, 0] and m["recall@2"][0] == 0.5
+    assert m["mrr"].tolist() == [0.5, 0, 0]

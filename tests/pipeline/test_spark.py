@@ -47,3 +47,18 @@ def test_python_without_spark_submit_runs_in_local_mode(tmp_path):
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "MASTER local[*] 5" in proc.stdout
+
+
+def test_settings_the_results_depend_on_always_apply(caplog):
+    """A cluster's spark-defaults.conf (or --conf) may set another time zone: timestamps would
+    then be read in it and sessions split elsewhere. The walk job keeps UTC, and says so."""
+    submitted = {"spark.master": "spark://h:7077", "spark.sql.session.timeZone": "Asia/Shanghai",
+                 "spark.sql.csv.parser.columnPruning.enabled": "true"}
+    cfg = SparkConfig(conf={"spark.sql.session.timeZone": "Europe/Berlin"})
+    for given in (submitted, None):
+        with caplog.at_level("WARNING", logger="eges.pipeline.spark"):
+            settings = resolve_settings(cfg, given)
+        assert settings["spark.sql.session.timeZone"] == "UTC"
+        assert settings["spark.sql.csv.parser.columnPruning.enabled"] == "false"
+    assert "spark.sql.session.timeZone=Asia/Shanghai is ignored" in caplog.text
+    assert "spark.sql.session.timeZone=Europe/Berlin is ignored" in caplog.text

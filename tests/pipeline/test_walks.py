@@ -1,4 +1,5 @@
-"""Weighted random walks: validity, transition frequencies, determinism (paper §2; walks identical for any partitioning)."""
+"""Weighted random walks: validity, transition frequencies, determinism (paper §2; walks
+identical for any partitioning)."""
 
 import pytest
 
