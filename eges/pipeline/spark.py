@@ -71,7 +71,8 @@ def resolve_settings(cfg: SparkConfig, submitted: dict[str, str] | None,
     wanted = {
         APP_NAME: cfg.app_name,
         SHUFFLE_PARTITIONS: str(cfg.shuffle_partitions),
-        **{k: str(v) for k, v in cfg.conf.items()},
+        # YAML booleans as Spark writes them ("true", not Python's "True")
+        **{k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in cfg.conf.items()},
         **(extra or {}),
     }
     for key, value in REQUIRED.items():

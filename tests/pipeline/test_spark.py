@@ -62,3 +62,9 @@ def test_settings_the_results_depend_on_always_apply(caplog):
         assert settings["spark.sql.csv.parser.columnPruning.enabled"] == "false"
     assert "spark.sql.session.timeZone=Asia/Shanghai is ignored" in caplog.text
     assert "spark.sql.session.timeZone=Europe/Berlin is ignored" in caplog.text
+
+
+def test_yaml_booleans_are_written_as_spark_writes_them():
+    settings = resolve_settings(SparkConfig(conf={"spark.eventLog.enabled": True,
+                                                  "spark.x.flag": False}), None)
+    assert settings["spark.eventLog.enabled"] == "true" and settings["spark.x.flag"] == "false"
