@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
@@ -149,14 +150,21 @@ class TableScorer(Scorer):
 
     def __init__(self, name: str, table: pa.Table, item_ids: list[str]) -> None:
         self.name = name
-        index = {item: i for i, item in enumerate(item_ids) if i > 0}
-        q = np.array([index[i] for i in table["item_id"].to_pylist()], dtype=np.int64)
-        c = np.array([index[i] for i in table["neighbor_id"].to_pylist()], dtype=np.int64)
+        ids = pa.array(item_ids[1:], pa.string())  # position p holds item_idx p + 1
+        q, c = (self._positions(table[col], ids) + 1 for col in ("item_id", "neighbor_id"))
         rank = table["rank"].to_numpy().astype(np.float64)
         top_k = rank.max(initial=0.0)
         n = len(item_ids)
         self.matrix = sp.csr_matrix((top_k + 1.0 - rank, (q, c)), shape=(n, n))
         self.has = np.asarray(self.matrix.getnnz(axis=1)).ravel() > 0
+
+    @staticmethod
+    def _positions(column: pa.ChunkedArray, ids: pa.Array) -> np.ndarray:
+        pos = pc.index_in(column, value_set=ids).combine_chunks()
+        if pos.null_count:
+            raise ValueError(f"the neighbour table names {pos.null_count} items that are not in "
+                             "the item table of the walks it is scored on")
+        return pos.to_numpy().astype(np.int64)
 
     def covered(self, items: np.ndarray) -> np.ndarray:
         return self.has[items]

@@ -491,9 +491,7 @@ def publish_results(cfg: Config, results: dict[str, Any], root: Path) -> None:
     from eges.report import write_report
 
     write_report(cfg, results, root)
-    tmp = root / ".results.json.tmp"
-    tmp.write_text(json.dumps(results, indent=1, default=float))
-    os.replace(tmp, root / "results.json")
+    schema.write_text_atomic(root / "results.json", json.dumps(results, indent=1, default=float))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

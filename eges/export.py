@@ -110,9 +110,10 @@ def vector_health(model: EGES, idx: np.ndarray, vectors: np.ndarray, cold: np.nd
                         if (g["mean_pairwise_cosine"] or 0.0) > COLLAPSED]
     for name in out["collapsed"]:
         log.warning("the %s vectors have collapsed: mean pairwise cosine %.3f over %d vectors "
-                    "(above %.1f), so their neighbour scores barely differ. Usual causes: few "
-                    "items trained for many steps, or one side-info value shared by most items; "
-                    "try fewer epochs or a lower train.lr", name,
+                    "(above %.1f), so their neighbour scores barely differ. Seen with too few "
+                    "Adam steps (a small catalogue trained one epoch): the first steps move every "
+                    "vector the same way; more train.epochs helped there, a lower train.lr did "
+                    "not", name,
                     out[name]["mean_pairwise_cosine"], out[name]["vectors"], COLLAPSED)
     return out
 

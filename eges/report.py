@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -367,11 +366,6 @@ def write_report(cfg: Config, results: dict[str, Any], root: Path) -> Path:
                     f"{name}{' ✓' if hit else ''}" for name, hit in top))
             lines.append("")
     path = root / "report.md"
-    tmp = path.with_name(f".{path.name}.tmp")  # a reader never sees half a report
-    try:
-        tmp.write_text("\n".join(lines) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    schema.write_text_atomic(path, "\n".join(lines) + "\n")  # never half a report
     log.info("wrote %s", path)
     return path

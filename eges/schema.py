@@ -137,10 +137,21 @@ def write_manifest(directory: str | Path, manifest: dict[str, Any]) -> Path:
     body = dict(manifest)
     body.setdefault("format", FORMAT_NAME)
     body.setdefault("format_version", FORMAT_VERSION)
-    tmp = directory / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(body, indent=2, sort_keys=False, default=str) + "\n")
-    os.replace(tmp, directory / MANIFEST)
-    return directory / MANIFEST
+    return write_text_atomic(directory / MANIFEST,
+                             json.dumps(body, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``path`` through a hidden temporary sibling and one rename: a reader sees the old
+    file or the new one, never a part; the temporary file never outlives a failure."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 # Owner of a temporary (``.tmp-``) or set-aside (``.old-``) sibling, encoded in its name when the

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -28,7 +27,9 @@ def to_stderr(text: str) -> None:
     spark-submit the line goes through the JVM's ``System.err`` (spark-submit's real stderr);
     started as ``python jobs/walks.py``, to this process's stderr.
     """
-    if "PYSPARK_GATEWAY_PORT" in os.environ:  # started by spark-submit
+    from eges.pipeline.spark import under_spark_submit
+
+    if under_spark_submit():
         try:
             from pyspark.context import SparkContext
 
