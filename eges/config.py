@@ -189,6 +189,18 @@ class TrainConfig:
     # or a single GPU only. See eges/module.py and bench/results.md for the measured choice.
     optimizer: Literal["adam", "sparse_adam", "adagrad", "sgd"] = "adam"
     lr: float = 0.01
+    # linear: decays to lr * 1e-4 over the run's steps, as word2vec does; or constant
+    lr_schedule: Literal["constant", "linear"] = "linear"
+    # mean: the loss is the mean over a batch's pairs; sum: their sum (word2vec's per-pair step:
+    # with sgd, lr is the step of one pair)
+    loss_reduction: Literal["mean", "sum"] = "mean"
+    # share of walk positions trained from side information alone (without the item's own
+    # vector), as a new item is embedded; 0 = the paper's training
+    item_dropout: float = 0.0
+    # score + log(1/K) inside the loss's sigmoid: the prior odds of a context against K
+    # negatives, so that no shared direction is spent on them (EGES.walk_loss)
+    prior_offset: bool = True
+    attention_lr: float | None = None  # learning rate of EGES' attention rows A (None: lr)
     shuffle_buffer: int = 8192  # walks shuffled together in memory
     num_workers: int = 0  # DataLoader workers per process
     seed: int = 42
@@ -331,6 +343,8 @@ def _validate(cfg: Config) -> None:
         (t.epochs >= 1, "train.epochs must be >= 1"),
         (t.max_steps == -1 or t.max_steps >= 1, "train.max_steps must be -1 or >= 1"),
         (t.lr > 0, "train.lr must be > 0"),
+        (0 <= t.item_dropout < 1, "train.item_dropout must be in [0, 1)"),
+        (t.attention_lr is None or t.attention_lr > 0, "train.attention_lr must be > 0"),
         (t.shuffle_buffer >= t.batch_size, "train.shuffle_buffer must be >= train.batch_size"),
         (t.num_workers >= 0, "train.num_workers must be >= 0"),
         (t.checkpoint_every_n_steps >= 1, "train.checkpoint_every_n_steps must be >= 1"),

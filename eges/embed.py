@@ -61,6 +61,9 @@ class Embedder:
         emb, vectors = read_embeddings(self.run_dir)
         self.item_ids: list[str] = emb["item_id"].to_pylist()
         self._unit = prepare(vectors, "cosine")
+        rows = torch.from_numpy(emb["item_idx"].to_numpy().astype("int64"))
+        self._context = self.model.context.weight.detach().float()[rows]  # (M, D) Z
+        self._trained = self._context.abs().sum(1) > 0  # cold items have no context row
         self.unknown: Counter = Counter()
 
     def embed(self, items: list[dict[str, list[str]]]) -> tuple[torch.Tensor, list[bool]]:
@@ -100,13 +103,25 @@ class Embedder:
         with torch.no_grad():
             return self.model.cold_start(side_ids), known
 
-    def most_similar(self, vectors: torch.Tensor, top_k: int = 10) -> list[list[Neighbour]]:
-        """Nearest exported items by cosine similarity, for each row of ``vectors``."""
+    def most_similar(self, vectors: torch.Tensor, top_k: int = 10, metric: str = "context"
+                     ) -> list[list[Neighbour]]:
+        """The top exported items for each row of ``vectors``.
+
+        ``context`` (default): trained items by H·Z, the skip-gram score of "seen together",
+        as the default neighbour table; ``cosine``: every exported item by cosine similarity.
+        """
         if top_k < 1:
             raise ValueError("top_k must be >= 1")
+        if metric not in ("context", "cosine"):
+            raise ValueError(f"metric must be context or cosine, not {metric!r}")
         # the same exact search as the neighbour table (eges.neighbors), so rows agree
-        idx, scores = exact_topk(prepare(vectors, "cosine"), self._unit,
-                                 min(top_k, self._unit.shape[0]))
+        if metric == "context":
+            allowed = self._trained
+            idx, scores = exact_topk(vectors.float(), self._context,
+                                     min(top_k, int(allowed.sum())), allowed=allowed)
+        else:
+            idx, scores = exact_topk(prepare(vectors, "cosine"), self._unit,
+                                     min(top_k, self._unit.shape[0]))
         return [[Neighbour(self.item_ids[j], float(s)) for s, j in zip(row_s, row_i)]
                 for row_s, row_i in zip(scores.tolist(), idx.tolist())]
 
@@ -139,15 +154,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--items", required=True, help="CSV of new items: item_id + field columns")
     p.add_argument("--top-k", type=int, default=10)
     p.add_argument("--sep", default="|", help="separator of multi-valued fields")
+    p.add_argument("--metric", choices=["context", "cosine"], default="context",
+                   help="context: trained items by H·Z (default, as the neighbour table); "
+                        "cosine: every exported item by cosine similarity")
     p.add_argument("--output", help="write neighbours as parquet in the schema of the "
-                                    "neighbour table (item_id, neighbor_id, rank, score; cosine)")
+                                    "neighbour table (item_id, neighbor_id, rank, score)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         emb = Embedder(args.run)
         ids, items = read_new_items(args.items, emb.fields, args.sep)
         vectors, known = emb.embed(items)
-        neighbours = emb.most_similar(vectors, args.top_k)
+        neighbours = emb.most_similar(vectors, args.top_k, args.metric)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -143,9 +143,9 @@ def run_scorers(name: str, run_dir: Path, items: ItemTable, top_k: int = TABLE_K
                 ) -> list[Scorer]:
     """A run's scorers: cosine of the exported vectors (``name``), H·Z with its context table
     (``name·ctx``), and the neighbour tables it serves (``eges.neighbors``, exact, top
-    ``top_k``): by cosine (``name·table``, the default table) and by H·Z (``name·ctx·table``).
-    A cold item's row of the cosine table is what ``eges.embed`` returns for a new item with
-    its side information."""
+    ``top_k``): by H·Z (``name·ctx·table``, the default table) and by cosine (``name·table``).
+    A cold item's row of a table is what ``eges.embed`` (same metric) returns for a new item
+    with its side information."""
     import pyarrow.parquet as pq
 
     from eges.export import load_model, read_embeddings

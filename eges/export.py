@@ -110,10 +110,10 @@ def vector_health(model: EGES, idx: np.ndarray, vectors: np.ndarray, cold: np.nd
                         if (g["mean_pairwise_cosine"] or 0.0) > COLLAPSED]
     for name in out["collapsed"]:
         log.warning("the %s vectors have collapsed: mean pairwise cosine %.3f over %d vectors "
-                    "(above %.1f), so their neighbour scores barely differ. Seen with too few "
-                    "Adam steps (a small catalogue trained one epoch): the first steps move every "
-                    "vector the same way; more train.epochs helped there, a lower train.lr did "
-                    "not", name,
+                    "(above %.1f), so their neighbour scores barely differ. Seen without "
+                    "train.prior_offset (the default) when few Adam steps are taken (a small "
+                    "catalogue trained one epoch): the first steps then move every vector the "
+                    "same way; keep the offset on, or train more epochs", name,
                     out[name]["mean_pairwise_cosine"], out[name]["vectors"], COLLAPSED)
     return out
 

@@ -14,6 +14,7 @@ For item v with side-information fields 1..n:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Literal
 
@@ -181,25 +182,31 @@ class EGES(nn.Module):
             return torch.ones(ids.shape[0], 1, device=ids.device)
         return self._weights(ids, self._present(self._bags(ids)))
 
-    def _weights(self, ids: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-        mask = torch.cat([torch.ones_like(present[:, :1]), present], 1)  # (N, n+1)
+    def _weights(self, ids: torch.Tensor, present: torch.Tensor,
+                 drop_item: torch.Tensor | None = None) -> torch.Tensor:
+        own = torch.ones_like(present[:, :1])  # (N, 1)
+        if drop_item is not None:  # leave out the item's own vector where a field is present
+            own = ~(drop_item & present.any(1)).unsqueeze(1)
+        mask = torch.cat([own, present], 1)  # (N, n+1)
         if self.attention is not None:
             logits = rows(self.attention, ids)  # (N, n+1)
         else:  # ges: equal weights over the sources present
             logits = torch.zeros(mask.shape, device=ids.device)
         return torch.softmax(logits.masked_fill(~mask, float("-inf")), dim=1)  # (N, n+1)
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, drop_item: torch.Tensor | None = None) -> torch.Tensor:
         """H for warm items: (N,) item indices -> (N, D).
 
         Each field's weighted mean is one ``embedding_bag`` sum with per-value weights
         a_v^j / (values of the field), so no (N, n + 1, D) stack of sources is formed.
+        ``drop_item`` (N,) bool leaves W⁰ out of those rows that have side information: H is
+        then their side information alone, as for a new item (``train.item_dropout``).
         """
         own = rows(self.item, ids)  # (N, D)
         if self.num_fields == 0:
             return own
         bags = self._bags(ids)
-        weights = self._weights(ids, self._present(bags))  # (N, n+1)
+        weights = self._weights(ids, self._present(bags), drop_item)  # (N, n+1)
         h = own * weights[:, :1]
         for i, (flat, bag_offsets, lengths) in enumerate(bags):
             per_value = torch.repeat_interleave(weights[:, i + 1] / lengths.clamp(min=1), lengths,
@@ -245,7 +252,8 @@ class EGES(nn.Module):
 
     def walk_loss(self, walks: torch.Tensor, window: int,
                   negatives: Callable[[tuple[int, int]], torch.Tensor], num_negatives: int,
-                  negatives_per: Literal["position", "walk"] = "position"
+                  negatives_per: Literal["position", "walk"] = "position",
+                  item_dropout: float = 0.0, prior_offset: bool = False
                   ) -> tuple[torch.Tensor, int]:
         """Skip-gram negative-sampling loss of every window pair of a batch of walks.
 
@@ -273,14 +281,25 @@ class EGES(nn.Module):
             negatives: draws a tensor of negative item indices of a given shape.
             num_negatives: K.
             negatives_per: ``position`` or ``walk`` (above).
+            item_dropout: share of walk positions whose centre vector H leaves out the item's
+                own embedding W⁰ (see :meth:`forward`), so that side information alone is
+                trained to predict the contexts, as it must for a new item.
+            prior_offset: add log(1/K) to every score inside the sigmoid: the prior odds of a
+                true context against K negatives. Without it the first optimiser steps spend a
+                direction shared by all vectors on those odds (every H along +c, every Z along
+                −c), and on a small catalogue trained for few steps all vectors collapse onto
+                it. A constant shift: rankings by H·Z are unchanged.
 
         Returns:
             (loss, number of pairs P).
         """
         b, length = walks.shape
         flat = walks.reshape(-1)  # (N,) N = B*L
-        h = self(flat)  # (N, D)
+        drop = (torch.rand(flat.shape, device=flat.device) < item_dropout
+                if item_dropout > 0 and self.num_fields else None)  # (N,)
+        h = self(flat, drop)  # (N, D)
         hw = h.view(b, length, -1)  # (B, L, D)
+        offset = -math.log(num_negatives) if prior_offset else 0.0
         scores = torch.bmm(hw, rows(self.context, walks).transpose(1, 2))  # (B, L, L)
         mask = pair_mask(walks, window)  # (B, L, L): scores[b, i, j] = H_{w_bi}ᵀ Z_{w_bj}
         pairs = int(mask.sum())
@@ -291,8 +310,8 @@ class EGES(nn.Module):
         else:
             z_neg = rows(self.context, negatives((flat.numel(), num_negatives)))  # (N, K, D)
             neg = (z_neg * h.unsqueeze(1)).sum(-1)  # (N, K)
-        neg_loss = (F.logsigmoid(-neg).sum(-1) * per_position).sum()
-        return -(F.logsigmoid(scores[mask]).sum() + neg_loss) / max(pairs, 1), pairs
+        neg_loss = (F.logsigmoid(-(neg + offset)).sum(-1) * per_position).sum()
+        return -(F.logsigmoid(scores[mask] + offset).sum() + neg_loss) / max(pairs, 1), pairs
 
 
 def pair_mask(walks: torch.Tensor, window: int) -> torch.Tensor:

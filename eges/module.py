@@ -87,7 +87,8 @@ class EGESModule(pl.LightningModule):
 
     def training_step(self, walks: torch.Tensor, batch_idx: int) -> torch.Tensor:
         loss, pairs = self.model.walk_loss(walks, self.cfg.window, self.sampler,
-                                           self.cfg.num_negatives, self.cfg.negatives_per)
+                                           self.cfg.num_negatives, self.cfg.negatives_per,
+                                           self.cfg.item_dropout, self.cfg.prior_offset)
         self.pairs_seen += pairs
         self.log("loss", loss, prog_bar=True, batch_size=walks.shape[0])
         if self._t0 is not None:
@@ -95,10 +96,27 @@ class EGESModule(pl.LightningModule):
             if elapsed > 0:
                 self.log("pairs_per_s", (self.pairs_seen - self._pairs_at_t0) / elapsed,
                          prog_bar=True, batch_size=walks.shape[0])
-        return loss
+        # the logged loss is the mean per pair either way
+        return loss * pairs if self.cfg.loss_reduction == "sum" else loss
 
     def configure_optimizers(self):
-        return make_optimizer(self.model.parameters(), self.cfg.optimizer, self.cfg.lr)
+        params = self.model.parameters()
+        if self.cfg.attention_lr is not None and self.model.attention is not None:
+            attention = list(self.model.attention.parameters())
+            rest = [p for p in self.model.parameters() if all(p is not a for a in attention)]
+            params = [{"params": rest},
+                      {"params": attention, "lr": self.cfg.attention_lr}]
+        opt = make_optimizer(params, self.cfg.optimizer, self.cfg.lr)
+        if self.cfg.lr_schedule == "constant":
+            return opt
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        floor = 1e-4  # word2vec's min_alpha / alpha
+
+        def linear(step: int) -> float:
+            return max(1.0 - step / total, floor)
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, linear)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["pairs_seen"] = self.pairs_seen

@@ -1,6 +1,6 @@
 """Candidate generation: the item-to-item top-K similarity table a recommender consumes.
 
-    python -m eges.neighbors --run RUN_DIR --top-k 100 [--metric cosine|dot|context]
+    python -m eges.neighbors --run RUN_DIR --top-k 100 [--metric context|cosine|dot]
         [--method exact|hnsw] [--block-size 4096] [--min-score S] [--exclude ITEMS.txt]
         [--same-field genres] [--output DIR] [--device auto|cpu|cuda]
 
@@ -11,10 +11,12 @@ writes ``RUN/neighbors/`` (or ``--output``) atomically, manifest last::
 
 for every exported item (warm and cold), the item itself excluded.
 
-Metrics: ``cosine`` (default) and ``dot`` compare exported vectors; ``context`` scores a
-neighbour c of item q by skip-gram's own prediction H_q · Z_c with the trained context table Z
-("what occurs near q"): it carries popularity, which cosine removes, and only items that were
-trained (have a context row) can be neighbours. Exact search only.
+Metrics: ``context`` (the default with exact search) scores a neighbour c of item q by
+skip-gram's own prediction H_q · Z_c with the trained context table Z ("what occurs near q"):
+it carries popularity, which cosine removes, and only items that were trained (have a context
+row) can be neighbours, so a new item is never filled with other new items. It is the default
+because it measured best for both cold-start and next-item neighbours (README, "Quality").
+Exact search only. ``cosine`` (the default with hnsw) and ``dot`` compare exported vectors.
 
 * **exact**: blocks of queries × all items with one matrix product each (torch; on the GPU when
   there is one), so memory is bounded by ``block_size × items``, not items².
@@ -341,8 +343,10 @@ def main(argv: list[str] | None = None) -> int:
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--run", required=True, help="run directory of eges/train.py")
     p.add_argument("--top-k", type=int, default=100)
-    p.add_argument("--metric", choices=METRICS, default="cosine",
-                   help="cosine/dot of exported vectors, or context: H·Z, skip-gram's prediction")
+    p.add_argument("--metric", choices=METRICS,
+                   help="context: H·Z, skip-gram's score of 'seen together', trained items only "
+                        "(default with --method exact); cosine/dot of the exported vectors "
+                        "(cosine is the default with --method hnsw)")
     p.add_argument("--method", choices=["exact", "hnsw"], default="exact")
     p.add_argument("--block-size", type=int, default=4096)
     p.add_argument("--min-score", type=float)
@@ -359,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
             if not path.is_file():
                 raise FileNotFoundError(f"--exclude file not found: {path}")
             exclude = {line.strip() for line in path.read_text().splitlines() if line.strip()}
-        m = build_table(args.run, args.top_k, metric=args.metric, method=args.method,
+        metric = args.metric or ("context" if args.method == "exact" else "cosine")
+        m = build_table(args.run, args.top_k, metric=metric, method=args.method,
                         block_size=args.block_size, min_score=args.min_score, exclude=exclude,
                         same_field=args.same_field, output=args.output, device=args.device)
     except (ValueError, FileNotFoundError, schema.IncompleteOutputError) as exc:
@@ -367,7 +372,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     recall = ", ".join(f"{k} {v:.4f}" for k, v in m.items() if k.startswith("recall_at"))
     print(f"{m['counts']['rows']:,} neighbour rows for {m['counts']['items']:,} items "
-          f"({m['settings']['method']}, {m['search_s']:.1f} s{', ' + recall if recall else ''})")
+          f"({m['settings']['metric']}, {m['settings']['method']}, {m['search_s']:.1f} s"
+          f"{', ' + recall if recall else ''})")
     return 0
 
 

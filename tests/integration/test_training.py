@@ -177,6 +177,19 @@ def test_embed_cli_with_unknown_values(run, tmp_path):
     assert table.schema.equals(NEIGHBORS_SCHEMA, check_metadata=False)  # as the neighbour table
     table = table.to_pandas()
     assert list(table["rank"]) == [1, 2, 3, 4, 5] and set(table["item_id"]) == {"hero"}
+    # by default the neighbours are trained items ranked by H·Z, as in the neighbour table
+    emb = pq.read_table(run / "export" / "embeddings.parquet").to_pandas()
+    assert set(table["neighbor_id"]) <= set(emb.loc[~emb["cold"], "item_id"])
+    embedder = Embedder(run)
+    v, _ = embedder.embed([{"genres": ["Action", "Adventure", "Sci-Fi"],
+                            "tags": ["superhero", "marvel"]}])
+    z = embedder.model.context.weight.detach()
+    idx = dict(zip(emb["item_id"], emb["item_idx"]))
+    np.testing.assert_allclose(table["score"], [float(v[0] @ z[idx[i]])
+                                                for i in table["neighbor_id"]], rtol=1e-5)
+    cosine = embedder.most_similar(v, 5, metric="cosine")[0]
+    assert [round(n.score, 4) for n in cosine] == sorted(
+        [round(n.score, 4) for n in cosine], reverse=True) and cosine[0].score <= 1 + 1e-6
 
 
 @pytest.mark.slow
@@ -185,7 +198,7 @@ def test_neighbor_table_agrees_with_gensim_and_covers_cold_items(run, tmp_path):
 
     out = tmp_path / "nbrs"
     proc = subprocess.run([sys.executable, "-m", "eges.neighbors", "--run", str(run),
-                           "--top-k", "10", "--output", str(out)],
+                           "--top-k", "10", "--metric", "cosine", "--output", str(out)],
                           capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 0, proc.stderr
     table = pq.read_table(out / "neighbors.parquet").to_pandas()
@@ -219,6 +232,16 @@ def test_neighbor_table_agrees_with_gensim_and_covers_cold_items(run, tmp_path):
     manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
     # HNSW (M 32, ef_search 256) against exact search with the same filter, 1000 queries
     assert manifest["recall_at_10"] >= 0.95 and manifest["recall_sample"] == 1000
+
+    # the default table: H·Z (exact), trained items only as neighbours, every item as a query
+    default = subprocess.run([sys.executable, "-m", "eges.neighbors", "--run", str(run),
+                              "--top-k", "10", "--output", str(tmp_path / "d")],
+                             capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert default.returncode == 0, default.stderr
+    assert json.loads((tmp_path / "d" / "manifest.json").read_text())["settings"]["metric"] \
+        == "context"
+    table = pq.read_table(tmp_path / "d" / "neighbors.parquet").to_pandas()
+    assert cold <= set(table["item_id"]) and not set(table["neighbor_id"]) & cold
 
     bad = subprocess.run([sys.executable, "-m", "eges.neighbors", "--run", str(run),
                           "--top-k", "0"], capture_output=True, text=True, cwd=REPO)

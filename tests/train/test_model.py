@@ -104,9 +104,11 @@ def test_pair_mask_is_every_pair_within_the_window():
         assert got == brute_pairs(walks.tolist(), window)
 
 
-@pytest.mark.parametrize("mode, per", [("eges", "position"), ("ges", "position"),
-                                       ("bge", "position"), ("eges", "walk"), ("bge", "walk")])
-def test_walk_loss_is_the_mean_over_pairs_of_skip_gram_with_shared_negatives(mode, per):
+@pytest.mark.parametrize("mode, per, prior", [
+    ("eges", "position", False), ("ges", "position", False), ("bge", "position", False),
+    ("eges", "walk", False), ("bge", "walk", False), ("eges", "position", True),
+    ("bge", "walk", True)])
+def test_walk_loss_is_the_mean_over_pairs_of_skip_gram_with_shared_negatives(mode, per, prior):
     model = make(mode)
     with torch.no_grad():  # Z starts at zero; A at zero: make both non-trivial
         model.context.weight.normal_()
@@ -120,18 +122,59 @@ def test_walk_loss_is_the_mean_over_pairs_of_skip_gram_with_shared_negatives(mod
         assert shape == negs.shape
         return negs
 
-    loss, pairs = model.walk_loss(walks, 2, draw, 3, per)
+    loss, pairs = model.walk_loss(walks, 2, draw, 3, per, prior_offset=prior)
     # reference: a loop over pairs; position p's negatives are negs[p] (per position) or
-    # negs[its walk] (per walk) for each of its pairs
+    # negs[its walk] (per walk) for each of its pairs; with the prior offset every score is
+    # shifted by log(1/K), K = 3
     flat, length, terms = walks.reshape(-1), walks.shape[1], []
     h, z = model(flat), model.context.weight
+    shift = -np.log(3) if prior else 0.0
     for p, q in itertools.permutations(range(walks.numel()), 2):
         if p // length == q // length and abs(p - q) <= 2 and flat[p] > 0 and flat[q] > 0:
             row = p if per == "position" else p // length
-            neg = torch.nn.functional.logsigmoid(-(z[negs[row]] @ h[p])).sum()
-            terms.append(torch.nn.functional.logsigmoid(h[p] @ z[flat[q]]) + neg)
+            neg = torch.nn.functional.logsigmoid(-(z[negs[row]] @ h[p] + shift)).sum()
+            terms.append(torch.nn.functional.logsigmoid(h[p] @ z[flat[q]] + shift) + neg)
     assert pairs == len(terms) == 2 * (4 + 3) + 2
     torch.testing.assert_close(loss, -torch.stack(terms).mean())
+
+
+def test_item_dropout_leaves_out_the_items_own_vector_where_it_has_side_info():
+    model = make("eges")
+    with torch.no_grad():
+        model.attention.weight.normal_()
+    ids = torch.tensor([1, 2, 4, 5, 6])  # item 5 has no side information
+    drop = torch.tensor([True, False, True, True, True])
+    h, full = model(ids, drop), model(ids)
+    # dropped rows: the attention-weighted mean of the fields alone (weights renormalised)
+    for row in (0, 2, 4):
+        v = int(ids[row])
+        logits = model.attention.weight[v]
+        present = [i for i, f in enumerate((FIELD0, FIELD1)) if f[v]]
+        w = torch.softmax(logits[[1 + i for i in present]], 0)
+        ref = sum(w[k] * model.side[i].weight[(FIELD0, FIELD1)[i][v]].mean(0)
+                  for k, i in enumerate(present))
+        torch.testing.assert_close(h[row], ref)
+    torch.testing.assert_close(h[1], full[1])  # not dropped
+    torch.testing.assert_close(h[3], full[3])  # nothing else to use: keeps its own vector
+    torch.testing.assert_close(h[3], model.item.weight[5])
+
+
+def test_item_dropout_in_the_loss_drops_about_its_share_of_positions():
+    model = make("ges")
+    walks = torch.tensor([[1, 2, 3, 4, 6]] * 400)  # every item has side information
+    seen = []
+    original = model.forward
+
+    def spy(ids, drop=None):
+        seen.append(drop)
+        return original(ids, drop)
+
+    model.forward = spy
+    model.walk_loss(walks, 2, lambda shape: torch.ones(shape, dtype=torch.long), 2,
+                    item_dropout=0.3)
+    assert seen[0] is not None and abs(seen[0].float().mean().item() - 0.3) < 0.03
+    model.walk_loss(walks, 2, lambda shape: torch.ones(shape, dtype=torch.long), 2)
+    assert seen[1] is None
 
 
 @pytest.mark.parametrize("optimizer, sparse", [("adam", False), ("sparse_adam", True)])

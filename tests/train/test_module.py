@@ -74,3 +74,58 @@ def test_resume_with_workers_trains_each_remaining_batch_once(tmp_path, stop):
     for epoch in range(done_epoch, 2):
         expected = full[epoch][done_batches * 8:] if epoch == done_epoch else full[epoch]
         assert sorted(resumed.get(epoch, [])) == sorted(expected), epoch
+
+
+class LrRecorder(pl.Callback):
+    def __init__(self):
+        self.lrs: list[float] = []
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+@pytest.mark.parametrize("schedule", ["constant", "linear"])
+def test_linear_schedule_decays_the_learning_rate_over_all_steps(tmp_path, schedule):
+    walk_dir = make_walk_dir(tmp_path / "walks", [30, 50, 20], num_items=120)
+    empty = [torch.zeros(122, dtype=torch.long)]
+    model = EGES(120, [1], empty, [torch.zeros(0, dtype=torch.long)], embedding_dim=4)
+    cfg = TrainConfig(batch_size=8, window=2, num_negatives=2, epochs=2, lr=0.05,
+                      lr_schedule=schedule)
+    recorder = LrRecorder()
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=1, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=[recorder])
+    loader = DataLoader(WalkDataset(walk_dir, 8, seed=5, shuffle_buffer=16), batch_size=None)
+    trainer.fit(EGESModule(model, AliasSampler(np.ones(121)), cfg, loader))
+    total = trainer.global_step
+    assert total == 26 and len(recorder.lrs) == total
+    expected = [0.05 * (1 - i / total) if schedule == "linear" else 0.05 for i in range(total)]
+    np.testing.assert_allclose(recorder.lrs, expected, rtol=1e-6)
+
+
+def test_sum_reduction_returns_the_loss_summed_over_pairs():
+    empty = [torch.zeros(12, dtype=torch.long)]
+    model = EGES(10, [1], empty, [torch.zeros(0, dtype=torch.long)], embedding_dim=4)
+    with torch.no_grad():
+        model.context.weight.normal_()
+    walks = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 0]])
+    losses = {}
+    for reduction in ("mean", "sum"):
+        cfg = TrainConfig(window=2, num_negatives=2, loss_reduction=reduction)
+        module = EGESModule(model, AliasSampler(np.ones(11)), cfg)
+        module.log = lambda *a, **k: None  # no trainer attached
+        torch.manual_seed(0)  # the same negatives
+        losses[reduction] = module.training_step(walks, 0)
+    pairs = 2 * (3 + 2) + 2 * (2 + 1)
+    torch.testing.assert_close(losses["sum"], losses["mean"] * pairs)
+
+
+def test_attention_lr_gives_the_attention_rows_their_own_learning_rate():
+    offsets = [torch.tensor([0, 0, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2], dtype=torch.long)]
+    model = EGES(10, [2], offsets, [torch.tensor([1, 2])], embedding_dim=4)
+    cfg = TrainConfig(lr=0.01, attention_lr=0.5, lr_schedule="constant")
+    opt = EGESModule(model, AliasSampler(np.ones(11)), cfg).configure_optimizers()
+    groups = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    assert groups[id(model.attention.weight)] == 0.5
+    assert {groups[id(p)] for n, p in model.named_parameters() if "attention" not in n} == {0.01}
+    assert len(groups) == len(list(model.parameters()))  # every parameter exactly once
