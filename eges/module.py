@@ -109,7 +109,15 @@ class EGESModule(pl.LightningModule):
         opt = make_optimizer(params, self.cfg.optimizer, self.cfg.lr)
         if self.cfg.lr_schedule == "constant":
             return opt
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        # not trainer.estimated_stepping_batches: it builds the loader through
+        # train_dataloader before a checkpoint's loop state is restored, so a resumed run
+        # would not skip the batches it had trained
+        if self.loader is None:
+            raise RuntimeError("EGESModule was built without a DataLoader")
+        total = self.cfg.epochs * len(self.loader)  # batches per rank and epoch
+        if self.cfg.max_steps > 0:
+            total = min(total, self.cfg.max_steps)
+        total = max(total, 1)
         floor = 1e-4  # word2vec's min_alpha / alpha
 
         def linear(step: int) -> float:
