@@ -12,8 +12,9 @@ ARGS ?=
 install: $(VENV)/.installed
 
 # Extras to install: everything for development and CI; the Docker images pick their own
-# (docker/Dockerfile: EXTRAS= for the Spark image, EXTRAS=train,eval for the trainer image).
-EXTRAS ?= train,eval,dev
+# (docker/Dockerfile: EXTRAS= for the Spark image, EXTRAS=train,eval,tensorboard for the
+# trainer image).
+EXTRAS ?= train,eval,dev,tensorboard
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)

@@ -55,9 +55,10 @@ from eges.config import Config, ConfigError, add_config_arguments, config_from_a
 from eges.data.items import ItemTable, load_items, load_vocab
 from eges.data.sampling import walk_frequencies
 from eges.metrics import auc, list_metrics, rank_metrics
+from eges.quiet import quiet_loggers
 
 log = logging.getLogger("eges.evaluate")
-logging.getLogger("gensim").setLevel(logging.WARNING)
+quiet_loggers()  # gensim (DeepWalk, exports), faiss: their INFO lines stay off the screen
 
 TASK_SPLIT = {"link": "edges", "cold": "items", "next": "time"}
 LEARNED = ("eges", "ges", "bge")
@@ -326,8 +327,42 @@ def next_queries(models: Models, seed: int) -> tuple[np.ndarray, list[np.ndarray
     return src, [np.array([p]) for p in position[dst]], candidates
 
 
-def evaluate_task(cfg: Config, task: str, root: Path) -> dict[str, Any]:
-    """Every model of ``evaluate.models`` on one task; per model a list of per-seed results."""
+def model_seeds(cfg: Config) -> list[tuple[str, int]]:
+    """(model, training seed) in the order one task builds them: seeded models once per seed
+    of ``evaluate.seeds``, the others once."""
+    ev = cfg.evaluate
+    return [(model, seed) for model in ev.models
+            for seed in (ev.seeds if model in SEEDED else [ev.seeds[0]])]
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+class Progress:
+    """One line before each model (and seed) of the whole evaluation: which, how many are left,
+    time elapsed, e.g. ``[cold 5/27] eges seed 2 (22 left after it; 4:05 elapsed)``."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.total = len(cfg.evaluate.tasks) * len(model_seeds(cfg))
+        self.done = 0
+        self.start = time.perf_counter()
+
+    def next(self, task: str, model: str, seed: int) -> str:
+        self.done += 1
+        what = f"{model} seed {seed}" if model in SEEDED else model
+        line = (f"[{task} {self.done}/{self.total}] {what} ({self.total - self.done} left "
+                f"after it; {_clock(time.perf_counter() - self.start)} elapsed)")
+        log.info("%s", line)
+        return line
+
+
+def evaluate_task(cfg: Config, task: str, root: Path, progress: Progress | None = None
+                  ) -> dict[str, Any]:
+    """Every model of ``evaluate.models`` on one task; per model a list of per-seed results.
+    ``progress`` logs a line before each model and seed (default: counted for this task)."""
     ev = cfg.evaluate
     walk_dir = walk_output(cfg, task, root)
     models = Models(cfg, task, walk_dir, root)
@@ -340,22 +375,25 @@ def evaluate_task(cfg: Config, task: str, root: Path) -> dict[str, Any]:
     results: dict[str, list[dict[str, float]]] = {}
     examples = ExampleQueries(cfg, models, queries, relevant, candidates) \
         if task == "cold" and ev.examples else None
-    for model in ev.models:
-        for seed in (ev.seeds if model in SEEDED else [ev.seeds[0]]):
-            start = time.perf_counter()
-            for scorer in models.build(model, seed):
-                if examples is not None and seed == ev.seeds[0]:
-                    examples.add(scorer)
-                if task == "link":
-                    res = score_link(scorer, walk_dir)
-                else:
-                    res = rank_queries(scorer, queries, relevant, candidates, ks,
-                                       exclude_self=task == "next") or {"n/a": 1.0}
-                res["seconds"] = round(time.perf_counter() - start, 3)
-                results.setdefault(scorer.name, []).append(res)
-                log.info("%s %-14s seed %d: %s", task, scorer.name, seed,
-                         ", ".join(f"{k} {v:.4f}" for k, v in res.items()
-                                   if k in ("auc", "hr@10", "hr@50", "mrr", "coverage")))
+    if progress is None:
+        progress = Progress(dataclasses.replace(
+            cfg, evaluate=dataclasses.replace(ev, tasks=[task])))
+    for model, seed in model_seeds(cfg):
+        progress.next(task, model, seed)
+        start = time.perf_counter()
+        for scorer in models.build(model, seed):
+            if examples is not None and seed == ev.seeds[0]:
+                examples.add(scorer)
+            if task == "link":
+                res = score_link(scorer, walk_dir)
+            else:
+                res = rank_queries(scorer, queries, relevant, candidates, ks,
+                                   exclude_self=task == "next") or {"n/a": 1.0}
+            res["seconds"] = round(time.perf_counter() - start, 3)
+            results.setdefault(scorer.name, []).append(res)
+            log.info("%s %-14s seed %d: %s", task, scorer.name, seed,
+                     ", ".join(f"{k} {v:.4f}" for k, v in res.items()
+                               if k in ("auc", "hr@10", "hr@50", "mrr", "coverage")))
     manifest = schema.read_manifest(walk_dir)
     info = {"split": manifest["split"], "counts": manifest["counts"],
             "candidates": int((models.counts > 0).sum()),
@@ -466,10 +504,13 @@ def run_evaluation(cfg: Config) -> dict[str, Any]:
     # previous one's results beside a half-replaced report
     (root / "results.json").unlink(missing_ok=True)
     start = time.perf_counter()
+    progress = Progress(cfg)
+    log.info("evaluating %d model runs: %d task(s) x %d (model, seed)", progress.total,
+             len(ev.tasks), len(model_seeds(cfg)))
     tasks: dict[str, Any] = {}
     for task in ev.tasks:
         t0 = time.perf_counter()
-        tasks[task] = evaluate_task(cfg, task, root)
+        tasks[task] = evaluate_task(cfg, task, root, progress)
         tasks[task]["summary"] = {m: summarise(r) for m, r in tasks[task]["results"].items()}
         tasks[task]["seconds"] = round(time.perf_counter() - t0, 1)
     results = {

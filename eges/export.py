@@ -7,6 +7,9 @@
                            information matters for which item (EGES, GES)
       model.pt             what embedding new items needs: state dict + shapes + field names
       vocab/<field>.parquet  side-info vocabularies (value -> index), copied from the walk output
+      projector/           TensorBoard embedding projector (tensorboard --logdir RUN/export/projector):
+                           vectors.tsv, metadata.tsv (item_id, cold, side-info values per field
+                           joined by "|"), projector_config.pbtxt; at most PROJECTOR_MAX_ROWS rows
       config.yaml
       manifest.json        written last
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -38,6 +42,10 @@ log = logging.getLogger(__name__)
 RUN_FORMAT = "eges-run"
 EXPORT_DIR = "export"
 CHUNK = 65536
+PROJECTOR_DIR = "projector"
+# rows written for the projector: its t-SNE and UMAP run on at most 10k and PCA on 50k points
+# in the browser, and 50k rows of 128 floats are ~60 MB of TSV; above, a seeded uniform sample
+PROJECTOR_MAX_ROWS = 50_000
 
 
 @torch.no_grad()
@@ -130,6 +138,75 @@ def source_weights(model: EGES, items: ItemTable) -> pa.Table:
     return pa.table(cols)
 
 
+def _tsv_cell(text: str) -> str:
+    """A metadata cell: the projector splits rows on newlines and columns on tabs, no quoting."""
+    return re.sub(r"[\t\r\n]+", " ", text)
+
+
+def side_info_strings(items: ItemTable, field_index: int, vocab: pa.Table,
+                      idx: np.ndarray, sep: str = "|") -> list[str]:
+    """Each item's raw values of one side-info field, joined by ``sep`` ("" without a value)."""
+    import pyarrow.compute as pc
+
+    names = np.full(items.vocab_sizes[field_index] + 1, "", dtype=object)
+    names[vocab["index"].to_numpy()] = vocab["value"].to_numpy(zero_copy_only=False)
+    off = items.offsets[field_index].numpy()
+    values = pa.array(names[items.values[field_index].numpy()], pa.string())
+    lists = pa.ListArray.from_arrays(pa.array(off[1:], pa.int64()), values)  # row j: item j + 1
+    joined = pc.binary_join(lists.take(pa.array(idx.astype(np.int64) - 1)), sep)
+    return joined.to_pylist()
+
+
+def write_projector(out: Path, idx: np.ndarray, item_ids: list[str], vectors: np.ndarray,
+                    cold: np.ndarray, items: ItemTable, vocabs: dict[str, pa.Table],
+                    seed: int = 0, max_rows: int = PROJECTOR_MAX_ROWS) -> dict[str, Any]:
+    """TensorBoard embedding-projector files of the exported vectors in ``out``.
+
+    ``vectors.tsv`` (one vector per row, tab-separated), ``metadata.tsv`` (a header row, then
+    ``item_id``, ``cold`` and one column per side-info field, values joined by "|"), and
+    ``projector_config.pbtxt`` pointing at both (paths relative to it, as the projector wants).
+    Above ``max_rows`` vectors a uniform sample (seeded, in item order) is written.
+
+    Returns:
+        The manifest entry: rows written, of how many, and whether they are a sample.
+    """
+    import pyarrow.csv as pacsv
+
+    total = len(idx)
+    rows = np.arange(total)
+    if total > max_rows:
+        rows = np.sort(np.random.default_rng(seed).choice(total, size=max_rows, replace=False))
+    out.mkdir()
+    # full float32 precision, written by Arrow (far faster than formatting in Python)
+    pacsv.write_csv(pa.table({f"d{j}": vectors[rows, j] for j in range(vectors.shape[1])}),
+                    out / "vectors.tsv",
+                    pacsv.WriteOptions(include_header=False, delimiter="\t",
+                                       quoting_style="none"))
+    columns = {"item_id": [item_ids[r] for r in rows],
+               "cold": np.where(cold[rows], "true", "false").tolist()}
+    for j, f in enumerate(items.fields):
+        if f in columns:  # a field called item_id or cold: keep both columns apart
+            continue
+        columns[f] = side_info_strings(items, j, vocabs[f], idx[rows])
+    lines = ["\t".join(columns)]
+    lines += ["\t".join(_tsv_cell(c) for c in row) for row in zip(*columns.values())]
+    (out / "metadata.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (out / "projector_config.pbtxt").write_text(
+        'embeddings {\n'
+        '  tensor_name: "eges"\n'
+        '  tensor_path: "vectors.tsv"\n'
+        '  metadata_path: "metadata.tsv"\n'
+        '}\n')
+    entry: dict[str, Any] = {"path": PROJECTOR_DIR, "rows": len(rows), "vectors": total,
+                             "sampled": total > max_rows,
+                             "metadata_columns": list(columns)}
+    if total > max_rows:
+        entry["note"] = (f"a uniform sample (seed {seed}) of {len(rows):,} of the {total:,} "
+                         f"exported vectors; embeddings.parquet has them all")
+        log.info("projector: %s", entry["note"])
+    return entry
+
+
 def model_metadata(model: EGES, items: ItemTable) -> dict[str, Any]:
     return {"num_items": items.num_items, "vocab_sizes": items.vocab_sizes,
             "fields": items.fields, "lowercase_fields": items.lowercase,
@@ -178,9 +255,13 @@ def export_run(model: EGES, items: ItemTable, walk_counts: np.ndarray, cfg: Conf
                    tmp / "model.pt")
         walk_dir = Path(cfg.train.data)
         (tmp / "vocab").mkdir()
+        vocabs = {}
         for f in items.fields:
             table = schema.read_table(walk_dir / schema.VOCAB_DIR / f, schema.VOCAB_SCHEMA)
             pq.write_table(table, tmp / "vocab" / f"{f}.parquet")
+            vocabs[f] = table
+        projector = write_projector(tmp / PROJECTOR_DIR, idx, item_ids, vectors, cold, items,
+                                    vocabs, seed=cfg.train.seed)
         (tmp / schema.CONFIG_FILE).write_text(cfg.to_yaml())
         manifest = {
             "format": RUN_FORMAT,
@@ -198,6 +279,7 @@ def export_run(model: EGES, items: ItemTable, walk_counts: np.ndarray, cfg: Conf
             "walks": str(walk_dir),
             "walks_manifest_sha256": walks_digest or schema.manifest_digest(walk_dir),
             "health": vector_health(model, idx, vectors, cold),
+            "projector": projector,
             "versions": {"eges": __version__, "torch": torch.__version__},
             **(extra or {}),
             "config": cfg.to_dict(),

@@ -6,7 +6,9 @@
 
 CPU (gloo) or GPU (nccl) is chosen automatically (``train.accelerator``, ``train.backend``).
 Checkpoints go to ``RUN/checkpoints`` every ``train.checkpoint_every_n_steps`` steps and at each
-epoch end; ``--resume`` continues from the newest one. Rank 0 alone writes the export, into a
+epoch end; ``--resume`` continues from the newest one. Metrics (loss, pairs/s, learning rate) go
+to ``RUN/logs/metrics.csv`` and, with the ``tensorboard`` extra installed, to
+``RUN/logs/tensorboard`` (``tensorboard --logdir RUN/logs``). Rank 0 alone writes the export, into a
 temporary sibling that replaces ``RUN/export`` in one rename when complete. With
 ``train.overwrite`` the previous checkpoints and logs are deleted at the start (``--resume``
 then continues the new run, never the old one); the previous export stays in place, complete,
@@ -33,11 +35,18 @@ if __package__ in (None, ""):  # run as a script (torchrun eges/train.py): impor
 import torch  # noqa: E402
 
 from eges import schema  # noqa: E402
+from eges.quiet import quiet_loggers, quiet_warnings  # noqa: E402
 from eges.config import (  # noqa: E402
     Config, ConfigError, add_config_arguments, config_from_args,
 )
 
 log = logging.getLogger("eges.train")
+
+LOG_DIR = "logs"  # RUN/logs: metrics.csv (always) and tensorboard/ (with the extra installed)
+TENSORBOARD_DIR = "tensorboard"
+TENSORBOARD_HINT = ("TensorBoard logging is off (no usable tensorboard package): "
+                    "pip install -c constraints.txt -e '.[tensorboard]' (or make install) adds "
+                    f"RUN/{LOG_DIR}/{TENSORBOARD_DIR}; the CSV log is written either way")
 
 
 class RunExistsError(FileExistsError):
@@ -71,6 +80,38 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return None
 
 
+def tensorboard_available() -> bool:
+    """Whether TensorBoard logging works here: the ``tensorboard`` package (the ``tensorboard``
+    extra) is installed and torch's event writer, which Lightning uses, imports."""
+    import importlib.util
+
+    try:
+        if importlib.util.find_spec("tensorboard") is None:
+            return False
+        import torch.utils.tensorboard  # noqa: F401
+    except Exception as exc:  # noqa: BLE001 - a broken install (e.g. protobuf) must not stop training
+        log.warning("tensorboard is installed but does not import (%s: %s)",
+                    type(exc).__name__, exc)
+        return False
+    return True
+
+
+def make_loggers(run_dir: Path, rank: int = 0) -> list:
+    """Lightning loggers of a run: CSV (``RUN/logs/metrics.csv``) and, when the package is
+    installed, TensorBoard (``RUN/logs/tensorboard``); without it one info line (rank 0)."""
+    from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+
+    loggers = [CSVLogger(run_dir, name=LOG_DIR, version="")]
+    if tensorboard_available():
+        # version="": the events go straight into RUN/logs/tensorboard, no version_N folders
+        # (train.overwrite deletes RUN/logs; --resume adds an event file beside the old ones)
+        loggers.append(TensorBoardLogger(run_dir / LOG_DIR, name=TENSORBOARD_DIR, version="",
+                                         default_hp_metric=False))
+    elif rank == 0:
+        log.info(TENSORBOARD_HINT)
+    return loggers
+
+
 def train(cfg: Config, resume: bool = False) -> dict:
     """Train, checkpoint and export one run.
 
@@ -82,8 +123,7 @@ def train(cfg: Config, resume: bool = False) -> dict:
         Training statistics (on rank 0 also the export manifest under ``"export"``).
     """
     import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import ModelCheckpoint
-    from pytorch_lightning.loggers import CSVLogger
+    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
     from pytorch_lightning.strategies import DDPStrategy
     from torch.utils.data import DataLoader
 
@@ -136,6 +176,7 @@ def train(cfg: Config, resume: bool = False) -> dict:
     # The dataset resumes mid-epoch itself (EGESModule.on_train_start skips the trained batches);
     # Lightning's warning that it cannot do so does not apply.
     warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before")
+    quiet_warnings()  # Lightning's LeafSpec deprecation and IterableDataset-length warnings
     pl.seed_everything(t.seed + rank, workers=True)  # each rank samples differently
     items = load_items(walk_dir, manifest)
     dataset = WalkDataset(walk_dir, t.batch_size, seed=t.seed, shuffle_buffer=t.shuffle_buffer,
@@ -160,6 +201,8 @@ def train(cfg: Config, resume: bool = False) -> dict:
         ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="epoch-{epoch}-step-{step}",
                         every_n_epochs=1, save_on_train_epoch_end=True, save_top_k=1,
                         monitor="step", mode="max", auto_insert_metric_name=False),
+        # the learning rate of every parameter group (lr-Adam, ...) at each logged step
+        LearningRateMonitor(logging_interval="step"),
     ]
     trainer = pl.Trainer(
         accelerator="gpu" if gpu else "cpu",
@@ -170,7 +213,7 @@ def train(cfg: Config, resume: bool = False) -> dict:
         max_steps=t.max_steps,
         precision=t.precision,
         callbacks=callbacks,
-        logger=CSVLogger(run_dir, name="logs", version=""),
+        logger=make_loggers(run_dir, rank),
         log_every_n_steps=t.log_every_n_steps,
         default_root_dir=run_dir,
         enable_model_summary=rank == 0,
@@ -181,7 +224,7 @@ def train(cfg: Config, resume: bool = False) -> dict:
             # start afresh: the previous run's checkpoints must never be resumed as this run's.
             # Its export stays published until export_run swaps the new one in, so a run that
             # fails or is killed leaves it complete and readable.
-            for stale in ("checkpoints", "logs"):
+            for stale in ("checkpoints", LOG_DIR):
                 shutil.rmtree(run_dir / stale, ignore_errors=True)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / schema.CONFIG_FILE).write_text(cfg.to_yaml())
@@ -221,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_loggers()  # gensim's INFO lines (export) stay off the screen
     try:
         cfg = config_from_args(args, {"train.data": args.data,
                                            "train.output": args.output})

@@ -18,6 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from eges.config import ConfigError, add_config_arguments, config_from_args  # noqa: E402
+from eges.quiet import quiet_loggers  # noqa: E402
 
 
 def to_stderr(text: str) -> None:
@@ -67,6 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_loggers()  # py4j logs every gateway connection at INFO
     try:
         cfg = config_from_args(args, {"output.path": args.output})
     except ConfigError as exc:

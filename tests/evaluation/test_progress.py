@@ -1,0 +1,65 @@
+"""The evaluation's progress lines: one before each model (and seed) of the whole evaluation,
+counted over every task, with what is left and the time elapsed — from the real task loop, on a
+synthetic link-task walk output (no Spark; the cheap models only)."""
+
+import dataclasses
+import logging
+import re
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from eges import schema
+from eges.config import Config, EvaluateConfig
+from eges.evaluate import TASK_SPLIT, Progress, evaluate_task, model_seeds
+from tests.train.walkdir import make_complete_walk_dir
+
+LINE = re.compile(r"^\[(\w+) (\d+)/(\d+)\] (.+) \((\d+) left after it; (\d+:\d\d) elapsed\)$")
+
+
+def link_walk_output(cfg: Config, root):
+    """``root/link/walks`` as the link task's walk job would leave it, so evaluate reuses it."""
+    walk_dir = make_complete_walk_dir(root / "link" / "walks", walks=40, cold_items=0)
+    for name, pairs in (("hidden_edges", [(1, 2), (3, 4), (5, 6)]),
+                        ("non_edges", [(1, 30), (7, 33), (9, 39)])):
+        (walk_dir / schema.EVAL_DIR / name).mkdir(parents=True)
+        src, dst = zip(*pairs)
+        pq.write_table(pa.table({"src": pa.array(src, pa.int32()),
+                                 "dst": pa.array(dst, pa.int32()),
+                                 "weight": pa.array([1] * len(pairs), pa.int64())}),
+                       walk_dir / schema.EVAL_DIR / name / "part-00000.parquet")
+    job = dataclasses.replace(cfg, split=dataclasses.replace(cfg.split, kind=TASK_SPLIT["link"]))
+    manifest = schema.read_manifest_json(walk_dir)
+    manifest["config"] = {k: job.to_dict()[k] for k in ("data", "sessions", "walks", "split")}
+    manifest.update(split={"kind": "edges"}, counts={"walks": 40})
+    schema.write_manifest(walk_dir, manifest)
+
+
+def test_one_line_per_model_and_seed_over_all_tasks(tmp_path, caplog):
+    cfg = Config(evaluate=EvaluateConfig(output=str(tmp_path), tasks=["link", "cold"],
+                                         models=["popularity", "random"], seeds=[1, 2]))
+    assert model_seeds(cfg) == [("popularity", 1), ("random", 1), ("random", 2)]
+    link_walk_output(cfg, tmp_path)
+    progress = Progress(cfg)
+    assert progress.total == 6  # 2 tasks x (popularity once + random per seed)
+    with caplog.at_level(logging.INFO, logger="eges.evaluate"):
+        out = evaluate_task(cfg, "link", tmp_path, progress)
+    lines = [LINE.match(r.getMessage()) for r in caplog.records]
+    lines = [m.groups() for m in lines if m]
+    assert [(t, int(i), int(n), what, int(left)) for t, i, n, what, left, _ in lines] == [
+        ("link", 1, 6, "popularity", 5),
+        ("link", 2, 6, "random seed 1", 4),
+        ("link", 3, 6, "random seed 2", 3),
+    ]
+    assert set(out["results"]) == {"popularity", "random"}  # the loop really ran them
+    assert len(out["results"]["random"]) == 2
+    # the counter goes on across tasks
+    assert progress.next("cold", "random", 2).startswith("[cold 4/6] random seed 2 (2 left")
+
+
+def test_default_evaluation_counts_every_seeded_model_per_seed():
+    cfg = Config()
+    ev = cfg.evaluate
+    seeded = {"eges", "ges", "bge", "deepwalk", "random"} & set(ev.models)
+    per_task = len(seeded) * len(ev.seeds) + len(set(ev.models) - seeded)
+    assert Progress(cfg).total == len(ev.tasks) * per_task
