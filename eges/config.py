@@ -48,6 +48,7 @@ class MovieLensConfig:
     ratings: str = "ratings.csv"
     movies: str = "movies.csv"
     tags: str | None = "tags.csv"  # None: no tag field
+    sep: str = ","  # field delimiter of the three files (";" for a semicolon export)
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,9 @@ class GenericConfig:
     behaviors: list[str] = field(default_factory=list)  # keep only these; empty keeps all
     items_item_col: str | None = None  # item id column of the items file (default item_col)
     side_info: list[SideInfoField] = field(default_factory=list)
+    # column of the items file holding a display name (title); written to the item table's
+    # ``name`` column for eges.embed / eges.neighbors --names. None: no names
+    name_column: str | None = None
 
 
 @dataclass(frozen=True)
@@ -364,6 +368,8 @@ def _validate(cfg: Config) -> None:
     ]:
         if not ok:
             raise ConfigError(message)
+    if not cfg.data.movielens.sep:
+        raise ConfigError("data.movielens.sep must not be empty")
     names = [f.name for f in cfg.data.generic.side_info]
     if len(set(names)) != len(names):
         raise ConfigError(f"data.generic.side_info: duplicate field names {names}")
@@ -376,7 +382,7 @@ def _validate(cfg: Config) -> None:
 
 
 # the item table's own columns: a side-info field may not take their name
-RESERVED_FIELD_NAMES = {"item_id", "item_idx", "count"}
+RESERVED_FIELD_NAMES = {"item_id", "item_idx", "count", "name"}
 
 
 def _check_field_name(name: str, where: str) -> None:

@@ -7,9 +7,21 @@ vector and is reported.
 
     python -m eges.embed --run RUN_DIR --items new_items.csv --top-k 10 [--output out.parquet]
 
-``new_items.csv`` has an ``item_id`` column and one column per side-info field of the run
-(``genres``, ``year``, ``tags`` for MovieLens); multi-valued fields separate values with ``|``
-(``--sep``). Fields may be left out or empty.
+Two layouts of ``new_items.csv`` (``--layout``; by default told apart by the header):
+
+* **simple**: an ``item_id`` column and one column per side-info field of the run (``genres``,
+  ``year``, ``tags`` for MovieLens); multi-valued fields separate values with ``|`` (``--sep``).
+  Fields may be left out or empty.
+* **movielens**: ``movieId,title,genres`` as in ``movies.csv`` (a header with ``movieId`` and
+  no ``item_id``), read with the walk job's rules (:mod:`eges.movielens`): genres split on
+  ``|`` with "(no genres listed)" meaning none, the year from the title's trailing "(YYYY)",
+  tags lower-cased and stripped. Tags come from an optional ``tags`` column (``|`` between
+  tags) and/or ``--tags tags.csv`` (``movieId,tag``, one tag per row, as MovieLens'
+  ``tags.csv``). Rows the walk job would drop (a missing or non-integer movieId, a wrong number
+  of fields) are reported and skipped; rows of one movieId are merged.
+
+Neighbours are printed as ``rank. id  name  score``, the name being the display name (title)
+the walk job kept in its item table, when the data has one.
 """
 
 from __future__ import annotations
@@ -26,8 +38,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from eges import movielens as ml_rules
 from eges.export import EXPORT_DIR, load_model, read_embeddings
-from eges.neighbors import NEIGHBORS_SCHEMA, exact_topk, prepare
+from eges.neighbors import (
+    NEIGHBORS_NAMES_SCHEMA, NEIGHBORS_SCHEMA, exact_topk, prepare, run_item_names,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +51,7 @@ log = logging.getLogger(__name__)
 class Neighbour:
     item_id: str
     score: float
+    name: str | None = None  # display name (title) from the walk output's item table
 
 
 class Embedder:
@@ -60,6 +76,8 @@ class Embedder:
                         for i, f in enumerate(self.fields)}
         emb, vectors = read_embeddings(self.run_dir)
         self.item_ids: list[str] = emb["item_id"].to_pylist()
+        # item_id -> display name, kept by the walk job (empty: the data has none)
+        self.names: dict[str, str] = run_item_names(self.run_dir)
         self._unit = prepare(vectors, "cosine")
         rows = torch.from_numpy(emb["item_idx"].to_numpy().astype("int64"))
         self._context = self.model.context.weight.detach().float()[rows]  # (M, D) Z
@@ -122,18 +140,19 @@ class Embedder:
         else:
             idx, scores = exact_topk(prepare(vectors, "cosine"), self._unit,
                                      min(top_k, self._unit.shape[0]))
-        return [[Neighbour(self.item_ids[j], float(s)) for s, j in zip(row_s, row_i)]
+        return [[Neighbour(self.item_ids[j], float(s), self.names.get(self.item_ids[j]))
+                 for s, j in zip(row_s, row_i)]
                 for row_s, row_i in zip(scores.tolist(), idx.tolist())]
 
 
-def read_new_items(path: str | Path, fields: list[str], sep: str = "|"
+def read_new_items(path: str | Path, fields: list[str], sep: str = "|", delimiter: str = ","
                    ) -> tuple[list[str], list[dict[str, list[str]]]]:
     """Read a CSV of new items (``item_id`` + field columns). Unknown columns are warned about."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"new-items file not found: {path}")
     with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
+        reader = csv.DictReader(fh, delimiter=delimiter)
         if not reader.fieldnames or "item_id" not in reader.fieldnames:
             raise ValueError(f"{path}: needs an item_id column; has {reader.fieldnames}")
         extra = [c for c in reader.fieldnames if c != "item_id" and c not in fields]
@@ -148,10 +167,164 @@ def read_new_items(path: str | Path, fields: list[str], sep: str = "|"
     return ids, items
 
 
+MOVIELENS_COLUMNS = ["movieId", "title", "genres"]  # movies.csv, as the walk job requires
+
+
+@dataclass
+class NewItems:
+    """New items read from a file: raw ids, side-info values per field, display names."""
+
+    ids: list[str]
+    items: list[dict[str, list[str]]]
+    names: list[str | None]
+    skipped: list[str]  # rows not read, with the reason (as the walk job would drop them)
+
+
+def detect_layout(path: str | Path, delimiter: str = ",") -> str:
+    """``movielens`` when the header has ``movieId`` and no ``item_id``, else ``simple``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"new-items file not found: {path}")
+    with path.open(newline="", encoding="utf-8") as fh:
+        header = next(csv.reader(fh, delimiter=delimiter), [])
+    return "movielens" if "movieId" in header and "item_id" not in header else "simple"
+
+
+def _movielens_rows(path: Path, required: list[str], delimiter: str, skipped: list[str]
+                    ) -> tuple[list[str], list[dict[str, str]]]:
+    """Rows of a MovieLens-style CSV with a canonical movieId; the others go to ``skipped``."""
+    if not path.is_file():
+        raise FileNotFoundError(f"file not found: {path}")
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh, delimiter=delimiter)
+        header = reader.fieldnames or []
+        missing = [c for c in required if c not in header]
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {missing}; the header has {header}")
+        ids, rows = [], []
+        for line, row in enumerate(reader, 2):
+            raw = row.get("movieId")
+            if None in row or any(v is None for v in row.values()):
+                why = "malformed row (wrong number of fields)"
+            elif not (raw or "").strip(" "):
+                why = "missing movieId"
+            elif ml_rules.movie_id(raw) is None:
+                why = f"non-integer movieId {raw!r}"
+            else:
+                ids.append(ml_rules.movie_id(raw))
+                rows.append(row)
+                continue
+            skipped.append(f"{path.name} line {line}: {why}")
+    return ids, rows
+
+
+def read_movielens_items(path: str | Path, fields: list[str], sep: str = "|",
+                         tags: str | Path | None = None, delimiter: str = ",") -> NewItems:
+    """New items in MovieLens layout (``movieId,title,genres`` [+ ``tags``] and/or a tags file),
+    with the walk job's rules; see the module docstring.
+
+    Args:
+        path: the movies file.
+        fields: side-info fields of the run (genres, year and tags are filled where listed).
+        sep: separator of the tags in a ``tags`` column.
+        tags: optional file with ``movieId`` and ``tag`` columns, one tag per row.
+        delimiter: field delimiter of the files.
+    """
+    path = Path(path)
+    skipped: list[str] = []
+    ids, rows = _movielens_rows(path, MOVIELENS_COLUMNS, delimiter, skipped)
+    known = {"genres", "year", "tags"}
+    missing = [f for f in ("genres", "year") if f not in fields]
+    if missing:
+        log.warning("%s: the run has no side-info field %s: those values are not used", path,
+                    missing)
+    if rows:
+        extra = [c for c in rows[0] if c not in MOVIELENS_COLUMNS and c != "tags"]
+        if extra:
+            log.warning("%s: columns %s are not read in the movielens layout: ignored", path,
+                        extra)
+    order: list[str] = []
+    values: dict[str, dict[str, list[str]]] = {}
+    titles: dict[str, set[str]] = {}
+    for item_id, row in zip(ids, rows):
+        if item_id not in values:
+            order.append(item_id)
+            values[item_id] = {"genres": [], "year": [], "tags": []}
+            titles[item_id] = set()
+        v = values[item_id]
+        v["genres"] += ml_rules.genres(row["genres"])
+        v["year"] += ml_rules.year(row["title"])
+        v["tags"] += (row.get("tags") or "").split(sep) if sep else [row.get("tags") or ""]
+        title = (row["title"] or "").strip(" ")
+        if title:
+            titles[item_id].add(title)
+    if tags is not None:
+        tag_ids, tag_rows = _movielens_rows(Path(tags), ["movieId", "tag"], delimiter, skipped)
+        unmatched = 0
+        for item_id, row in zip(tag_ids, tag_rows):
+            if item_id in values:
+                values[item_id]["tags"].append(row["tag"])
+            else:
+                unmatched += 1
+        if unmatched:
+            log.warning("%s: %d tag rows of movies not in %s: ignored", tags, unmatched,
+                        path.name)
+    for line in skipped:
+        log.warning("skipped %s", line)
+    items = []
+    for item_id in order:
+        v = values[item_id]
+        merged = {"genres": ml_rules.clean(v["genres"]), "year": ml_rules.clean(v["year"]),
+                  "tags": ml_rules.tags(v["tags"])}
+        items.append({f: merged[f] for f in fields if f in known})
+    names = [min(titles[i]) if titles[i] else None for i in order]
+    return NewItems(order, items, names, skipped)
+
+
+def load_new_items(path: str | Path, fields: list[str], sep: str = "|", layout: str = "auto",
+                   tags: str | Path | None = None, delimiter: str = ",") -> NewItems:
+    """New items in either layout (``auto``: :func:`detect_layout`)."""
+    if layout == "auto":
+        layout = detect_layout(path, delimiter)
+    if layout == "movielens":
+        return read_movielens_items(path, fields, sep, tags, delimiter)
+    if layout != "simple":
+        raise ValueError(f"--layout must be auto, simple or movielens, not {layout!r}")
+    if tags is not None:
+        raise ValueError("--tags needs the movielens layout (movieId,title,genres)")
+    ids, items = read_new_items(path, fields, sep, delimiter)
+    return NewItems(ids, items, [None] * len(ids), [])
+
+
+NAME_WIDTH = 60  # longer display names are cut in the printed lines (not in --output)
+
+
+def format_neighbours(neighbours: list[Neighbour]) -> list[str]:
+    """``rank. id  name  score`` lines (``rank. id  score`` when no neighbour has a name)."""
+    if not neighbours:
+        return []
+    id_width = max(8, *(len(n.item_id) for n in neighbours))
+    names = [n.name or "" for n in neighbours]
+    if not any(names):
+        return [f"  {rank:>3}. {n.item_id:<{id_width}}  {n.score:.3f}"
+                for rank, n in enumerate(neighbours, 1)]
+    names = [x if len(x) <= NAME_WIDTH else x[: NAME_WIDTH - 1] + "…" for x in names]
+    width = max(len(x) for x in names)
+    return [f"  {rank:>3}. {n.item_id:<{id_width}}  {name:<{width}}  {n.score:.3f}"
+            for rank, (n, name) in enumerate(zip(neighbours, names), 1)]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m eges.embed", description=__doc__.split("\n\n")[0])
     p.add_argument("--run", required=True, help="run directory of eges/train.py")
-    p.add_argument("--items", required=True, help="CSV of new items: item_id + field columns")
+    p.add_argument("--items", required=True,
+                   help="CSV of new items: item_id + field columns, or movieId,title,genres")
+    p.add_argument("--layout", choices=["auto", "simple", "movielens"], default="auto",
+                   help="simple: item_id + one column per field; movielens: movieId,title,"
+                        "genres (+ tags) read with the walk job's rules; auto (default): "
+                        "movielens when the header has movieId and no item_id")
+    p.add_argument("--tags", help="movielens layout: a tags file (movieId,tag; one tag a row)")
+    p.add_argument("--delimiter", default=",", help="field delimiter of the CSV files")
     p.add_argument("--top-k", type=int, default=10)
     p.add_argument("--sep", default="|", help="separator of multi-valued fields")
     p.add_argument("--metric", choices=["context", "cosine"], default="context",
@@ -159,31 +332,46 @@ def main(argv: list[str] | None = None) -> int:
                         "cosine: every exported item by cosine similarity")
     p.add_argument("--output", help="write neighbours as parquet in the schema of the "
                                     "neighbour table (item_id, neighbor_id, rank, score)")
+    p.add_argument("--names", action="store_true",
+                   help="with --output: add neighbor_name, as eges.neighbors --names")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         emb = Embedder(args.run)
-        ids, items = read_new_items(args.items, emb.fields, args.sep)
-        vectors, known = emb.embed(items)
-        neighbours = emb.most_similar(vectors, args.top_k, args.metric)
+        new = load_new_items(args.items, emb.fields, args.sep, args.layout, args.tags,
+                             args.delimiter)
+        if args.names and args.output and not emb.names:
+            raise ValueError("--names: the run's walk output has no item names (its layout has "
+                             "none, or it was written before names were kept)")
+        known, neighbours = [], []
+        if new.ids:
+            vectors, known = emb.embed(new.items)
+            neighbours = emb.most_similar(vectors, args.top_k, args.metric)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     rows = []
-    for item_id, item, ok, nbrs in zip(ids, items, known, neighbours):
+    for item_id, name, item, ok, nbrs in zip(new.ids, new.names, new.items, known, neighbours):
         desc = "; ".join(f"{f}={'|'.join(v)}" for f, v in item.items() if v)
+        label = f"{item_id}  {name}" if name else item_id
         if not ok:
-            print(f"{item_id}: no known side-info value ({desc or 'none given'}): no vector")
+            print(f"{label}: no known side-info value ({desc or 'none given'}): no vector")
             continue
-        print(f"{item_id} ({desc})")
+        print(f"{label} ({desc})")
+        for line in format_neighbours(nbrs):
+            print(line)
         for rank, n in enumerate(nbrs, 1):
-            print(f"  {rank:>3}. {n.item_id:<20} {n.score:.3f}")
             rows.append({"item_id": item_id, "neighbor_id": n.item_id, "rank": rank,
-                         "score": n.score})
+                         "score": n.score, "neighbor_name": n.name})
+    if new.skipped:
+        print(f"skipped {len(new.skipped)} rows: {'; '.join(new.skipped)}", file=sys.stderr)
     if emb.unknown:
         print(f"ignored unknown values: {dict(emb.unknown)}", file=sys.stderr)
     if args.output:
-        pq.write_table(pa.Table.from_pylist(rows, schema=NEIGHBORS_SCHEMA), args.output)
+        out_schema = NEIGHBORS_NAMES_SCHEMA if args.names else NEIGHBORS_SCHEMA
+        if not args.names:
+            rows = [{k: v for k, v in r.items() if k != "neighbor_name"} for r in rows]
+        pq.write_table(pa.Table.from_pylist(rows, schema=out_schema), args.output)
     return 0
 
 

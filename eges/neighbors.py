@@ -6,7 +6,8 @@
 
 writes ``RUN/neighbors/`` (or ``--output``) atomically, manifest last::
 
-    neighbors.parquet   item_id, neighbor_id (raw ids), rank int32 (1 = nearest), score float32
+    neighbors.parquet   item_id, neighbor_id (raw ids), rank int32 (1 = nearest), score float32,
+                        with --names also neighbor_name string (display name; null if none)
     manifest.json       counts, settings, timings, and for --method hnsw its recall@K vs exact
 
 for every exported item (warm and cold), the item itself excluded.
@@ -62,6 +63,21 @@ NEIGHBORS_SCHEMA = pa.schema([
     pa.field("rank", pa.int32(), nullable=False),
     pa.field("score", pa.float32(), nullable=False),
 ])
+# with --names: the neighbour's display name from the walk output's item table (null if none)
+NEIGHBORS_NAMES_SCHEMA = NEIGHBORS_SCHEMA.append(pa.field("neighbor_name", pa.string()))
+
+
+def run_item_names(run_dir: str | Path, export: dict[str, Any] | None = None
+                   ) -> dict[str, str]:
+    """item_id -> display name of a run's items, read from the item table of the walk output
+    it was trained on (never from the raw input files); empty when that table has no names
+    (a layout without names, or a walk output written before they were kept) or is gone."""
+    export = export or read_export_manifest(run_dir)
+    items = Path(export["walks"]) / schema.ITEMS_DIR
+    if not items.is_dir():
+        log.info("no item names: the walk output's item table %s is not there", items)
+        return {}
+    return schema.item_names(items)
 
 
 def prepare(vectors: np.ndarray | torch.Tensor, metric: str) -> torch.Tensor:
@@ -176,7 +192,7 @@ def field_groups(walk_dir: Path, field: str, item_idx: np.ndarray) -> torch.Tens
     fields = [f["name"] for f in manifest["side_info_fields"]]
     if field not in fields:
         raise ValueError(f"--same-field {field!r}: not a side-info field of this run ({fields})")
-    table = schema.read_table(walk_dir / schema.ITEMS_DIR, schema.item_schema(fields))
+    table = schema.read_items(walk_dir / schema.ITEMS_DIR, fields)
     values = dict(zip(table["item_idx"].to_pylist(), table[field].to_pylist()))
     rows, cols = [], []
     for row, idx in enumerate(item_idx.tolist()):
@@ -192,8 +208,10 @@ def build_table(run_dir: str | Path, top_k: int, *, metric: str = "cosine",
                 method: str = "exact", block_size: int = 4096, min_score: float | None = None,
                 exclude: set[str] | None = None, same_field: str | None = None,
                 output: str | Path | None = None, device: str = "auto",
-                recall_sample: int = 1000) -> dict[str, Any]:
+                recall_sample: int = 1000, names: bool = False) -> dict[str, Any]:
     """Compute and write the neighbour table of a run's export.
+
+    With ``names``, the table gets a ``neighbor_name`` column (:data:`NEIGHBORS_NAMES_SCHEMA`).
 
     Returns:
         The manifest written beside the table.
@@ -219,6 +237,14 @@ def build_table(run_dir: str | Path, top_k: int, *, metric: str = "cosine",
         raise ValueError(f"--device must be auto, cpu or cuda, not {device!r}")
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA device is available")
+    name_of: dict[str, str] = {}
+    if names:
+        name_of = run_item_names(run_dir, export)
+        if not name_of:
+            raise ValueError(f"--names: the walk output {export['walks']} has no item names "
+                             "(its layout has none, e.g. a generic log without "
+                             "data.generic.name_column, or it was written before names were "
+                             "kept: re-run the walk job)")
     dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     final = Path(output) if output else run_dir / NEIGHBORS_DIR
     if final.exists():
@@ -296,12 +322,16 @@ def build_table(run_dir: str | Path, top_k: int, *, metric: str = "cosine",
         keep &= scores >= min_score
     rows, cols = np.nonzero(keep)
     ids_arr = np.asarray(ids, dtype=object)
-    table = pa.table({
+    columns = {
         "item_id": pa.array(ids_arr[rows].tolist(), pa.string()),
         "neighbor_id": pa.array(ids_arr[idx[rows, cols]].tolist(), pa.string()),
         "rank": pa.array((cols + 1).astype(np.int32)),
         "score": pa.array(scores[rows, cols].astype(np.float32)),
-    }, schema=NEIGHBORS_SCHEMA)
+    }
+    if names:
+        names_arr = np.asarray([name_of.get(i) for i in ids], dtype=object)
+        columns["neighbor_name"] = pa.array(names_arr[idx[rows, cols]].tolist(), pa.string())
+    table = pa.table(columns, schema=NEIGHBORS_NAMES_SCHEMA if names else NEIGHBORS_SCHEMA)
     # ranks stay consecutive after filtering: recompute them per item
     table = _rerank(table)
 
@@ -315,9 +345,11 @@ def build_table(run_dir: str | Path, top_k: int, *, metric: str = "cosine",
             "settings": {"top_k": top_k, "metric": metric, "method": method,
                          "block_size": block_size, "min_score": min_score,
                          "excluded": len(exclude or ()), "same_field": same_field,
-                         "device": dev},
+                         "device": dev, "names": names},
             "counts": {"items": n, "rows": table.num_rows,
-                       "items_with_fewer_than_k": int((keep.sum(1) < top_k).sum())},
+                       "items_with_fewer_than_k": int((keep.sum(1) < top_k).sum()),
+                       **({"items_with_name": sum(i in name_of for i in ids)} if names
+                          else {})},
             "search_s": round(seconds, 3),
             **stats,
         }
@@ -335,7 +367,8 @@ def _rerank(table: pa.Table) -> pa.Table:
     starts = np.r_[True, item[1:] != item[:-1]]
     group_start = np.maximum.accumulate(np.where(starts, np.arange(len(item)), 0))
     rank = (np.arange(len(item)) - group_start + 1).astype(np.int32)
-    return table.set_column(table.schema.get_field_index("rank"), "rank", pa.array(rank))
+    i = table.schema.get_field_index("rank")
+    return table.set_column(i, table.schema.field(i), pa.array(rank))  # keeps "not null"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -354,6 +387,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--same-field", help="keep neighbours sharing a value of this field")
     p.add_argument("--output", help="output directory (default RUN/neighbors)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--names", action="store_true",
+                   help="add a neighbor_name column: the display names (titles) the walk job "
+                        "kept in its item table")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -366,7 +402,8 @@ def main(argv: list[str] | None = None) -> int:
         metric = args.metric or ("context" if args.method == "exact" else "cosine")
         m = build_table(args.run, args.top_k, metric=metric, method=args.method,
                         block_size=args.block_size, min_score=args.min_score, exclude=exclude,
-                        same_field=args.same_field, output=args.output, device=args.device)
+                        same_field=args.same_field, output=args.output, device=args.device,
+                        names=args.names)
     except (ValueError, FileNotFoundError, schema.IncompleteOutputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

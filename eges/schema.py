@@ -7,8 +7,9 @@ output directory looks like::
       manifest.json          written last: the directory is complete only when it exists
       config.yaml            the resolved config of the run
       items/*.parquet        item_idx int32 (dense from 1; 0 = padding), item_id string,
-                             count int64 (events that entered sessions), one
-                             list<int32> column per side-info field (vocabulary indices)
+                             count int64 (events that entered sessions), optionally
+                             name string (display name, null where unknown; see NAME_COLUMN),
+                             one list<int32> column per side-info field (vocabulary indices)
       vocab/<field>/*.parquet  value string, index int32 (dense from 1; 0 = padding), count int64
       edges/*.parquet        src int32, dst int32, weight int64 (GraphFrames' column names)
       walks/shard-NNNNN.parquet  walk_id int64, items list<int32> (item_idx values)
@@ -91,10 +92,38 @@ class IncompleteOutputError(RuntimeError):
     """A directory that is not a complete, readable walk output."""
 
 
-def item_schema(side_info_fields: list[str]) -> pa.Schema:
-    """Schema of the item table for the given side-info field names (in order)."""
+# The item table's optional display-name column (MovieLens title, RecBole movie_title, the
+# generic layout's data.generic.name_column), right after ``count``. Outputs of walk jobs
+# before it, and layouts without names, have no such column; readers accept both.
+NAME_COLUMN = "name"
+
+
+def item_schema(side_info_fields: list[str], names: bool = False) -> pa.Schema:
+    """Schema of the item table for the given side-info field names (in order), with the
+    ``name`` column when ``names``."""
     extra = [pa.field(name, pa.list_(pa.int32()), nullable=False) for name in side_info_fields]
-    return pa.schema(list(ITEM_BASE_SCHEMA) + extra)
+    name = [pa.field(NAME_COLUMN, pa.string())] if names else []
+    return pa.schema(list(ITEM_BASE_SCHEMA) + name + extra)
+
+
+def read_items(directory: str | Path, side_info_fields: list[str]) -> pa.Table:
+    """Read an item table, checked against :func:`item_schema` with or without ``name``."""
+    files = parquet_files(directory)
+    names = (bool(files) and NAME_COLUMN in pq.read_schema(files[0]).names
+             and NAME_COLUMN not in side_info_fields)  # a field "name" of an older output
+    return read_table(directory, item_schema(side_info_fields, names=names))
+
+
+def item_names(directory: str | Path) -> dict[str, str]:
+    """item_id -> display name from an item table; empty when it has no ``name`` column."""
+    files = parquet_files(directory)
+    found = pq.read_schema(files[0]) if files else None
+    if found is None or NAME_COLUMN not in found.names or not pa.types.is_string(
+            found.field(NAME_COLUMN).type):  # not a string: a side-info field of that name
+        return {}
+    table = pa.concat_tables([pq.read_table(f, columns=["item_id", NAME_COLUMN]) for f in files])
+    return {i: n for i, n in zip(table["item_id"].to_pylist(), table[NAME_COLUMN].to_pylist())
+            if n is not None}
 
 
 def _normalise(t: pa.DataType) -> pa.DataType:

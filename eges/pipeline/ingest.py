@@ -6,6 +6,8 @@ and a generic events + items layout. Whatever the layout, ingest returns
 * ``events``: ``user_id`` string, ``item_id`` string, ``ts`` double (seconds);
 * ``side_info``: ``item_id`` string plus one ``array<string>`` column per side-info field
   (single-valued fields are arrays of at most one value; no value is an empty array);
+* ``names``: ``item_id``, ``name`` (display name: MovieLens title, RecBole ``movie_title``, the
+  generic ``name_column``), one row per named item; None when the layout has no names;
 * ``dropped``: rows dropped, counted by reason (``"ratings.csv: non-integer movieId"``).
 
 Rows are never lost silently: every parsing function tags a bad row with a reason in a
@@ -26,14 +28,16 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 from pyspark.errors import AnalysisException
 
+from eges import movielens as ml_rules
 from eges.config import DataConfig, GenericConfig, MovieLensConfig, RecBoleConfig
+from eges.schema import NAME_COLUMN
 
 log = logging.getLogger(__name__)
 
 DROP = "_drop"
 CORRUPT = "_corrupt"
 COUNTED = "_counted"  # true: the row's drop was already counted (one file read in two roles)
-MOVIELENS_NO_GENRE = "(no genres listed)"
+MOVIELENS_NO_GENRE = ml_rules.NO_GENRE
 CSV_PRUNING = "spark.sql.csv.parser.columnPruning.enabled"
 
 
@@ -63,6 +67,7 @@ class Ingested:
     lowercase: list[str] = field(default_factory=list)  # fields whose values were lower-cased
     events: DataFrame | None = None
     side_info: DataFrame | None = None
+    names: DataFrame | None = None  # item_id, name; None: the layout has no display names
     dropped: Counter = field(default_factory=Counter)
     rows_read: Counter = field(default_factory=Counter)
 
@@ -308,26 +313,44 @@ def merge_side_info(df: DataFrame, fields: list[str]) -> DataFrame:
     return df.groupBy("item_id").agg(*aggs)
 
 
+def display_name(c: Column) -> Column:
+    """A display-name cell: trimmed; null when blank."""
+    return F.when(blank(c), F.lit(None).cast("string")).otherwise(F.trim(c))
+
+
+def merge_names(df: DataFrame) -> DataFrame:
+    """(item_id, name) of the kept catalogue rows -> one row per named item.
+
+    Duplicate rows of an item with different names keep the smallest (deterministic)."""
+    return (df.filter(F.col(NAME_COLUMN).isNotNull()).groupBy("item_id")
+            .agg(F.min(NAME_COLUMN).alias(NAME_COLUMN)))
+
+
 # --------------------------------------------------------------------------- MovieLens
+
+
+# The rules below are those of eges.movielens (the plain-Python twin eges.embed applies to
+# new items); its constants are the one definition of the separator, "no genre" and year.
 
 
 def movielens_genres(genres: Column) -> Column:
     """MovieLens genres: split on '|', with "(no genres listed)" meaning none."""
-    return F.filter(multi_value(genres, "|"), lambda g: g != MOVIELENS_NO_GENRE)
+    return F.filter(multi_value(genres, ml_rules.GENRE_SEP), lambda g: g != MOVIELENS_NO_GENRE)
 
 
 def movielens_year(title: Column) -> Column:
     """The year of a MovieLens title's trailing "(YYYY)", as an array of at most one value."""
-    return single_value(F.regexp_extract(title, r"\((\d{4})\)\s*$", 1))
+    return single_value(F.regexp_extract(title, ml_rules.YEAR_PATTERN, 1))
 
 
 def movies_side_info(movies: DataFrame, file: str = "movies.csv") -> DataFrame:
-    """movies.csv rows -> (item_id, genres, year, _drop)."""
+    """movies.csv rows -> (item_id, genres, year, name, _drop); name is the title."""
     item_id = _int_id("movieId")
     return tag(movies, row_rules(file, "movieId", integer=True)).select(
         item_id.alias("item_id"),
         movielens_genres(F.col("genres")).alias("genres"),
         movielens_year(F.col("title")).alias("year"),
+        display_name(F.col("title")).alias(NAME_COLUMN),
         DROP,
     )
 
@@ -345,18 +368,20 @@ def load_movielens(spark: SparkSession, root: str, cfg: MovieLensConfig) -> Inge
     """Read a MovieLens directory (ratings.csv, movies.csv, optional tags.csv)."""
     out = Ingested(fields=["genres", "year"], lowercase=["tags"])
     ratings_path = f"{root}/{cfg.ratings}"
-    raw = read_csv(spark, ratings_path, ["userId", "movieId", "timestamp"])
+    raw = read_csv(spark, ratings_path, ["userId", "movieId", "timestamp"], sep=cfg.sep)
     events = events_from(raw, cfg.ratings, "userId", "movieId", "timestamp", "unix",
                          integer_ids=True)
     out.events = out.keep(events, cfg.ratings)
 
-    movies_raw = read_csv(spark, f"{root}/{cfg.movies}", ["movieId", "title", "genres"])
+    movies_raw = read_csv(spark, f"{root}/{cfg.movies}", ["movieId", "title", "genres"],
+                          sep=cfg.sep)
     movies = out.keep(movies_side_info(movies_raw, cfg.movies), cfg.movies)
     side = merge_side_info(movies, ["genres", "year"])
+    out.names = merge_names(movies)
 
     if cfg.tags:
         out.fields.append("tags")
-        tags_raw = read_csv(spark, f"{root}/{cfg.tags}", ["movieId", "tag"])
+        tags_raw = read_csv(spark, f"{root}/{cfg.tags}", ["movieId", "tag"], sep=cfg.sep)
         tags = out.keep(tags_side_info(tags_raw, cfg.tags), cfg.tags)
         tag_sets = merge_side_info(tags, ["tags"])
         side = side.join(tag_sets, "item_id", "full_outer")
@@ -394,6 +419,9 @@ def _recbole_read(spark: SparkSession, path: str, required: list[str]) -> tuple[
     return renamed, names
 
 
+RECBOLE_NAME_COLUMNS = ("movie_title", "title")  # display names of a .item file, first found
+
+
 def load_recbole(spark: SparkSession, root: str, cfg: RecBoleConfig) -> Ingested:
     """Read RecBole atomic files: ``.inter`` events, ``.item`` fields, optional ``.link``/``.kg``."""
     base = f"{root}/{cfg.dataset}"
@@ -415,9 +443,15 @@ def load_recbole(spark: SparkSession, root: str, cfg: RecBoleConfig) -> Ingested
         multi = names[column].endswith(":token_seq")
         value = multi_value(col(column), " ") if multi else single_value(col(column))
         cols.append(value.alias(name))
+    # display names: the .item file's title column, when it has one (ml-100k: movie_title)
+    title = next((c for c in RECBOLE_NAME_COLUMNS if c in names), None)
+    if title is not None:
+        cols.append(display_name(col(title)).alias(NAME_COLUMN))
     items = tag(items_raw, row_rules(item_file, "item_id")).select(F.trim(F.col("item_id")).alias("item_id"), *cols, DROP)
     items = out.keep(items, item_file)
     side = merge_side_info(items, fields)
+    if title is not None:
+        out.names = merge_names(items)
 
     if kg_fields:
         side = side.join(_recbole_kg(spark, base, cfg.dataset, kg_fields, out), "item_id",
@@ -480,10 +514,13 @@ def load_generic(spark: SparkSession, root: str, cfg: GenericConfig) -> Ingested
     fields = [f.name for f in cfg.side_info]
     if cfg.items is None and fields:
         raise InputError("data.generic.side_info is set but data.generic.items is null")
+    if cfg.items is None and cfg.name_column:
+        raise InputError("data.generic.name_column is set but data.generic.items is null")
     it_path = _under(root, cfg.items) if cfg.items is not None else None
     id_col = cfg.items_item_col or cfg.item_col
     columns = {f.name: f.column or f.name for f in cfg.side_info}
-    it_required = [id_col, *dict.fromkeys(columns.values())]
+    it_required = list(dict.fromkeys([id_col, *columns.values(),
+                                      *([cfg.name_column] if cfg.name_column else [])]))
     shared = it_path is not None and _same_file(ev_path, it_path)
     ev_required = list(dict.fromkeys(required + it_required)) if shared else required
 
@@ -527,10 +564,14 @@ def load_generic(spark: SparkSession, root: str, cfg: GenericConfig) -> Ingested
         ev_rules = event_rules(ev_file, cfg.user_col, cfg.item_col, cfg.time_col, time_format,
                                filters=filters)
         extra = [reason(ev_rules).isNotNull().alias(COUNTED)]
+    if cfg.name_column:
+        cols.append(display_name(col(cfg.name_column)).alias(NAME_COLUMN))
     items = tag(items_raw, row_rules(it_file, id_col)).select(
         F.trim(col(id_col)).alias("item_id"), *cols, DROP, *extra)
     items = out.keep(items, it_file)
     out.side_info = fill_empty(merge_side_info(items, fields), fields)
+    if cfg.name_column:
+        out.names = merge_names(items)
     return out
 
 

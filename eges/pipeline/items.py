@@ -11,6 +11,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from eges.pipeline.ingest import col
+from eges.schema import NAME_COLUMN
 
 
 def index_items(side_info: DataFrame, events: DataFrame) -> DataFrame:
@@ -39,6 +40,21 @@ def index_items(side_info: DataFrame, events: DataFrame) -> DataFrame:
     return items.withColumn("item_idx", F.row_number().over(order).cast("int")).select(
         "item_idx", "item_id", "count", *[col(f) for f in fields]
     )
+
+
+def attach_names(items: DataFrame, names: DataFrame | None) -> DataFrame:
+    """Add the display-name column (``schema.NAME_COLUMN``, null for unnamed items) after
+    ``count``; ``names`` None (a layout without names) leaves the table as it is.
+
+    Args:
+        items: output of :func:`index_items`.
+        names: ``item_id``, ``name``, one row per item.
+    """
+    if names is None:
+        return items
+    rest = [c for c in items.columns if c not in ("item_idx", "item_id", "count")]
+    return items.join(names, "item_id", "left").select(
+        "item_idx", "item_id", "count", NAME_COLUMN, *[col(c) for c in rest])
 
 
 def build_vocab(items: DataFrame, field: str) -> DataFrame:

@@ -25,7 +25,7 @@ from eges import __version__, schema
 from eges.config import Config
 from eges.pipeline.graph import build_adjacency, build_edges
 from eges.pipeline.ingest import col, ingest, split_drops
-from eges.pipeline.items import build_vocab, encode_side_info, index_items
+from eges.pipeline.items import attach_names, build_vocab, encode_side_info, index_items
 from eges.pipeline.sessions import filter_events, sessionize
 from eges.pipeline.shards import (
     check_output, local_path, write_table, write_walk_shards,
@@ -117,7 +117,7 @@ def _write_outputs(spark: SparkSession, cfg: Config, tmp: Path, persisted: list,
         events = events.filter(F.col("ts") < cutoff)
     timer.lap("ingest")
 
-    items = index_items(data.side_info, events).persist()
+    items = attach_names(index_items(data.side_info, events), data.names).persist()
     persisted.append(items)
     num_items = items.count()
     if num_items == 0:
@@ -185,7 +185,7 @@ def _write_outputs(spark: SparkSession, cfg: Config, tmp: Path, persisted: list,
     item_files = max(1, math.ceil(num_items / ITEMS_PER_FILE))
     tables["items"] = write_table(encode_side_info(items, vocabs), tmp, schema.ITEMS_DIR,
                                   files=item_files, sort_by=["item_idx"])
-    _check(tmp, tables["items"], schema.item_schema(data.fields))
+    _check(tmp, tables["items"], schema.item_schema(data.fields, names=data.names is not None))
     tables["edges"] = write_table(edges, tmp, schema.EDGES_DIR,
                                   files=max(1, cfg.output.num_shards), sort_by=["src", "dst"])
     _check(tmp, tables["edges"], schema.EDGE_SCHEMA)
@@ -200,9 +200,12 @@ def _write_outputs(spark: SparkSession, cfg: Config, tmp: Path, persisted: list,
         F.size(F.flatten(F.array(*[col(f) for f in data.fields]))) == 0 if data.fields
         else F.lit(True)
     )
+    named = (F.col(schema.NAME_COLUMN).isNotNull() if data.names is not None
+             else F.lit(False))
     item_stats = items.agg(
         F.sum((F.col("count") == 0).cast("long")).alias("cold"),
         F.sum(no_side_info.cast("long")).alias("no_side_info"),
+        F.sum(named.cast("long")).alias("named"),
     ).first()
     timer.lap("write")
 
@@ -227,6 +230,7 @@ def _write_outputs(spark: SparkSession, cfg: Config, tmp: Path, persisted: list,
             "items_with_events": num_items - item_stats["cold"],
             "items_without_events": item_stats["cold"],
             "items_without_side_info": item_stats["no_side_info"],
+            "items_with_name": item_stats["named"],
             "edges": tables["edges"]["rows"],
             "nodes_with_out_edges": start_nodes,
             "walks": walk_table["rows"],

@@ -63,8 +63,9 @@ def test_cluster_walks_equal_local_mode(spark, ml_small, tmp_path):
         pd.testing.assert_frame_equal(table(cluster_out, name, expected),
                                       table(local_out, name, expected))
     fields = [f["name"] for f in manifest["side_info_fields"]]
-    pd.testing.assert_frame_equal(table(cluster_out, "items", schema.item_schema(fields)),
-                                  table(local_out, "items", schema.item_schema(fields)))
+    items = schema.item_schema(fields, names=True)  # MovieLens items carry their titles
+    pd.testing.assert_frame_equal(table(cluster_out, "items", items),
+                                  table(local_out, "items", items))
     # the cluster processes are gone (stopped by pid)
     pids = [int(p) for p in (tmp_path / "cluster-state" / "pids").read_text().split()]
     for pid in pids:

@@ -26,7 +26,8 @@ def tables(run):
     out, manifest, _ = run
     fields = [f["name"] for f in manifest["side_info_fields"]]
     return {
-        "items": schema.read_table(out / "items", schema.item_schema(fields)).to_pandas(),
+        "items": schema.read_table(out / "items",
+                                    schema.item_schema(fields, names=True)).to_pandas(),
         "edges": schema.read_table(out / "edges", schema.EDGE_SCHEMA).to_pandas(),
         "walks": schema.read_table(out / "walks", schema.WALK_SCHEMA).to_pandas(),
         **{f"vocab/{f}": schema.read_table(out / "vocab" / f, schema.VOCAB_SCHEMA).to_pandas()

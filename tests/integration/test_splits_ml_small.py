@@ -30,7 +30,8 @@ def split_run(spark, ml_small, tmp_path_factory):
         manifest = run_walk_job(spark, cfg)
         fields = [f["name"] for f in manifest["side_info_fields"]]
         t = {
-            "items": schema.read_table(out / "items", schema.item_schema(fields)).to_pandas(),
+            "items": schema.read_table(out / "items",
+                                       schema.item_schema(fields, names=True)).to_pandas(),
             "edges": schema.read_table(out / "edges", schema.EDGE_SCHEMA).to_pandas(),
             "walks": schema.read_table(out / "walks", schema.WALK_SCHEMA).to_pandas(),
         }
