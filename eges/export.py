@@ -8,7 +8,7 @@
       model.pt             what embedding new items needs: state dict + shapes + field names
       vocab/<field>.parquet  side-info vocabularies (value -> index), copied from the walk output
       projector/           TensorBoard embedding projector (tensorboard --logdir RUN/export/projector):
-                           vectors.tsv, metadata.tsv (item_id, cold, side-info values per field
+                           vectors.tsv, metadata.tsv (item_id, name, cold, side-info values per field
                            joined by "|"), projector_config.pbtxt; at most PROJECTOR_MAX_ROWS rows
       config.yaml
       manifest.json        written last
@@ -159,11 +159,13 @@ def side_info_strings(items: ItemTable, field_index: int, vocab: pa.Table,
 
 def write_projector(out: Path, idx: np.ndarray, item_ids: list[str], vectors: np.ndarray,
                     cold: np.ndarray, items: ItemTable, vocabs: dict[str, pa.Table],
-                    seed: int = 0, max_rows: int = PROJECTOR_MAX_ROWS) -> dict[str, Any]:
+                    seed: int = 0, max_rows: int = PROJECTOR_MAX_ROWS,
+                    names: dict[str, str] | None = None) -> dict[str, Any]:
     """TensorBoard embedding-projector files of the exported vectors in ``out``.
 
     ``vectors.tsv`` (one vector per row, tab-separated), ``metadata.tsv`` (a header row, then
-    ``item_id``, ``cold`` and one column per side-info field, values joined by "|"), and
+    ``item_id``, ``name`` when the walk output has display names, ``cold`` and one column per
+    side-info field, values joined by "|"), and
     ``projector_config.pbtxt`` pointing at both (paths relative to it, as the projector wants).
     Above ``max_rows`` vectors a uniform sample (seeded, in item order) is written.
 
@@ -182,8 +184,10 @@ def write_projector(out: Path, idx: np.ndarray, item_ids: list[str], vectors: np
                     out / "vectors.tsv",
                     pacsv.WriteOptions(include_header=False, delimiter="\t",
                                        quoting_style="none"))
-    columns = {"item_id": [item_ids[r] for r in rows],
-               "cold": np.where(cold[rows], "true", "false").tolist()}
+    columns = {"item_id": [item_ids[r] for r in rows]}
+    if names:
+        columns["name"] = [names.get(item_ids[r], "") for r in rows]
+    columns["cold"] = np.where(cold[rows], "true", "false").tolist()
     for j, f in enumerate(items.fields):
         if f in columns:  # a field called item_id or cold: keep both columns apart
             continue
@@ -261,7 +265,8 @@ def export_run(model: EGES, items: ItemTable, walk_counts: np.ndarray, cfg: Conf
             pq.write_table(table, tmp / "vocab" / f"{f}.parquet")
             vocabs[f] = table
         projector = write_projector(tmp / PROJECTOR_DIR, idx, item_ids, vectors, cold, items,
-                                    vocabs, seed=cfg.train.seed)
+                                    vocabs, seed=cfg.train.seed,
+                                    names=schema.item_names(walk_dir / schema.ITEMS_DIR))
         (tmp / schema.CONFIG_FILE).write_text(cfg.to_yaml())
         manifest = {
             "format": RUN_FORMAT,

@@ -194,3 +194,24 @@ def test_without_tensorboard_the_trainer_logs_csv_and_says_how_to_get_it(walk_di
     hints = [r.getMessage() for r in caplog.records if r.getMessage() == TENSORBOARD_HINT]
     assert len(hints) == 1 and "[tensorboard]" in hints[0]
     assert (run_dir / EXPORT_DIR / PROJECTOR_DIR / "vectors.tsv").is_file()  # written anyway
+
+
+def test_projector_metadata_has_the_display_names_when_the_walk_output_has_them(
+        trained, walk_dir, tmp_path):
+    from eges.data.items import load_items
+    from eges.schema import VOCAB_SCHEMA, read_table
+
+    run_dir, _, _ = trained
+    table = pq.read_table(run_dir / EXPORT_DIR / "embeddings.parquet").to_pandas()
+    items = load_items(walk_dir)
+    vocabs = {f: read_table(walk_dir / "vocab" / f, VOCAB_SCHEMA) for f in items.fields}
+    names = {i: f"Title\t{i}" for i in table["item_id"][::2]}  # a tab inside: made a space
+    entry = write_projector(tmp_path / "p", table["item_idx"].to_numpy(),
+                            table["item_id"].tolist(), np.stack(table["vector"]),
+                            table["cold"].to_numpy(), items, vocabs, names=names)
+    lines = (tmp_path / "p" / "metadata.tsv").read_text().splitlines()
+    assert lines[0].split("\t") == entry["metadata_columns"] == ["item_id", "name", "cold",
+                                                                 "genre", "year"]
+    for line in lines[1:]:
+        cells = line.split("\t")
+        assert cells[1] == (f"Title {cells[0]}" if cells[0] in names else "")
