@@ -86,7 +86,13 @@ def test_loss_decreases(run):
     with (run / "logs" / "metrics.csv").open() as fh:
         losses = [float(r["loss"]) for r in csv.DictReader(fh) if r.get("loss")]
     assert len(losses) >= 4
-    assert np.mean(losses[-2:]) < losses[0] - 0.5
+    # with the prior offset the loss starts at the best a constant score can do, one positive
+    # against K = 5 negatives: -log(1/6) - 5 log(5/6) = 2.703; measured 2026-11-28 after 100
+    # steps: 2.53 (first logged 2.70)
+    k = 5
+    constant = -np.log(1 / (k + 1)) - k * np.log(k / (k + 1))
+    assert abs(losses[0] - constant) < 0.05
+    assert np.mean(losses[-2:]) < constant - 0.1
 
 
 @pytest.mark.slow
