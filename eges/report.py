@@ -337,16 +337,6 @@ def write_report(cfg: Config, results: dict[str, Any], root: Path) -> Path:
         "|---|---|---|---|",
         *[f"| {name} | {b:.4f} | {g:.4f} | {e:.4f} |" for name, b, g, e in PAPER],
     ]
-    nxt = results["tasks"].get("next")
-    if nxt:
-        e = _mean(nxt, "eges·ctx·table", "hr@50")
-        peers = {m: _mean(nxt, m, "hr@50") for m in ("deepwalk·ctx", "cooccurrence")}
-        peers = {m: v for m, v in peers.items() if v is not None}
-        if e is not None and peers:
-            ok = all(e >= v for v in peers.values())
-            lines.append(f"- next item HR@50: {NAMES['eges·ctx·table']} {e:.4f} vs "
-                         + ", ".join(f"{NAMES[m]} {v:.4f}" for m, v in peers.items())
-                         + f"; at least both: {'met' if ok else 'not met'}")
     link = results["tasks"].get("link")
     if link:
         cells = [_cell(link["summary"].get(m, {"n/a": True}), "auc") for m in ("bge", "ges", "eges")]
