@@ -41,7 +41,8 @@ import torch
 from eges import movielens as ml_rules
 from eges.export import EXPORT_DIR, load_model, read_embeddings
 from eges.neighbors import (
-    NEIGHBORS_NAMES_SCHEMA, NEIGHBORS_SCHEMA, exact_topk, prepare, run_item_names,
+    NEIGHBORS_NAMES_SCHEMA, NEIGHBORS_SCHEMA, context_candidates, exact_topk, prepare,
+    run_item_names,
 )
 
 log = logging.getLogger(__name__)
@@ -79,9 +80,7 @@ class Embedder:
         # item_id -> display name, kept by the walk job (empty: the data has none)
         self.names: dict[str, str] = run_item_names(self.run_dir)
         self._unit = prepare(vectors, "cosine")
-        rows = torch.from_numpy(emb["item_idx"].to_numpy().astype("int64"))
-        self._context = self.model.context.weight.detach().float()[rows]  # (M, D) Z
-        self._trained = self._context.abs().sum(1) > 0  # cold items have no context row
+        self._context, self._trained = context_candidates(self.model, emb["item_idx"].to_numpy())
         self.unknown: Counter = Counter()
 
     def embed(self, items: list[dict[str, list[str]]]) -> tuple[torch.Tensor, list[bool]]:

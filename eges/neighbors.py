@@ -80,6 +80,14 @@ def run_item_names(run_dir: str | Path, export: dict[str, Any] | None = None
     return schema.item_names(items)
 
 
+def context_candidates(model: Any, item_idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """The context rows Z of the exported items, for ``--metric context``: ((M, D) Z, (M,) which
+    items were trained). A cold item has no trained context row and is never a neighbour."""
+    rows = torch.from_numpy(np.asarray(item_idx).astype(np.int64))
+    z = model.context.weight.detach().float()[rows]  # (M, D)
+    return z, z.abs().sum(1) > 0
+
+
 def prepare(vectors: np.ndarray | torch.Tensor, metric: str) -> torch.Tensor:
     """float32 tensor, rows L2-normalised for cosine (raw for dot and context)."""
     x = torch.as_tensor(vectors, dtype=torch.float32)
@@ -262,9 +270,7 @@ def build_table(run_dir: str | Path, top_k: int, *, metric: str = "cosine",
         if method != "exact":
             raise ValueError("--metric context needs --method exact")
         model, _ = load_model(run_dir)
-        rows = torch.from_numpy(emb["item_idx"].to_numpy().astype(np.int64))
-        candidates = model.context.weight.detach().float()[rows]  # (M, D) Z of exported items
-        allowed = candidates.abs().sum(1) > 0  # never trained (cold): nothing to predict with
+        candidates, allowed = context_candidates(model, emb["item_idx"].to_numpy())
     if exclude:
         unknown = exclude - set(ids)
         if unknown:
