@@ -27,6 +27,22 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class Bucket:
+    """A numeric side-information field (year, price, duration) mapped to buckets, so that a
+    new item's value never seen in training still maps (see ``eges/buckets.py``). Set exactly one:
+
+    Attributes:
+        width: fixed-width buckets labelled by their lower bound (10: decades; 1: each whole
+            number).
+        bins: that many quantile bins; the walk job learns their edges from the catalogue and
+            stores them with its output.
+    """
+
+    width: float | None = None
+    bins: int | None = None
+
+
+@dataclass(frozen=True)
 class SideInfoField:
     """One item side-information field of a generic items file.
 
@@ -34,11 +50,14 @@ class SideInfoField:
         name: field name used in the outputs (``genres``, ``brand``, ...).
         column: column of the items file holding it (defaults to ``name``).
         sep: separator of a multi-valued field (``"|"``); ``None`` means single-valued.
+        bucket: a numeric field's buckets (``{bins: 10}`` for price levels, ``{width: 10}``);
+            ``None``: every distinct value is its own category.
     """
 
     name: str
     column: str | None = None
     sep: str | None = None
+    bucket: Bucket | None = None
 
 
 @dataclass(frozen=True)
@@ -49,6 +68,10 @@ class MovieLensConfig:
     movies: str = "movies.csv"
     tags: str | None = "tags.csv"  # None: no tag field
     sep: str = ","  # field delimiter of the three files (";" for a semicolon export)
+    # the year of a title's "(YYYY)" as a numeric field: width 1 keeps each year, 10 makes
+    # decades; a new movie's year outside the trained ones maps to the nearest. null: a plain
+    # category (an unseen year is then ignored)
+    year_bucket: Bucket | None = field(default_factory=lambda: Bucket(width=1))
 
 
 @dataclass(frozen=True)
@@ -63,6 +86,9 @@ class RecBoleConfig:
     # knowledge-graph relations used as multi-valued fields; the field name is the part after
     # the last dot (film.film.actor -> actor). Empty: .link/.kg are not read.
     kg_relations: list[str] = field(default_factory=list)
+    # item_fields that are numeric, with their buckets (see MovieLensConfig.year_bucket);
+    # a name that is not in item_fields is ignored with a warning
+    buckets: dict[str, Bucket] = field(default_factory=lambda: {"year": Bucket(width=1)})
 
 
 @dataclass(frozen=True)
@@ -280,11 +306,15 @@ def _check_keys(cls: type, data: Any, where: str) -> None:
         path = f"{where}.{key}" if where else str(key)
         if key not in fields:
             raise ConfigError(f"unknown config key {path!r} (known: {', '.join(fields)})")
-        sub = _dataclass_of(fields[key].type)
+        sub, kind = _dataclass_of(fields[key].type)
         if sub is not None and value is not None:
-            if isinstance(value, list):
+            if kind == "list" and isinstance(value, list):
                 for i, item in enumerate(value):
                     _check_keys(sub, item, f"{path}[{i}]")
+            elif kind == "dict" and isinstance(value, dict):
+                for name, item in value.items():
+                    if item is not None:
+                        _check_keys(sub, item, f"{path}.{name}")
             else:
                 _check_keys(sub, value, path)
 
@@ -292,6 +322,7 @@ def _check_keys(cls: type, data: Any, where: str) -> None:
 _DATACLASSES = {
     c.__name__: c
     for c in (
+        Bucket,
         SideInfoField,
         MovieLensConfig,
         RecBoleConfig,
@@ -308,13 +339,16 @@ _DATACLASSES = {
 }
 
 
-def _dataclass_of(annotation: Any) -> type | None:
-    """The config dataclass an annotation (a string, under postponed evaluation) refers to."""
+def _dataclass_of(annotation: Any) -> tuple[type | None, str]:
+    """The config dataclass an annotation (a string, under postponed evaluation) refers to,
+    and how: ``one`` (``X`` or ``X | None``), ``list`` (``list[X]``), ``dict`` (``dict[str, X]``)."""
     text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
     for name, cls in _DATACLASSES.items():
-        if text == name or text == f"list[{name}]":
-            return cls
-    return None
+        for form, kind in [(name, "one"), (f"{name} | None", "one"), (f"list[{name}]", "list"),
+                           (f"dict[str, {name}]", "dict")]:
+            if text == form:
+                return cls, kind
+    return None, ""
 
 
 def _validate(cfg: Config) -> None:
@@ -375,10 +409,30 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"data.generic.side_info: duplicate field names {names}")
     for i, name in enumerate(names):
         _check_field_name(name, f"data.generic.side_info[{i}].name")
+    buckets = [(f"data.generic.side_info[{i}].bucket", f.bucket)
+               for i, f in enumerate(cfg.data.generic.side_info)]
+    buckets += [("data.movielens.year_bucket", cfg.data.movielens.year_bucket)]
+    buckets += [(f"data.recbole.buckets.{k}", b) for k, b in cfg.data.recbole.buckets.items()]
+    for where, b in buckets:
+        if b is not None:
+            _check_bucket(b, where)
+    for i, f in enumerate(cfg.data.generic.side_info):
+        if f.bucket is not None and f.sep:
+            raise ConfigError(f"data.generic.side_info[{i}]: a numeric field (bucket) is "
+                              "single-valued: drop sep or bucket")
     for name in cfg.data.recbole.item_fields:
         _check_field_name(name, f"data.recbole.item_fields key {name!r}")
     for relation in cfg.data.recbole.kg_relations:
         _check_field_name(relation.rsplit(".", 1)[-1], f"data.recbole.kg_relations {relation!r}")
+
+
+def _check_bucket(b: Bucket, where: str) -> None:
+    if (b.width is None) == (b.bins is None):
+        raise ConfigError(f"{where}: set exactly one of width and bins")
+    if b.width is not None and not (0 < b.width < float("inf")):
+        raise ConfigError(f"{where}.width must be a positive number, got {b.width!r}")
+    if b.bins is not None and b.bins < 2:
+        raise ConfigError(f"{where}.bins must be >= 2, got {b.bins!r}")
 
 
 # the item table's own columns: a side-info field may not take their name

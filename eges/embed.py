@@ -3,7 +3,8 @@
 As in the paper (§3.3.2), a new item's vector is the mean of its side-information embeddings (a
 multi-valued field contributes the mean of its values). Values missing from the training
 vocabulary are reported and ignored — never a crash; an item without any known value gets no
-vector and is reported.
+vector and is reported. A numeric field's value (year, price: see :mod:`eges.buckets`) maps to
+its bucket, or to the nearest bucket a trained item carries.
 
     python -m eges.embed --run RUN_DIR --items new_items.csv --top-k 10 [--output out.parquet]
 
@@ -39,6 +40,7 @@ import pyarrow.parquet as pq
 import torch
 
 from eges import movielens as ml_rules
+from eges.buckets import NumericMapper, NumericSpec
 from eges.export import EXPORT_DIR, load_model, read_embeddings
 from eges.neighbors import (
     NEIGHBORS_NAMES_SCHEMA, NEIGHBORS_SCHEMA, context_candidates, exact_topk, prepare,
@@ -75,6 +77,11 @@ class Embedder:
             self.vocab[f] = dict(zip(t["value"].to_pylist(), t["index"].to_pylist()))
         self.trained = {f: getattr(self.model, f"side_trained_{i}").cpu().numpy()
                         for i, f in enumerate(self.fields)}
+        # numeric fields: a raw value maps to its bucket, or the nearest trained bucket
+        self.numeric = {
+            f: NumericMapper(NumericSpec.from_manifest(spec),
+                             [v for v, i in self.vocab[f].items() if self.trained[f][i]])
+            for f, spec in meta.get("numeric_fields", {}).items() if f in self.vocab}
         emb, vectors = read_embeddings(self.run_dir)
         self.item_ids: list[str] = emb["item_id"].to_pylist()
         # item_id -> display name, kept by the walk job (empty: the data has none)
@@ -82,6 +89,20 @@ class Embedder:
         self._unit = prepare(vectors, "cosine")
         self._context, self._trained = context_candidates(self.model, emb["item_idx"].to_numpy())
         self.unknown: Counter = Counter()
+        self.nearest: Counter = Counter()  # numeric values mapped to the nearest trained bucket
+
+    def _bucket(self, field: str, raw: str) -> str | None:
+        """The trained bucket label of a numeric field's raw value; None (counted) when it is
+        not a number."""
+        label, exact = self.numeric[field].map(raw)
+        if label is None:
+            self.unknown[f"{field} (not a number)"] += 1
+            log.warning("%s value %r is not a number: ignored", field, raw)
+        elif not exact:
+            self.nearest[field] += 1
+            log.warning("%s value %r is outside the trained buckets: mapped to the nearest, %r",
+                     field, raw, label)
+        return label
 
     def embed(self, items: list[dict[str, list[str]]]) -> tuple[torch.Tensor, list[bool]]:
         """Vectors of new items.
@@ -101,6 +122,10 @@ class Embedder:
                     value = value.strip()
                     if f in self.lowercase:
                         value = value.lower()
+                    if f in self.numeric:
+                        value = self._bucket(f, value)
+                        if value is None:
+                            continue
                     idx = self.vocab[f].get(value)
                     if idx is None:
                         self.unknown[f] += 1
@@ -366,6 +391,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipped {len(new.skipped)} rows: {'; '.join(new.skipped)}", file=sys.stderr)
     if emb.unknown:
         print(f"ignored unknown values: {dict(emb.unknown)}", file=sys.stderr)
+    if emb.nearest:
+        print(f"numeric values outside the trained buckets, mapped to the nearest: "
+              f"{dict(emb.nearest)}", file=sys.stderr)
     if args.output:
         out_schema = NEIGHBORS_NAMES_SCHEMA if args.names else NEIGHBORS_SCHEMA
         if not args.names:

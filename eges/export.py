@@ -214,6 +214,7 @@ def write_projector(out: Path, idx: np.ndarray, item_ids: list[str], vectors: np
 def model_metadata(model: EGES, items: ItemTable) -> dict[str, Any]:
     return {"num_items": items.num_items, "vocab_sizes": items.vocab_sizes,
             "fields": items.fields, "lowercase_fields": items.lowercase,
+            "numeric_fields": items.numeric,
             "embedding_dim": model.item.embedding_dim, "mode": model.mode}
 
 

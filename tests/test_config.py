@@ -112,3 +112,30 @@ def test_plain_field_names_are_accepted(name):
 
 def from_dict_generic(side_info: list) -> Config:
     return from_dict({"data": {"format": "generic", "generic": {"side_info": side_info}}})
+
+
+@pytest.mark.parametrize("override,message", [
+    ("data.movielens.year_bucket={width: 1, bins: 4}", "year_bucket: set exactly one"),
+    ("data.movielens.year_bucket={}", "year_bucket: set exactly one"),
+    ("data.movielens.year_bucket.width=0", "year_bucket.width must be a positive"),
+    ("data.recbole.buckets={year: {bins: 1}}", r"buckets.year.bins must be >= 2"),
+    ("data.recbole.buckets={year: {bin: 4}}", r"unknown config key 'data.recbole.buckets.year.bin'"),
+    ("data.generic.side_info=[{name: price, sep: '|', bucket: {bins: 4}}]",
+     r"side_info\[0\]: a numeric field"),
+    ("data.generic.side_info=[{name: price, bucket: {widht: 4}}]",
+     r"unknown config key 'data.generic.side_info\[0\].bucket.widht'"),
+])
+def test_bad_buckets_are_named(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_buckets_default_and_roundtrip(tmp_path):
+    cfg = load_config(None, ["data.generic.side_info=[{name: price, bucket: {bins: 10}}]"])
+    assert cfg.data.movielens.year_bucket.width == 1
+    assert cfg.data.recbole.buckets["year"].width == 1
+    assert cfg.data.generic.side_info[0].bucket.bins == 10
+    path = tmp_path / "c.yaml"
+    path.write_text(cfg.to_yaml())
+    assert load_config(path) == cfg
+    assert load_config(None, ["data.movielens.year_bucket=null"]).data.movielens.year_bucket is None

@@ -7,7 +7,7 @@ actors) therefore cost memory in proportion to the values that exist, not items 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,8 @@ class ItemTable:
     offsets: list[torch.Tensor]  # per field (V + 2,) int64
     values: list[torch.Tensor]  # per field (nnz,) int64
     lowercase: list[str]  # fields whose raw values were lower-cased at ingest (MovieLens tags)
+    # numeric fields -> their bucket scheme as in the manifest (eges.buckets.NumericSpec)
+    numeric: dict[str, dict] = field(default_factory=dict)
 
     @property
     def num_items(self) -> int:
@@ -61,6 +63,8 @@ def load_items(walk_dir: str | Path, manifest: dict | None = None) -> ItemTable:
         offsets=offsets,
         values=values,
         lowercase=[f["name"] for f in manifest["side_info_fields"] if f.get("lowercase")],
+        numeric={f["name"]: f["numeric"] for f in manifest["side_info_fields"]
+                 if f.get("numeric")},
     )
 
 

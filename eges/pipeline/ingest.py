@@ -29,7 +29,7 @@ from pyspark.sql.types import StringType, StructField, StructType
 from pyspark.errors import AnalysisException
 
 from eges import movielens as ml_rules
-from eges.config import DataConfig, GenericConfig, MovieLensConfig, RecBoleConfig
+from eges.config import Bucket, DataConfig, GenericConfig, MovieLensConfig, RecBoleConfig
 from eges.schema import NAME_COLUMN
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,7 @@ class Ingested:
     events: DataFrame | None = None
     side_info: DataFrame | None = None
     names: DataFrame | None = None  # item_id, name; None: the layout has no display names
+    buckets: dict[str, Bucket] = field(default_factory=dict)  # numeric fields (eges.buckets)
     dropped: Counter = field(default_factory=Counter)
     rows_read: Counter = field(default_factory=Counter)
 
@@ -366,7 +367,8 @@ def tags_side_info(tags: DataFrame, file: str = "tags.csv") -> DataFrame:
 
 def load_movielens(spark: SparkSession, root: str, cfg: MovieLensConfig) -> Ingested:
     """Read a MovieLens directory (ratings.csv, movies.csv, optional tags.csv)."""
-    out = Ingested(fields=["genres", "year"], lowercase=["tags"])
+    out = Ingested(fields=["genres", "year"], lowercase=["tags"],
+                   buckets={"year": cfg.year_bucket} if cfg.year_bucket else {})
     ratings_path = f"{root}/{cfg.ratings}"
     raw = read_csv(spark, ratings_path, ["userId", "movieId", "timestamp"], sep=cfg.sep)
     events = events_from(raw, cfg.ratings, "userId", "movieId", "timestamp", "unix",
@@ -433,7 +435,10 @@ def load_recbole(spark: SparkSession, root: str, cfg: RecBoleConfig) -> Ingested
     clash = set(fields) & set(kg_fields.values())
     if clash or len(set(kg_fields.values())) != len(kg_fields):
         raise InputError(f"recbole: side-info field names collide: {fields} + {kg_fields}")
-    out = Ingested(fields=fields + list(kg_fields.values()))
+    out = Ingested(fields=fields + list(kg_fields.values()),
+                   buckets={f: b for f, b in cfg.buckets.items() if f in cfg.item_fields})
+    for f in set(cfg.buckets) - set(cfg.item_fields):
+        log.warning("data.recbole.buckets names %r, which is not in item_fields: ignored", f)
     out.events = out.keep(events, inter_file)
 
     item_file = f"{cfg.dataset}.item"
@@ -541,7 +546,7 @@ def load_generic(spark: SparkSession, root: str, cfg: GenericConfig) -> Ingested
                      f"{ev_file}: {cfg.behavior_col} not in {cfg.behaviors}")]
     events = events_from(raw, ev_file, cfg.user_col, cfg.item_col, cfg.time_col, time_format,
                          filters=filters)
-    out = Ingested(fields=fields)
+    out = Ingested(fields=fields, buckets={f.name: f.bucket for f in cfg.side_info if f.bucket})
     out.events = out.keep(events, ev_file)
 
     if it_path is None:

@@ -23,6 +23,7 @@ from pyspark.sql import functions as F
 
 from eges import __version__, schema
 from eges.config import Config
+from eges.pipeline.buckets import bucket_fields
 from eges.pipeline.graph import build_adjacency, build_edges
 from eges.pipeline.ingest import col, ingest, split_drops
 from eges.pipeline.items import attach_names, build_vocab, encode_side_info, index_items
@@ -51,6 +52,19 @@ class _Timer:
         self.times[stage] = round(now - self._t, 3)
         self._t = now
         log.info("stage %-8s %.1f s", stage, self.times[stage])
+
+
+def _field_summary(field: dict[str, Any]) -> str:
+    """``year (106 values, buckets of width 1)``: one side-info field in the job's summary."""
+    numeric = field.get("numeric")
+    parts = [f"{field['vocab_size']:,} values"]
+    if numeric and numeric.get("width") is not None:
+        parts.append(f"buckets of width {numeric['width']:g}")
+    elif numeric:
+        parts.append(f"{len(numeric['edges']) + 1} quantile bins")
+    if numeric and numeric.get("invalid_values"):
+        parts.append(f"{numeric['invalid_values']:,} values not numbers, ignored")
+    return f"{field['name']} ({', '.join(parts)})"
 
 
 def _check(root: Path, table: dict[str, Any], expected: pa.Schema) -> None:
@@ -96,6 +110,7 @@ def _write_outputs(spark: SparkSession, cfg: Config, tmp: Path, persisted: list,
     timer = _Timer()
     data = ingest(spark, cfg.data)
     persisted.append(data.events)
+    data.side_info, numeric = bucket_fields(data.side_info, data.buckets)
     events, dropped, _ = split_drops(filter_events(data.events, cfg.sessions))
     persisted.append(events)
     dropped_all = Counter(data.dropped) + dropped
@@ -218,7 +233,7 @@ def _write_outputs(spark: SparkSession, cfg: Config, tmp: Path, persisted: list,
         "seed": cfg.walks.seed,
         "side_info_fields": [
             {"name": f, "vocab_size": tables[f"vocab/{f}"]["rows"],
-             "lowercase": f in data.lowercase}
+             "lowercase": f in data.lowercase, **({"numeric": numeric[f]} if f in numeric else {})}
             for f in data.fields
         ],
         "counts": {
@@ -295,9 +310,7 @@ def summary(manifest: dict[str, Any], output: str | Path) -> str:
         f"  edges     {c['edges']:>12,}  nodes with out-edges {c['nodes_with_out_edges']:,}",
         f"  walks     {c['walks']:>12,}  steps {c['walk_steps']:,}  "
         f"stopped early {c['walks_stopped_early']:,}  ({rate:,.0f} steps/s in the walk stage)",
-        "  side info " + ", ".join(
-            f"{f['name']} ({f['vocab_size']:,} values)" for f in manifest["side_info_fields"]
-        ),
+        "  side info " + ", ".join(_field_summary(f) for f in manifest["side_info_fields"]),
         "  stages    " + ", ".join(f"{k} {v:.1f}s" for k, v in t.items() if k != "total"),
     ]
     if manifest["dropped"]:

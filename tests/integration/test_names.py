@@ -102,7 +102,10 @@ def test_embed_cli_shows_titles_for_a_movielens_layout_file(run, tmp_path):
     assert query in lines
     assert "901  Nothing Known: no known side-info value (none given): no vector" in lines
     assert "non-integer movieId 'x1'" in proc.stderr
-    assert "unknown year value '2030'" in proc.stderr
+    # 2030 is after every trained year: the nearest trained one (2001; 2003 is only on an
+    # item without events) stands in for it
+    assert "year value '2030' is outside the trained buckets: mapped to the nearest, '2001'" \
+        in proc.stderr
     rows = [NEIGHBOUR_LINE.match(line) for line in lines[lines.index(query) + 1:]]
     rows = [m.groups() for m in rows if m]
     assert [int(r[0]) for r in rows] == [1, 2, 3, 4]
@@ -140,6 +143,25 @@ def test_movielens_layout_gives_the_vector_of_the_equivalent_simple_row(run, tmp
     # forcing the simple layout on the MovieLens file is refused: it has no item_id
     with pytest.raises(ValueError, match="needs an item_id column"):
         load_new_items(ml, emb.fields, layout="simple")
+
+
+def test_unseen_year_maps_to_the_nearest_trained_year(run):
+    from eges.embed import Embedder
+
+    _, run_dir = run
+    emb = Embedder(run_dir)
+    manifest = schema.read_manifest(run[0])
+    year = next(f for f in manifest["side_info_fields"] if f["name"] == "year")
+    assert year["numeric"] == {"width": 1.0, "invalid_values": 0}
+    base = {"genres": ["Animation"], "tags": []}
+    vectors, known = emb.embed([{**base, "year": ["2030"]}, {**base, "year": ["2001"]},
+                                {**base, "year": ["1990"]}, {**base, "year": ["1988"]},
+                                {**base, "year": []}, {**base, "year": ["MMXX"]}])
+    assert known == [True] * 6
+    assert torch.equal(vectors[0], vectors[1]) and torch.equal(vectors[2], vectors[3])
+    assert not torch.allclose(vectors[0], vectors[4])  # the year counts: this can fail
+    assert torch.equal(vectors[4], vectors[5])  # not a number: ignored
+    assert emb.nearest == {"year": 2} and emb.unknown == {"year (not a number)": 1}
 
 
 def test_neighbors_cli_names_column(run, tmp_path):

@@ -46,6 +46,7 @@ def config_args(logs: Path, out: Path) -> list[str]:
         "data.generic.time_format=unix",
         "data.generic.behavior_col=action", "data.generic.behaviors=[click, buy]",
         "data.generic.side_info=[{name: brand}, {name: tags, sep: '|'}]",
+        "data.generic.name_column=null",
         "walks.walks_per_node=4", "walks.walk_length=6", "output.num_shards=3",
     ]
 
@@ -78,6 +79,31 @@ def test_generic_logs_end_to_end_and_output_is_atomic(spark, logs, tmp_path):
     assert schema.read_manifest(out)["seed"] == 99
     assert read_walks(out) != first
     assert [p.name for p in tmp_path.iterdir()] == ["walks"]
+
+
+def test_the_shipped_generic_example_prices_in_quantile_bins(spark, tmp_path):
+    """conf/generic-example.yaml as shipped: price as 4 quantile levels, titles as names."""
+    import csv
+
+    from eges.buckets import NumericSpec
+
+    out = tmp_path / "walks"
+    manifest = run_walk_job(spark, load_config(REPO / "conf" / "generic-example.yaml",
+                                               [f"output.path={out}"]))
+    price = next(f for f in manifest["side_info_fields"] if f["name"] == "price")
+    spec = NumericSpec.from_manifest(price["numeric"])
+    assert len(spec.edges) == 3 and price["numeric"]["invalid_values"] == 0
+    assert price["vocab_size"] == 4
+    assert manifest["counts"]["items_with_name"] == manifest["counts"]["items"] == 30
+    raw = {r["item_id"]: float(r["price"])
+           for r in csv.DictReader(open(REPO / "examples" / "generic" / "items.csv"))}
+    vocab = schema.read_table(out / "vocab" / "price", schema.VOCAB_SCHEMA)
+    label_of = dict(zip(vocab["index"].to_pylist(), vocab["value"].to_pylist()))
+    fields = [f["name"] for f in manifest["side_info_fields"]]
+    items = schema.read_items(out / "items", fields).to_pylist()
+    assert {i["item_id"]: [label_of[v] for v in i["price"]] for i in items} == {
+        k: [spec.label(p)] for k, p in raw.items()}
+    assert sorted(vocab["count"].to_pylist()) == [7, 7, 8, 8]  # quartiles of 30 prices
 
 
 def test_no_edges_is_an_error_not_an_empty_output(spark, logs, tmp_path):

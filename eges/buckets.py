@@ -1,0 +1,146 @@
+"""Numeric side information (year, price, duration, age) as buckets, so unseen values still map.
+
+A numeric field's vocabulary holds bucket labels, not raw values:
+
+* **width** buckets: ``floor(x / width) * width``, labelled by that lower bound (width 10 makes
+  decades of years: 1994 -> ``"1990"``; width 1 keeps each whole year: ``"1994"``).
+* **quantile** bins: ``bins`` bins whose edges are the catalogue's quantiles, learned by the walk
+  job and stored in its manifest (``side_info_fields[i].numeric.edges``); labels ``"<9.99"``,
+  ``"[9.99, 25)"``, ``">=120"``.
+
+A value is a plain decimal number (``12``, ``-3.5``, ``1e3``); anything else is not a number and
+is ignored (counted by the walk job, reported by ``eges.embed``). At serving time a new item's
+value whose bucket no trained item carries — a year after the newest one, a price above every
+bin of a width scheme — maps to the **nearest** trained bucket.
+
+The Spark side (:mod:`eges.pipeline.buckets`) computes the same labels; this module is their
+plain-Python twin and imports neither pyspark nor torch.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+# a plain decimal number: what both sides accept (no "nan", "inf", "1_000", "12d", "1,5")
+NUMBER_PATTERN = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
+_NUMBER = re.compile(NUMBER_PATTERN)
+
+
+def parse_number(raw: str) -> float | None:
+    """A side-info value as a finite number, or None when it is not a plain decimal number."""
+    raw = raw.strip()
+    if not _NUMBER.match(raw):
+        return None
+    x = float(raw)
+    return x if math.isfinite(x) else None
+
+
+def width_decimals(width: float) -> int | None:
+    """Decimals of a width's labels: None for a whole width (labels are integers), else the
+    decimals of its shortest form (0.25 -> 2), at most 9."""
+    if float(width).is_integer():
+        return None
+    text = repr(float(width))
+    if "e" in text or "E" in text:
+        return 9
+    return min(9, len(text.split(".")[1]))
+
+
+def format_edge(x: float) -> str:
+    """A quantile edge as text: whole numbers without a decimal point, others in shortest form."""
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else repr(float(x))
+
+
+@dataclass(frozen=True)
+class NumericSpec:
+    """How one numeric field maps values to bucket labels (exactly one of the two is set)."""
+
+    width: float | None = None
+    edges: tuple[float, ...] | None = None  # sorted, distinct: len(edges) + 1 bins
+
+    def __post_init__(self) -> None:
+        if (self.width is None) == (self.edges is None):
+            raise ValueError("a numeric field has either a width or quantile edges")
+        if self.width is not None and not (self.width > 0 and math.isfinite(self.width)):
+            raise ValueError(f"bucket width must be a positive number, got {self.width!r}")
+        if self.edges is not None and list(self.edges) != sorted(set(self.edges)):
+            raise ValueError(f"quantile edges must be sorted and distinct: {self.edges}")
+
+    # ---- manifest form
+    def to_manifest(self) -> dict[str, Any]:
+        if self.width is not None:
+            return {"width": self.width}
+        return {"edges": list(self.edges), "labels": self.labels()}
+
+    @classmethod
+    def from_manifest(cls, entry: dict[str, Any]) -> NumericSpec:
+        if entry.get("width") is not None:
+            return cls(width=float(entry["width"]))
+        return cls(edges=tuple(float(e) for e in entry["edges"]))
+
+    # ---- labels
+    def labels(self) -> list[str]:
+        """The bins' labels in order (quantile bins only)."""
+        if self.edges is None:
+            raise ValueError("width buckets have no fixed list of labels")
+        e = [format_edge(x) for x in self.edges]
+        if not e:
+            return ["all"]
+        return [f"<{e[0]}"] + [f"[{a}, {b})" for a, b in zip(e, e[1:])] + [f">={e[-1]}"]
+
+    def key(self, x: float) -> float:
+        """The bucket's position on the number line: its lower bound (width) or bin number."""
+        if self.width is not None:
+            return float(self.label(x))  # the label's number: equal for equal labels
+        return float(bisect.bisect_right(self.edges, x))
+
+    def label(self, x: float) -> str:
+        """The label of the bucket holding ``x`` (the walk job writes the same)."""
+        if self.width is not None:
+            k = math.floor(x / self.width)
+            d = width_decimals(self.width)
+            return str(k * int(self.width)) if d is None else f"{k * self.width:.{d}f}"
+        return self.labels()[bisect.bisect_right(self.edges, x)]
+
+    def label_key(self, label: str) -> float | None:
+        """The position of a label written by :meth:`label` (None: not one of them)."""
+        if self.width is not None:
+            return parse_number(label)
+        try:
+            return float(self.labels().index(label))
+        except ValueError:
+            return None
+
+
+class NumericMapper:
+    """Maps raw values of one numeric field to the labels of buckets that trained items carry.
+
+    Args:
+        spec: the field's bucket scheme.
+        known: the labels that may be returned (the trained buckets).
+    """
+
+    def __init__(self, spec: NumericSpec, known: list[str]) -> None:
+        self.spec = spec
+        keyed = sorted((k, lab) for lab in known if (k := spec.label_key(lab)) is not None)
+        self._keys = [k for k, _ in keyed]
+        self._labels = [lab for _, lab in keyed]
+
+    def map(self, raw: str) -> tuple[str | None, bool]:
+        """(label, exact): the bucket of ``raw``, or the nearest trained one (exact False);
+        (None, False) when ``raw`` is not a number or no bucket is trained."""
+        x = parse_number(raw)
+        if x is None or not self._keys:
+            return None, False
+        key = self.spec.key(x)
+        i = bisect.bisect_left(self._keys, key)
+        if i < len(self._keys) and self._keys[i] == key:
+            return self._labels[i], True
+        # nearest trained bucket; a tie goes to the lower one
+        near = [j for j in (i - 1, i) if 0 <= j < len(self._keys)]
+        best = min(near, key=lambda j: (abs(self._keys[j] - key), j))
+        return self._labels[best], False

@@ -1,0 +1,54 @@
+"""The screen shows the project's own lines and warnings; every library's details go to the log
+file: the real trainer CLI (one process) on a synthetic walk output, and the filter itself."""
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+from eges.quiet import close_log_file, current_log_file, setup_logging
+from tests.train.walkdir import make_complete_walk_dir
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_trainer_cli_keeps_library_details_in_the_run_log(tmp_path):
+    walks = make_complete_walk_dir(tmp_path / "walks", 40, 3)
+    run = tmp_path / "run"
+    conf = tmp_path / "conf.yaml"
+    conf.write_text("train: {accelerator: cpu}\n")
+    cmd = [sys.executable, "eges/train.py", "--config", str(conf), "--data", str(walks), "--output", str(run),
+           "--set", "train.embedding_dim=8", "--set", "train.batch_size=8", "--set",
+           "train.window=2", "--set", "train.log_every_n_steps=1"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    log = (run / "train.log").read_text()
+    # Lightning's device lines and model summary: in the file, not on the screen
+    for detail in ("GPU available", "Total params", "Seed set to"):
+        assert detail in log and detail not in proc.stderr, detail
+    # the project's own lines are in both; the summary is on stdout
+    assert "eges.train: training eges on 40 walks" in proc.stderr
+    assert "eges.train: training eges on 40 walks" in log
+    assert "exported 43 vectors" in proc.stdout
+    # a second run (resuming the finished run: nothing left to train) appends to the file
+    again = subprocess.run(cmd + ["--resume"], cwd=REPO, capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 0, again.stderr  # the finished run's last checkpoint
+    assert (run / "train.log").read_text().startswith(log)
+
+
+def test_screen_filter_and_file(tmp_path, capsys):
+    path = tmp_path / "details.log"
+    try:
+        setup_logging(path)
+        assert current_log_file() == path
+        logging.getLogger("eges.somewhere").info("a stage")
+        logging.getLogger("somelib.core").info("library chatter")
+        logging.getLogger("somelib.core").warning("library warning")
+    finally:
+        close_log_file()
+    assert current_log_file() is None
+    err = capsys.readouterr().err
+    assert "a stage" in err and "library warning" in err and "library chatter" not in err
+    text = path.read_text()
+    assert "a stage" in text and "library chatter" in text and "library warning" in text
