@@ -55,10 +55,11 @@ from eges.config import Config, ConfigError, add_config_arguments, config_from_a
 from eges.data.items import ItemTable, load_items, load_vocab
 from eges.data.sampling import walk_frequencies
 from eges.metrics import auc, list_metrics, rank_metrics
-from eges.quiet import quiet_loggers
+from eges.quiet import close_log_file, current_log_file, quiet_loggers, setup_logging
 
 log = logging.getLogger("eges.evaluate")
 quiet_loggers()  # gensim (DeepWalk, exports), faiss: their INFO lines stay off the screen
+LOG_FILE = "evaluate.log"  # in the evaluation directory: every library's log lines
 
 TASK_SPLIT = {"link": "edges", "cold": "items", "next": "time"}
 LEARNED = ("eges", "ges", "bge")
@@ -107,8 +108,25 @@ def walk_output(cfg: Config, task: str, root: Path) -> Path:
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     log.info("%s: walk job with split.kind=%s -> %s", task, TASK_SPLIT[task], out)
     cmd = [str(submit), str(job), "--config", str(conf)]
-    if subprocess.run(cmd, env=env, cwd=Path.cwd()).returncode != 0:
-        raise EvaluationError(f"{task}: the walk job failed: {' '.join(cmd)}")
+    details = current_log_file()
+    if details is None:  # no log file (a library call): the job's output shows as it comes
+        if subprocess.run(cmd, env=env, cwd=Path.cwd()).returncode != 0:
+            raise EvaluationError(f"{task}: the walk job failed: {' '.join(cmd)}")
+        return out
+    # Spark's progress bars and log lines go to the log file; the summary comes back here
+    with open(details, "a", encoding="utf-8") as f:
+        f.write(f"==== {task}: {' '.join(cmd)}\n")
+        f.flush()
+        code = subprocess.run(cmd, env=env, cwd=Path.cwd(), stdout=f,
+                              stderr=subprocess.STDOUT).returncode
+    if code != 0:
+        raise EvaluationError(f"{task}: the walk job failed (exit {code}); its output is at the "
+                              f"end of {details}: {' '.join(cmd)}")
+    done = schema.read_manifest(out)
+    c = done["counts"]
+    log.info("%s: walk job finished in %.0f s: %s walks over %s items (%s without events)",
+             task, done.get("timings_s", {}).get("total", float("nan")), f"{c['walks']:,}",
+             f"{c['items']:,}", f"{c['items_without_events']:,}")
     return out
 
 
@@ -136,7 +154,7 @@ def learned_run(cfg: Config, walk_dir: Path, run_dir: Path, mode: str, seed: int
                  "other settings" if same_walks else "an earlier walk output")
     from eges.train import train
 
-    train(dataclasses.replace(cfg, train=t))
+    train(dataclasses.replace(cfg, train=t), progress_bar=False)
     return run_dir
 
 
@@ -406,27 +424,6 @@ def evaluate_task(cfg: Config, task: str, root: Path, progress: Progress | None 
     return out
 
 
-def item_titles(cfg: Config) -> dict[str, str]:
-    """Human-readable titles for the report where the data layout has them (MovieLens
-    ``movies.csv`` titles, RecBole ``movie_title``); empty otherwise."""
-    import pandas as pd
-
-    d = Path(cfg.data.path)
-    try:
-        if cfg.data.format == "movielens":
-            df = pd.read_csv(d / cfg.data.movielens.movies, usecols=["movieId", "title"],
-                             dtype=str)
-            return dict(zip(df["movieId"], df["title"]))
-        if cfg.data.format == "recbole":
-            df = pd.read_csv(d / f"{cfg.data.recbole.dataset}.item", sep="\t", dtype=str)
-            id_col = next(c for c in df.columns if c.startswith("item_id"))
-            title = next(c for c in df.columns if c.split(":")[0] in ("movie_title", "title"))
-            return dict(zip(df[id_col], df[title]))
-    except (OSError, StopIteration, ValueError) as exc:
-        log.warning("no item titles for the report: %s", exc)
-    return {}
-
-
 class ExampleQueries:
     """A few held-out items with their side info, true neighbours and each model's top 10."""
 
@@ -443,7 +440,8 @@ class ExampleQueries:
         self.candidates = candidates
         self.truth = [set(candidates[relevant[i]].tolist()) for i in pick]
         items = models.items
-        titles = item_titles(cfg)
+        # display names the walk job kept (MovieLens/RecBole titles, data.generic.name_column)
+        titles = schema.item_names(Path(models.walk_dir) / schema.ITEMS_DIR)
         self.name = lambda i: titles.get(items.item_ids[i], items.item_ids[i])
         vocabs = {f: {v: k for k, v in load_vocab(models.walk_dir, f).items()}
                   for f in items.fields}
@@ -539,18 +537,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m eges.evaluate", description=__doc__.split("\n\n")[0])
     add_config_arguments(p)
     p.add_argument("--output", help="evaluation directory (evaluate.output)")
+    p.add_argument("--log-file", help=f"where every library's log lines go (default: "
+                   f"OUTPUT/{LOG_FILE}, appended to); the screen shows the progress, warnings "
+                   "and the summary")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     args = parse_args(argv)
     try:
         cfg = config_from_args(args, {"evaluate.output": args.output})
+        setup_logging(args.log_file or Path(cfg.evaluate.output) / LOG_FILE)
         results = run_evaluation(cfg)
     except (ConfigError, FileExistsError, EvaluationError, schema.IncompleteOutputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        close_log_file()
     from eges.report import summary_text
 
     print(summary_text(results, Path(cfg.evaluate.output)))

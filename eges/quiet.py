@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import warnings
+from pathlib import Path
 
 # (start of the message, category, why it is harmless here)
 HARMLESS_WARNINGS: tuple[tuple[str, type[Warning], str], ...] = (
@@ -40,3 +42,64 @@ def quiet_loggers(level: int = logging.WARNING) -> None:
     still show)."""
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(level)
+
+
+# loggers whose INFO lines are the screen's: this project's stages, progress and summaries
+SCREEN_LOGGERS = ("eges", "__main__", "jobs")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class _ScreenFilter(logging.Filter):
+    """This project's INFO lines and everybody's warnings and errors."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or record.name.split(".")[0] in SCREEN_LOGGERS
+
+
+def setup_logging(log_file: str | Path | None = None, level: int = logging.INFO) -> Path | None:
+    """The screen shows this project's stages, progress and warnings; with ``log_file``, every
+    record of every library at ``level`` and above (Lightning's device and model-summary lines,
+    Python warnings) also goes to that file, appended to.
+
+    Replaces the handlers an earlier call installed (a second call moves the file; handlers of
+    others, such as pytest's, stay). Returns the log file.
+    """
+    root = logging.getLogger()
+    close_log_file()
+    for handler in [h for h in root.handlers if getattr(h, "_eges_screen", False)]:
+        root.removeHandler(handler)
+    root.setLevel(level)
+    screen = logging.StreamHandler(sys.stderr)
+    screen.setFormatter(logging.Formatter(LOG_FORMAT))
+    screen.addFilter(_ScreenFilter())
+    screen._eges_screen = True  # type: ignore[attr-defined]
+    root.addHandler(screen)
+    logging.captureWarnings(True)  # warnings become records: on the screen and in the file
+    quiet_warnings()
+    logging.getLogger("py4j").setLevel(logging.WARNING)  # a line per gateway call: not details
+    if log_file is None:
+        return None
+    path = Path(log_file)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    detail = logging.FileHandler(path, mode="a", encoding="utf-8")
+    detail.setFormatter(logging.Formatter(LOG_FORMAT))
+    detail._eges_file = True  # type: ignore[attr-defined]
+    root.addHandler(detail)
+    logging.getLogger(__name__).info("details of this run are also in %s", path)
+    return path
+
+
+def close_log_file() -> None:
+    """Stop writing the file of :func:`setup_logging` (the screen handler stays)."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "_eges_file", False)]:
+        root.removeHandler(handler)
+        handler.close()
+
+
+def current_log_file() -> Path | None:
+    """The file :func:`setup_logging` sends details to (None: none)."""
+    for handler in logging.getLogger().handlers:
+        if getattr(handler, "_eges_file", False):
+            return Path(handler.baseFilename)
+    return None

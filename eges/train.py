@@ -35,13 +35,14 @@ if __package__ in (None, ""):  # run as a script (torchrun eges/train.py): impor
 import torch  # noqa: E402
 
 from eges import schema  # noqa: E402
-from eges.quiet import quiet_loggers, quiet_warnings  # noqa: E402
+from eges.quiet import close_log_file, quiet_warnings, setup_logging  # noqa: E402
 from eges.config import (  # noqa: E402
     Config, ConfigError, add_config_arguments, config_from_args,
 )
 
 log = logging.getLogger("eges.train")
 
+LOG_FILE = "train.log"  # RUN/train.log: every library's log lines (the screen shows fewer)
 LOG_DIR = "logs"  # RUN/logs: metrics.csv (always) and tensorboard/ (with the extra installed)
 TENSORBOARD_DIR = "tensorboard"
 TENSORBOARD_HINT = ("TensorBoard logging is off (no usable tensorboard package): "
@@ -112,12 +113,13 @@ def make_loggers(run_dir: Path, rank: int = 0) -> list:
     return loggers
 
 
-def train(cfg: Config, resume: bool = False) -> dict:
+def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
     """Train, checkpoint and export one run.
 
     Args:
         cfg: resolved config; ``cfg.train.data`` is the walk output, ``cfg.train.output`` the run.
         resume: continue from the newest checkpoint of the run directory.
+        progress_bar: Lightning's progress bar (off in ``eges.evaluate``'s many trainings).
 
     Returns:
         Training statistics (on rank 0 also the export manifest under ``"export"``).
@@ -217,6 +219,7 @@ def train(cfg: Config, resume: bool = False) -> dict:
         log_every_n_steps=t.log_every_n_steps,
         default_root_dir=run_dir,
         enable_model_summary=rank == 0,
+        enable_progress_bar=progress_bar,
         use_distributed_sampler=False,  # the dataset splits itself by (rank, worker)
     )
     if rank == 0:
@@ -257,17 +260,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", help="walk job output directory (overrides train.data)")
     p.add_argument("--output", help="run directory (overrides train.output)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    p.add_argument("--log-file", help=f"where every library's log lines go (default: "
+                   f"RUN/{LOG_FILE}, appended to; rank 0 only); the screen shows this "
+                   "project's lines and warnings")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    quiet_loggers()  # gensim's INFO lines (export) stay off the screen
+    try:
+        return _main(parse_args(argv))
+    finally:
+        close_log_file()
+
+
+def _main(args: argparse.Namespace) -> int:
+    setup_logging()
     try:
         cfg = config_from_args(args, {"train.data": args.data,
                                            "train.output": args.output})
+        if _world()[0] == 0:  # one file: the other ranks' lines are rank 0's
+            setup_logging(args.log_file or Path(cfg.train.output) / LOG_FILE)
         stats = train(cfg, resume=args.resume)
     except (ConfigError, schema.IncompleteOutputError, RunExistsError,
             FileNotFoundError) as exc:

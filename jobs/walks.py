@@ -9,7 +9,6 @@ All logic lives in :func:`eges.pipeline.job.run_walk_job`; this file only wires 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from eges.config import ConfigError, add_config_arguments, config_from_args  # noqa: E402
-from eges.quiet import quiet_loggers  # noqa: E402
+from eges.quiet import setup_logging  # noqa: E402
 
 
 def to_stderr(text: str) -> None:
@@ -62,13 +61,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = _Parser(description=__doc__.split("\n\n")[0])
     add_config_arguments(p)
     p.add_argument("--output", help="output directory (overrides output.path)")
+    p.add_argument("--log-file", help="also write every library's log lines to this file "
+                   "(appended to); the screen shows the job's stages, warnings and summary")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    quiet_loggers()  # py4j logs every gateway connection at INFO
+    setup_logging(args.log_file)  # py4j's INFO line per gateway call stays off
     try:
         cfg = config_from_args(args, {"output.path": args.output})
     except ConfigError as exc:

@@ -6,6 +6,7 @@ keep it to a few minutes; the full-size runs are recorded in the closing notes, 
 """
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -40,6 +41,10 @@ def demo(ml_small, tmp_path_factory):
     proc = subprocess.run(["make", "demo", f"DEMO_CONFIG={conf}", "NPROC=2"], cwd=REPO,
                           capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # Lightning's device lines stayed off the screen, in the trainer's and evaluation's logs
+    assert "GPU available" not in proc.stdout + proc.stderr
+    for log in (root / "run" / "train.log", root / "eval" / "evaluate.log"):
+        assert "GPU available" in log.read_text(), log
     return root, proc.stdout
 
 
@@ -54,6 +59,10 @@ def test_demo_writes_a_complete_report(demo):
         assert (ev / png).stat().st_size > 1000, png
         assert f"({png})" in report
     assert "evaluation finished" in stdout and "cold  hr@50" in stdout
+    # the examples are headed by the titles the walk job kept: "### Heat (1995) (item 6)"
+    examples = re.findall(r"^### (.+) \(item (\d+)\)$", report.split("Cold-start examples")[1],
+                          flags=re.M)
+    assert len(examples) == 2 and all(re.search(r"\(\d{4}\)", t) for t, _ in examples), examples
     # the quality bar once, in its section: served cold start first, then next item and link
     bar = report.split("## Quality bar")[1]
     assert report.count("- next item HR@50:") == 1 and "- next item HR@50:" in bar
