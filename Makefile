@@ -7,7 +7,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 CONFIG ?= conf/ml-latest-small.yaml
 ARGS ?=
 
-.PHONY: install test walks demo data-ml-100k clean
+.PHONY: install test lint format walks demo data-ml-100k clean
 
 install: $(VENV)/.installed
 
@@ -28,8 +28,18 @@ dist/eges.zip: $(shell find eges -name '*.py') | install
 	mkdir -p dist
 	$(PY) -c "import zipfile,pathlib; z=zipfile.ZipFile('$@','w'); [z.write(p) for p in sorted(pathlib.Path('eges').rglob('*.py'))]; z.close()"
 
-test: install
+test: install lint
 	$(PY) -m pytest
+
+# Lint (pyflakes, pycodestyle, import order) and the formatter's check, both ruff (pinned in
+# constraints.txt); `make format` rewrites the tree in that format.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 # The walk job on one config, e.g. make walks CONFIG=conf/ml-100k.yaml ARGS="--set walks.seed=7"
 walks: install
@@ -46,7 +56,7 @@ demo: install $(if $(findstring ml-100k,$(DEMO_CONFIG)),data-ml-100k)
 	@echo "== 2/3 training (torchrun, $(NPROC) processes)"
 	torchrun --nproc-per-node=$(NPROC) eges/train.py --config $(DEMO_CONFIG) --set train.overwrite=true $(ARGS)
 	@echo "== 3/3 evaluation against baselines + report"
-	$(PY) -m eges.evaluate --config $(DEMO_CONFIG) --set evaluate.overwrite=true $(ARGS)
+	$(VENV)/bin/eges evaluate --config $(DEMO_CONFIG) --set evaluate.overwrite=true $(ARGS)
 
 # MovieLens 100K in RecBole's atomic format ships inside the recbole wheel: fetch the wheel
 # (2 MB, nothing installed) and unpack only the data set.

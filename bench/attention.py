@@ -20,9 +20,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from eges import schema  # noqa: E402
-from eges.data.items import load_items  # noqa: E402
-from eges.data.sampling import walk_frequencies  # noqa: E402
-from eges.export import load_model  # noqa: E402
+from eges.training.export import load_model  # noqa: E402
+from eges.training.items import load_items  # noqa: E402
+from eges.training.sampling import walk_frequencies  # noqa: E402
 
 
 def describe(run: Path) -> None:

@@ -19,11 +19,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from eges.data.dataset import WalkDataset  # noqa: E402
-from eges.data.items import load_items  # noqa: E402
-from eges.data.sampling import AliasSampler, walk_frequencies  # noqa: E402
-from eges.model import EGES  # noqa: E402
-from eges.module import make_optimizer  # noqa: E402
+from eges.training.dataset import WalkDataset  # noqa: E402
+from eges.training.items import load_items  # noqa: E402
+from eges.training.model import EGES  # noqa: E402
+from eges.training.module import make_optimizer  # noqa: E402
+from eges.training.sampling import AliasSampler, walk_frequencies  # noqa: E402
 
 
 def main() -> None:

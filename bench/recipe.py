@@ -5,7 +5,7 @@
         --variant base= --variant sgd="train.optimizer=sgd train.loss_reduction=sum train.lr=0.025"
 
 Each variant is ``name=<space-separated --set overrides>``. Every variant runs
-``python -m eges.evaluate`` (models ``--models``, seeds ``--seeds``) in ``OUT/<name>``, whose task
+``eges evaluate`` (models ``--models``, seeds ``--seeds``) in ``OUT/<name>``, whose task
 walk outputs are links to those of an earlier evaluation (``--walks-from``), so every variant
 trains on the very same walks and is scored on the same hold-outs. Prints one markdown table of
 the served rows (cosine, H·Z and their neighbour tables) and the vector health, mean ± sd over
@@ -34,7 +34,7 @@ def run_variant(args: argparse.Namespace, name: str, sets: list[str]) -> dict:
         if not link.exists():
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to((Path(args.walks_from) / task / "walks").resolve())
-    cmd = [sys.executable, "-m", "eges.evaluate", "--config", args.config, "--output", str(out),
+    cmd = [sys.executable, "-m", "eges.evaluation.evaluate", "--config", args.config, "--output", str(out),
            "--set", "evaluate.overwrite=true", "--set", "evaluate.examples=0",
            "--set", f"evaluate.tasks=[{','.join(args.tasks)}]",
            "--set", f"evaluate.models=[{','.join(args.models)}]",

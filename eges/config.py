@@ -110,7 +110,7 @@ class GenericConfig:
     items_item_col: str | None = None  # item id column of the items file (default item_col)
     side_info: list[SideInfoField] = field(default_factory=list)
     # column of the items file holding a display name (title); written to the item table's
-    # ``name`` column for eges.embed / eges.neighbors --names. None: no names
+    # ``name`` column for eges.serving.embed / eges.serving.neighbors --names. None: no names
     name_column: str | None = None
 
 
@@ -147,7 +147,7 @@ class WalksConfig:
 @dataclass(frozen=True)
 class SplitConfig:
     """A hold-out split for the evaluation (see ``eges/pipeline/splits.py``); ``none`` for a
-    production run. ``eges.evaluate`` sets ``kind`` itself, one walk output per task."""
+    production run. ``eges.evaluation.evaluate`` sets ``kind`` itself, one walk output per task."""
 
     kind: Literal["none", "edges", "items", "time"] = "none"
     edge_fraction: float = 1 / 3  # edges: share of connected item pairs hidden (paper: 1/3)
@@ -161,7 +161,7 @@ MODELS = ["eges", "ges", "bge", "deepwalk", "content", "cooccurrence", "populari
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    """The evaluation (``python -m eges.evaluate``): tasks, seeds and where the report goes.
+    """The evaluation (``eges evaluate``): tasks, seeds and where the report goes.
 
     Training settings come from the ``train`` section; the walk settings from ``walks``.
     """
@@ -216,7 +216,7 @@ class TrainConfig:
     epochs: int = 1
     max_steps: int = -1  # -1: run all epochs
     # adam: dense gradients (all-reduced whole under DDP); sparse_adam: sparse gradients, CPU/gloo
-    # or a single GPU only. See eges/module.py and bench/results.md for the measured choice.
+    # or a single GPU only. See eges/training/module.py and bench/results.md for the measured choice.
     optimizer: Literal["adam", "sparse_adam", "adagrad", "sgd"] = "adam"
     lr: float = 0.01
     # linear: decays to lr * 1e-4 over the run's steps, as word2vec does; or constant

@@ -1,7 +1,7 @@
 """The MovieLens ingest rules, shared by the walk job and the serving side.
 
 The walk job (``eges/pipeline/ingest.py``) applies these rules to ``movies.csv`` and
-``tags.csv`` as Spark column expressions; ``python -m eges.embed`` applies them in plain Python
+``tags.csv`` as Spark column expressions; ``eges embed`` applies them in plain Python
 to new items handed over in the same layout, so that a new movie gets exactly the side-info
 values the walk job would have given it. The constants are the single definition both use.
 

@@ -20,7 +20,7 @@ HARMLESS_WARNINGS: tuple[tuple[str, type[Warning], str], ...] = (
      "torch 2.13 deprecates LeafSpec, which Lightning 2.6 still builds when it flattens a "
      "batch; nothing for a user of Lightning to change"),
     ("Your `IterableDataset` has `__len__` defined", UserWarning,
-     "eges.data.dataset.WalkDataset cuts each rank's batches between the DataLoader workers "
+     "eges.training.dataset.WalkDataset cuts each rank's batches between the DataLoader workers "
      "itself, without duplicates, so its length holds for any number of workers"),
 )
 

@@ -13,7 +13,7 @@ output directory looks like::
       vocab/<field>/*.parquet  value string, index int32 (dense from 1; 0 = padding), count int64
       edges/*.parquet        src int32, dst int32, weight int64 (GraphFrames' column names)
       walks/shard-NNNNN.parquet  walk_id int64, items list<int32> (item_idx values)
-      eval/<table>/*.parquet only with split.kind set (eges.evaluate): src, dst, weight as
+      eval/<table>/*.parquet only with split.kind set (eges.evaluation.evaluate): src, dst, weight as
                              edges; see EVAL_TABLES
 
 Readers must call :func:`read_manifest` first; it refuses a directory without a manifest.

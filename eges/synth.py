@@ -1,6 +1,6 @@
 """Synthetic behaviour data with planted structure, at any scale, in MovieLens layout.
 
-    python -m eges.synth --out data/synth-100k --items 100000 --users 50000 --events 5000000
+    eges synth --out data/synth-100k --items 100000 --users 50000 --events 5000000
 
 Writes ``ratings.csv``, ``movies.csv`` and ``tags.csv`` (the ``movielens`` format, so every
 config and test that reads MovieLens reads this) with:
@@ -20,7 +20,6 @@ by the item tables and one chunk. Shared module: numpy and pyarrow only.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from dataclasses import dataclass
@@ -29,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
+
+from eges.cli import fail, parser
 
 MAX_EVENTS_PER_USER = 50_000  # the heavy tail is cut here (and timestamps stay before 2100)
 GENRES = ["Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Documentary",
@@ -155,7 +156,7 @@ def generate(out: str | Path, spec: SynthSpec, chunk_users: int = 20_000) -> dic
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m eges.synth", description=__doc__.split("\n\n")[0])
+    p = parser("synth", __doc__)
     p.add_argument("--out", required=True, help="output directory (MovieLens layout)")
     for name, default in [("items", SynthSpec.items), ("users", SynthSpec.users),
                           ("events", SynthSpec.events), ("communities", SynthSpec.communities),
@@ -165,9 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stay", type=float, default=SynthSpec.stay)
     args = p.parse_args(argv)
     if min(args.items, args.users, args.events, args.communities) < 1:
-        print("error: --items, --users, --events and --communities must be >= 1",
-              file=sys.stderr)
-        return 2
+        return fail("--items, --users, --events and --communities must be >= 1")
     spec = SynthSpec(items=args.items, users=args.users, events=args.events,
                      communities=args.communities, zipf_a=args.zipf_a, stay=args.stay,
                      seed=args.seed)

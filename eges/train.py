@@ -35,10 +35,14 @@ if __package__ in (None, ""):  # run as a script (torchrun eges/train.py): impor
 import torch  # noqa: E402
 
 from eges import schema  # noqa: E402
-from eges.quiet import close_log_file, quiet_warnings, setup_logging  # noqa: E402
+from eges.cli import fail, parser  # noqa: E402
 from eges.config import (  # noqa: E402
-    Config, ConfigError, add_config_arguments, config_from_args,
+    Config,
+    ConfigError,
+    add_config_arguments,
+    config_from_args,
 )
+from eges.quiet import close_log_file, quiet_warnings, setup_logging  # noqa: E402
 
 log = logging.getLogger("eges.train")
 
@@ -119,7 +123,7 @@ def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
     Args:
         cfg: resolved config; ``cfg.train.data`` is the walk output, ``cfg.train.output`` the run.
         resume: continue from the newest checkpoint of the run directory.
-        progress_bar: Lightning's progress bar (off in ``eges.evaluate``'s many trainings).
+        progress_bar: Lightning's progress bar (off in ``eges.evaluation.evaluate``'s many trainings).
 
     Returns:
         Training statistics (on rank 0 also the export manifest under ``"export"``).
@@ -129,12 +133,12 @@ def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
     from pytorch_lightning.strategies import DDPStrategy
     from torch.utils.data import DataLoader
 
-    from eges.data.dataset import WalkDataset
-    from eges.data.items import load_items
-    from eges.data.sampling import AliasSampler, walk_frequencies
-    from eges.export import EXPORT_DIR, export_run
-    from eges.model import EGES
-    from eges.module import EGESModule
+    from eges.training.dataset import WalkDataset
+    from eges.training.export import EXPORT_DIR, export_run
+    from eges.training.items import load_items
+    from eges.training.model import EGES
+    from eges.training.module import EGESModule
+    from eges.training.sampling import AliasSampler, walk_frequencies
 
     t = cfg.train
     rank, local_world, world = _world()
@@ -255,7 +259,7 @@ def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = parser("train", __doc__)
     add_config_arguments(p)
     p.add_argument("--data", help="walk job output directory (overrides train.data)")
     p.add_argument("--output", help="run directory (overrides train.output)")
@@ -283,13 +287,10 @@ def _main(args: argparse.Namespace) -> int:
         stats = train(cfg, resume=args.resume)
     except (ConfigError, schema.IncompleteOutputError, RunExistsError,
             FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(exc)
     except OSError as exc:  # unwritable run directory, disk full (checkpoint or export)
-        print(f"error: cannot write the run {args.output or 'directory'}: {exc}; the export "
-              "is only published when complete, and --resume skips an incomplete checkpoint",
-              file=sys.stderr)
-        return 2
+        return fail(f"cannot write the run {args.output or 'directory'}: {exc}; the export is "
+                    "only published when complete, and --resume skips an incomplete checkpoint")
     if "export" in stats:
         e = stats["export"]["counts"]
         pairs = stats["pairs_per_rank"] * stats["processes"]

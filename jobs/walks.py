@@ -3,12 +3,10 @@
     spark-submit jobs/walks.py --config conf/ml-latest-small.yaml [--output DIR] [--set k=v ...]
     python jobs/walks.py --config conf/ml-latest-small.yaml      # local mode, same thing
 
-All logic lives in :func:`eges.pipeline.job.run_walk_job`; this file only wires it up.
+The command is :mod:`eges.pipeline.cli` (also ``eges walks``); this file only makes it
+runnable by spark-submit.
 """
 
-from __future__ import annotations
-
-import argparse
 import sys
 from pathlib import Path
 
@@ -16,80 +14,7 @@ from pathlib import Path
 # is not pip-installed (on a cluster, ship it with --py-files instead).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from eges.config import ConfigError, add_config_arguments, config_from_args  # noqa: E402
-from eges.quiet import setup_logging  # noqa: E402
-
-
-def to_stderr(text: str) -> None:
-    """Write a line to the stderr of the command the user ran.
-
-    spark-submit merges the stderr of the Python driver it starts into its own stdout, so under
-    spark-submit the line goes through the JVM's ``System.err`` (spark-submit's real stderr);
-    started as ``python jobs/walks.py``, to this process's stderr.
-    """
-    from eges.pipeline.spark import under_spark_submit
-
-    if under_spark_submit():
-        try:
-            from pyspark.context import SparkContext
-
-            SparkContext._ensure_initialized()  # connects to spark-submit's JVM
-            err = SparkContext._jvm.System.err
-            err.println(text)
-            err.flush()
-            return
-        except Exception:  # no usable gateway: the merged stream is still better than nothing
-            pass
-    print(text, file=sys.stderr, flush=True)
-
-
-def error(message: str) -> int:
-    """Report a user error (``error: …`` on stderr) and return the exit status 2."""
-    to_stderr(f"error: {message}")
-    return 2
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse whose usage errors go to the user's stderr under spark-submit too."""
-
-    def error(self, message: str):  # type: ignore[override]
-        to_stderr(self.format_usage().rstrip())
-        sys.exit(error(message))
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = _Parser(description=__doc__.split("\n\n")[0])
-    add_config_arguments(p)
-    p.add_argument("--output", help="output directory (overrides output.path)")
-    p.add_argument("--log-file", help="also write every library's log lines to this file "
-                   "(appended to); the screen shows the job's stages, warnings and summary")
-    return p.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    setup_logging(args.log_file)  # py4j's INFO line per gateway call stays off
-    try:
-        cfg = config_from_args(args, {"output.path": args.output})
-    except ConfigError as exc:
-        return error(str(exc))
-
-    from eges.pipeline.ingest import InputError
-    from eges.pipeline.job import run_walk_job, summary
-    from eges.pipeline.spark import build_spark
-
-    spark = build_spark(cfg.spark)
-    try:
-        manifest = run_walk_job(spark, cfg)
-    except (InputError, FileExistsError, ValueError) as exc:  # OutputExistsError included
-        return error(str(exc))
-    except OSError as exc:  # unwritable output, disk full: nothing was published
-        return error(f"cannot write the output {cfg.output.path}: {exc}")
-    finally:
-        spark.stop()
-    print(summary(manifest, cfg.output.path))
-    return 0
-
+from eges.pipeline.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -23,10 +23,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
-from pyspark.errors import AnalysisException
 
 from eges import movielens as ml_rules
 from eges.config import Bucket, DataConfig, GenericConfig, MovieLensConfig, RecBoleConfig
@@ -330,7 +330,7 @@ def merge_names(df: DataFrame) -> DataFrame:
 # --------------------------------------------------------------------------- MovieLens
 
 
-# The rules below are those of eges.movielens (the plain-Python twin eges.embed applies to
+# The rules below are those of eges.movielens (the plain-Python twin eges.serving.embed applies to
 # new items); its constants are the one definition of the separator, "no genre" and year.
 
 

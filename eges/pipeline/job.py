@@ -29,11 +29,19 @@ from eges.pipeline.ingest import col, ingest, split_drops
 from eges.pipeline.items import attach_names, build_vocab, encode_side_info, index_items
 from eges.pipeline.sessions import filter_events, sessionize
 from eges.pipeline.shards import (
-    check_output, local_path, write_table, write_walk_shards,
+    check_output,
+    local_path,
+    write_table,
+    write_walk_shards,
 )
 from eges.pipeline.splits import (
-    choose_heldout_items, heldout_transitions, hide_pairs, neighbour_truth, remove_pairs,
-    sample_non_edges, time_cutoff,
+    choose_heldout_items,
+    heldout_transitions,
+    hide_pairs,
+    neighbour_truth,
+    remove_pairs,
+    sample_non_edges,
+    time_cutoff,
 )
 from eges.pipeline.walks import random_walks
 

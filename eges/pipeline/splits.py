@@ -1,4 +1,4 @@
-"""Hold-out splits for the evaluation (``eges.evaluate``), applied inside the walk job.
+"""Hold-out splits for the evaluation (``eges.evaluation.evaluate``), applied inside the walk job.
 
 With ``split.kind`` set, the walk job trains on part of the data and writes what was held out to
 ``OUT/eval/`` (see :mod:`eges.schema`); the torch side never sees the held-out part:

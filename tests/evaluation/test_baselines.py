@@ -4,11 +4,17 @@ import numpy as np
 import pytest
 import torch
 
-from eges.baselines import (
-    ContextScorer, MatrixScorer, PopularityScorer, SparseVectorScorer, VectorScorer,
-    content_vectors, cooccurrence, deepwalk,
+from eges.evaluation.baselines import (
+    ContextScorer,
+    MatrixScorer,
+    PopularityScorer,
+    SparseVectorScorer,
+    VectorScorer,
+    content_vectors,
+    cooccurrence,
+    deepwalk,
 )
-from eges.data.items import ItemTable
+from eges.training.items import ItemTable
 
 
 def items_with(field_values: list[list[int]], vocab_size: int) -> ItemTable:
@@ -88,9 +94,9 @@ def test_the_served_table_scores_exactly_what_it_lists(tmp_path):
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from eges.baselines import TableScorer, VectorScorer
-    from eges.evaluate import rank_queries
-    from eges.neighbors import build_table
+    from eges.evaluation.baselines import TableScorer, VectorScorer
+    from eges.evaluation.evaluate import rank_queries
+    from eges.serving.neighbors import build_table
     from tests.train.test_neighbors import make_run
 
     vectors = np.random.default_rng(3).normal(size=(120, 8)).astype(np.float32)

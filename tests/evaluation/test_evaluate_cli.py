@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from eges.evaluate import main
+from eges.evaluation.evaluate import main
 
 CONF = str(Path(__file__).resolve().parents[2] / "conf" / "ml-100k.yaml")
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from eges.metrics import auc, rank_metrics
+from eges.evaluation.metrics import auc, rank_metrics
 
 
 def test_auc_hand_cases():
@@ -69,7 +69,7 @@ def test_a_minus_inf_candidate_is_never_a_hit():
 
 
 def test_list_metrics_score_a_served_list_as_shown():
-    from eges.metrics import list_metrics
+    from eges.evaluation.metrics import list_metrics
 
     # relevant {7, 9}: list 1 shows 9 second; list 2 shows neither; list 3 is empty
     m = list_metrics([np.array([4, 9, 7]), np.array([4, 5]), np.array([], dtype=np.int64)],

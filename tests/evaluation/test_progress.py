@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 
 from eges import schema
 from eges.config import Config, EvaluateConfig
-from eges.evaluate import TASK_SPLIT, Progress, evaluate_task, model_seeds
+from eges.evaluation.evaluate import TASK_SPLIT, Progress, evaluate_task, model_seeds
 from tests.train.walkdir import make_complete_walk_dir
 
 LINE = re.compile(r"^\[(\w+) (\d+)/(\d+)\] (.+) \((\d+) left after it; (\d+:\d\d) elapsed\)$")
@@ -42,7 +42,7 @@ def test_one_line_per_model_and_seed_over_all_tasks(tmp_path, caplog):
     link_walk_output(cfg, tmp_path)
     progress = Progress(cfg)
     assert progress.total == 6  # 2 tasks x (popularity once + random per seed)
-    with caplog.at_level(logging.INFO, logger="eges.evaluate"):
+    with caplog.at_level(logging.INFO, logger="eges.evaluation.evaluate"):
         out = evaluate_task(cfg, "link", tmp_path, progress)
     lines = [LINE.match(r.getMessage()) for r in caplog.records]
     lines = [m.groups() for m in lines if m]

@@ -1,6 +1,6 @@
 """The report's quality bar: each line states its measured ratio and whether the bar is met."""
 
-from eges.report import quality_bar
+from eges.evaluation.report import quality_bar
 
 
 def summary(**means):

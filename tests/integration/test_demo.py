@@ -100,12 +100,12 @@ def untrained_scorer(cfg, walk_dir: Path, seed: int):
     builds (same seed, same side-info tables, same trained-value mask), not trained."""
     import torch
 
-    from eges.baselines import VectorScorer
-    from eges.data.items import load_items
-    from eges.data.sampling import walk_frequencies
-    from eges.export import item_vectors
-    from eges.model import EGES
+    from eges.evaluation.baselines import VectorScorer
     from eges.schema import WALKS_DIR, parquet_files
+    from eges.training.export import item_vectors
+    from eges.training.items import load_items
+    from eges.training.model import EGES
+    from eges.training.sampling import walk_frequencies
 
     items = load_items(walk_dir)
     counts = walk_frequencies(parquet_files(walk_dir / WALKS_DIR), items.num_items)
@@ -123,7 +123,7 @@ def untrained(demo) -> dict[str, float]:
     """Cold-start HR@50 and link AUC of the untrained model, mean over the demo's seeds, on the
     demo's own splits, queries and candidates."""
     from eges.config import load_config
-    from eges.evaluate import Models, cold_queries, rank_queries, score_link
+    from eges.evaluation.evaluate import Models, cold_queries, rank_queries, score_link
 
     root, _ = demo
     cfg = load_config(root / "demo.yaml")
@@ -164,7 +164,7 @@ def test_training_beats_the_same_model_untrained_on_cold_start(untrained):
 def test_results_json_is_written_after_the_report(demo, tmp_path):
     """results.json marks a finished evaluation: it never exists beside a report that failed."""
     from eges.config import load_config
-    from eges.evaluate import publish_results
+    from eges.evaluation.evaluate import publish_results
 
     root, _ = demo
     cfg = load_config(root / "demo.yaml")

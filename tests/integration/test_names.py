@@ -1,7 +1,7 @@
 """Display names end to end on the smallest real run: a local Spark walk job over a tiny
 inline MovieLens log keeps the titles in its item table, a few training steps export a model,
-and the serving CLIs show them: ``eges.embed`` lines ``id  name  score`` (new items handed
-over as ``movieId,title,genres`` + tags) and ``eges.neighbors --names``."""
+and the serving CLIs show them: ``eges.serving.embed`` lines ``id  name  score`` (new items handed
+over as ``movieId,title,genres`` + tags) and ``eges.serving.neighbors --names``."""
 
 import re
 import subprocess
@@ -65,8 +65,8 @@ def run(spark, tmp_path_factory) -> tuple[Path, Path]:
     return walks, run_dir
 
 
-def cli(module: str, *args: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", module, *args], capture_output=True,
+def cli(command: str, *args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "eges", command, *args], capture_output=True,
                           text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 0, proc.stderr
     return proc
@@ -94,7 +94,7 @@ def test_embed_cli_shows_titles_for_a_movielens_layout_file(run, tmp_path):
     tags = tmp_path / "tags.csv"
     tags.write_text("userId,movieId,tag,timestamp\n1,900, PIXAR ,1\n")
     out = tmp_path / "nbrs.parquet"
-    proc = cli("eges.embed", "--run", str(run_dir), "--items", str(new), "--tags", str(tags),
+    proc = cli("embed", "--run", str(run_dir), "--items", str(new), "--tags", str(tags),
                "--top-k", "4", "--output", str(out), "--names")
     lines = proc.stdout.splitlines()
     # the query line: id, title, and the values the walk job's rules give
@@ -117,7 +117,7 @@ def test_embed_cli_shows_titles_for_a_movielens_layout_file(run, tmp_path):
 
 
 def test_movielens_layout_gives_the_vector_of_the_equivalent_simple_row(run, tmp_path):
-    from eges.embed import Embedder, load_new_items
+    from eges.serving.embed import Embedder, load_new_items
 
     _, run_dir = run
     emb = Embedder(run_dir)
@@ -146,7 +146,7 @@ def test_movielens_layout_gives_the_vector_of_the_equivalent_simple_row(run, tmp
 
 
 def test_unseen_year_maps_to_the_nearest_trained_year(run):
-    from eges.embed import Embedder
+    from eges.serving.embed import Embedder
 
     _, run_dir = run
     emb = Embedder(run_dir)
@@ -165,10 +165,10 @@ def test_unseen_year_maps_to_the_nearest_trained_year(run):
 
 
 def test_neighbors_cli_names_column(run, tmp_path):
-    from eges.neighbors import NEIGHBORS_NAMES_SCHEMA, NEIGHBORS_SCHEMA
+    from eges.serving.neighbors import NEIGHBORS_NAMES_SCHEMA, NEIGHBORS_SCHEMA
 
     _, run_dir = run
-    cli("eges.neighbors", "--run", str(run_dir), "--top-k", "3", "--names",
+    cli("neighbors", "--run", str(run_dir), "--top-k", "3", "--names",
         "--output", str(tmp_path / "named"))
     table = pq.read_table(tmp_path / "named" / "neighbors.parquet")
     assert table.schema.equals(NEIGHBORS_NAMES_SCHEMA, check_metadata=False)
@@ -176,7 +176,7 @@ def test_neighbors_cli_names_column(run, tmp_path):
     titles = {i: t for i, (t, _) in MOVIES.items()}
     assert len(df) == 3 * len(MOVIES)
     assert list(df["neighbor_name"]) == [titles[i] for i in df["neighbor_id"]]
-    cli("eges.neighbors", "--run", str(run_dir), "--top-k", "3", "--output",
+    cli("neighbors", "--run", str(run_dir), "--top-k", "3", "--output",
         str(tmp_path / "plain"))
     plain = pq.read_table(tmp_path / "plain" / "neighbors.parquet")
     assert plain.schema.equals(NEIGHBORS_SCHEMA, check_metadata=False)

@@ -6,7 +6,7 @@
   as complete;
 * a ``train.overwrite`` run that fails: the previous export stays published, unchanged.
 
-What resume promises (eges/data/dataset.py): the run continues from the newest complete
+What resume promises (eges/training/dataset.py): the run continues from the newest complete
 checkpoint; the batches trained before it are skipped exactly (none repeated, none left out
 within the epoch); the steps trained after it and before the kill are trained again — the
 work since the last checkpoint is redone, never lost.
@@ -170,7 +170,7 @@ def test_failed_overwrite_keeps_the_previous_export(walks, tmp_path):
     proc = subprocess.run(command(walks, run, *first, launcher=[sys.executable]),
                           env=ENV, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    from eges.export import read_embeddings
+    from eges.training.export import read_embeddings
 
     before = export_manifest(run)
     table, vectors = read_embeddings(run)

@@ -15,8 +15,8 @@ import torch
 
 from eges import schema
 from eges.config import load_config
-from eges.embed import Embedder
 from eges.pipeline.job import run_walk_job
+from eges.serving.embed import Embedder
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = ["train.embedding_dim=32", "train.batch_size=128", "train.checkpoint_every_n_steps=50",
@@ -169,7 +169,7 @@ def test_embed_cli_with_unknown_values(run, tmp_path):
                    "hero,Action|Adventure|Sci-Fi, Superhero|MARVEL ,red\n"
                    "odd,Nonexistent genre,,blue\n")
     out = tmp_path / "nbrs.parquet"
-    proc = subprocess.run([sys.executable, "-m", "eges.embed", "--run", str(run), "--items",
+    proc = subprocess.run([sys.executable, "-m", "eges", "embed", "--run", str(run), "--items",
                            str(new), "--top-k", "5", "--output", str(out)],
                           capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -177,7 +177,7 @@ def test_embed_cli_with_unknown_values(run, tmp_path):
     assert "unknown genres value 'Nonexistent genre'" in proc.stderr
     assert "unknown tags" not in proc.stderr  # tags are lower-cased as at ingest
     assert "colour" in proc.stderr  # an unknown column is reported, not silently ignored
-    from eges.neighbors import NEIGHBORS_SCHEMA
+    from eges.serving.neighbors import NEIGHBORS_SCHEMA
 
     table = pq.read_table(out)
     assert table.schema.equals(NEIGHBORS_SCHEMA, check_metadata=False)  # as the neighbour table
@@ -203,7 +203,7 @@ def test_neighbor_table_agrees_with_gensim_and_covers_cold_items(run, tmp_path):
     from gensim.models import KeyedVectors
 
     out = tmp_path / "nbrs"
-    proc = subprocess.run([sys.executable, "-m", "eges.neighbors", "--run", str(run),
+    proc = subprocess.run([sys.executable, "-m", "eges", "neighbors", "--run", str(run),
                            "--top-k", "10", "--metric", "cosine", "--output", str(out)],
                           capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -230,7 +230,7 @@ def test_neighbor_table_agrees_with_gensim_and_covers_cold_items(run, tmp_path):
             if (np.abs(np.delete(scores, r) - s) > 1e-4).all():
                 assert mine[r] == gensims[r], (item, r)
 
-    approx = subprocess.run([sys.executable, "-m", "eges.neighbors", "--run", str(run),
+    approx = subprocess.run([sys.executable, "-m", "eges", "neighbors", "--run", str(run),
                              "--top-k", "10", "--method", "hnsw", "--output", str(tmp_path / "a"),
                              "--same-field", "genres"],
                             capture_output=True, text=True, cwd=REPO, timeout=300)
@@ -240,7 +240,7 @@ def test_neighbor_table_agrees_with_gensim_and_covers_cold_items(run, tmp_path):
     assert manifest["recall_at_10"] >= 0.95 and manifest["recall_sample"] == 1000
 
     # the default table: H·Z (exact), trained items only as neighbours, every item as a query
-    default = subprocess.run([sys.executable, "-m", "eges.neighbors", "--run", str(run),
+    default = subprocess.run([sys.executable, "-m", "eges", "neighbors", "--run", str(run),
                               "--top-k", "10", "--output", str(tmp_path / "d")],
                              capture_output=True, text=True, cwd=REPO, timeout=300)
     assert default.returncode == 0, default.stderr
@@ -249,7 +249,7 @@ def test_neighbor_table_agrees_with_gensim_and_covers_cold_items(run, tmp_path):
     table = pq.read_table(tmp_path / "d" / "neighbors.parquet").to_pandas()
     assert cold <= set(table["item_id"]) and not set(table["neighbor_id"]) & cold
 
-    bad = subprocess.run([sys.executable, "-m", "eges.neighbors", "--run", str(run),
+    bad = subprocess.run([sys.executable, "-m", "eges", "neighbors", "--run", str(run),
                           "--top-k", "0"], capture_output=True, text=True, cwd=REPO)
     assert bad.returncode == 2 and "error: --top-k must be positive" in bad.stderr
 
@@ -261,7 +261,7 @@ def test_evaluation_reuses_a_run_only_for_the_walks_it_was_trained_on(spark, wal
     a run trained on the earlier walks must not be reused for the new ones."""
     import shutil
 
-    from eges.evaluate import learned_run
+    from eges.evaluation.evaluate import learned_run
 
     walk_dir = tmp_path / "walks"
     shutil.copytree(walks, walk_dir)

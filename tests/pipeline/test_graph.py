@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from pyspark.testing import assertDataFrameEqual
 
-from eges.config import SessionsConfig
 from eges.alias import alias_table
+from eges.config import SessionsConfig
 from eges.pipeline.graph import build_adjacency, build_edges
 from eges.pipeline.ingest import split_drops
 from eges.pipeline.sessions import filter_events, sessionize

@@ -118,7 +118,7 @@ def test_generic_one_file_as_events_items_and_names(spark, tmp_path):
 
 
 def test_python_rules_agree_with_spark_ingest(spark, tmp_path):
-    """eges.embed's plain-Python MovieLens rules give the walk job's values on tricky cells."""
+    """eges.serving.embed's plain-Python MovieLens rules give the walk job's values on tricky cells."""
     titles = ["Heat (1995)", "Heat (1995)  ", "Heat (1995)\t", "(1995) Heat", "Heat (95)",
               "Heat (١٩٩٥)", "Two (1990) (2001)", ""]
     genre_cells = ["Comedy|Drama", " Drama | Comedy |", "(no genres listed)", "||", "A|A|b",

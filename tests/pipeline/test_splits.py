@@ -1,11 +1,16 @@
 """Hold-out splits on tiny inline data."""
 
 import pytest
-from pyspark.sql import functions as F
 
 from eges.pipeline.splits import (
-    choose_heldout_items, heldout_transitions, hide_pairs, neighbour_truth, remove_pairs,
-    sample_non_edges, time_cutoff, undirected_pairs,
+    choose_heldout_items,
+    heldout_transitions,
+    hide_pairs,
+    neighbour_truth,
+    remove_pairs,
+    sample_non_edges,
+    time_cutoff,
+    undirected_pairs,
 )
 
 EDGE = "src int, dst int, weight bigint"

@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from eges import schema
-from eges.data.dataset import WalkDataset
+from eges.training.dataset import WalkDataset
 from tests.train.walkdir import make_walk_dir
 
 UNEVEN = [7, 100, 33, 1, 64]  # 205 walks in shards of very different sizes

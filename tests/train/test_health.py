@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from eges.export import COLLAPSED, mean_pairwise_cosine, vector_health
+from eges.training.export import COLLAPSED, mean_pairwise_cosine, vector_health
 from tests.train.test_model import make
 
 
@@ -42,7 +42,7 @@ def test_health_of_a_random_model_is_fine_and_a_collapsed_one_warns(caplog):
     # every warm item's vector points the same way, up to a little noise
     common = np.random.default_rng(0).normal(size=16)
     noisy = common + 0.01 * np.random.default_rng(1).normal(size=(5, 16))
-    with caplog.at_level(logging.WARNING, logger="eges.export"):
+    with caplog.at_level(logging.WARNING, logger="eges.training.export"):
         health = vector_health(model, idx, noisy.astype(np.float32), cold)
     assert health["warm"]["mean_pairwise_cosine"] > 0.99
     assert health["collapsed"] == ["warm"]

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from eges.data.sampling import AliasSampler
-from eges.model import EGES, gather_bags, pair_mask, rows
+from eges.training.model import EGES, gather_bags, pair_mask, rows
+from eges.training.sampling import AliasSampler
 
 # 6 items, 2 fields: field 0 single-valued (3 values), field 1 multi-valued (4 values)
 FIELD0 = [[], [1], [2], [1], [3], [], [2]]  # per item_idx 0..6 (0 = padding)

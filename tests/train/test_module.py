@@ -8,10 +8,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from eges.config import TrainConfig
-from eges.data.dataset import WalkDataset
-from eges.data.sampling import AliasSampler
-from eges.model import EGES
-from eges.module import EGESModule
+from eges.training.dataset import WalkDataset
+from eges.training.model import EGES
+from eges.training.module import EGESModule
+from eges.training.sampling import AliasSampler
 from tests.train.walkdir import make_walk_dir
 
 

@@ -1,5 +1,5 @@
 """The item table's optional ``name`` column: readers accept tables with and without it, and
-``eges.neighbors --names`` adds ``neighbor_name`` from it (no Spark, no training)."""
+``eges.serving.neighbors --names`` adds ``neighbor_name`` from it (no Spark, no training)."""
 
 import numpy as np
 import pyarrow as pa
@@ -7,8 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from eges import schema
-from eges.data.items import load_items
-from eges.neighbors import NEIGHBORS_NAMES_SCHEMA, build_table, main
+from eges.serving.neighbors import NEIGHBORS_NAMES_SCHEMA, build_table, main
+from eges.training.items import load_items
 from tests.train.test_neighbors import make_run
 
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from eges import schema
-from eges.export import EXPORT_DIR, RUN_FORMAT
-from eges.neighbors import build_table, exact_topk, hnsw_topk, prepare, recall_at_k
+from eges.serving.neighbors import build_table, exact_topk, hnsw_topk, prepare, recall_at_k
+from eges.training.export import EXPORT_DIR, RUN_FORMAT
 
 
 def brute(x: np.ndarray, k: int) -> np.ndarray:
@@ -178,7 +178,7 @@ def test_bad_arguments_are_clear_errors(vectors, tmp_path):
 def test_context_metric_ranks_by_h_dot_z_and_lists_only_trained_items(vectors, tmp_path):
     """--metric context: neighbour c of q scores H_q · Z_c with the run's context table; items
     without a context row (never trained) are never listed."""
-    from eges.model import EGES
+    from eges.training.model import EGES
 
     n = len(vectors)
     run = make_run(tmp_path / "run", vectors)

@@ -16,8 +16,8 @@ import torch
 pytest.importorskip("tensorboard")  # the `tensorboard` extra (installed by make install / CI)
 
 from eges.config import Config, TrainConfig  # noqa: E402
-from eges.export import EXPORT_DIR, PROJECTOR_DIR, write_projector  # noqa: E402
 from eges.quiet import HARMLESS_WARNINGS, quiet_warnings  # noqa: E402
+from eges.training.export import EXPORT_DIR, PROJECTOR_DIR, write_projector  # noqa: E402
 from tests.train.walkdir import GENRES, YEARS, make_complete_walk_dir  # noqa: E402
 
 WALKS, COLD = 60, 5
@@ -114,8 +114,8 @@ def test_projector_files_match_the_export(trained):
 
 
 def test_projector_is_a_seeded_sample_above_the_cap(trained, walk_dir, tmp_path):
-    from eges.data.items import load_items
     from eges.schema import VOCAB_SCHEMA, read_table
+    from eges.training.items import load_items
 
     run_dir, _, _ = trained
     table = pq.read_table(run_dir / EXPORT_DIR / "embeddings.parquet").to_pandas()
@@ -198,8 +198,8 @@ def test_without_tensorboard_the_trainer_logs_csv_and_says_how_to_get_it(walk_di
 
 def test_projector_metadata_has_the_display_names_when_the_walk_output_has_them(
         trained, walk_dir, tmp_path):
-    from eges.data.items import load_items
     from eges.schema import VOCAB_SCHEMA, read_table
+    from eges.training.items import load_items
 
     run_dir, _, _ = trained
     table = pq.read_table(run_dir / EXPORT_DIR / "embeddings.parquet").to_pandas()

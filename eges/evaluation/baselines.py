@@ -12,7 +12,7 @@ evaluation is one, so every task scores them the same way:
   ``window`` positions of each other in the training walks (the same walks the learned models
   see, so link prediction's hidden pairs are not leaked).
 * :class:`TableScorer` — what is served: a query's neighbours as the run's neighbour table
-  (``eges.neighbors``) lists them, in its order; an item it does not list for the query is not
+  (``eges.serving.neighbors``) lists them, in its order; an item it does not list for the query is not
   retrieved at all (shown as ``<model>·table``);
 * :class:`PopularityScorer` — the candidate's frequency in the training walks (product of the
   two frequencies for a pair: preferential attachment).
@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
-from eges.data.items import ItemTable
+from eges.training.items import ItemTable
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ class TableScorer(Scorer):
     """The served neighbour table: candidate c of query q scores K + 1 − rank when q's row lists
     c at that rank, and −inf (never retrieved) otherwise; a pair scores the better of its two
     directions (0 when neither lists the other). Ranking tasks score :meth:`listed` as shown
-    (see ``eges.evaluate.rank_queries``): a listed item that is not a candidate of the task still
+    (see ``eges.evaluation.evaluate.rank_queries``): a listed item that is not a candidate of the task still
     takes its slot.
 
     Args:

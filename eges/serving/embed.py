@@ -6,7 +6,7 @@ vocabulary are reported and ignored — never a crash; an item without any known
 vector and is reported. A numeric field's value (year, price: see :mod:`eges.buckets`) maps to
 its bucket, or to the nearest bucket a trained item carries.
 
-    python -m eges.embed --run RUN_DIR --items new_items.csv --top-k 10 [--output out.parquet]
+    eges embed --run RUN_DIR --items new_items.csv --top-k 10 [--output out.parquet]
 
 Two layouts of ``new_items.csv`` (``--layout``; by default told apart by the header):
 
@@ -27,7 +27,6 @@ the walk job kept in its item table, when the data has one.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import logging
 import sys
@@ -41,11 +40,18 @@ import torch
 
 from eges import movielens as ml_rules
 from eges.buckets import NumericMapper, NumericSpec
-from eges.export import EXPORT_DIR, load_model, read_embeddings
-from eges.neighbors import (
-    NEIGHBORS_NAMES_SCHEMA, NEIGHBORS_SCHEMA, context_candidates, exact_topk, prepare,
+from eges.cli import fail, parser
+from eges.quiet import setup_logging
+from eges.schema import IncompleteOutputError
+from eges.serving.neighbors import (
+    NEIGHBORS_NAMES_SCHEMA,
+    NEIGHBORS_SCHEMA,
+    context_candidates,
+    exact_topk,
+    prepare,
     run_item_names,
 )
+from eges.training.export import EXPORT_DIR, load_model, read_embeddings
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +162,7 @@ class Embedder:
             raise ValueError("top_k must be >= 1")
         if metric not in ("context", "cosine"):
             raise ValueError(f"metric must be context or cosine, not {metric!r}")
-        # the same exact search as the neighbour table (eges.neighbors), so rows agree
+        # the same exact search as the neighbour table (eges.serving.neighbors), so rows agree
         if metric == "context":
             allowed = self._trained
             idx, scores = exact_topk(vectors.float(), self._context,
@@ -339,7 +345,7 @@ def format_neighbours(neighbours: list[Neighbour]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m eges.embed", description=__doc__.split("\n\n")[0])
+    p = parser("embed", __doc__)
     p.add_argument("--run", required=True, help="run directory of eges/train.py")
     p.add_argument("--items", required=True,
                    help="CSV of new items: item_id + field columns, or movieId,title,genres")
@@ -357,9 +363,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", help="write neighbours as parquet in the schema of the "
                                     "neighbour table (item_id, neighbor_id, rank, score)")
     p.add_argument("--names", action="store_true",
-                   help="with --output: add neighbor_name, as eges.neighbors --names")
+                   help="with --output: add neighbor_name, as eges.serving.neighbors --names")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(level=logging.WARNING)
     try:
         emb = Embedder(args.run)
         new = load_new_items(args.items, emb.fields, args.sep, args.layout, args.tags,
@@ -371,9 +377,8 @@ def main(argv: list[str] | None = None) -> int:
         if new.ids:
             vectors, known = emb.embed(new.items)
             neighbours = emb.most_similar(vectors, args.top_k, args.metric)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except (FileNotFoundError, ValueError, IncompleteOutputError) as exc:
+        return fail(exc)
     rows = []
     for item_id, name, item, ok, nbrs in zip(new.ids, new.names, new.items, known, neighbours):
         desc = "; ".join(f"{f}={'|'.join(v)}" for f, v in item.items() if v)

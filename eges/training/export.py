@@ -34,8 +34,8 @@ import torch
 
 from eges import __version__, schema
 from eges.config import Config
-from eges.data.items import ItemTable
-from eges.model import EGES
+from eges.training.items import ItemTable
+from eges.training.model import EGES
 
 log = logging.getLogger(__name__)
 

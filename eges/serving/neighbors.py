@@ -1,6 +1,6 @@
 """Candidate generation: the item-to-item top-K similarity table a recommender consumes.
 
-    python -m eges.neighbors --run RUN_DIR --top-k 100 [--metric context|cosine|dot]
+    eges neighbors --run RUN_DIR --top-k 100 [--metric context|cosine|dot]
         [--method exact|hnsw] [--block-size 4096] [--min-score S] [--exclude ITEMS.txt]
         [--same-field genres] [--output DIR] [--device auto|cpu|cuda]
 
@@ -29,13 +29,12 @@ Filters: ``--min-score`` drops weaker neighbours (an item may then have fewer th
 ``--exclude`` never returns the listed items as neighbours (e.g. unavailable ones);
 ``--same-field F`` keeps only neighbours sharing at least one value of side-info field F.
 
-New items need no recomputation: ``python -m eges.embed --output`` writes their neighbours in
+New items need no recomputation: ``eges embed --output`` writes their neighbours in
 the same schema, with the same exact search (:func:`exact_topk`).
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 import time
@@ -50,7 +49,9 @@ import pyarrow.parquet as pq
 import torch
 
 from eges import schema
-from eges.export import load_model, read_embeddings, read_export_manifest
+from eges.cli import fail, parser
+from eges.quiet import setup_logging
+from eges.training.export import load_model, read_embeddings, read_export_manifest
 
 log = logging.getLogger(__name__)
 
@@ -378,8 +379,7 @@ def _rerank(table: pa.Table) -> pa.Table:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m eges.neighbors",
-                                description=__doc__.split("\n\n")[0])
+    p = parser("neighbors", __doc__)
     p.add_argument("--run", required=True, help="run directory of eges/train.py")
     p.add_argument("--top-k", type=int, default=100)
     p.add_argument("--metric", choices=METRICS,
@@ -397,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="add a neighbor_name column: the display names (titles) the walk job "
                         "kept in its item table")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     try:
         exclude = None
         if args.exclude:
@@ -411,8 +411,7 @@ def main(argv: list[str] | None = None) -> int:
                         same_field=args.same_field, output=args.output, device=args.device,
                         names=args.names)
     except (ValueError, FileNotFoundError, schema.IncompleteOutputError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(exc)
     recall = ", ".join(f"{k} {v:.4f}" for k, v in m.items() if k.startswith("recall_at"))
     print(f"{m['counts']['rows']:,} neighbour rows for {m['counts']['items']:,} items "
           f"({m['settings']['metric']}, {m['settings']['method']}, {m['search_s']:.1f} s"

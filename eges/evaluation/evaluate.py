@@ -1,6 +1,6 @@
 """Evaluation: EGES against GES, BGE and simpler models on three hold-out tasks, and the report.
 
-    python -m eges.evaluate --config conf/ml-100k.yaml [--output DIR] [--set evaluate.seeds=[1,2,3]]
+    eges evaluate --config conf/ml-100k.yaml [--output DIR] [--set evaluate.seeds=[1,2,3]]
 
 For each task the walk job runs once with a hold-out split (``split.kind``, see
 :mod:`eges.pipeline.splits`; launched as ``spark-submit jobs/walks.py``, since this side never
@@ -11,7 +11,7 @@ held-out data:
   AUC of the pair scores.
 * ``cold`` — cold start: held-out items (all their events removed) are embedded from side
   information alone and their nearest warm items compared with their true graph neighbours in the
-  full data: HR@K, recall@K (capped, see :mod:`eges.metrics`), MRR.
+  full data: HR@K, recall@K (capped, see :mod:`eges.evaluation.metrics`), MRR.
 * ``next`` — next item: a→b transitions of the latest events; b ranked among all trained items by
   similarity to a: HR@K, MRR.
 
@@ -25,7 +25,7 @@ reported as unable to score it.
 
 Outputs (``evaluate.output``): ``<task>/walks`` (walk outputs), ``<task>/runs/<model>-seed<N>``
 (training runs), ``results.json`` and the report (``report.md`` + PNG plots, see
-:mod:`eges.report`), ``results.json`` last. Walk outputs whose config matches are reused, and
+:mod:`eges.evaluation.report`), ``results.json`` last. Walk outputs whose config matches are reused, and
 runs whose training settings match and that were trained on that very walk output (its
 manifest's digest), so an interrupted evaluation continues where it stopped.
 """
@@ -47,17 +47,28 @@ from typing import Any
 import numpy as np
 
 from eges import schema
-from eges.baselines import (
-    ContextScorer, MatrixScorer, PopularityScorer, RandomScorer, Scorer, SparseVectorScorer,
-    TableScorer, VectorScorer, content_vectors, cooccurrence, deepwalk, read_walks,
-)
+from eges.cli import fail, parser
 from eges.config import Config, ConfigError, add_config_arguments, config_from_args
-from eges.data.items import ItemTable, load_items, load_vocab
-from eges.data.sampling import walk_frequencies
-from eges.metrics import auc, list_metrics, rank_metrics
+from eges.evaluation.baselines import (
+    ContextScorer,
+    MatrixScorer,
+    PopularityScorer,
+    RandomScorer,
+    Scorer,
+    SparseVectorScorer,
+    TableScorer,
+    VectorScorer,
+    content_vectors,
+    cooccurrence,
+    deepwalk,
+    read_walks,
+)
+from eges.evaluation.metrics import auc, list_metrics, rank_metrics
 from eges.quiet import close_log_file, current_log_file, quiet_loggers, setup_logging
+from eges.training.items import ItemTable, load_items, load_vocab
+from eges.training.sampling import walk_frequencies
 
-log = logging.getLogger("eges.evaluate")
+log = logging.getLogger("eges.evaluation.evaluate")
 quiet_loggers()  # gensim (DeepWalk, exports), faiss: their INFO lines stay off the screen
 LOG_FILE = "evaluate.log"  # in the evaluation directory: every library's log lines
 
@@ -67,7 +78,7 @@ SEEDED = (*LEARNED, "deepwalk", "random")
 CURVE_KS = [1, 2, 5, 10, 20, 50, 100]  # cold-start hit rate vs K (report plot)
 TABLE_K = max(CURVE_KS)  # neighbours per item in the served table the evaluation scores
 BLOCK = 512  # queries scored at once
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 class EvaluationError(RuntimeError):
@@ -161,14 +172,14 @@ def learned_run(cfg: Config, walk_dir: Path, run_dir: Path, mode: str, seed: int
 def run_scorers(name: str, run_dir: Path, items: ItemTable, top_k: int = TABLE_K
                 ) -> list[Scorer]:
     """A run's scorers: cosine of the exported vectors (``name``), H·Z with its context table
-    (``name·ctx``), and the neighbour tables it serves (``eges.neighbors``, exact, top
+    (``name·ctx``), and the neighbour tables it serves (``eges.serving.neighbors``, exact, top
     ``top_k``): by H·Z (``name·ctx·table``, the default table) and by cosine (``name·table``).
-    A cold item's row of a table is what ``eges.embed`` (same metric) returns for a new item
+    A cold item's row of a table is what ``eges.serving.embed`` (same metric) returns for a new item
     with its side information."""
     import pyarrow.parquet as pq
 
-    from eges.export import load_model, read_embeddings
-    from eges.neighbors import build_table
+    from eges.serving.neighbors import build_table
+    from eges.training.export import load_model, read_embeddings
 
     emb, vectors = read_embeddings(run_dir)
     idx = emb["item_idx"].to_numpy()
@@ -527,14 +538,14 @@ def run_evaluation(cfg: Config) -> dict[str, Any]:
 def publish_results(cfg: Config, results: dict[str, Any], root: Path) -> None:
     """Write the report (``report.md`` + plots), then ``results.json`` last, each atomically
     (temporary file + rename): ``results.json`` exists only beside the report made from it."""
-    from eges.report import write_report
+    from eges.evaluation.report import write_report
 
     write_report(cfg, results, root)
     schema.write_text_atomic(root / "results.json", json.dumps(results, indent=1, default=float))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m eges.evaluate", description=__doc__.split("\n\n")[0])
+    p = parser("evaluate", __doc__)
     add_config_arguments(p)
     p.add_argument("--output", help="evaluation directory (evaluate.output)")
     p.add_argument("--log-file", help=f"where every library's log lines go (default: "
@@ -551,11 +562,10 @@ def main(argv: list[str] | None = None) -> int:
         setup_logging(args.log_file or Path(cfg.evaluate.output) / LOG_FILE)
         results = run_evaluation(cfg)
     except (ConfigError, FileExistsError, EvaluationError, schema.IncompleteOutputError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(exc)
     finally:
         close_log_file()
-    from eges.report import summary_text
+    from eges.evaluation.report import summary_text
 
     print(summary_text(results, Path(cfg.evaluate.output)))
     return 0

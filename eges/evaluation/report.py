@@ -1,6 +1,6 @@
 """The evaluation report: ``report.md`` with the comparison tables and PNG plots beside it.
 
-Written by :func:`eges.evaluate.run_evaluation` from ``results.json`` and the runs it trained:
+Written by :func:`eges.evaluation.evaluate.run_evaluation` from ``results.json`` and the runs it trained:
 
 * ``loss.png`` — training loss of EGES, GES and BGE (first seed, first task);
 * ``weights.png`` — learned side-information weights per source over warm items (paper Fig. 6);
@@ -203,8 +203,8 @@ def plot_weights(run: Path, path: Path) -> bool:
 
 
 def plot_projection(run: Path, path: Path) -> bool:
-    from eges.data.items import load_items, load_vocab
-    from eges.export import read_embeddings, read_export_manifest
+    from eges.training.export import read_embeddings, read_export_manifest
+    from eges.training.items import load_items, load_vocab
 
     export_manifest = read_export_manifest(run)
     walk_dir = Path(export_manifest["walks"])

@@ -1,4 +1,4 @@
-"""The LightningModule: wraps :class:`eges.model.EGES` with the sampler, optimiser and logging.
+"""The LightningModule: wraps :class:`eges.training.model.EGES` with the sampler, optimiser and logging.
 
 Gradient synchronisation under DDP — every parameter is an embedding table:
 
@@ -22,8 +22,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from eges.config import TrainConfig
-from eges.data.sampling import AliasSampler
-from eges.model import EGES
+from eges.training.model import EGES
+from eges.training.sampling import AliasSampler
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ class EGESModule(pl.LightningModule):
         model: the EGES network.
         sampler: negative sampler over the item frequencies of the walks.
         cfg: the ``train`` config section.
-        loader: the training DataLoader over a :class:`eges.data.dataset.WalkDataset`; it is
+        loader: the training DataLoader over a :class:`eges.training.dataset.WalkDataset`; it is
             handed to Lightning through :meth:`train_dataloader`.
     """
 

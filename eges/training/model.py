@@ -85,7 +85,7 @@ class EGES(nn.Module):
         num_items: items, indexed 1..num_items (0 = padding).
         vocab_sizes: values per side-info field (indices 1..size; 0 = padding).
         side_offsets, side_values: per field, the CSR side information of every item
-            (see :mod:`eges.data.items`); registered as buffers, not trained.
+            (see :mod:`eges.training.items`); registered as buffers, not trained.
         embedding_dim: d (paper: 160).
         mode: ``eges``, ``ges`` or ``bge``.
         sparse: sparse gradients for the embedding tables (SparseAdam; gloo under DDP).
