@@ -3,8 +3,11 @@
 The dataclasses own every default; a YAML file in ``conf/`` only states what differs. Several
 files may be layered (later wins), then ``--set a.b=c`` overrides are applied; values are parsed
 as YAML scalars (``--set walks.walk_length=5``, ``--set spark.master=local[1]``). Unknown keys
-and wrong types are errors that name the offending key. The resolved config is written next to
-every output so a run can be reproduced from its directory alone.
+and wrong types are errors that name the offending key. Each dataclass checks its own values in
+``__post_init__`` (so ``Config()`` and ``dataclasses.replace`` are checked too), and the unknown
+key check finds nested sections from the type hints: a new section needs no registry entry. The
+resolved config is written next to every output so a run can be reproduced from its directory
+alone.
 
 This module is shared by the Spark side and the torch side, so it imports neither.
 """
@@ -14,9 +17,12 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import functools
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal, Union, get_args, get_origin
 
 import dacite
 import yaml
@@ -24,6 +30,65 @@ import yaml
 
 class ConfigError(ValueError):
     """A config file, key or value that cannot be used; the message names it."""
+
+
+def _require(checks: list[tuple[bool, str]]) -> None:
+    """Check a section's values in order.
+
+    Args:
+        checks: (condition, message) pairs; the message names the full dotted key.
+
+    Raises:
+        ConfigError: with the message of the first condition that does not hold.
+    """
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def _check_bucket(b: Bucket, where: str) -> None:
+    """Check one :class:`Bucket`; its parent section calls this, as only it knows the key.
+
+    Args:
+        b: the buckets of one numeric field.
+        where: the bucket's dotted key (``data.movielens.year_bucket``).
+
+    Raises:
+        ConfigError: naming ``where`` and the reason.
+    """
+    if (b.width is None) == (b.bins is None):
+        raise ConfigError(f"{where}: set exactly one of width and bins")
+    if b.width is not None and not (0 < b.width < float("inf")):
+        raise ConfigError(f"{where}.width must be a positive number, got {b.width!r}")
+    if b.bins is not None and b.bins < 2:
+        raise ConfigError(f"{where}.bins must be >= 2, got {b.bins!r}")
+
+
+# the item table's own columns: a side-info field may not take their name
+RESERVED_FIELD_NAMES = {"item_id", "item_idx", "count", "name"}
+
+
+def _check_field_name(name: str, where: str) -> None:
+    """A side-info field name becomes a column and a directory (``vocab/<name>``) of the output:
+    refuse names that are not one plain path part or that clash with the item table's columns.
+
+    Raises:
+        ConfigError: naming ``where`` and the reason.
+    """
+    problem = None
+    if not name or not name.strip():
+        problem = "is empty"
+    elif name != name.strip():
+        problem = "has leading or trailing white space"
+    elif any(c in name for c in "/\\") or any(ord(c) < 32 for c in name):
+        problem = "contains '/', '\\' or a control character"
+    elif name.startswith((".", "_")):
+        problem = "starts with '.' or '_' (Spark and Hadoop skip such paths as hidden)"
+    elif name in RESERVED_FIELD_NAMES:
+        problem = f"is reserved (a column of the item table: {sorted(RESERVED_FIELD_NAMES)})"
+    if problem:
+        raise ConfigError(f"{where}: side-info field name {name!r} {problem}; it names a column "
+                          "and the directory vocab/<name> of the output")
 
 
 @dataclass(frozen=True)
@@ -73,6 +138,17 @@ class MovieLensConfig:
     # category (an unseen year is then ignored)
     year_bucket: Bucket | None = field(default_factory=lambda: Bucket(width=1))
 
+    def __post_init__(self) -> None:
+        """Check this section's values (on every construction).
+
+        Raises:
+            ConfigError: naming the first bad ``data.movielens`` key.
+        """
+        if not self.sep:
+            raise ConfigError("data.movielens.sep must not be empty")
+        if self.year_bucket is not None:
+            _check_bucket(self.year_bucket, "data.movielens.year_bucket")
+
 
 @dataclass(frozen=True)
 class RecBoleConfig:
@@ -89,6 +165,21 @@ class RecBoleConfig:
     # item_fields that are numeric, with their buckets (see MovieLensConfig.year_bucket);
     # a name that is not in item_fields is ignored with a warning
     buckets: dict[str, Bucket] = field(default_factory=lambda: {"year": Bucket(width=1)})
+
+    def __post_init__(self) -> None:
+        """Check this section's values (on every construction).
+
+        Raises:
+            ConfigError: naming the first bad ``data.recbole`` key.
+        """
+        for name, b in self.buckets.items():
+            if b is not None:
+                _check_bucket(b, f"data.recbole.buckets.{name}")
+        for name in self.item_fields:
+            _check_field_name(name, f"data.recbole.item_fields key {name!r}")
+        for relation in self.kg_relations:
+            _check_field_name(relation.rsplit(".", 1)[-1],
+                              f"data.recbole.kg_relations {relation!r}")
 
 
 @dataclass(frozen=True)
@@ -113,6 +204,26 @@ class GenericConfig:
     # ``name`` column for eges.serving.embed / eges.serving.neighbors --names. None: no names
     name_column: str | None = None
 
+    def __post_init__(self) -> None:
+        """Check ``side_info``: its field names and buckets (a :class:`SideInfoField` does not
+        know its index in the list, which the messages name).
+
+        Raises:
+            ConfigError: naming the first bad ``data.generic`` key.
+        """
+        names = [f.name for f in self.side_info]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"data.generic.side_info: duplicate field names {names}")
+        for i, name in enumerate(names):
+            _check_field_name(name, f"data.generic.side_info[{i}].name")
+        for i, f in enumerate(self.side_info):
+            if f.bucket is not None:
+                _check_bucket(f.bucket, f"data.generic.side_info[{i}].bucket")
+        for i, f in enumerate(self.side_info):
+            if f.bucket is not None and f.sep:
+                raise ConfigError(f"data.generic.side_info[{i}]: a numeric field (bucket) is "
+                                  "single-valued: drop sep or bucket")
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -133,6 +244,19 @@ class SessionsConfig:
     max_events_per_user: int | None = None  # drop users above this (spam); None: off
     min_item_count: int = 1  # drop events of items with fewer events; 1: off
 
+    def __post_init__(self) -> None:
+        """Check this section's values (on every construction).
+
+        Raises:
+            ConfigError: naming the first bad ``sessions`` key.
+        """
+        _require([
+            (self.session_gap >= 0, "sessions.session_gap must be >= 0"),
+            (self.min_item_count >= 1, "sessions.min_item_count must be >= 1"),
+            (self.max_events_per_user is None or self.max_events_per_user >= 1,
+             "sessions.max_events_per_user must be >= 1 or null"),
+        ])
+
 
 @dataclass(frozen=True)
 class WalksConfig:
@@ -142,6 +266,18 @@ class WalksConfig:
     walk_length: int = 10  # nodes per walk, start node included
     seed: int = 42
     checkpoint_every: int = 3  # truncate the Spark lineage every this many steps
+
+    def __post_init__(self) -> None:
+        """Check this section's values (on every construction).
+
+        Raises:
+            ConfigError: naming the first bad ``walks`` key.
+        """
+        _require([
+            (self.walks_per_node >= 1, "walks.walks_per_node must be >= 1"),
+            (self.walk_length >= 2, "walks.walk_length must be >= 2 (start node + one step)"),
+            (self.checkpoint_every >= 1, "walks.checkpoint_every must be >= 1"),
+        ])
 
 
 @dataclass(frozen=True)
@@ -154,6 +290,18 @@ class SplitConfig:
     item_fraction: float = 0.1  # items: share of items (with events and side info) held out
     time_fraction: float = 0.2  # time: share of events, the latest, held out
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        """Check this section's values (on every construction).
+
+        Raises:
+            ConfigError: naming the first bad ``split`` key.
+        """
+        _require([
+            (0 < self.edge_fraction < 1, "split.edge_fraction must be in (0, 1)"),
+            (0 < self.item_fraction < 1, "split.item_fraction must be in (0, 1)"),
+            (0 < self.time_fraction < 1, "split.time_fraction must be in (0, 1)"),
+        ])
 
 
 MODELS = ["eges", "ges", "bge", "deepwalk", "content", "cooccurrence", "popularity", "random"]
@@ -176,6 +324,21 @@ class EvaluateConfig:
     examples: int = 5  # cold-start example queries in the report
     overwrite: bool = False  # replace an existing evaluation directory
 
+    def __post_init__(self) -> None:
+        """Check this section's values (on every construction).
+
+        Raises:
+            ConfigError: naming the first bad ``evaluate`` key.
+        """
+        unknown = sorted(set(self.models) - set(MODELS))
+        _require([
+            (len(self.seeds) >= 1, "evaluate.seeds must list at least one seed"),
+            (len(self.tasks) >= 1, "evaluate.tasks must list at least one task"),
+            (bool(self.ks) and all(k >= 1 for k in self.ks),
+             "evaluate.ks must be positive integers"),
+            (not unknown, f"evaluate.models: unknown {unknown} (known: {MODELS})"),
+        ])
+
 
 @dataclass(frozen=True)
 class OutputConfig:
@@ -184,6 +347,14 @@ class OutputConfig:
     path: str = "out/walks"
     num_shards: int = 8  # walk parquet files of similar size
     overwrite: bool = False  # replace an existing output atomically instead of refusing
+
+    def __post_init__(self) -> None:
+        """Check this section's values (on every construction).
+
+        Raises:
+            ConfigError: naming the first bad ``output`` key.
+        """
+        _require([(self.num_shards >= 1, "output.num_shards must be >= 1")])
 
 
 @dataclass(frozen=True)
@@ -197,6 +368,18 @@ class SparkConfig:
     log_level: str = "WARN"
     conf: dict[str, str] = field(default_factory=dict)  # any other spark.* setting
 
+    def __post_init__(self) -> None:
+        """Check this section's values (on every construction).
+
+        Raises:
+            ConfigError: naming the first bad ``spark`` key.
+        """
+        _require([
+            (self.shuffle_partitions >= 1, "spark.shuffle_partitions must be >= 1"),
+            (self.graph_partitions is None or self.graph_partitions >= 1,
+             "spark.graph_partitions must be >= 1 or null"),
+        ])
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -209,7 +392,7 @@ class TrainConfig:
     window: int = 5
     num_negatives: int = 5
     # position: K draws per walk position, shared by its pairs; walk: K draws per walk, shared
-    # by all its positions: faster, measurably worse embeddings (EGES.walk_loss, bench/results.md)
+    # by all its positions: faster, measurably worse embeddings (eges/training/loss.py, bench/results.md)
     negatives_per: Literal["position", "walk"] = "position"
     ns_exponent: float = 0.75
     batch_size: int = 256  # walks per batch; every window pair of those walks is used
@@ -228,7 +411,7 @@ class TrainConfig:
     # vector), as a new item is embedded; 0 = the paper's training
     item_dropout: float = 0.0
     # score + log(1/K) inside the loss's sigmoid: the prior odds of a context against K
-    # negatives, so that no shared direction is spent on them (EGES.walk_loss)
+    # negatives, so that no shared direction is spent on them (eges/training/loss.py)
     prior_offset: bool = True
     attention_lr: float | None = None  # learning rate of EGES' attention rows A (None: lr)
     shuffle_buffer: int = 8192  # walks shuffled together in memory
@@ -240,6 +423,29 @@ class TrainConfig:
     backend: Literal["auto", "gloo", "nccl"] = "auto"  # DDP backend; auto: nccl on GPU
     precision: str = "32-true"
     overwrite: bool = False  # replace an existing run directory instead of refusing
+
+    def __post_init__(self) -> None:
+        """Check this section's values (on every construction).
+
+        Raises:
+            ConfigError: naming the first bad ``train`` key.
+        """
+        _require([
+            (self.embedding_dim >= 1, "train.embedding_dim must be >= 1"),
+            (self.window >= 1, "train.window must be >= 1"),
+            (self.num_negatives >= 1, "train.num_negatives must be >= 1"),
+            (self.batch_size >= 1, "train.batch_size must be >= 1"),
+            (self.epochs >= 1, "train.epochs must be >= 1"),
+            (self.max_steps == -1 or self.max_steps >= 1, "train.max_steps must be -1 or >= 1"),
+            (self.lr > 0, "train.lr must be > 0"),
+            (0 <= self.item_dropout < 1, "train.item_dropout must be in [0, 1)"),
+            (self.attention_lr is None or self.attention_lr > 0,
+             "train.attention_lr must be > 0"),
+            (self.shuffle_buffer >= self.batch_size,
+             "train.shuffle_buffer must be >= train.batch_size"),
+            (self.num_workers >= 0, "train.num_workers must be >= 0"),
+            (self.checkpoint_every_n_steps >= 1, "train.checkpoint_every_n_steps must be >= 1"),
+        ])
 
 
 @dataclass(frozen=True)
@@ -306,7 +512,7 @@ def _check_keys(cls: type, data: Any, where: str) -> None:
         path = f"{where}.{key}" if where else str(key)
         if key not in fields:
             raise ConfigError(f"unknown config key {path!r} (known: {', '.join(fields)})")
-        sub, kind = _dataclass_of(fields[key].type)
+        sub, kind = _nested_dataclasses(cls).get(key, (None, ""))
         if sub is not None and value is not None:
             if kind == "list" and isinstance(value, list):
                 for i, item in enumerate(value):
@@ -319,151 +525,44 @@ def _check_keys(cls: type, data: Any, where: str) -> None:
                 _check_keys(sub, value, path)
 
 
-_DATACLASSES = {
-    c.__name__: c
-    for c in (
-        Bucket,
-        SideInfoField,
-        MovieLensConfig,
-        RecBoleConfig,
-        GenericConfig,
-        DataConfig,
-        SessionsConfig,
-        WalksConfig,
-        SplitConfig,
-        EvaluateConfig,
-        OutputConfig,
-        SparkConfig,
-        TrainConfig,
-    )
-}
+@functools.cache
+def _nested_dataclasses(cls: type) -> dict[str, tuple[type, str]]:
+    """The fields of dataclass ``cls`` that hold dataclasses, read from its type hints (which
+    resolves the string annotations of ``from __future__ import annotations``).
 
+    Args:
+        cls: a dataclass.
 
-def _dataclass_of(annotation: Any) -> tuple[type | None, str]:
-    """The config dataclass an annotation (a string, under postponed evaluation) refers to,
-    and how: ``one`` (``X`` or ``X | None``), ``list`` (``list[X]``), ``dict`` (``dict[str, X]``)."""
-    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
-    for name, cls in _DATACLASSES.items():
-        for form, kind in [(name, "one"), (f"{name} | None", "one"), (f"list[{name}]", "list"),
-                           (f"dict[str, {name}]", "dict")]:
-            if text == form:
-                return cls, kind
-    return None, ""
-
-
-def _validate(cfg: Config) -> None:
-    checks = [
-        (cfg.sessions.session_gap >= 0, "sessions.session_gap must be >= 0"),
-        (cfg.sessions.min_item_count >= 1, "sessions.min_item_count must be >= 1"),
-        (
-            cfg.sessions.max_events_per_user is None or cfg.sessions.max_events_per_user >= 1,
-            "sessions.max_events_per_user must be >= 1 or null",
-        ),
-        (cfg.walks.walks_per_node >= 1, "walks.walks_per_node must be >= 1"),
-        (cfg.walks.walk_length >= 2, "walks.walk_length must be >= 2 (start node + one step)"),
-        (cfg.walks.checkpoint_every >= 1, "walks.checkpoint_every must be >= 1"),
-        (cfg.output.num_shards >= 1, "output.num_shards must be >= 1"),
-        (cfg.spark.shuffle_partitions >= 1, "spark.shuffle_partitions must be >= 1"),
-        (
-            cfg.spark.graph_partitions is None or cfg.spark.graph_partitions >= 1,
-            "spark.graph_partitions must be >= 1 or null",
-        ),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
-    t = cfg.train
-    for ok, message in [
-        (t.embedding_dim >= 1, "train.embedding_dim must be >= 1"),
-        (t.window >= 1, "train.window must be >= 1"),
-        (t.num_negatives >= 1, "train.num_negatives must be >= 1"),
-        (t.batch_size >= 1, "train.batch_size must be >= 1"),
-        (t.epochs >= 1, "train.epochs must be >= 1"),
-        (t.max_steps == -1 or t.max_steps >= 1, "train.max_steps must be -1 or >= 1"),
-        (t.lr > 0, "train.lr must be > 0"),
-        (0 <= t.item_dropout < 1, "train.item_dropout must be in [0, 1)"),
-        (t.attention_lr is None or t.attention_lr > 0, "train.attention_lr must be > 0"),
-        (t.shuffle_buffer >= t.batch_size, "train.shuffle_buffer must be >= train.batch_size"),
-        (t.num_workers >= 0, "train.num_workers must be >= 0"),
-        (t.checkpoint_every_n_steps >= 1, "train.checkpoint_every_n_steps must be >= 1"),
-    ]:
-        if not ok:
-            raise ConfigError(message)
-    sp, ev = cfg.split, cfg.evaluate
-    for ok, message in [
-        (0 < sp.edge_fraction < 1, "split.edge_fraction must be in (0, 1)"),
-        (0 < sp.item_fraction < 1, "split.item_fraction must be in (0, 1)"),
-        (0 < sp.time_fraction < 1, "split.time_fraction must be in (0, 1)"),
-        (len(ev.seeds) >= 1, "evaluate.seeds must list at least one seed"),
-        (len(ev.tasks) >= 1, "evaluate.tasks must list at least one task"),
-        (all(k >= 1 for k in ev.ks) and ev.ks, "evaluate.ks must be positive integers"),
-        (not set(ev.models) - set(MODELS),
-         f"evaluate.models: unknown {sorted(set(ev.models) - set(MODELS))} (known: {MODELS})"),
-    ]:
-        if not ok:
-            raise ConfigError(message)
-    if not cfg.data.movielens.sep:
-        raise ConfigError("data.movielens.sep must not be empty")
-    names = [f.name for f in cfg.data.generic.side_info]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"data.generic.side_info: duplicate field names {names}")
-    for i, name in enumerate(names):
-        _check_field_name(name, f"data.generic.side_info[{i}].name")
-    buckets = [(f"data.generic.side_info[{i}].bucket", f.bucket)
-               for i, f in enumerate(cfg.data.generic.side_info)]
-    buckets += [("data.movielens.year_bucket", cfg.data.movielens.year_bucket)]
-    buckets += [(f"data.recbole.buckets.{k}", b) for k, b in cfg.data.recbole.buckets.items()]
-    for where, b in buckets:
-        if b is not None:
-            _check_bucket(b, where)
-    for i, f in enumerate(cfg.data.generic.side_info):
-        if f.bucket is not None and f.sep:
-            raise ConfigError(f"data.generic.side_info[{i}]: a numeric field (bucket) is "
-                              "single-valued: drop sep or bucket")
-    for name in cfg.data.recbole.item_fields:
-        _check_field_name(name, f"data.recbole.item_fields key {name!r}")
-    for relation in cfg.data.recbole.kg_relations:
-        _check_field_name(relation.rsplit(".", 1)[-1], f"data.recbole.kg_relations {relation!r}")
-
-
-def _check_bucket(b: Bucket, where: str) -> None:
-    if (b.width is None) == (b.bins is None):
-        raise ConfigError(f"{where}: set exactly one of width and bins")
-    if b.width is not None and not (0 < b.width < float("inf")):
-        raise ConfigError(f"{where}.width must be a positive number, got {b.width!r}")
-    if b.bins is not None and b.bins < 2:
-        raise ConfigError(f"{where}.bins must be >= 2, got {b.bins!r}")
-
-
-# the item table's own columns: a side-info field may not take their name
-RESERVED_FIELD_NAMES = {"item_id", "item_idx", "count", "name"}
-
-
-def _check_field_name(name: str, where: str) -> None:
-    """A side-info field name becomes a column and a directory (``vocab/<name>``) of the output:
-    refuse names that are not one plain path part or that clash with the item table's columns.
-
-    Raises:
-        ConfigError: naming ``where`` and the reason.
+    Returns:
+        Field name -> (its dataclass, how the field holds it): ``one`` (``X`` or ``X | None``),
+        ``list`` (``list[X]``) or ``dict`` (``dict[str, X]``). Other fields are left out.
     """
-    problem = None
-    if not name or not name.strip():
-        problem = "is empty"
-    elif name != name.strip():
-        problem = "has leading or trailing white space"
-    elif any(c in name for c in "/\\") or any(ord(c) < 32 for c in name):
-        problem = "contains '/', '\\' or a control character"
-    elif name.startswith((".", "_")):
-        problem = "starts with '.' or '_' (Spark and Hadoop skip such paths as hidden)"
-    elif name in RESERVED_FIELD_NAMES:
-        problem = f"is reserved (a column of the item table: {sorted(RESERVED_FIELD_NAMES)})"
-    if problem:
-        raise ConfigError(f"{where}: side-info field name {name!r} {problem}; it names a column "
-                          "and the directory vocab/<name> of the output")
+    hints = typing.get_type_hints(cls)
+    nested = {}
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if get_origin(hint) in (Union, types.UnionType):  # X | None: X
+            options = [a for a in get_args(hint) if a is not type(None)]
+            if len(options) != 1:
+                continue
+            hint = options[0]
+        origin, args = get_origin(hint), get_args(hint)
+        for kind, sub in [("one", hint), ("list", args[0] if origin is list and args else None),
+                          ("dict", args[1] if origin is dict and len(args) == 2 else None)]:
+            if isinstance(sub, type) and dataclasses.is_dataclass(sub):
+                nested[f.name] = (sub, kind)
+                break
+    return nested
 
 
 def from_dict(data: dict[str, Any]) -> Config:
-    """Build a validated :class:`Config` from a nested dict (unknown keys are errors)."""
+    """Build a validated :class:`Config` from a nested dict (unknown keys are errors).
+
+    The values are checked by each dataclass's ``__post_init__`` as dacite builds it, bottom-up;
+    dacite calls the constructors directly, so their :class:`ConfigError` (not a ``DaciteError``)
+    comes through unchanged. (Only a union of several non-None types would swallow it, trying
+    each: no field has one.)
+    """
     _check_keys(Config, data, "")
     try:
         # YAML writes 1 for 1.0: accept ints where floats are expected
@@ -477,7 +576,6 @@ def from_dict(data: dict[str, Any]) -> Config:
         raise ConfigError(f"invalid config: {exc}") from None
     except dacite.DaciteError as exc:
         raise ConfigError(f"invalid config: {exc}") from None
-    _validate(cfg)
     return cfg
 
 

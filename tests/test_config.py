@@ -1,7 +1,13 @@
+import dataclasses
+import inspect
+import types
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+import eges.config
 from eges.config import Config, ConfigError, from_dict, load_config, parse_override
 
 REPO = Path(__file__).resolve().parent.parent
@@ -139,3 +145,103 @@ def test_buckets_default_and_roundtrip(tmp_path):
     path.write_text(cfg.to_yaml())
     assert load_config(path) == cfg
     assert load_config(None, ["data.movielens.year_bucket=null"]).data.movielens.year_bucket is None
+
+
+def _reachable(cls: type, steps: tuple = ()):
+    """Every dataclass reachable from ``cls`` through its type hints (``X``, ``X | None``,
+    ``list[X]``, ``dict[str, X]``), with the steps (keys and list indices) that lead to it."""
+    yield cls, steps
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if isinstance(hint, types.UnionType):  # X | None: X
+            hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+        if dataclasses.is_dataclass(hint):
+            yield from _reachable(hint, (*steps, f.name))
+        elif origin is list and dataclasses.is_dataclass(args[0]):
+            yield from _reachable(args[0], (*steps, f.name, 0))
+        elif origin is dict and dataclasses.is_dataclass(args[1]):
+            yield from _reachable(args[1], (*steps, f.name, "k"))
+
+
+def test_every_config_dataclass_is_checked_for_unknown_keys():
+    """No registry: every dataclass of eges.config is found from ``Config``'s type hints, and a
+    stray key at its place in the config is named with its full dotted path."""
+    found: dict[type, set[str]] = {}
+    for cls, steps in _reachable(Config):
+        data: typing.Any = {"bogus": 1}
+        for step in reversed(steps):
+            data = [data] if isinstance(step, int) else {step: data}
+        path = "".join(f"[{s}]" if isinstance(s, int) else f".{s}" for s in steps)
+        found.setdefault(cls, set()).add(path)
+        path = f"{path}.bogus".lstrip(".")
+        known = ", ".join(f.name for f in dataclasses.fields(cls))
+        with pytest.raises(ConfigError) as err:
+            from_dict(data)
+        assert str(err.value) == f"unknown config key {path!r} (known: {known})"
+    defined = {c for _, c in inspect.getmembers(eges.config, dataclasses.is_dataclass)
+               if c.__module__ == "eges.config"}
+    assert set(found) == defined
+    assert found[eges.config.Bucket] == {".data.movielens.year_bucket", ".data.recbole.buckets.k",
+                                         ".data.generic.side_info[0].bucket"}
+
+
+@dataclass(frozen=True)
+class _Leaf:
+    x: int = 0
+
+
+@dataclass(frozen=True)
+class _Tree:
+    one: _Leaf = field(default_factory=_Leaf)
+    maybe: _Leaf | None = None
+    many: list[_Leaf] = field(default_factory=list)
+    named: dict[str, _Leaf] = field(default_factory=dict)
+    plain: dict[str, int] = field(default_factory=dict)
+
+
+@pytest.mark.parametrize("data, path", [
+    ({"one": {"y": 1}}, "one.y"),
+    ({"maybe": {"y": 1}}, "maybe.y"),
+    ({"many": [{"x": 1}, {"y": 1}]}, "many[1].y"),
+    ({"named": {"a": {"x": 1}, "b": {"y": 1}}}, "named.b.y"),
+])
+def test_a_new_nested_dataclass_needs_no_registry(data, path):
+    """A dataclass eges.config has never seen is recursed into from its type hints alone."""
+    with pytest.raises(ConfigError) as err:
+        eges.config._check_keys(_Tree, data, "")
+    assert str(err.value) == f"unknown config key {path!r} (known: x)"
+    eges.config._check_keys(_Tree, {"plain": {"a": 1}, "maybe": None, "many": [{"x": 2}]}, "")
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"train": {"lr": 0}}, "train.lr must be > 0"),
+    ({"train": {"batch_size": 512, "shuffle_buffer": 256}},
+     "train.shuffle_buffer must be >= train.batch_size"),
+    ({"sessions": {"max_events_per_user": 0}}, "sessions.max_events_per_user must be >= 1 or null"),
+    ({"split": {"item_fraction": 1}}, "split.item_fraction must be in (0, 1)"),
+    ({"spark": {"graph_partitions": 0}}, "spark.graph_partitions must be >= 1 or null"),
+    ({"evaluate": {"ks": [10, 0]}}, "evaluate.ks must be positive integers"),
+    ({"data": {"movielens": {"sep": ""}}}, "data.movielens.sep must not be empty"),
+    ({"data": {"recbole": {"buckets": {"year": {"bins": 1}}}}},
+     "data.recbole.buckets.year.bins must be >= 2, got 1"),
+    ({"data": {"generic": {"side_info": [{"name": "a"}, {"name": "a"}]}}},
+     "data.generic.side_info: duplicate field names ['a', 'a']"),
+])
+def test_post_init_errors_come_through_dacite_unchanged(data, message):
+    """Each section checks itself in ``__post_init__``; dacite builds nested sections bottom-up
+    and the ConfigError reaches the caller with its message intact."""
+    with pytest.raises(ConfigError) as err:
+        from_dict(data)
+    assert str(err.value) == message
+    assert err.value.__cause__ is None and err.value.__context__ is None
+
+
+def test_post_init_checks_direct_construction_and_replace():
+    cfg = Config()  # the defaults are valid
+    with pytest.raises(ConfigError, match=r"^train\.lr must be > 0$"):
+        dataclasses.replace(cfg.train, lr=0)
+    with pytest.raises(ConfigError, match=r"^walks\.walk_length must be >= 2"):
+        dataclasses.replace(cfg.walks, walk_length=1)
+    assert dataclasses.replace(cfg.train, seed=7, data="elsewhere").seed == 7
