@@ -65,7 +65,7 @@ def configurations(args: argparse.Namespace) -> list[dict]:
 
 
 def window_pair_count(length: int, window: int) -> int:
-    """(centre, context) pairs of one walk, both directions, as eges.training.model.pair_mask selects."""
+    """(centre, context) pairs of one walk, both directions, as eges.training.loss.pair_mask selects."""
     return 2 * sum(max(0, length - d) for d in range(1, window + 1))
 
 

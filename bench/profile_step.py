@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from eges.training.dataset import WalkDataset  # noqa: E402
 from eges.training.items import load_items  # noqa: E402
+from eges.training.loss import walk_loss  # noqa: E402
 from eges.training.model import EGES  # noqa: E402
 from eges.training.module import make_optimizer  # noqa: E402
 from eges.training.sampling import AliasSampler, walk_frequencies  # noqa: E402
@@ -69,7 +70,7 @@ def main() -> None:
         walks = walks.to(device, non_blocking=True)
         sync()
         t1 = time.perf_counter()
-        loss, n = model.walk_loss(walks, 5, sampler, args.num_negatives, args.negatives_per)
+        loss, n = walk_loss(model, walks, 5, sampler, args.num_negatives, args.negatives_per)
         sync()
         t2 = time.perf_counter()
         opt.zero_grad()

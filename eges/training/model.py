@@ -7,15 +7,13 @@ For item v with side-information fields 1..n:
 * EGES: H_v = Σ_j exp(a_v^j) W^j_v / Σ_j exp(a_v^j) with a **per-item trainable** row a_v of
   A ∈ R^{(|V|+1)×(n+1)}; GES: the plain mean; BGE: W⁰_v alone (DeepWalk);
 * skip-gram with negative sampling against a **separate context table Z**:
-  loss = −log σ(H_vᵀ Z_u) − Σ_negatives log σ(−H_vᵀ Z_n) (see :meth:`EGES.walk_loss`);
+  loss = −log σ(H_vᵀ Z_u) − Σ_negatives log σ(−H_vᵀ Z_n) (:func:`eges.training.loss.walk_loss`);
 * cold start: a new item has no W⁰ and no row of A; its vector is the mean of its side-info
   embeddings (paper §3.3.2).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -50,8 +48,9 @@ def gather_bags(ids: torch.Tensor, offsets: torch.Tensor, values: torch.Tensor
 class _Rows(torch.autograd.Function):
     """``weight[ids]`` whose backward adds the rows with ``index_add_``.
 
-    Same result as ``F.embedding``; on CPU its dense backward (sort, then accumulate) took twice
-    as long as ``index_add_`` for the 12k–51k rows of a training step (measured 2026-11-28).
+    Same result as ``F.embedding``; on CPU its dense backward (sort, then accumulate) takes about
+    twice as long as ``index_add_`` for the rows of a training step (bench/results.md, "gathers
+    with an index_add_ backward").
     """
 
     @staticmethod
@@ -161,15 +160,28 @@ class EGES(nn.Module):
             offsets = getattr(self, f"side_offsets_{i}")
             flat, bag_offsets = gather_bags(ids, offsets, getattr(self, f"side_values_{i}"))
             lengths = offsets[ids + 1] - offsets[ids]  # (N,)
-            if trained_only:
-                keep = getattr(self, f"side_trained_{i}")[flat]  # (M,)
-                bag_of = torch.repeat_interleave(torch.arange(len(ids), device=ids.device),
-                                                 lengths)  # (M,)
-                flat = flat[keep]
-                lengths = torch.bincount(bag_of[keep], minlength=len(ids))  # (N,)
-                bag_offsets = torch.cumsum(lengths, 0) - lengths
-            bags.append((flat, bag_offsets, lengths))
+            bags.append(self._trained_values(i, flat, lengths) if trained_only
+                        else (flat, bag_offsets, lengths))
         return bags
+
+    def _trained_values(self, field: int, flat: torch.Tensor, lengths: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One field's bags less the values no trained item carries (:meth:`mark_trained_values`).
+
+        Args:
+            field: the field's index.
+            flat: (M,) the values of all bags, bag after bag.
+            lengths: (N,) values per bag.
+
+        Returns:
+            (flat (M',), bag offsets (N,), bag lengths (N,)) of the values kept.
+        """
+        keep = getattr(self, f"side_trained_{field}")[flat]  # (M,)
+        bag_of = torch.repeat_interleave(torch.arange(len(lengths), device=lengths.device),
+                                         lengths)  # (M,)
+        flat = flat[keep]
+        lengths = torch.bincount(bag_of[keep], minlength=len(lengths))  # (N,)
+        return flat, torch.cumsum(lengths, 0) - lengths, lengths
 
     @staticmethod
     def _present(bags: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> torch.Tensor:
@@ -220,113 +232,58 @@ class EGES(nn.Module):
         """Vectors of new items from side information alone (paper §3.3.2).
 
         Args:
-            side_ids: per item, per field, a 1-D tensor of vocabulary indices (may be empty).
+            side_ids: per item, per field, a 1-D tensor of vocabulary indices (may be empty);
+                fields past the model's are ignored, missing ones count as empty.
 
         Returns:
             (N, D): the mean over fields with at least one value of each field's mean value
             embedding; a zero vector for an item without any known value. Values that no
-            trained item carries (:meth:`mark_trained_values`) are ignored.
+            trained item carries (:meth:`mark_trained_values`) are ignored. Index 0, if given
+            and marked trained, counts as a value (its row of zeros enters the field's mean).
         """
         if self.num_fields == 0:
             raise ValueError("BGE has no side-information embeddings: cannot embed new items")
         device = self.item.weight.device
-        out = torch.zeros(len(side_ids), self.item.embedding_dim, device=device)
-        for n, fields in enumerate(side_ids):
-            kept = [v.to(device)[getattr(self, f"side_trained_{i}")[v.to(device)]]
-                    for i, v in enumerate(fields[: self.num_fields])]
-            vecs = [self.side[i].weight[v].mean(0) for i, v in enumerate(kept) if v.numel()]
-            if vecs:
-                out[n] = torch.stack(vecs).mean(0)
-        return out
+        bags = []
+        for i in range(self.num_fields):
+            per_item = [fields[i].to(device) if i < len(fields)
+                        else torch.zeros(0, dtype=torch.long, device=device)
+                        for fields in side_ids]
+            flat = (torch.cat(per_item) if per_item
+                    else torch.zeros(0, dtype=torch.long, device=device))  # (M,)
+            lengths = torch.tensor([v.numel() for v in per_item], dtype=torch.long,
+                                   device=device)  # (N,)
+            bags.append(self._trained_values(i, flat, lengths))
+        return self._side_mean(bags, padding_idx=None)
 
     def cold_start_items(self, ids: torch.Tensor) -> torch.Tensor:
-        """Cold-start vectors of catalogue items from their stored side info. (N,) -> (N, D)."""
+        """Cold-start vectors of catalogue items from their stored side info. (N,) -> (N, D).
+
+        As :meth:`cold_start` with the items' own values, except that index 0 (padding) is
+        left out of a field's mean (the stored values start at 1).
+        """
         if self.num_fields == 0:
             raise ValueError("BGE has no side-information embeddings: cannot embed new items")
-        bags = self._bags(ids, trained_only=True)
-        side = torch.stack([bag(flat, bag_offsets)  # (N, D) field means; empty bags are zero
-                            for bag, (flat, bag_offsets, _) in zip(self.side, bags)], 1)
+        return self._side_mean(self._bags(ids, trained_only=True), padding_idx=0)
+
+    def _side_mean(self, bags: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+                   padding_idx: int | None) -> torch.Tensor:
+        """The cold-start vectors of N bags per field: the mean over the fields with a value of
+        each field's mean value embedding; zero where no field has a value.
+
+        Args:
+            bags: per field, (flat (M,), bag offsets (N,), bag lengths (N,)), untrained values
+                already left out (:meth:`_trained_values`).
+            padding_idx: a value left out of the field means (it still makes the field count
+                as present), or None to average every value given.
+
+        Returns:
+            (N, D).
+        """
+        side = torch.stack([  # (N, n, D) field means; empty bags are zero
+            F.embedding_bag(flat, bag.weight, bag_offsets, mode="mean", sparse=bag.sparse,
+                            padding_idx=padding_idx)
+            for bag, (flat, bag_offsets, _) in zip(self.side, bags)], 1)
         present = self._present(bags)  # (N, n)
         count = present.sum(1, keepdim=True).clamp(min=1)  # (N, 1)
         return (side * present.unsqueeze(-1)).sum(1) / count  # (N, D)
-
-    def walk_loss(self, walks: torch.Tensor, window: int,
-                  negatives: Callable[[tuple[int, int]], torch.Tensor], num_negatives: int,
-                  negatives_per: Literal["position", "walk"] = "position",
-                  item_dropout: float = 0.0, prior_offset: bool = False
-                  ) -> tuple[torch.Tensor, int]:
-        """Skip-gram negative-sampling loss of every window pair of a batch of walks.
-
-        loss = mean over pairs (v, u) of −log σ(H_vᵀ Z_u) − Σ_k log σ(−H_vᵀ Z_{n_k}), over every
-        (centre, context) pair at most ``window`` positions apart in a walk, both directions,
-        padding excluded.
-
-        H and Z are computed once per walk position. The positive scores of a walk are the band
-        |i − j| ∈ [1, window] of the (L, L) matrix H Zᵀ, one batched matrix product for the
-        whole batch: no (pairs, D) gather and no scatter in the backward pass (a training step
-        1.6–2.4× faster than gathering the pairs, measured at L = 10 and 40 on 2026-11-28; the
-        product costs O(L²·D) per walk, about even with per-distance slices at L = 160, so for
-        much longer walks a banded form would pay).
-
-        Negatives, ``negatives_per="position"`` (default): K draws per position, shared by that
-        position's (at most 2·window) pairs: each pair still sees K independent unigram^0.75
-        draws, so the expected gradient is that of per-pair sampling, with 2·window times fewer
-        context-row gathers. ``"walk"``: K draws per walk, shared by all its positions and
-        scored with one batched product: still K unbiased draws per pair, but correlated along
-        the walk; faster, and measurably worse on ml-100k (bench/results.md).
-
-        Args:
-            walks: (B, L) item indices, 0 = padding.
-            window: maximum distance between centre and context.
-            negatives: draws a tensor of negative item indices of a given shape.
-            num_negatives: K.
-            negatives_per: ``position`` or ``walk`` (above).
-            item_dropout: share of walk positions whose centre vector H leaves out the item's
-                own embedding W⁰ (see :meth:`forward`), so that side information alone is
-                trained to predict the contexts, as it must for a new item.
-            prior_offset: add log(1/K) to every score inside the sigmoid: the prior odds of a
-                true context against K negatives. Without it the first optimiser steps spend a
-                direction shared by all vectors on those odds (every H along +c, every Z along
-                −c), and on a small catalogue trained for few steps all vectors collapse onto
-                it. A constant shift: rankings by H·Z are unchanged.
-
-        Returns:
-            (loss, number of pairs P).
-        """
-        b, length = walks.shape
-        flat = walks.reshape(-1)  # (N,) N = B*L
-        drop = (torch.rand(flat.shape, device=flat.device) < item_dropout
-                if item_dropout > 0 and self.num_fields else None)  # (N,)
-        h = self(flat, drop)  # (N, D)
-        hw = h.view(b, length, -1)  # (B, L, D)
-        offset = -math.log(num_negatives) if prior_offset else 0.0
-        scores = torch.bmm(hw, rows(self.context, walks).transpose(1, 2))  # (B, L, L)
-        mask = pair_mask(walks, window)  # (B, L, L): scores[b, i, j] = H_{w_bi}ᵀ Z_{w_bj}
-        pairs = int(mask.sum())
-        per_position = mask.sum(2).reshape(-1).to(h.dtype)  # (N,) pairs centred there
-        if negatives_per == "walk":  # one set of K for all positions of a walk
-            z_neg = rows(self.context, negatives((b, num_negatives)))  # (B, K, D)
-            neg = torch.bmm(hw, z_neg.transpose(1, 2)).reshape(flat.numel(), -1)  # (N, K)
-        else:
-            z_neg = rows(self.context, negatives((flat.numel(), num_negatives)))  # (N, K, D)
-            neg = (z_neg * h.unsqueeze(1)).sum(-1)  # (N, K)
-        neg_loss = (F.logsigmoid(-(neg + offset)).sum(-1) * per_position).sum()
-        return -(F.logsigmoid(scores[mask] + offset).sum() + neg_loss) / max(pairs, 1), pairs
-
-
-def pair_mask(walks: torch.Tensor, window: int) -> torch.Tensor:
-    """Which (centre i, context j) position pairs of each walk are trained: 1 ≤ |i − j| ≤ window,
-    neither padding.
-
-    Args:
-        walks: (B, L) item indices, 0 = padding.
-        window: maximum distance.
-
-    Returns:
-        (B, L, L) bool.
-    """
-    pos = torch.arange(walks.shape[1], device=walks.device)  # (L,)
-    dist = (pos[:, None] - pos[None, :]).abs()  # (L, L)
-    band = (dist >= 1) & (dist <= window)
-    valid = walks > 0  # (B, L)
-    return band & valid[:, :, None] & valid[:, None, :]

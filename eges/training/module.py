@@ -3,9 +3,9 @@
 Gradient synchronisation under DDP — every parameter is an embedding table:
 
 * ``optimizer: adam`` (default): dense gradients; DDP all-reduces the whole tables every step.
-  Works on gloo and NCCL. Measured fastest on ml-latest-small (9.7k items, 2026-11-27), on 1
-  and 2 CPU processes (bench/results.md): the tables are small, and dense Adam's update beats
-  coalescing sparse gradients.
+  Works on gloo and NCCL. The fastest on ml-latest-small (9.7k items) on 1 and 2 CPU
+  processes (bench/results.md): the tables are small, and dense Adam's update beats coalescing
+  sparse gradients.
 * ``optimizer: sparse_adam``: sparse gradients (only the rows a batch touched), all-reduced by
   gloo; NCCL cannot reduce sparse tensors, so with several GPUs the trainer falls back to dense
   Adam. Its cost grows with the rows a batch touches, not with the catalogue, so it should win
@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from eges.config import TrainConfig
+from eges.training.loss import walk_loss
 from eges.training.model import EGES
 from eges.training.sampling import AliasSampler
 
@@ -86,9 +87,9 @@ class EGESModule(pl.LightningModule):
                 log.info("resuming epoch %d after its first %d batches", epoch, skip_batches)
 
     def training_step(self, walks: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        loss, pairs = self.model.walk_loss(walks, self.cfg.window, self.sampler,
-                                           self.cfg.num_negatives, self.cfg.negatives_per,
-                                           self.cfg.item_dropout, self.cfg.prior_offset)
+        loss, pairs = walk_loss(self.model, walks, self.cfg.window, self.sampler,
+                                self.cfg.num_negatives, self.cfg.negatives_per,
+                                self.cfg.item_dropout, self.cfg.prior_offset)
         self.pairs_seen += pairs
         self.log("loss", loss, prog_bar=True, batch_size=walks.shape[0])
         if self._t0 is not None:

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from eges.training.model import EGES, gather_bags, pair_mask, rows
+from eges.training.loss import pair_mask, walk_loss
+from eges.training.model import EGES, gather_bags, rows
 from eges.training.sampling import AliasSampler
 
 # 6 items, 2 fields: field 0 single-valued (3 values), field 1 multi-valued (4 values)
@@ -122,7 +123,7 @@ def test_walk_loss_is_the_mean_over_pairs_of_skip_gram_with_shared_negatives(mod
         assert shape == negs.shape
         return negs
 
-    loss, pairs = model.walk_loss(walks, 2, draw, 3, per, prior_offset=prior)
+    loss, pairs = walk_loss(model, walks, 2, draw, 3, per, prior_offset=prior)
     # reference: a loop over pairs; position p's negatives are negs[p] (per position) or
     # negs[its walk] (per walk) for each of its pairs; with the prior offset every score is
     # shifted by log(1/K), K = 3
@@ -170,10 +171,10 @@ def test_item_dropout_in_the_loss_drops_about_its_share_of_positions():
         return original(ids, drop)
 
     model.forward = spy
-    model.walk_loss(walks, 2, lambda shape: torch.ones(shape, dtype=torch.long), 2,
-                    item_dropout=0.3)
+    walk_loss(model, walks, 2, lambda shape: torch.ones(shape, dtype=torch.long), 2,
+              item_dropout=0.3)
     assert seen[0] is not None and abs(seen[0].float().mean().item() - 0.3) < 0.03
-    model.walk_loss(walks, 2, lambda shape: torch.ones(shape, dtype=torch.long), 2)
+    walk_loss(model, walks, 2, lambda shape: torch.ones(shape, dtype=torch.long), 2)
     assert seen[1] is None
 
 
@@ -188,7 +189,7 @@ def test_attention_side_item_and_context_tables_all_learn(optimizer, sparse):
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     for _ in range(2):
         opt.zero_grad()
-        loss, pairs = model.walk_loss(walks, 2, sampler, 3)
+        loss, pairs = walk_loss(model, walks, 2, sampler, 3)
         loss.backward()
         for name, p in model.named_parameters():
             assert p.grad is not None, f"{name} got no gradient"
