@@ -11,6 +11,7 @@ import platform
 import shutil
 import time
 from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -18,14 +19,14 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pyspark
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
 from eges import __version__, schema
 from eges.config import Config
 from eges.pipeline.buckets import bucket_fields
 from eges.pipeline.graph import build_adjacency, build_edges
-from eges.pipeline.ingest import col, ingest, split_drops
+from eges.pipeline.ingest import Ingested, col, ingest, split_drops
 from eges.pipeline.items import attach_names, build_vocab, encode_side_info, index_items
 from eges.pipeline.sessions import filter_events, sessionize
 from eges.pipeline.shards import (
@@ -60,6 +61,31 @@ class _Timer:
         self.times[stage] = round(now - self._t, 3)
         self._t = now
         log.info("stage %-8s %.1f s", stage, self.times[stage])
+
+
+@dataclass
+class HeldOut:
+    """What the hold-out split keeps aside for :func:`_split_tables`, and its manifest entry.
+
+    Fields a ``split.kind`` does not use stay ``None``.
+
+    Attributes:
+        info: the manifest's ``split`` entry (``kind``, the kind's parameters and counts).
+        all_events: the filtered events before the split.
+        heldout_items: ``item_id`` of the held-out items (kind ``items``).
+        heldout_events: the events at or after the cutoff (kind ``time``).
+        hidden_edges: the hidden pairs (kind ``edges``).
+        non_edges: as many sampled pairs without an edge (kind ``edges``).
+        train_edges: the training graph's edges (every kind, set by :func:`_graph`).
+    """
+
+    info: dict[str, Any]
+    all_events: DataFrame
+    heldout_items: DataFrame | None = None
+    heldout_events: DataFrame | None = None
+    hidden_edges: DataFrame | None = None
+    non_edges: DataFrame | None = None
+    train_edges: DataFrame | None = None
 
 
 def _field_summary(field: dict[str, Any]) -> str:
@@ -116,6 +142,40 @@ def _write_outputs(spark: SparkSession, cfg: Config, tmp: Path, persisted: list,
     """
     spark.sparkContext.setCheckpointDir(str(tmp / "_checkpoints"))
     timer = _Timer()
+    data, numeric, events, dropped, held = _ingest_and_split(spark, cfg, persisted)
+    timer.lap("ingest")
+    items, num_items, sessions, stats = _items_and_sessions(cfg, data, events, dropped,
+                                                            persisted)
+    timer.lap("sessions")
+    edges, adjacency, start_nodes = _graph(spark, cfg, sessions, held, stats["events"],
+                                           dropped, persisted)
+    timer.lap("graph")
+    walk_table, walk_stats = _walks(spark, cfg, adjacency, num_items, tmp)
+    timer.lap("walks")
+    tables = _write_tables(cfg, tmp, data, items, num_items, edges, held, persisted)
+    item_stats = _item_stats(items, data)
+    timer.lap("write")
+
+    shutil.rmtree(tmp / "_checkpoints", ignore_errors=True)
+    (tmp / schema.CONFIG_FILE).write_text(cfg.to_yaml())
+    manifest = _manifest(
+        spark, cfg, data, numeric, stats=stats, num_items=num_items, item_stats=item_stats,
+        start_nodes=start_nodes, walk_table=walk_table, walk_stats=walk_stats, tables=tables,
+        dropped=dropped, split_info=held.info,
+        timings={**timer.times, "total": round(time.perf_counter() - start, 3)},
+    )
+    schema.write_manifest(tmp, manifest)
+    return manifest
+
+
+def _ingest_and_split(spark: SparkSession, cfg: Config, persisted: list
+                      ) -> tuple[Ingested, dict[str, dict], DataFrame, Counter, HeldOut]:
+    """Read the input, bucket numeric fields, filter the events and split them per ``cfg.split``.
+
+    Returns:
+        (the ingested data, its side info bucketed; the numeric fields' manifest entries; the
+        training events; the dropped rows by reason; what the split holds out).
+    """
     data = ingest(spark, cfg.data)
     persisted.append(data.events)
     data.side_info, numeric = bucket_fields(data.side_info, data.buckets)
@@ -123,29 +183,40 @@ def _write_outputs(spark: SparkSession, cfg: Config, tmp: Path, persisted: list,
     persisted.append(events)
     dropped_all = Counter(data.dropped) + dropped
     split = cfg.split
-    split_info: dict[str, Any] = {"kind": split.kind}
-    held: dict[str, Any] = {"all_events": events}  # what the split holds out, for _split_tables
+    held = HeldOut(info={"kind": split.kind}, all_events=events)
     if split.kind == "items":
         heldout = choose_heldout_items(events, data.side_info, split.item_fraction,
                                        split.seed).persist()
         persisted.append(heldout)
-        held["heldout_items"] = heldout
-        split_info.update(item_fraction=split.item_fraction, seed=split.seed,
-                          heldout_items=heldout.count())
+        held.heldout_items = heldout
+        held.info.update(item_fraction=split.item_fraction, seed=split.seed,
+                         heldout_items=heldout.count())
         events = events.join(F.broadcast(heldout), "item_id", "left_anti")
     elif split.kind == "time":
         cutoff = time_cutoff(events, split.time_fraction)
-        split_info.update(time_fraction=split.time_fraction, cutoff_ts=cutoff)
-        held["heldout_events"] = events.filter(F.col("ts") >= cutoff)
+        held.info.update(time_fraction=split.time_fraction, cutoff_ts=cutoff)
+        held.heldout_events = events.filter(F.col("ts") >= cutoff)
         events = events.filter(F.col("ts") < cutoff)
-    timer.lap("ingest")
+    return data, numeric, events, dropped_all, held
 
+
+def _items_and_sessions(cfg: Config, data: Ingested, events: DataFrame, dropped: Counter,
+                        persisted: list) -> tuple[DataFrame, int, DataFrame, Row]:
+    """Index the items and cut the training events into sessions.
+
+    Returns:
+        (the item table, its number of rows, the sessions, their ``events``, ``sessions`` and
+        ``users`` counts).
+
+    Raises:
+        ValueError: no item is left.
+    """
     items = attach_names(index_items(data.side_info, events), data.names).persist()
     persisted.append(items)
     num_items = items.count()
     if num_items == 0:
         raise ValueError("no items: every event and catalogue row was dropped "
-                         f"(dropped: {dict(dropped_all)})")
+                         f"(dropped: {dict(dropped)})")
     indexed = events.join(F.broadcast(items.select("item_id", "item_idx"))
                           if num_items <= 2_000_000 else items.select("item_id", "item_idx"),
                           "item_id")
@@ -156,8 +227,22 @@ def _write_outputs(spark: SparkSession, cfg: Config, tmp: Path, persisted: list,
         F.sum(F.col("new_session").cast("long")).alias("sessions"),
         F.countDistinct("user_id").alias("users"),
     ).first()
-    timer.lap("sessions")
+    return items, num_items, sessions, stats
 
+
+def _graph(spark: SparkSession, cfg: Config, sessions: DataFrame, held: HeldOut,
+           events_kept: int, dropped: Counter, persisted: list) -> tuple[DataFrame, DataFrame, int]:
+    """Build the edges, hide a part of them for split kind ``edges``, and the adjacency lists.
+
+    Sets ``held.train_edges`` (and, for kind ``edges``, the hidden pairs and the non-edges).
+
+    Returns:
+        (the training edges, the adjacency lists (checkpointed), their number of rows).
+
+    Raises:
+        ValueError: the training graph has no edges.
+    """
+    split = cfg.split
     edges = build_edges(sessions).persist()
     persisted.append(edges)
     if split.kind == "edges":
@@ -167,21 +252,30 @@ def _write_outputs(spark: SparkSession, cfg: Config, tmp: Path, persisted: list,
         persisted += [hidden, non_edges]
         edges = remove_pairs(full_edges, hidden).persist()
         persisted.append(edges)
-        split_info.update(edge_fraction=split.edge_fraction, seed=split.seed,
-                          edges_before=full_edges.count())
-        held.update(hidden_edges=hidden, non_edges=non_edges)
-    held["train_edges"] = edges
+        held.info.update(edge_fraction=split.edge_fraction, seed=split.seed,
+                         edges_before=full_edges.count())
+        held.hidden_edges, held.non_edges = hidden, non_edges
+    held.train_edges = edges
     # spark-submit's --conf spark.sql.shuffle.partitions wins over the config's (see spark.py)
     partitions = cfg.spark.graph_partitions or int(spark.conf.get("spark.sql.shuffle.partitions"))
     adjacency = build_adjacency(edges, partitions).checkpoint(eager=True)
     start_nodes = adjacency.count()
     if start_nodes == 0:
         raise ValueError(
-            f"no edges: no session has two different consecutive items ({stats['events']} "
-            f"events kept, dropped: {dict(dropped_all) or 'nothing'}); check the input "
+            f"no edges: no session has two different consecutive items ({events_kept} "
+            f"events kept, dropped: {dict(dropped) or 'nothing'}); check the input "
             "columns, time_format and session_gap")
-    timer.lap("graph")
+    return edges, adjacency, start_nodes
 
+
+def _walks(spark: SparkSession, cfg: Config, adjacency: DataFrame, num_items: int,
+           tmp: Path) -> tuple[dict[str, Any], Row]:
+    """Walk the graph and write the walk shards into ``tmp``.
+
+    Returns:
+        (the walk table's manifest entry, the written walks' ``steps`` and ``short`` (stopped
+        before ``walk_length``) counts).
+    """
     walks = random_walks(
         adjacency,
         walks_per_node=cfg.walks.walks_per_node,
@@ -196,8 +290,18 @@ def _write_outputs(spark: SparkSession, cfg: Config, tmp: Path, persisted: list,
         F.sum(F.size("items") - 1).alias("steps"),
         F.sum((F.size("items") < cfg.walks.walk_length).cast("long")).alias("short"),
     ).first()
-    timer.lap("walks")
+    return walk_table, walk_stats
 
+
+def _write_tables(cfg: Config, tmp: Path, data: Ingested, items: DataFrame, num_items: int,
+                  edges: DataFrame, held: HeldOut, persisted: list) -> dict[str, Any]:
+    """Write the vocabularies, the item table, the training edges and the held-out tables.
+
+    Sets ``held.info["tables"]`` (rows per held-out table) when the job splits.
+
+    Returns:
+        Table name (``vocab/<field>``, ``items``, ``edges``, ``eval/<name>``) -> manifest entry.
+    """
     tables: dict[str, Any] = {}
     vocabs = {f: build_vocab(items, f).persist() for f in data.fields}
     persisted.extend(vocabs.values())
@@ -212,29 +316,38 @@ def _write_outputs(spark: SparkSession, cfg: Config, tmp: Path, persisted: list,
     tables["edges"] = write_table(edges, tmp, schema.EDGES_DIR,
                                   files=max(1, cfg.output.num_shards), sort_by=["src", "dst"])
     _check(tmp, tables["edges"], schema.EDGE_SCHEMA)
-    if split.kind != "none":
+    if cfg.split.kind != "none":
         eval_tables = _split_tables(cfg, items, held)
         for name, df in eval_tables.items():
             tables[f"eval/{name}"] = write_table(df, tmp, f"{schema.EVAL_DIR}/{name}",
                                                  sort_by=["src", "dst"])
             _check(tmp, tables[f"eval/{name}"], schema.EDGE_SCHEMA)
-        split_info["tables"] = {n: tables[f"eval/{n}"]["rows"] for n in eval_tables}
+        held.info["tables"] = {n: tables[f"eval/{n}"]["rows"] for n in eval_tables}
+    return tables
+
+
+def _item_stats(items: DataFrame, data: Ingested) -> Row:
+    """The items' ``cold`` (no events), ``no_side_info`` and ``named`` counts."""
     no_side_info = (
         F.size(F.flatten(F.array(*[col(f) for f in data.fields]))) == 0 if data.fields
         else F.lit(True)
     )
     named = (F.col(schema.NAME_COLUMN).isNotNull() if data.names is not None
              else F.lit(False))
-    item_stats = items.agg(
+    return items.agg(
         F.sum((F.col("count") == 0).cast("long")).alias("cold"),
         F.sum(no_side_info.cast("long")).alias("no_side_info"),
         F.sum(named.cast("long")).alias("named"),
     ).first()
-    timer.lap("write")
 
-    shutil.rmtree(tmp / "_checkpoints", ignore_errors=True)
-    (tmp / schema.CONFIG_FILE).write_text(cfg.to_yaml())
-    manifest = {
+
+def _manifest(spark: SparkSession, cfg: Config, data: Ingested, numeric: dict[str, dict], *,
+              stats: Row, num_items: int, item_stats: Row, start_nodes: int,
+              walk_table: dict[str, Any], walk_stats: Row, tables: dict[str, Any],
+              dropped: Counter, split_info: dict[str, Any],
+              timings: dict[str, float]) -> dict[str, Any]:
+    """The job's manifest, from what the stages counted and wrote (see :mod:`eges.schema`)."""
+    return {
         "format": schema.FORMAT_NAME,
         "format_version": schema.FORMAT_VERSION,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -260,11 +373,11 @@ def _write_outputs(spark: SparkSession, cfg: Config, tmp: Path, persisted: list,
             "walk_steps": walk_stats["steps"] or 0,
             "walks_stopped_early": walk_stats["short"] or 0,
         },
-        "dropped": dict(sorted(dropped_all.items())),
+        "dropped": dict(sorted(dropped.items())),
         "split": split_info,
         "walks": walk_table,
         "tables": tables,
-        "timings_s": {**timer.times, "total": round(time.perf_counter() - start, 3)},
+        "timings_s": timings,
         "versions": {
             "eges": __version__,
             "spark": spark.version,
@@ -276,29 +389,26 @@ def _write_outputs(spark: SparkSession, cfg: Config, tmp: Path, persisted: list,
         "spark_shuffle_partitions": int(spark.conf.get("spark.sql.shuffle.partitions")),
         "config": cfg.to_dict(),
     }
-    schema.write_manifest(tmp, manifest)
-    return manifest
 
 
-def _split_tables(cfg: Config, items: DataFrame, held: dict[str, Any]) -> dict[str, DataFrame]:
+def _split_tables(cfg: Config, items: DataFrame, held: HeldOut) -> dict[str, DataFrame]:
     """The held-out tables of ``cfg.split.kind`` (names in ``schema.EVAL_TABLES``).
 
     Args:
         cfg: the job's config.
         items: the item table (``item_id`` -> ``item_idx``).
-        held: ``all_events`` (before the split), ``train_edges`` and, per kind,
-            ``hidden_edges`` + ``non_edges``, ``heldout_items`` or ``heldout_events``.
+        held: what the split held out, with the training edges.
     """
     kind, gap = cfg.split.kind, cfg.sessions.session_gap
     index = items.select("item_id", "item_idx")
     if kind == "edges":
-        return {"hidden_edges": held["hidden_edges"], "non_edges": held["non_edges"]}
+        return {"hidden_edges": held.hidden_edges, "non_edges": held.non_edges}
     if kind == "items":
-        full = sessionize(held["all_events"].join(index, "item_id"), gap)
-        heldout_idx = held["heldout_items"].join(index, "item_id").select("item_idx")
+        full = sessionize(held.all_events.join(index, "item_id"), gap)
+        heldout_idx = held.heldout_items.join(index, "item_id").select("item_idx")
         return {"heldout_neighbours": neighbour_truth(build_edges(full), heldout_idx)}
-    later = sessionize(held["heldout_events"].join(index, "item_id"), gap)
-    return {"test_transitions": heldout_transitions(later, held["train_edges"])}
+    later = sessionize(held.heldout_events.join(index, "item_id"), gap)
+    return {"test_transitions": heldout_transitions(later, held.train_edges)}
 
 
 def summary(manifest: dict[str, Any], output: str | Path) -> str:
