@@ -30,7 +30,7 @@ def describe(run: Path) -> None:
     if model.attention is None:
         print(f"{run}: mode {model.mode}, no attention")
         return
-    walk_dir = Path(schema.read_manifest_json(run / "export")["walks"])
+    walk_dir = Path(schema.read_manifest(run / "export", kind=None)["walks"])
     items = load_items(walk_dir)
     for i in range(model.num_fields):  # the exported model has no side-info tables attached
         setattr(model, f"side_offsets_{i}", items.offsets[i].long())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from eges import schema  # noqa: E402
 from eges.synth import SynthSpec, generate  # noqa: E402
 
 # a fresh interpreter per measured command, so RUSAGE_CHILDREN is that command's alone: the
@@ -38,7 +38,7 @@ def measured(cmd: list[str], env: dict | None = None) -> dict:
 
 def trained(run: Path) -> dict:
     """The training statistics a run's export manifest records (``eges/train.py``)."""
-    return json.loads((run / "export" / "manifest.json").read_text())["training"]
+    return schema.read_manifest(run / "export", kind=None)["training"]
 
 
 def synth_data(items: int, events: int, users: int | None = None) -> Path:
@@ -74,7 +74,7 @@ def walk_job(out: Path, sets: list[str], driver_memory: str = "8g",
     if proc.returncode:
         raise SystemExit(proc.stderr[-3000:])
     peak_mb = int(rss_file.read_text().split()[-1]) / 1024 if timed else float("nan")
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = schema.read_manifest(out)
     return {"wall_s": wall, "peak_rss_mb": peak_mb, "manifest": manifest}
 
 

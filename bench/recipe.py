@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from eges import schema
+
 COLUMNS = [  # (task, metric)
     ("cold", "hr@50"), ("cold", "recall@50"), ("next", "hr@50"), ("link", "auc"),
 ]
@@ -34,7 +36,7 @@ def run_variant(args: argparse.Namespace, name: str, sets: list[str]) -> dict:
         if not link.exists():
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to((Path(args.walks_from) / task / "walks").resolve())
-    cmd = [sys.executable, "-m", "eges.evaluation.evaluate", "--config", args.config, "--output", str(out),
+    cmd = [sys.executable, "-m", "eges", "evaluate", "--config", args.config, "--output", str(out),
            "--set", "evaluate.overwrite=true", "--set", "evaluate.examples=0",
            "--set", f"evaluate.tasks=[{','.join(args.tasks)}]",
            "--set", f"evaluate.models=[{','.join(args.models)}]",
@@ -42,7 +44,7 @@ def run_variant(args: argparse.Namespace, name: str, sets: list[str]) -> dict:
     for s in sets:
         cmd += ["--set", s]
     print("$", " ".join(cmd), flush=True)
-    log = out / "evaluate.log"
+    log = out / "screen.log"  # what the evaluation prints; its details are in evaluate.log
     out.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as fh:
         if subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT).returncode != 0:
@@ -54,7 +56,7 @@ def health(out: Path, task: str, model: str) -> tuple[float, float]:
     """Mean over seeds of the warm and cold vectors' mean pairwise cosine."""
     warm, cold = [], []
     for run in sorted((out / task / "runs").glob(f"{model}-seed*")):
-        h = json.loads((run / "export" / "manifest.json").read_text()).get("health", {})
+        h = schema.read_manifest(run / "export", kind=None).get("health", {})
         warm.append(h.get("warm", {}).get("mean_pairwise_cosine") or np.nan)
         cold.append(h.get("cold", {}).get("mean_pairwise_cosine") or np.nan)
     return float(np.nanmean(warm)) if warm else np.nan, float(np.nanmean(cold)) if cold else np.nan

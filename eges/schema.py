@@ -349,40 +349,44 @@ def publish_dir(tmp: str | Path, final: str | Path, replace: bool) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def read_manifest_json(directory: str | Path) -> dict[str, Any]:
-    """The raw ``manifest.json`` of any output directory (no format check)."""
-    path = Path(directory) / MANIFEST
-    if not path.is_file():
-        raise IncompleteOutputError(f"{directory} has no {MANIFEST}")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise IncompleteOutputError(f"{path}: not valid JSON ({exc})") from None
+def read_manifest(directory: str | Path, kind: str | None = FORMAT_NAME,
+                  version: int | None = FORMAT_VERSION,
+                  missing: str | None = None) -> dict[str, Any]:
+    """The ``manifest.json`` of an output directory, checked: the one reader of every output's
+    manifest (walk output, run export, neighbour table, evaluation).
 
-
-def read_manifest(directory: str | Path) -> dict[str, Any]:
-    """Read and check a walk output's manifest.
+    Args:
+        directory: the output directory.
+        kind: the ``format`` it must have (a walk output's by default); None: any.
+        version: the ``format_version`` it must have; None: any.
+        missing: what a missing manifest means, for the error message (default: for a walk
+            output, that the walk job did not finish; else that its writer did not).
 
     Raises:
-        IncompleteOutputError: no manifest (the job did not finish), another format or version,
-            or a listed file that is missing.
+        IncompleteOutputError: no manifest (the writer did not finish), not JSON, another format
+            or version, or (walk outputs) a listed walk shard that is missing.
     """
     directory = Path(directory)
     path = directory / MANIFEST
     if not path.is_file():
-        raise IncompleteOutputError(
-            f"{directory} has no {MANIFEST}: the walk job did not finish writing it "
-            "(re-run jobs/walks.py)"
-        )
-    manifest = json.loads(path.read_text())
-    if manifest.get("format") != FORMAT_NAME or manifest.get("format_version") != FORMAT_VERSION:
+        if missing is None:
+            missing = ("the walk job did not finish writing it (re-run jobs/walks.py)"
+                       if kind == FORMAT_NAME else "the run writing it did not finish")
+        raise IncompleteOutputError(f"{directory} has no {MANIFEST}: {missing}")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise IncompleteOutputError(f"{path}: not valid JSON ({exc})") from None
+    if kind is not None and (manifest.get("format") != kind or (
+            version is not None and manifest.get("format_version") != version)):
+        expected = f"{kind!r}" + (f" v{version}" if version is not None else "")
         raise IncompleteOutputError(
             f"{path}: format {manifest.get('format')!r} v{manifest.get('format_version')!r}, "
-            f"expected {FORMAT_NAME!r} v{FORMAT_VERSION}"
-        )
-    for shard in manifest.get("walks", {}).get("files", []):
-        if not (directory / shard["path"]).is_file():
-            raise IncompleteOutputError(f"{directory}: walk shard {shard['path']} is missing")
+            f"expected {expected}")
+    if kind == FORMAT_NAME:
+        for shard in manifest.get("walks", {}).get("files", []):
+            if not (directory / shard["path"]).is_file():
+                raise IncompleteOutputError(f"{directory}: walk shard {shard['path']} is missing")
     return manifest
 
 

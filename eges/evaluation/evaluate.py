@@ -156,7 +156,7 @@ def learned_run(cfg: Config, walk_dir: Path, run_dir: Path, mode: str, seed: int
     export = run_dir / "export"
     schema.recover_dir(export)  # an export set aside by a killed publish is reused, not retrained
     if (export / schema.MANIFEST).exists():
-        done = schema.read_manifest_json(export)
+        done = schema.read_manifest(export, kind=None)
         same_walks = done.get("walks_manifest_sha256") == schema.manifest_digest(walk_dir)
         if same_walks and done.get("config", {}).get("train") == dataclasses.asdict(t):
             log.info("reusing run %s", run_dir)
@@ -219,7 +219,7 @@ class Models:
         if model in LEARNED:
             run = learned_run(self.cfg, self.walk_dir,
                               self.root / self.task / "runs" / f"{model}-seed{seed}", model, seed)
-            stats = schema.read_manifest_json(run / "export").get("training", {})
+            stats = schema.read_manifest(run / "export", kind=None).get("training", {})
             self.train_seconds.setdefault(model, []).append(stats.get("train_seconds", 0.0))
             return run_scorers(model, run, self.items)
         if model == "deepwalk":

@@ -258,7 +258,7 @@ def build_table(run_dir: str | Path, top_k: int, *, metric: str = "cosine",
     final = Path(output) if output else run_dir / NEIGHBORS_DIR
     if final.exists():
         try:
-            replaceable = schema.read_manifest_json(final).get("format") == NEIGHBORS_FORMAT
+            replaceable = schema.read_manifest(final, kind=None).get("format") == NEIGHBORS_FORMAT
         except schema.IncompleteOutputError:
             replaceable = False
         if not replaceable:

@@ -20,7 +20,6 @@ neither get no vector and are counted in the manifest.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from datetime import datetime, timezone
@@ -306,13 +305,8 @@ def read_embeddings(run_dir: str | Path) -> tuple[pa.Table, np.ndarray]:
 
 def read_export_manifest(run_dir: str | Path) -> dict[str, Any]:
     """The export manifest of a run; refuses an export that did not finish."""
-    path = Path(run_dir) / EXPORT_DIR / schema.MANIFEST
-    if not path.is_file():
-        raise schema.IncompleteOutputError(f"{path.parent} has no manifest: no finished export")
-    manifest = json.loads(path.read_text())
-    if manifest.get("format") != RUN_FORMAT:
-        raise schema.IncompleteOutputError(f"{path}: not an EGES run export")
-    return manifest
+    return schema.read_manifest(Path(run_dir) / EXPORT_DIR, kind=RUN_FORMAT, version=None,
+                                missing="no finished export")
 
 
 def load_model(run_dir: str | Path, map_location: str = "cpu") -> tuple[EGES, dict[str, Any]]:

@@ -30,7 +30,7 @@ def train_health(root, name: str, **train) -> dict:
     cfg = load_config(None, [f"train.data={root / 'walks'}", f"train.output={root / name}"])
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **train))
     run_training(cfg)
-    return schema.read_manifest_json(root / name / "export")["health"]
+    return schema.read_manifest(root / name / "export", kind=None)["health"]
 
 
 def test_default_config_keeps_a_small_catalogues_vectors_apart(small_walks):

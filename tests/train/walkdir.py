@@ -59,7 +59,7 @@ def make_complete_walk_dir(root: Path, walks: int = 60, cold_items: int = 5) -> 
                                  "index": pa.array(range(1, len(values) + 1), pa.int32()),
                                  "count": pa.array([1] * len(values), pa.int64())}),
                        root / schema.VOCAB_DIR / name / "part-00000.parquet")
-    manifest = schema.read_manifest_json(root)
+    manifest = schema.read_manifest(root, kind=None)
     manifest.update(format=schema.FORMAT_NAME, format_version=schema.FORMAT_VERSION,
                     side_info_fields=[{"name": "genre", "vocab_size": len(GENRES)},
                                       {"name": "year", "vocab_size": len(YEARS)}])
