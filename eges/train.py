@@ -170,10 +170,8 @@ def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
         log.warning("NCCL cannot all-reduce sparse gradients: using dense gradients with Adam")
         optimizer = "adam"
     elif optimizer == "sparse_adam" and world > 1:
-        # measured 2026-11-28: one CI run of 2-process sparse_adam (gloo) lost rank 0 to a
-        # SIGSEGV in backward after --resume; the same test passed in other runs. PyTorch has
-        # open gloo sparse all-reduce bugs (e.g. pytorch#87497, a rank with an empty sparse
-        # gradient). Dense Adam is the default and faster on 2 processes (bench/results.md).
+        # gloo's sparse all-reduce crashed a rank once in CI (bench/results.md, "trainer on
+        # ml-latest-small walks"); dense Adam is the default and faster on 2 processes.
         log.warning("sparse_adam under DDP relies on gloo's sparse all-reduce, which crashed "
                     "once in our tests; prefer train.optimizer=adam (the default)")
     t = dataclasses.replace(t, optimizer=optimizer)
