@@ -42,17 +42,23 @@ def describe(run: Path) -> None:
         logits = model.attention.weight[warm].numpy()
     names = ["item"] + list(meta["fields"][: model.num_fields])
     log_count = np.log(counts[warm.numpy()])
-    rare, frequent = log_count <= np.quantile(log_count, 0.25), \
-        log_count >= np.quantile(log_count, 0.75)
+    rare, frequent = (
+        log_count <= np.quantile(log_count, 0.25),
+        log_count >= np.quantile(log_count, 0.75),
+    )
     print(f"{run}  ({len(warm):,} warm items)")
-    print("| source | mean weight | sd | mean abs logit | rarest 25% | most frequent 25% "
-          "| corr with log count |")
+    print(
+        "| source | mean weight | sd | mean abs logit | rarest 25% | most frequent 25% "
+        "| corr with log count |"
+    )
     print("|---|---|---|---|---|---|---|")
     for j, name in enumerate(names):
         corr = np.corrcoef(w[:, j], log_count)[0, 1] if w[:, j].std() > 0 else float("nan")
-        print(f"| {name} | {w[:, j].mean():.3f} | {w[:, j].std():.3f} | "
-              f"{np.abs(logits[:, j]).mean():.3f} | {w[rare, j].mean():.3f} | "
-              f"{w[frequent, j].mean():.3f} | {corr:.3f} |")
+        print(
+            f"| {name} | {w[:, j].mean():.3f} | {w[:, j].std():.3f} | "
+            f"{np.abs(logits[:, j]).mean():.3f} | {w[rare, j].mean():.3f} | "
+            f"{w[frequent, j].mean():.3f} | {corr:.3f} |"
+        )
 
 
 if __name__ == "__main__":

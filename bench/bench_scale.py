@@ -31,28 +31,52 @@ def memory(args: argparse.Namespace) -> None:
     rows = []
     for f in args.factors:
         walks = OUT / "memory" / f"walks-{f}x"
-        w = walk_job(walks, [f"data.path={args.data}",
-                             f"walks.walks_per_node={args.walks_per_node * f}"])
+        w = walk_job(
+            walks, [f"data.path={args.data}", f"walks.walks_per_node={args.walks_per_node * f}"]
+        )
         run = OUT / "memory" / f"run-{f}x"
-        t = measured(train_cmd(walks, run, ["train.epochs=1", "train.overwrite=true",
-                                            "train.checkpoint_every_n_steps=1000000", *args.set]))
+        t = measured(
+            train_cmd(
+                walks,
+                run,
+                [
+                    "train.epochs=1",
+                    "train.overwrite=true",
+                    "train.checkpoint_every_n_steps=1000000",
+                    *args.set,
+                ],
+            )
+        )
         s = trained(run)
-        rows.append({"factor": f, "walks": w["manifest"]["counts"]["walks"],
-                     "steps": w["manifest"]["counts"]["walk_steps"],
-                     "bytes": sum(p.stat().st_size for p in (walks / "walks").rglob("*.parquet")),
-                     "pairs": s["pairs_per_rank"], "fit_s": s["train_seconds"], **t})
+        rows.append(
+            {
+                "factor": f,
+                "walks": w["manifest"]["counts"]["walks"],
+                "steps": w["manifest"]["counts"]["walk_steps"],
+                "bytes": sum(p.stat().st_size for p in (walks / "walks").rglob("*.parquet")),
+                "pairs": s["pairs_per_rank"],
+                "fit_s": s["train_seconds"],
+                **t,
+            }
+        )
         print(json.dumps(rows[-1]), file=sys.stderr)
     base = rows[0]["peak_rss_mb"]
-    print(f"{date.today()} · {platform.node()} · {os.cpu_count()} cores · data {args.data} · "
-          f"walks_per_node {args.walks_per_node} × factor · {' '.join(args.set) or 'defaults'}\n")
-    print("| corpus | walks | walk steps | parquet (MB) | pairs trained | fit (s) | pairs/s "
-          "| trainer wall (s) | trainer peak RSS (MB) | RSS vs 1× |")
+    print(
+        f"{date.today()} · {platform.node()} · {os.cpu_count()} cores · data {args.data} · "
+        f"walks_per_node {args.walks_per_node} × factor · {' '.join(args.set) or 'defaults'}\n"
+    )
+    print(
+        "| corpus | walks | walk steps | parquet (MB) | pairs trained | fit (s) | pairs/s "
+        "| trainer wall (s) | trainer peak RSS (MB) | RSS vs 1× |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['factor']}× | {r['walks']:,} | {r['steps']:,} | {r['bytes'] / 2**20:,.1f} | "
-              f"{r['pairs']:,} | {r['fit_s']:.1f} | {r['pairs'] / r['fit_s']:,.0f} | "
-              f"{r['wall_s']:.1f} | {r['peak_rss_mb']:,.0f} | "
-              f"{(r['peak_rss_mb'] / base - 1) * 100:+.1f}% |")
+        print(
+            f"| {r['factor']}× | {r['walks']:,} | {r['steps']:,} | {r['bytes'] / 2**20:,.1f} | "
+            f"{r['pairs']:,} | {r['fit_s']:.1f} | {r['pairs'] / r['fit_s']:,.0f} | "
+            f"{r['wall_s']:.1f} | {r['peak_rss_mb']:,.0f} | "
+            f"{(r['peak_rss_mb'] / base - 1) * 100:+.1f}% |"
+        )
 
 
 def pipeline(args: argparse.Namespace) -> None:
@@ -60,24 +84,31 @@ def pipeline(args: argparse.Namespace) -> None:
     data = synth_data(args.items, args.events, args.users)
     walks, run = OUT / "ml25m-size" / "walks", OUT / "ml25m-size" / "run"
     w = walk_job(walks, [f"data.path={data}", *args.set], args.driver_memory, config)
-    t = measured(train_cmd(walks, run, ["train.epochs=1", "train.overwrite=true", *args.set],
-                           config=config))
+    t = measured(
+        train_cmd(walks, run, ["train.epochs=1", "train.overwrite=true", *args.set], config=config)
+    )
     s, m = trained(run), w["manifest"]
     c, ts = m["counts"], m["timings_s"]
     rest = t["wall_s"] - s["train_seconds"]
-    print(f"{date.today()} · {platform.node()} · {os.cpu_count()} cores · conf/ml-25m.yaml on "
-          f"{data.name} ({c['events']:,} events, {c['items']:,} items, {c['edges']:,} edges, "
-          f"{c['walks']:,} walks, {c['walk_steps']:,} steps) · {' '.join(args.set) or 'defaults'}"
-          "\n")
+    print(
+        f"{date.today()} · {platform.node()} · {os.cpu_count()} cores · conf/ml-25m.yaml on "
+        f"{data.name} ({c['events']:,} events, {c['items']:,} items, {c['edges']:,} edges, "
+        f"{c['walks']:,} walks, {c['walk_steps']:,} steps) · {' '.join(args.set) or 'defaults'}"
+        "\n"
+    )
     print("| stage | seconds | notes |")
     print("|---|---|---|")
     for stage in ("ingest", "sessions", "graph", "walks", "write"):
         note = f"{c['walk_steps'] / ts['walks']:,.0f} steps/s" if stage == "walks" else ""
         print(f"| walk job: {stage} | {ts[stage]:.1f} | {note} |")
-    print(f"| walk job: wall incl. JVM start | {w['wall_s']:.1f} | driver JVM peak RSS "
-          f"{w['peak_rss_mb']:,.0f} MB |")
-    print(f"| train: 1 epoch (fit) | {s['train_seconds']:.1f} | {s['pairs_per_rank']:,} pairs, "
-          f"{s['pairs_per_rank'] / s['train_seconds']:,.0f} pairs/s |")
+    print(
+        f"| walk job: wall incl. JVM start | {w['wall_s']:.1f} | driver JVM peak RSS "
+        f"{w['peak_rss_mb']:,.0f} MB |"
+    )
+    print(
+        f"| train: 1 epoch (fit) | {s['train_seconds']:.1f} | {s['pairs_per_rank']:,} pairs, "
+        f"{s['pairs_per_rank'] / s['train_seconds']:,.0f} pairs/s |"
+    )
     print(f"| train: start-up + export | {rest:.1f} | item tables, walk frequencies, export |")
     print(f"| train: wall | {t['wall_s']:.1f} | peak RSS {t['peak_rss_mb']:,.0f} MB |")
     print(f"| **total (walks + train + export)** | **{w['wall_s'] + t['wall_s']:.1f}** | |")

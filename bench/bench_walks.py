@@ -19,11 +19,20 @@ from common import REPO, synth_data, walk_job
 
 
 def run(data, out, master: str, walks_per_node: int, driver_memory: str) -> dict:
-    r = walk_job(out, [f"data.path={data}", f"spark.master={master}",
-                       f"walks.walks_per_node={walks_per_node}"], driver_memory)
+    r = walk_job(
+        out,
+        [f"data.path={data}", f"spark.master={master}", f"walks.walks_per_node={walks_per_node}"],
+        driver_memory,
+    )
     m = r["manifest"]
-    return {"master": m["spark_master"], "walks_per_node": walks_per_node, "wall": r["wall_s"],
-            "peak_mb": r["peak_rss_mb"], "timings": m["timings_s"], "counts": m["counts"]}
+    return {
+        "master": m["spark_master"],
+        "walks_per_node": walks_per_node,
+        "wall": r["wall_s"],
+        "peak_mb": r["peak_rss_mb"],
+        "timings": m["timings_s"],
+        "counts": m["counts"],
+    }
 
 
 def main() -> int:
@@ -42,15 +51,19 @@ def main() -> int:
             r = run(data, REPO / "out" / "bench" / "walks", master, wpn, args.driver_memory)
             rows.append(r)
             print(json.dumps(r), file=sys.stderr)
-    print("| master | walks/node | items | edges | walk steps | ingest | sessions | graph | "
-          "walks | write | total (s) | steps/s (walk stage) | wall incl. JVM (s) | peak RSS (MB) |")
+    print(
+        "| master | walks/node | items | edges | walk steps | ingest | sessions | graph | "
+        "walks | write | total (s) | steps/s (walk stage) | wall incl. JVM (s) | peak RSS (MB) |"
+    )
     print("|" + "---|" * 14)
     for r in rows:
         t, c = r["timings"], r["counts"]
-        print(f"| {r['master']} | {r['walks_per_node']} | {c['items']:,} | {c['edges']:,} | "
-              f"{c['walk_steps']:,} | {t['ingest']:.1f} | {t['sessions']:.1f} | {t['graph']:.1f} | "
-              f"{t['walks']:.1f} | {t['write']:.1f} | {t['total']:.1f} | "
-              f"{c['walk_steps'] / t['walks']:,.0f} | {r['wall']:.1f} | {r['peak_mb']:,.0f} |")
+        print(
+            f"| {r['master']} | {r['walks_per_node']} | {c['items']:,} | {c['edges']:,} | "
+            f"{c['walk_steps']:,} | {t['ingest']:.1f} | {t['sessions']:.1f} | {t['graph']:.1f} | "
+            f"{t['walks']:.1f} | {t['write']:.1f} | {t['total']:.1f} | "
+            f"{c['walk_steps'] / t['walks']:,.0f} | {r['wall']:.1f} | {r['peak_mb']:,.0f} |"
+        )
     return 0
 
 

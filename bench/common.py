@@ -16,9 +16,11 @@ from eges.synth import SynthSpec, generate  # noqa: E402
 
 # a fresh interpreter per measured command, so RUSAGE_CHILDREN is that command's alone: the
 # largest resident set of any one of its processes (for torchrun: of any rank)
-_PROBE = ("import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:]).returncode; "
-          "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); "
-          "sys.exit(rc)")
+_PROBE = (
+    "import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:]).returncode; "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); "
+    "sys.exit(rc)"
+)
 
 
 def measured(cmd: list[str], env: dict | None = None) -> dict:
@@ -27,8 +29,12 @@ def measured(cmd: list[str], env: dict | None = None) -> dict:
     Exits with the command's stderr tail if it fails.
     """
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", _PROBE, *cmd], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})})
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE, *cmd],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stderr[-3000:]}")
@@ -46,30 +52,58 @@ def synth_data(items: int, events: int, users: int | None = None) -> Path:
     data = REPO / "out" / "bench" / f"synth-{items}-{events}"
     if not (data / "ratings.csv").exists():
         t = time.perf_counter()
-        c = generate(data, SynthSpec(items=items, users=users or items // 2, events=events,
-                                     communities=max(10, items // 200)))
-        print(f"generated {c['events']:,} events on {c['items']:,} items in "
-              f"{time.perf_counter() - t:.0f} s", file=sys.stderr)
+        c = generate(
+            data,
+            SynthSpec(
+                items=items,
+                users=users or items // 2,
+                events=events,
+                communities=max(10, items // 200),
+            ),
+        )
+        print(
+            f"generated {c['events']:,} events on {c['items']:,} items in "
+            f"{time.perf_counter() - t:.0f} s",
+            file=sys.stderr,
+        )
     return data
 
 
-def walk_job(out: Path, sets: list[str], driver_memory: str = "8g",
-             config: Path = REPO / "conf" / "ml-latest-small.yaml") -> dict:
+def walk_job(
+    out: Path,
+    sets: list[str],
+    driver_memory: str = "8g",
+    config: Path = REPO / "conf" / "ml-latest-small.yaml",
+) -> dict:
     """``spark-submit jobs/walks.py`` into ``out``; the manifest plus wall time and JVM peak RSS."""
-    cmd = [str(Path(sys.executable).parent / "spark-submit"), "--driver-memory", driver_memory,
-           str(REPO / "jobs" / "walks.py"), "--config", str(config),
-           "--set", f"output.path={out}", "--set", "output.overwrite=true"]
+    cmd = [
+        str(Path(sys.executable).parent / "spark-submit"),
+        "--driver-memory",
+        driver_memory,
+        str(REPO / "jobs" / "walks.py"),
+        "--config",
+        str(config),
+        "--set",
+        f"output.path={out}",
+        "--set",
+        "output.overwrite=true",
+    ]
     for s in sets:
         cmd += ["--set", s]
     out.parent.mkdir(parents=True, exist_ok=True)
     rss_file = out.parent / f"{out.name}.peak-rss-kb"
     # spark-submit execs the driver JVM: GNU time's %M is that JVM's peak RSS (local mode: the
     # executors are threads of it); Python workers are not included
-    timed = ["/usr/bin/time", "-f", "%M", "-o", str(rss_file)] if Path("/usr/bin/time").exists() \
-        else []
+    timed = (
+        ["/usr/bin/time", "-f", "%M", "-o", str(rss_file)] if Path("/usr/bin/time").exists() else []
+    )
     start = time.perf_counter()
-    proc = subprocess.run([*timed, *cmd], capture_output=True, text=True,
-                          env={**os.environ, "PYSPARK_PYTHON": sys.executable})
+    proc = subprocess.run(
+        [*timed, *cmd],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYSPARK_PYTHON": sys.executable},
+    )
     wall = time.perf_counter() - start
     if proc.returncode:
         raise SystemExit(proc.stderr[-3000:])
@@ -78,13 +112,29 @@ def walk_job(out: Path, sets: list[str], driver_memory: str = "8g",
     return {"wall_s": wall, "peak_rss_mb": peak_mb, "manifest": manifest}
 
 
-def train_cmd(walks: Path, run: Path, sets: list[str], procs: int = 1,
-              config: Path = REPO / "conf" / "ml-latest-small.yaml") -> list[str]:
+def train_cmd(
+    walks: Path,
+    run: Path,
+    sets: list[str],
+    procs: int = 1,
+    config: Path = REPO / "conf" / "ml-latest-small.yaml",
+) -> list[str]:
     """The trainer's real entry point (plain python for one process, torchrun otherwise)."""
-    launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                 f"--nproc-per-node={procs}"] if procs > 1 else [sys.executable])
-    cmd = [*launcher, str(REPO / "eges" / "train.py"), "--config", str(config),
-           "--data", str(walks), "--output", str(run)]
+    launcher = (
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={procs}"]
+        if procs > 1
+        else [sys.executable]
+    )
+    cmd = [
+        *launcher,
+        str(REPO / "eges" / "train.py"),
+        "--config",
+        str(config),
+        "--data",
+        str(walks),
+        "--output",
+        str(run),
+    ]
     for s in sets:
         cmd += ["--set", s]
     return cmd

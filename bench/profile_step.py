@@ -1,4 +1,4 @@
-"""Where a training step's time goes: data, forward, backward, optimiser (one process, no Lightning).
+"""Where a training step's time goes: data, forward, backward, optimiser (one process).
 
     .venv/bin/python bench/profile_step.py --walks out/ml-latest-small/walks --optimizer adam \
         [--negatives-per walk] [--ops 15] [--device cuda]
@@ -48,8 +48,15 @@ def main() -> None:
     ds = WalkDataset(args.walks, args.batch_size)
     sampler = AliasSampler(walk_frequencies([s.path for s in ds.shards], items.num_items))
     sparse = args.optimizer == "sparse_adam"
-    model = EGES(items.num_items, items.vocab_sizes, items.offsets, items.values, args.dim,
-                 args.mode, sparse=sparse).to(device)
+    model = EGES(
+        items.num_items,
+        items.vocab_sizes,
+        items.offsets,
+        items.values,
+        args.dim,
+        args.mode,
+        sparse=sparse,
+    ).to(device)
     sampler = sampler.to(device)
     opt = make_optimizer(model.parameters(), args.optimizer, 0.01)
     batches = iter(ds)
@@ -86,9 +93,11 @@ def main() -> None:
             pairs += int(n)
     total = sum(times.values())
     where = torch.cuda.get_device_name(device) if cuda else f"{torch.get_num_threads()} threads"
-    print(f"{args.mode}, {args.optimizer}, batch {args.batch_size}, d {args.dim}, K "
-          f"{args.num_negatives}, negatives per {args.negatives_per}: {pairs / total:,.0f} "
-          f"pairs/s, {where}; " + ", ".join(f"{k} {v / total:.0%}" for k, v in times.items()))
+    print(
+        f"{args.mode}, {args.optimizer}, batch {args.batch_size}, d {args.dim}, K "
+        f"{args.num_negatives}, negatives per {args.negatives_per}: {pairs / total:,.0f} "
+        f"pairs/s, {where}; " + ", ".join(f"{k} {v / total:.0%}" for k, v in times.items())
+    )
     if args.ops:
         profiler.stop()
         key = "self_cuda_time_total" if cuda else "self_cpu_time_total"

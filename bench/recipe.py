@@ -25,7 +25,10 @@ import numpy as np
 from eges import schema
 
 COLUMNS = [  # (task, metric)
-    ("cold", "hr@50"), ("cold", "recall@50"), ("next", "hr@50"), ("link", "auc"),
+    ("cold", "hr@50"),
+    ("cold", "recall@50"),
+    ("next", "hr@50"),
+    ("link", "auc"),
 ]
 
 
@@ -36,11 +39,26 @@ def run_variant(args: argparse.Namespace, name: str, sets: list[str]) -> dict:
         if not link.exists():
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to((Path(args.walks_from) / task / "walks").resolve())
-    cmd = [sys.executable, "-m", "eges", "evaluate", "--config", args.config, "--output", str(out),
-           "--set", "evaluate.overwrite=true", "--set", "evaluate.examples=0",
-           "--set", f"evaluate.tasks=[{','.join(args.tasks)}]",
-           "--set", f"evaluate.models=[{','.join(args.models)}]",
-           "--set", f"evaluate.seeds=[{','.join(map(str, args.seeds))}]"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "eges",
+        "evaluate",
+        "--config",
+        args.config,
+        "--output",
+        str(out),
+        "--set",
+        "evaluate.overwrite=true",
+        "--set",
+        "evaluate.examples=0",
+        "--set",
+        f"evaluate.tasks=[{','.join(args.tasks)}]",
+        "--set",
+        f"evaluate.models=[{','.join(args.models)}]",
+        "--set",
+        f"evaluate.seeds=[{','.join(map(str, args.seeds))}]",
+    ]
     for s in sets:
         cmd += ["--set", s]
     print("$", " ".join(cmd), flush=True)
@@ -81,16 +99,18 @@ def main() -> None:
                 row = [name, model + suffix]
                 for task, metric in COLUMNS:
                     s = res["tasks"].get(task, {}).get("summary", {}).get(model + suffix, {})
-                    row.append(f"{s[metric]['mean']:.3f}±{s[metric]['std']:.3f}"
-                               if metric in s else "")
+                    row.append(
+                        f"{s[metric]['mean']:.3f}±{s[metric]['std']:.3f}" if metric in s else ""
+                    )
                 if suffix == "":
                     w, c = health(Path(args.out) / name, "cold", model)
                     row.append(f"{w:.2f} / {c:.2f}")
                 else:
                     row.append("")
                 secs = res["tasks"].get("next", {}).get("info", {}).get("train_seconds", {})
-                row.append(f"{np.mean(secs[model]):.0f}" if secs.get(model) and suffix == ""
-                           else "")
+                row.append(
+                    f"{np.mean(secs[model]):.0f}" if secs.get(model) and suffix == "" else ""
+                )
                 rows.append(row)
         print(f"done: {name}", flush=True)
     head = ["variant", "row"] + [f"{t} {m}" for t, m in COLUMNS] + ["cos warm/cold", "train s"]

@@ -9,7 +9,8 @@ A numeric field's vocabulary holds bucket labels, not raw values:
   ``"[9.99, 25)"``, ``">=120"``.
 
 A value is a plain decimal number (``12``, ``-3.5``, ``1e3``); anything else is not a number and
-is ignored (counted by the walk job, reported by ``eges.serving.embed``). At serving time a new item's
+is ignored (counted by the walk job, reported by ``eges embed``). At serving time a new
+item's
 value whose bucket no trained item carries — a year after the newest one, a price above every
 bin of a width scheme — maps to the **nearest** trained bucket.
 

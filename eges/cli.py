@@ -26,23 +26,33 @@ from eges import __version__
 
 # command -> (module whose main(argv) runs it, one line of help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "walks": ("eges.pipeline.cli", "behaviour logs -> item graph -> weighted random walks "
-                                   "(Spark; the same as spark-submit jobs/walks.py)"),
-    "train": ("eges.train", "train EGES on a walk output in this process (torchrun "
-                            "eges/train.py for several)"),
-    "embed": ("eges.serving.embed", "vectors and neighbours of new items from their side "
-                                    "information alone"),
+    "walks": (
+        "eges.pipeline.cli",
+        "behaviour logs -> item graph -> weighted random walks "
+        "(Spark; the same as spark-submit jobs/walks.py)",
+    ),
+    "train": (
+        "eges.train",
+        "train EGES on a walk output in this process (torchrun eges/train.py for several)",
+    ),
+    "embed": (
+        "eges.serving.embed",
+        "vectors and neighbours of new items from their side information alone",
+    ),
     "neighbors": ("eges.serving.neighbors", "the item-to-item neighbour table of a run"),
-    "evaluate": ("eges.evaluation.evaluate", "EGES, GES, BGE and baselines on held-out splits, "
-                                             "with a report"),
+    "evaluate": (
+        "eges.evaluation.evaluate",
+        "EGES, GES, BGE and baselines on held-out splits, with a report",
+    ),
     "synth": ("eges.synth", "a generated MovieLens-layout log with planted communities"),
 }
 
 
 def parser(command: str, doc: str | None) -> argparse.ArgumentParser:
     """The argument parser of ``eges <command>``, described by the first paragraph of ``doc``."""
-    return argparse.ArgumentParser(prog=f"eges {command}",
-                                   description=(doc or "").split("\n\n")[0].strip())
+    return argparse.ArgumentParser(
+        prog=f"eges {command}", description=(doc or "").split("\n\n")[0].strip()
+    )
 
 
 def fail(message: object) -> int:
@@ -53,9 +63,13 @@ def fail(message: object) -> int:
 
 def usage() -> str:
     width = max(map(len, COMMANDS))
-    lines = ["usage: eges <command> [options]   (eges <command> --help: its options)",
-             "", "EGES: graph embedding with side information on Spark and PyTorch.", "",
-             "commands:"]
+    lines = [
+        "usage: eges <command> [options]   (eges <command> --help: its options)",
+        "",
+        "EGES: graph embedding with side information on Spark and PyTorch.",
+        "",
+        "commands:",
+    ]
     lines += [f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items()]
     return "\n".join(lines)
 

@@ -87,8 +87,10 @@ def _check_field_name(name: str, where: str) -> None:
     elif name in RESERVED_FIELD_NAMES:
         problem = f"is reserved (a column of the item table: {sorted(RESERVED_FIELD_NAMES)})"
     if problem:
-        raise ConfigError(f"{where}: side-info field name {name!r} {problem}; it names a column "
-                          "and the directory vocab/<name> of the output")
+        raise ConfigError(
+            f"{where}: side-info field name {name!r} {problem}; it names a column "
+            "and the directory vocab/<name> of the output"
+        )
 
 
 @dataclass(frozen=True)
@@ -178,8 +180,9 @@ class RecBoleConfig:
         for name in self.item_fields:
             _check_field_name(name, f"data.recbole.item_fields key {name!r}")
         for relation in self.kg_relations:
-            _check_field_name(relation.rsplit(".", 1)[-1],
-                              f"data.recbole.kg_relations {relation!r}")
+            _check_field_name(
+                relation.rsplit(".", 1)[-1], f"data.recbole.kg_relations {relation!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -221,8 +224,10 @@ class GenericConfig:
                 _check_bucket(f.bucket, f"data.generic.side_info[{i}].bucket")
         for i, f in enumerate(self.side_info):
             if f.bucket is not None and f.sep:
-                raise ConfigError(f"data.generic.side_info[{i}]: a numeric field (bucket) is "
-                                  "single-valued: drop sep or bucket")
+                raise ConfigError(
+                    f"data.generic.side_info[{i}]: a numeric field (bucket) is "
+                    "single-valued: drop sep or bucket"
+                )
 
 
 @dataclass(frozen=True)
@@ -250,12 +255,16 @@ class SessionsConfig:
         Raises:
             ConfigError: naming the first bad ``sessions`` key.
         """
-        _require([
-            (self.session_gap >= 0, "sessions.session_gap must be >= 0"),
-            (self.min_item_count >= 1, "sessions.min_item_count must be >= 1"),
-            (self.max_events_per_user is None or self.max_events_per_user >= 1,
-             "sessions.max_events_per_user must be >= 1 or null"),
-        ])
+        _require(
+            [
+                (self.session_gap >= 0, "sessions.session_gap must be >= 0"),
+                (self.min_item_count >= 1, "sessions.min_item_count must be >= 1"),
+                (
+                    self.max_events_per_user is None or self.max_events_per_user >= 1,
+                    "sessions.max_events_per_user must be >= 1 or null",
+                ),
+            ]
+        )
 
 
 @dataclass(frozen=True)
@@ -273,11 +282,13 @@ class WalksConfig:
         Raises:
             ConfigError: naming the first bad ``walks`` key.
         """
-        _require([
-            (self.walks_per_node >= 1, "walks.walks_per_node must be >= 1"),
-            (self.walk_length >= 2, "walks.walk_length must be >= 2 (start node + one step)"),
-            (self.checkpoint_every >= 1, "walks.checkpoint_every must be >= 1"),
-        ])
+        _require(
+            [
+                (self.walks_per_node >= 1, "walks.walks_per_node must be >= 1"),
+                (self.walk_length >= 2, "walks.walk_length must be >= 2 (start node + one step)"),
+                (self.checkpoint_every >= 1, "walks.checkpoint_every must be >= 1"),
+            ]
+        )
 
 
 @dataclass(frozen=True)
@@ -297,11 +308,13 @@ class SplitConfig:
         Raises:
             ConfigError: naming the first bad ``split`` key.
         """
-        _require([
-            (0 < self.edge_fraction < 1, "split.edge_fraction must be in (0, 1)"),
-            (0 < self.item_fraction < 1, "split.item_fraction must be in (0, 1)"),
-            (0 < self.time_fraction < 1, "split.time_fraction must be in (0, 1)"),
-        ])
+        _require(
+            [
+                (0 < self.edge_fraction < 1, "split.edge_fraction must be in (0, 1)"),
+                (0 < self.item_fraction < 1, "split.item_fraction must be in (0, 1)"),
+                (0 < self.time_fraction < 1, "split.time_fraction must be in (0, 1)"),
+            ]
+        )
 
 
 MODELS = ["eges", "ges", "bge", "deepwalk", "content", "cooccurrence", "popularity", "random"]
@@ -316,7 +329,8 @@ class EvaluateConfig:
 
     output: str = "out/eval"
     tasks: list[Literal["link", "cold", "next"]] = field(
-        default_factory=lambda: ["link", "cold", "next"])
+        default_factory=lambda: ["link", "cold", "next"]
+    )
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])  # training seeds, learned models
     models: list[str] = field(default_factory=lambda: list(MODELS))
     ks: list[int] = field(default_factory=lambda: [10, 50])
@@ -331,13 +345,17 @@ class EvaluateConfig:
             ConfigError: naming the first bad ``evaluate`` key.
         """
         unknown = sorted(set(self.models) - set(MODELS))
-        _require([
-            (len(self.seeds) >= 1, "evaluate.seeds must list at least one seed"),
-            (len(self.tasks) >= 1, "evaluate.tasks must list at least one task"),
-            (bool(self.ks) and all(k >= 1 for k in self.ks),
-             "evaluate.ks must be positive integers"),
-            (not unknown, f"evaluate.models: unknown {unknown} (known: {MODELS})"),
-        ])
+        _require(
+            [
+                (len(self.seeds) >= 1, "evaluate.seeds must list at least one seed"),
+                (len(self.tasks) >= 1, "evaluate.tasks must list at least one task"),
+                (
+                    bool(self.ks) and all(k >= 1 for k in self.ks),
+                    "evaluate.ks must be positive integers",
+                ),
+                (not unknown, f"evaluate.models: unknown {unknown} (known: {MODELS})"),
+            ]
+        )
 
 
 @dataclass(frozen=True)
@@ -374,11 +392,15 @@ class SparkConfig:
         Raises:
             ConfigError: naming the first bad ``spark`` key.
         """
-        _require([
-            (self.shuffle_partitions >= 1, "spark.shuffle_partitions must be >= 1"),
-            (self.graph_partitions is None or self.graph_partitions >= 1,
-             "spark.graph_partitions must be >= 1 or null"),
-        ])
+        _require(
+            [
+                (self.shuffle_partitions >= 1, "spark.shuffle_partitions must be >= 1"),
+                (
+                    self.graph_partitions is None or self.graph_partitions >= 1,
+                    "spark.graph_partitions must be >= 1 or null",
+                ),
+            ]
+        )
 
 
 @dataclass(frozen=True)
@@ -392,14 +414,14 @@ class TrainConfig:
     window: int = 5
     num_negatives: int = 5
     # position: K draws per walk position, shared by its pairs; walk: K draws per walk, shared
-    # by all its positions: faster, measurably worse embeddings (eges/training/loss.py, bench/results.md)
+    # by all its positions: faster, measurably worse embeddings (training/loss.py, bench/results.md)
     negatives_per: Literal["position", "walk"] = "position"
     ns_exponent: float = 0.75
     batch_size: int = 256  # walks per batch; every window pair of those walks is used
     epochs: int = 1
     max_steps: int = -1  # -1: run all epochs
     # adam: dense gradients (all-reduced whole under DDP); sparse_adam: sparse gradients, CPU/gloo
-    # or a single GPU only. See eges/training/module.py and bench/results.md for the measured choice.
+    # or a single GPU only. See eges/training/module.py and bench/results.md for the choice.
     optimizer: Literal["adam", "sparse_adam", "adagrad", "sgd"] = "adam"
     lr: float = 0.01
     # linear: decays to lr * 1e-4 over the run's steps, as word2vec does; or constant
@@ -430,22 +452,28 @@ class TrainConfig:
         Raises:
             ConfigError: naming the first bad ``train`` key.
         """
-        _require([
-            (self.embedding_dim >= 1, "train.embedding_dim must be >= 1"),
-            (self.window >= 1, "train.window must be >= 1"),
-            (self.num_negatives >= 1, "train.num_negatives must be >= 1"),
-            (self.batch_size >= 1, "train.batch_size must be >= 1"),
-            (self.epochs >= 1, "train.epochs must be >= 1"),
-            (self.max_steps == -1 or self.max_steps >= 1, "train.max_steps must be -1 or >= 1"),
-            (self.lr > 0, "train.lr must be > 0"),
-            (0 <= self.item_dropout < 1, "train.item_dropout must be in [0, 1)"),
-            (self.attention_lr is None or self.attention_lr > 0,
-             "train.attention_lr must be > 0"),
-            (self.shuffle_buffer >= self.batch_size,
-             "train.shuffle_buffer must be >= train.batch_size"),
-            (self.num_workers >= 0, "train.num_workers must be >= 0"),
-            (self.checkpoint_every_n_steps >= 1, "train.checkpoint_every_n_steps must be >= 1"),
-        ])
+        _require(
+            [
+                (self.embedding_dim >= 1, "train.embedding_dim must be >= 1"),
+                (self.window >= 1, "train.window must be >= 1"),
+                (self.num_negatives >= 1, "train.num_negatives must be >= 1"),
+                (self.batch_size >= 1, "train.batch_size must be >= 1"),
+                (self.epochs >= 1, "train.epochs must be >= 1"),
+                (self.max_steps == -1 or self.max_steps >= 1, "train.max_steps must be -1 or >= 1"),
+                (self.lr > 0, "train.lr must be > 0"),
+                (0 <= self.item_dropout < 1, "train.item_dropout must be in [0, 1)"),
+                (
+                    self.attention_lr is None or self.attention_lr > 0,
+                    "train.attention_lr must be > 0",
+                ),
+                (
+                    self.shuffle_buffer >= self.batch_size,
+                    "train.shuffle_buffer must be >= train.batch_size",
+                ),
+                (self.num_workers >= 0, "train.num_workers must be >= 0"),
+                (self.checkpoint_every_n_steps >= 1, "train.checkpoint_every_n_steps must be >= 1"),
+            ]
+        )
 
 
 @dataclass(frozen=True)
@@ -547,8 +575,11 @@ def _nested_dataclasses(cls: type) -> dict[str, tuple[type, str]]:
                 continue
             hint = options[0]
         origin, args = get_origin(hint), get_args(hint)
-        for kind, sub in [("one", hint), ("list", args[0] if origin is list and args else None),
-                          ("dict", args[1] if origin is dict and len(args) == 2 else None)]:
+        for kind, sub in [
+            ("one", hint),
+            ("list", args[0] if origin is list and args else None),
+            ("dict", args[1] if origin is dict and len(args) == 2 else None),
+        ]:
             if isinstance(sub, type) and dataclasses.is_dataclass(sub):
                 nested[f.name] = (sub, kind)
                 break
@@ -566,22 +597,35 @@ def from_dict(data: dict[str, Any]) -> Config:
     _check_keys(Config, data, "")
     try:
         # YAML writes 1 for 1.0: accept ints where floats are expected
-        cfg = dacite.from_dict(Config, data, config=dacite.Config(strict=True, type_hooks={
-            float: lambda v: float(v) if isinstance(v, int) and not isinstance(v, bool) else v}))
+        cfg = dacite.from_dict(
+            Config,
+            data,
+            config=dacite.Config(
+                strict=True,
+                type_hooks={
+                    float: lambda v: (
+                        float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+                    )
+                },
+            ),
+        )
     except dacite.WrongTypeError as exc:
         if get_origin(exc.field_type) is Literal:  # a choice: name the allowed values
             choices = ", ".join(map(str, get_args(exc.field_type)))
-            raise ConfigError(f"invalid config: {exc.field_path} is {exc.value!r}; expected one "
-                              f"of {choices}") from None
+            raise ConfigError(
+                f"invalid config: {exc.field_path} is {exc.value!r}; expected one of {choices}"
+            ) from None
         raise ConfigError(f"invalid config: {exc}") from None
     except dacite.DaciteError as exc:
         raise ConfigError(f"invalid config: {exc}") from None
     return cfg
 
 
-def load_config(paths: list[str | Path] | str | Path | None = None,
-                overrides: list[str] | None = None,
-                literals: dict[str, Any] | None = None) -> Config:
+def load_config(
+    paths: list[str | Path] | str | Path | None = None,
+    overrides: list[str] | None = None,
+    literals: dict[str, Any] | None = None,
+) -> Config:
     """Load YAML files (later ones win), apply ``key=value`` overrides, then ``literals``, validate.
 
     Args:
@@ -622,14 +666,24 @@ def load_config(paths: list[str | Path] | str | Path | None = None,
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``--config`` and ``--set`` options every entry point shares."""
-    parser.add_argument("--config", action="append", required=True,
-                        help="YAML config; repeat to layer several (later wins)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override any config key, e.g. --set walks.walk_length=5")
+    parser.add_argument(
+        "--config",
+        action="append",
+        required=True,
+        help="YAML config; repeat to layer several (later wins)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config key, e.g. --set walks.walk_length=5",
+    )
 
 
-def config_from_args(args: argparse.Namespace,
-                     options: dict[str, str | None] | None = None) -> Config:
+def config_from_args(
+    args: argparse.Namespace, options: dict[str, str | None] | None = None
+) -> Config:
     """Load an entry point's config: ``--config`` files, then ``--set``, then ``options``
     (dotted key -> value of a dedicated option such as ``--output``; ``None`` is skipped).
 

@@ -16,12 +16,18 @@ from pathlib import Path
 
 # (start of the message, category, why it is harmless here)
 HARMLESS_WARNINGS: tuple[tuple[str, type[Warning], str], ...] = (
-    ("`isinstance(treespec, LeafSpec)` is deprecated", FutureWarning,
-     "torch 2.13 deprecates LeafSpec, which Lightning 2.6 still builds when it flattens a "
-     "batch; nothing for a user of Lightning to change"),
-    ("Your `IterableDataset` has `__len__` defined", UserWarning,
-     "eges.training.dataset.WalkDataset cuts each rank's batches between the DataLoader workers "
-     "itself, without duplicates, so its length holds for any number of workers"),
+    (
+        "`isinstance(treespec, LeafSpec)` is deprecated",
+        FutureWarning,
+        "torch 2.13 deprecates LeafSpec, which Lightning 2.6 still builds when it flattens a "
+        "batch; nothing for a user of Lightning to change",
+    ),
+    (
+        "Your `IterableDataset` has `__len__` defined",
+        UserWarning,
+        "eges.training.dataset.WalkDataset cuts each rank's batches between the DataLoader workers "
+        "itself, without duplicates, so its length holds for any number of workers",
+    ),
 )
 
 # loggers whose INFO lines clutter the screen: py4j (one line per gateway call and connection,

@@ -13,7 +13,7 @@ output directory looks like::
       vocab/<field>/*.parquet  value string, index int32 (dense from 1; 0 = padding), count int64
       edges/*.parquet        src int32, dst int32, weight int64 (GraphFrames' column names)
       walks/shard-NNNNN.parquet  walk_id int64, items list<int32> (item_idx values)
-      eval/<table>/*.parquet only with split.kind set (eges.evaluation.evaluate): src, dst, weight as
+      eval/<table>/*.parquet only with split.kind set (eges evaluate): src, dst, weight as
                              edges; see EVAL_TABLES
 
 Readers must call :func:`read_manifest` first; it refuses a directory without a manifest.
@@ -109,8 +109,11 @@ def item_schema(side_info_fields: list[str], names: bool = False) -> pa.Schema:
 def read_items(directory: str | Path, side_info_fields: list[str]) -> pa.Table:
     """Read an item table, checked against :func:`item_schema` with or without ``name``."""
     files = parquet_files(directory)
-    names = (bool(files) and NAME_COLUMN in pq.read_schema(files[0]).names
-             and NAME_COLUMN not in side_info_fields)  # a field "name" of an older output
+    names = (
+        bool(files)
+        and NAME_COLUMN in pq.read_schema(files[0]).names
+        and NAME_COLUMN not in side_info_fields
+    )  # a field "name" of an older output
     return read_table(directory, item_schema(side_info_fields, names=names))
 
 
@@ -118,12 +121,18 @@ def item_names(directory: str | Path) -> dict[str, str]:
     """item_id -> display name from an item table; empty when it has no ``name`` column."""
     files = parquet_files(directory)
     found = pq.read_schema(files[0]) if files else None
-    if found is None or NAME_COLUMN not in found.names or not pa.types.is_string(
-            found.field(NAME_COLUMN).type):  # not a string: a side-info field of that name
+    if (
+        found is None
+        or NAME_COLUMN not in found.names
+        or not pa.types.is_string(found.field(NAME_COLUMN).type)
+    ):  # not a string: a side-info field of that name
         return {}
     table = pa.concat_tables([pq.read_table(f, columns=["item_id", NAME_COLUMN]) for f in files])
-    return {i: n for i, n in zip(table["item_id"].to_pylist(), table[NAME_COLUMN].to_pylist())
-            if n is not None}
+    return {
+        i: n
+        for i, n in zip(table["item_id"].to_pylist(), table[NAME_COLUMN].to_pylist())
+        if n is not None
+    }
 
 
 def _normalise(t: pa.DataType) -> pa.DataType:
@@ -166,8 +175,9 @@ def write_manifest(directory: str | Path, manifest: dict[str, Any]) -> Path:
     body = dict(manifest)
     body.setdefault("format", FORMAT_NAME)
     body.setdefault("format_version", FORMAT_VERSION)
-    return write_text_atomic(directory / MANIFEST,
-                             json.dumps(body, indent=2, sort_keys=False, default=str) + "\n")
+    return write_text_atomic(
+        directory / MANIFEST, json.dumps(body, indent=2, sort_keys=False, default=str) + "\n"
+    )
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
@@ -197,14 +207,16 @@ def _host_key() -> str:
         namespace = os.readlink("/proc/self/ns/pid")
     except OSError:
         namespace = ""
-    return hashlib.blake2s(f"{socket.gethostname()}|{namespace}".encode(),
-                           digest_size=4).hexdigest()
+    return hashlib.blake2s(
+        f"{socket.gethostname()}|{namespace}".encode(), digest_size=4
+    ).hexdigest()
 
 
 def _sibling(final: Path, kind: str) -> Path:
     """A new hidden sibling ``.<name>.<kind>-...`` of ``final`` owned by this process."""
-    return final.with_name(f".{final.name}.{kind}-{uuid.uuid4().hex[:8]}-{os.getpid()}-"
-                           f"{_host_key()}")
+    return final.with_name(
+        f".{final.name}.{kind}-{uuid.uuid4().hex[:8]}-{os.getpid()}-{_host_key()}"
+    )
 
 
 def _pid_alive(pid: int) -> bool:
@@ -221,7 +233,7 @@ def _pid_alive(pid: int) -> bool:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return True
-    return stat[stat.rindex(")") + 2:][:1] != "Z"
+    return stat[stat.rindex(")") + 2 :][:1] != "Z"
 
 
 def owner_state(path: Path, prefix: str) -> OwnerState:
@@ -231,7 +243,7 @@ def owner_state(path: Path, prefix: str) -> OwnerState:
     namespace) and its pid no longer exists. A directory of another host, or named by an
     earlier version without an owner, is ``unknown``.
     """
-    match = _OWNED.fullmatch(path.name[len(prefix):])
+    match = _OWNED.fullmatch(path.name[len(prefix) :])
     if match is None or match["host"] != _host_key():
         return "unknown"
     return "alive" if _pid_alive(int(match["pid"])) else "dead"
@@ -269,13 +281,15 @@ def recover_dir(final: str | Path) -> None:
             newest = max(complete, key=lambda p: (p / MANIFEST).stat().st_mtime)
             try:
                 newest.rename(final)
-                log.warning("restored %s from %s: the run replacing it died mid-publish",
-                            final, newest.name)
+                log.warning(
+                    "restored %s from %s: the run replacing it died mid-publish", final, newest.name
+                )
             except OSError as exc:  # another process restored it first, or final appeared
                 log.info("did not restore %s from %s: %s", final, newest.name, exc)
     tmp_prefix, tmps = _siblings(final, "tmp")
-    for path, state in [(p, states[p]) for p in olds] + [(p, owner_state(p, tmp_prefix))
-                                                         for p in tmps]:
+    for path, state in [(p, states[p]) for p in olds] + [
+        (p, owner_state(p, tmp_prefix)) for p in tmps
+    ]:
         if not path.exists():
             continue
         if state == "dead" and path in states and not final.exists():
@@ -286,8 +300,11 @@ def recover_dir(final: str | Path) -> None:
             log.warning("removing %s, left by an interrupted run (its process is gone)", path)
             shutil.rmtree(path, ignore_errors=True)
         elif state == "unknown":
-            log.warning("leaving %s: it was not written by a process of this host that can be "
-                        "checked; remove it by hand if no run is writing it", path)
+            log.warning(
+                "leaving %s: it was not written by a process of this host that can be "
+                "checked; remove it by hand if no run is writing it",
+                path,
+            )
         else:
             log.info("leaving %s: the process writing it is alive", path)
 
@@ -334,8 +351,9 @@ def publish_dir(tmp: str | Path, final: str | Path, replace: bool) -> None:
     old = None
     if final.exists():
         if not replace:
-            raise FileExistsError(f"{final} appeared while this run was writing it; "
-                                  "nothing was replaced")
+            raise FileExistsError(
+                f"{final} appeared while this run was writing it; nothing was replaced"
+            )
         old = _sibling(final, "old")
         final.rename(old)
     try:
@@ -349,9 +367,12 @@ def publish_dir(tmp: str | Path, final: str | Path, replace: bool) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def read_manifest(directory: str | Path, kind: str | None = FORMAT_NAME,
-                  version: int | None = FORMAT_VERSION,
-                  missing: str | None = None) -> dict[str, Any]:
+def read_manifest(
+    directory: str | Path,
+    kind: str | None = FORMAT_NAME,
+    version: int | None = FORMAT_VERSION,
+    missing: str | None = None,
+) -> dict[str, Any]:
     """The ``manifest.json`` of an output directory, checked: the one reader of every output's
     manifest (walk output, run export, neighbour table, evaluation).
 
@@ -370,19 +391,25 @@ def read_manifest(directory: str | Path, kind: str | None = FORMAT_NAME,
     path = directory / MANIFEST
     if not path.is_file():
         if missing is None:
-            missing = ("the walk job did not finish writing it (re-run jobs/walks.py)"
-                       if kind == FORMAT_NAME else "the run writing it did not finish")
+            missing = (
+                "the walk job did not finish writing it (re-run jobs/walks.py)"
+                if kind == FORMAT_NAME
+                else "the run writing it did not finish"
+            )
         raise IncompleteOutputError(f"{directory} has no {MANIFEST}: {missing}")
     try:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise IncompleteOutputError(f"{path}: not valid JSON ({exc})") from None
-    if kind is not None and (manifest.get("format") != kind or (
-            version is not None and manifest.get("format_version") != version)):
+    if kind is not None and (
+        manifest.get("format") != kind
+        or (version is not None and manifest.get("format_version") != version)
+    ):
         expected = f"{kind!r}" + (f" v{version}" if version is not None else "")
         raise IncompleteOutputError(
             f"{path}: format {manifest.get('format')!r} v{manifest.get('format_version')!r}, "
-            f"expected {expected}")
+            f"expected {expected}"
+        )
     if kind == FORMAT_NAME:
         for shard in manifest.get("walks", {}).get("files", []):
             if not (directory / shard["path"]).is_file():

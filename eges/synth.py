@@ -32,9 +32,27 @@ import pyarrow.csv as pacsv
 from eges.cli import fail, parser
 
 MAX_EVENTS_PER_USER = 50_000  # the heavy tail is cut here (and timestamps stay before 2100)
-GENRES = ["Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Documentary",
-          "Drama", "Fantasy", "Film-Noir", "Horror", "IMAX", "Musical", "Mystery", "Romance",
-          "Sci-Fi", "Thriller", "War", "Western"]
+GENRES = [
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "IMAX",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+]
 
 
 @dataclass(frozen=True)
@@ -66,8 +84,13 @@ def item_table(spec: SynthSpec, rng: np.random.Generator) -> dict[str, np.ndarra
     year = decade[community] + rng.integers(0, 10, n)
     tag_pool = rng.integers(0, max(4 * c, 10), (c, 6))  # 6 tags per community
     tags = tag_pool[community[:, None], rng.integers(0, 6, (n, spec.tags_per_item))]
-    return {"community": community, "weight": weight, "genres": genre_pairs[community],
-            "year": year, "tags": tags}
+    return {
+        "community": community,
+        "weight": weight,
+        "genres": genre_pairs[community],
+        "year": year,
+        "tags": tags,
+    }
 
 
 def _samplers(items: dict[str, np.ndarray], communities: int):
@@ -76,13 +99,14 @@ def _samplers(items: dict[str, np.ndarray], communities: int):
     bounds = np.searchsorted(items["community"][order], np.arange(communities + 1))
     cum = []
     for k in range(communities):
-        w = items["weight"][order[bounds[k]: bounds[k + 1]]]
+        w = items["weight"][order[bounds[k] : bounds[k + 1]]]
         cum.append(np.cumsum(w) / w.sum() if len(w) else np.zeros(0))
     return order + 1, bounds, cum
 
 
-def events_chunk(spec: SynthSpec, users: np.ndarray, per_user: np.ndarray, samplers,
-                 rng: np.random.Generator) -> pa.Table:
+def events_chunk(
+    spec: SynthSpec, users: np.ndarray, per_user: np.ndarray, samplers, rng: np.random.Generator
+) -> pa.Table:
     """Events of a chunk of users: sessions inside favourite communities."""
     ids, bounds, cum = samplers
     c = spec.communities
@@ -95,8 +119,9 @@ def events_chunk(spec: SynthSpec, users: np.ndarray, per_user: np.ndarray, sampl
     new_session[starts] = True
     session_id = np.cumsum(new_session) - 1
     session_user = user_col[new_session]
-    session_fav = favourites[np.searchsorted(users, session_user), rng.integers(0, 3, len(
-        session_user))]
+    session_fav = favourites[
+        np.searchsorted(users, session_user), rng.integers(0, 3, len(session_user))
+    ]
     comm = session_fav[session_id]
     wander = rng.random(total) >= spec.stay
     comm[wander] = rng.integers(0, c, int(wander.sum()))
@@ -113,8 +138,9 @@ def events_chunk(spec: SynthSpec, users: np.ndarray, per_user: np.ndarray, sampl
     # (with at most MAX_EVENTS_PER_USER events a user's history spans < 35 years from 2001)
     step = np.where(new_session, rng.integers(2 * 3600, 2 * 86_400, total), 1)
     ts = 1_000_000_000 + np.cumsum(step) - np.repeat(np.cumsum(step)[starts], per_user)
-    return pa.table({"userId": user_col, "movieId": item,
-                     "rating": np.full(total, 4.0), "timestamp": ts})
+    return pa.table(
+        {"userId": user_col, "movieId": item, "rating": np.full(total, 4.0), "timestamp": ts}
+    )
 
 
 def generate(out: str | Path, spec: SynthSpec, chunk_users: int = 20_000) -> dict[str, int]:
@@ -125,56 +151,92 @@ def generate(out: str | Path, spec: SynthSpec, chunk_users: int = 20_000) -> dic
     items = item_table(spec, rng)
     ids = np.arange(1, spec.items + 1)
     genres = ["|".join(GENRES[g] for g in pair) for pair in items["genres"]]
-    pacsv.write_csv(pa.table({
-        "movieId": ids,
-        "title": [f"Item {i} ({y})" for i, y in zip(ids, items["year"])],
-        "genres": genres,
-    }), out / "movies.csv")
+    pacsv.write_csv(
+        pa.table(
+            {
+                "movieId": ids,
+                "title": [f"Item {i} ({y})" for i, y in zip(ids, items["year"])],
+                "genres": genres,
+            }
+        ),
+        out / "movies.csv",
+    )
     tag_items = np.repeat(ids, spec.tags_per_item)
-    pacsv.write_csv(pa.table({
-        "userId": np.ones(len(tag_items), dtype=np.int64),
-        "movieId": tag_items,
-        "tag": [f"tag{t}" for t in items["tags"].ravel()],
-        "timestamp": np.full(len(tag_items), 1_000_000_000),
-    }), out / "tags.csv")
+    pacsv.write_csv(
+        pa.table(
+            {
+                "userId": np.ones(len(tag_items), dtype=np.int64),
+                "movieId": tag_items,
+                "tag": [f"tag{t}" for t in items["tags"].ravel()],
+                "timestamp": np.full(len(tag_items), 1_000_000_000),
+            }
+        ),
+        out / "tags.csv",
+    )
     # events per user: heavy-tailed, at least 2, summing to `events`
     activity = rng.pareto(1.5, spec.users) + 1.0
-    per_user = np.clip(np.floor(activity / activity.sum() * spec.events), 2,
-                       MAX_EVENTS_PER_USER).astype(np.int64)
+    per_user = np.clip(
+        np.floor(activity / activity.sum() * spec.events), 2, MAX_EVENTS_PER_USER
+    ).astype(np.int64)
     samplers = _samplers(items, spec.communities)
     rows = 0
-    with pacsv.CSVWriter(out / "ratings.csv", pa.schema([
-            ("userId", pa.int64()), ("movieId", pa.int64()), ("rating", pa.float64()),
-            ("timestamp", pa.int64())])) as writer:
+    with pacsv.CSVWriter(
+        out / "ratings.csv",
+        pa.schema(
+            [
+                ("userId", pa.int64()),
+                ("movieId", pa.int64()),
+                ("rating", pa.float64()),
+                ("timestamp", pa.int64()),
+            ]
+        ),
+    ) as writer:
         for lo in range(0, spec.users, chunk_users):
             users = np.arange(lo + 1, min(lo + chunk_users, spec.users) + 1)
-            table = events_chunk(spec, users, per_user[lo: lo + chunk_users], samplers, rng)
+            table = events_chunk(spec, users, per_user[lo : lo + chunk_users], samplers, rng)
             writer.write_table(table)
             rows += table.num_rows
-    return {"items": spec.items, "users": spec.users, "events": rows,
-            "tags": len(tag_items), "communities": spec.communities}
+    return {
+        "items": spec.items,
+        "users": spec.users,
+        "events": rows,
+        "tags": len(tag_items),
+        "communities": spec.communities,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     p = parser("synth", __doc__)
     p.add_argument("--out", required=True, help="output directory (MovieLens layout)")
-    for name, default in [("items", SynthSpec.items), ("users", SynthSpec.users),
-                          ("events", SynthSpec.events), ("communities", SynthSpec.communities),
-                          ("seed", SynthSpec.seed)]:
+    for name, default in [
+        ("items", SynthSpec.items),
+        ("users", SynthSpec.users),
+        ("events", SynthSpec.events),
+        ("communities", SynthSpec.communities),
+        ("seed", SynthSpec.seed),
+    ]:
         p.add_argument(f"--{name}", type=int, default=default)
     p.add_argument("--zipf-a", type=float, default=SynthSpec.zipf_a)
     p.add_argument("--stay", type=float, default=SynthSpec.stay)
     args = p.parse_args(argv)
     if min(args.items, args.users, args.events, args.communities) < 1:
         return fail("--items, --users, --events and --communities must be >= 1")
-    spec = SynthSpec(items=args.items, users=args.users, events=args.events,
-                     communities=args.communities, zipf_a=args.zipf_a, stay=args.stay,
-                     seed=args.seed)
+    spec = SynthSpec(
+        items=args.items,
+        users=args.users,
+        events=args.events,
+        communities=args.communities,
+        zipf_a=args.zipf_a,
+        stay=args.stay,
+        seed=args.seed,
+    )
     start = time.perf_counter()
     counts = generate(args.out, spec)
-    print(f"wrote {counts['events']:,} events of {counts['users']:,} users on "
-          f"{counts['items']:,} items ({counts['communities']} communities) to {args.out} in "
-          f"{time.perf_counter() - start:.1f} s")
+    print(
+        f"wrote {counts['events']:,} events of {counts['users']:,} users on "
+        f"{counts['items']:,} items ({counts['communities']} communities) to {args.out} in "
+        f"{time.perf_counter() - start:.1f} s"
+    )
     return 0
 
 

@@ -49,9 +49,11 @@ log = logging.getLogger("eges.train")
 LOG_FILE = "train.log"  # RUN/train.log: every library's log lines (the screen shows fewer)
 LOG_DIR = "logs"  # RUN/logs: metrics.csv (always) and tensorboard/ (with the extra installed)
 TENSORBOARD_DIR = "tensorboard"
-TENSORBOARD_HINT = ("TensorBoard logging is off (no usable tensorboard package): "
-                    "pip install -c constraints.txt -e '.[tensorboard]' (or make install) adds "
-                    f"RUN/{LOG_DIR}/{TENSORBOARD_DIR}; the CSV log is written either way")
+TENSORBOARD_HINT = (
+    "TensorBoard logging is off (no usable tensorboard package): "
+    "pip install -c constraints.txt -e '.[tensorboard]' (or make install) adds "
+    f"RUN/{LOG_DIR}/{TENSORBOARD_DIR}; the CSV log is written either way"
+)
 
 
 class RunExistsError(FileExistsError):
@@ -60,8 +62,11 @@ class RunExistsError(FileExistsError):
 
 def _world() -> tuple[int, int, int]:
     """(global rank, local world size, world size) from torchrun's environment."""
-    return (int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_WORLD_SIZE", 1)),
-            int(os.environ.get("WORLD_SIZE", 1)))
+    return (
+        int(os.environ.get("RANK", 0)),
+        int(os.environ.get("LOCAL_WORLD_SIZE", 1)),
+        int(os.environ.get("WORLD_SIZE", 1)),
+    )
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -71,6 +76,7 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     epoch early, Lightning still runs the epoch-end hook, and resuming from that checkpoint would
     treat the cut-short epoch as finished.
     """
+
     def key(path: Path) -> tuple[int, int]:
         match = re.search(r"step-(\d+)", path.stem)
         return (int(match.group(1)) if match else -1, path.stem.startswith("step-"))
@@ -95,8 +101,9 @@ def tensorboard_available() -> bool:
             return False
         import torch.utils.tensorboard  # noqa: F401
     except Exception as exc:  # noqa: BLE001 - a broken install (e.g. protobuf) must not stop training
-        log.warning("tensorboard is installed but does not import (%s: %s)",
-                    type(exc).__name__, exc)
+        log.warning(
+            "tensorboard is installed but does not import (%s: %s)", type(exc).__name__, exc
+        )
         return False
     return True
 
@@ -110,8 +117,11 @@ def make_loggers(run_dir: Path, rank: int = 0) -> list:
     if tensorboard_available():
         # version="": the events go straight into RUN/logs/tensorboard, no version_N folders
         # (train.overwrite deletes RUN/logs; --resume adds an event file beside the old ones)
-        loggers.append(TensorBoardLogger(run_dir / LOG_DIR, name=TENSORBOARD_DIR, version="",
-                                         default_hp_metric=False))
+        loggers.append(
+            TensorBoardLogger(
+                run_dir / LOG_DIR, name=TENSORBOARD_DIR, version="", default_hp_metric=False
+            )
+        )
     elif rank == 0:
         log.info(TENSORBOARD_HINT)
     return loggers
@@ -123,7 +133,7 @@ def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
     Args:
         cfg: resolved config; ``cfg.train.data`` is the walk output, ``cfg.train.output`` the run.
         resume: continue from the newest checkpoint of the run directory.
-        progress_bar: Lightning's progress bar (off in ``eges.evaluation.evaluate``'s many trainings).
+        progress_bar: Lightning's progress bar (off in ``eges evaluate``'s many trainings).
 
     Returns:
         Training statistics (on rank 0 also the export manifest under ``"export"``).
@@ -159,9 +169,11 @@ def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
         # leaves only the previous export, which a plain run must not replace unasked
         held = [p.name for p in (run_dir / "checkpoints", run_dir / EXPORT_DIR) if p.exists()]
         if held:
-            raise RunExistsError(f"run directory {run_dir} already has {' and '.join(held)}; use "
-                                 "--resume to continue it, --set train.overwrite=true to start "
-                                 "over, or another --output")
+            raise RunExistsError(
+                f"run directory {run_dir} already has {' and '.join(held)}; use "
+                "--resume to continue it, --set train.overwrite=true to start "
+                "over, or another --output"
+            )
 
     gpu = t.accelerator == "gpu" or (t.accelerator == "auto" and torch.cuda.is_available())
     backend = t.backend if t.backend != "auto" else ("nccl" if gpu else "gloo")
@@ -172,8 +184,10 @@ def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
     elif optimizer == "sparse_adam" and world > 1:
         # gloo's sparse all-reduce crashed a rank once in CI (bench/results.md, "trainer on
         # ml-latest-small walks"); dense Adam is the default and faster on 2 processes.
-        log.warning("sparse_adam under DDP relies on gloo's sparse all-reduce, which crashed "
-                    "once in our tests; prefer train.optimizer=adam (the default)")
+        log.warning(
+            "sparse_adam under DDP relies on gloo's sparse all-reduce, which crashed "
+            "once in our tests; prefer train.optimizer=adam (the default)"
+        )
     t = dataclasses.replace(t, optimizer=optimizer)
     cfg = dataclasses.replace(cfg, train=t)
 
@@ -183,12 +197,25 @@ def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
     quiet_warnings()  # Lightning's LeafSpec deprecation and IterableDataset-length warnings
     pl.seed_everything(t.seed + rank, workers=True)  # each rank samples differently
     items = load_items(walk_dir, manifest)
-    dataset = WalkDataset(walk_dir, t.batch_size, seed=t.seed, shuffle_buffer=t.shuffle_buffer,
-                          rank=rank, world_size=world)
+    dataset = WalkDataset(
+        walk_dir,
+        t.batch_size,
+        seed=t.seed,
+        shuffle_buffer=t.shuffle_buffer,
+        rank=rank,
+        world_size=world,
+    )
     counts = walk_frequencies([s.path for s in dataset.shards], items.num_items)
     torch.manual_seed(t.seed)  # identical initial weights on every rank
-    model = EGES(items.num_items, items.vocab_sizes, items.offsets, items.values,
-                 t.embedding_dim, t.mode, sparse=optimizer == "sparse_adam")
+    model = EGES(
+        items.num_items,
+        items.vocab_sizes,
+        items.offsets,
+        items.values,
+        t.embedding_dim,
+        t.mode,
+        sparse=optimizer == "sparse_adam",
+    )
     model.mark_trained_values(torch.from_numpy(counts))
     pl.seed_everything(t.seed + rank, workers=True)
     loader = DataLoader(dataset, batch_size=None, num_workers=t.num_workers, pin_memory=gpu)
@@ -196,15 +223,29 @@ def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
 
     # buffers (side-info tables, the sampler's alias table) never change: do not re-broadcast
     # them from rank 0 every step
-    strategy = (DDPStrategy(process_group_backend=backend, broadcast_buffers=False)
-                if world > 1 else "auto")
+    strategy = (
+        DDPStrategy(process_group_backend=backend, broadcast_buffers=False) if world > 1 else "auto"
+    )
     callbacks = [
-        ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="step-{step}",
-                        every_n_train_steps=t.checkpoint_every_n_steps, save_top_k=1,
-                        monitor="step", mode="max", auto_insert_metric_name=False),
-        ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="epoch-{epoch}-step-{step}",
-                        every_n_epochs=1, save_on_train_epoch_end=True, save_top_k=1,
-                        monitor="step", mode="max", auto_insert_metric_name=False),
+        ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            filename="step-{step}",
+            every_n_train_steps=t.checkpoint_every_n_steps,
+            save_top_k=1,
+            monitor="step",
+            mode="max",
+            auto_insert_metric_name=False,
+        ),
+        ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            filename="epoch-{epoch}-step-{step}",
+            every_n_epochs=1,
+            save_on_train_epoch_end=True,
+            save_top_k=1,
+            monitor="step",
+            mode="max",
+            auto_insert_metric_name=False,
+        ),
         # the learning rate of every parameter group (lr-Adam, ...) at each logged step
         LearningRateMonitor(logging_interval="step"),
     ]
@@ -233,8 +274,14 @@ def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
                 shutil.rmtree(run_dir / stale, ignore_errors=True)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / schema.CONFIG_FILE).write_text(cfg.to_yaml())
-        log.info("training %s on %d walks (%d batches per rank and epoch), %d process(es), %s",
-                 t.mode, dataset.total_walks, len(dataset), world, "GPU" if gpu else "CPU")
+        log.info(
+            "training %s on %d walks (%d batches per rank and epoch), %d process(es), %s",
+            t.mode,
+            dataset.total_walks,
+            len(dataset),
+            world,
+            "GPU" if gpu else "CPU",
+        )
     start = time.perf_counter()
     trainer.fit(module, ckpt_path=str(ckpt) if ckpt else None)
     seconds = time.perf_counter() - start
@@ -251,8 +298,15 @@ def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
         "resumed_from": ckpt.name if ckpt else None,
     }
     if trainer.is_global_zero:
-        stats["export"] = export_run(module.model, items, counts, cfg, run_dir,
-                                     extra={"training": dict(stats)}, walks_digest=walks_digest)
+        stats["export"] = export_run(
+            module.model,
+            items,
+            counts,
+            cfg,
+            run_dir,
+            extra={"training": dict(stats)},
+            walks_digest=walks_digest,
+        )
     return stats
 
 
@@ -262,9 +316,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", help="walk job output directory (overrides train.data)")
     p.add_argument("--output", help="run directory (overrides train.output)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
-    p.add_argument("--log-file", help=f"where every library's log lines go (default: "
-                   f"RUN/{LOG_FILE}, appended to; rank 0 only); the screen shows this "
-                   "project's lines and warnings")
+    p.add_argument(
+        "--log-file",
+        help=f"where every library's log lines go (default: "
+        f"RUN/{LOG_FILE}, appended to; rank 0 only); the screen shows this "
+        "project's lines and warnings",
+    )
     return p.parse_args(argv)
 
 
@@ -278,32 +335,43 @@ def main(argv: list[str] | None = None) -> int:
 def _main(args: argparse.Namespace) -> int:
     setup_logging()
     try:
-        cfg = config_from_args(args, {"train.data": args.data,
-                                           "train.output": args.output})
+        cfg = config_from_args(args, {"train.data": args.data, "train.output": args.output})
         if _world()[0] == 0:  # one file: the other ranks' lines are rank 0's
             setup_logging(args.log_file or Path(cfg.train.output) / LOG_FILE)
         stats = train(cfg, resume=args.resume)
-    except (ConfigError, schema.IncompleteOutputError, RunExistsError,
-            FileNotFoundError) as exc:
+    except (ConfigError, schema.IncompleteOutputError, RunExistsError, FileNotFoundError) as exc:
         return fail(exc)
     except OSError as exc:  # unwritable run directory, disk full (checkpoint or export)
-        return fail(f"cannot write the run {args.output or 'directory'}: {exc}; the export is "
-                    "only published when complete, and --resume skips an incomplete checkpoint")
+        return fail(
+            f"cannot write the run {args.output or 'directory'}: {exc}; the export is "
+            "only published when complete, and --resume skips an incomplete checkpoint"
+        )
     if "export" in stats:
         e = stats["export"]["counts"]
         pairs = stats["pairs_per_rank"] * stats["processes"]
-        print(f"trained {stats['steps']} steps in {stats['train_seconds']:.1f} s on "
-              f"{stats['processes']} {stats['device']} process(es): ~{pairs:,} pairs "
-              f"({pairs / max(stats['train_seconds'], 1e-9):,.0f} pairs/s incl. start-up)\n"
-              f"exported {e['vectors']:,} vectors ({e['warm']:,} warm, {e['cold']:,} cold) to "
-              f"{Path(cfg.train.output) / 'export'}")
+        print(
+            f"trained {stats['steps']} steps in {stats['train_seconds']:.1f} s on "
+            f"{stats['processes']} {stats['device']} process(es): ~{pairs:,} pairs "
+            f"({pairs / max(stats['train_seconds'], 1e-9):,.0f} pairs/s incl. start-up)\n"
+            f"exported {e['vectors']:,} vectors ({e['warm']:,} warm, {e['cold']:,} cold) to "
+            f"{Path(cfg.train.output) / 'export'}"
+        )
         health = stats["export"].get("health", {})
-        cosines = [f"{name} {g['mean_pairwise_cosine']:.3f}" for name, g in health.items()
-                   if name != "collapsed" and g["mean_pairwise_cosine"] is not None]
+        cosines = [
+            f"{name} {g['mean_pairwise_cosine']:.3f}"
+            for name, g in health.items()
+            if name != "collapsed" and g["mean_pairwise_cosine"] is not None
+        ]
         if cosines:
-            print("mean pairwise cosine (near 1: collapsed): " + ", ".join(cosines)
-                  + (f"  -- COLLAPSED: {', '.join(health['collapsed'])}"
-                     if health.get("collapsed") else ""))
+            print(
+                "mean pairwise cosine (near 1: collapsed): "
+                + ", ".join(cosines)
+                + (
+                    f"  -- COLLAPSED: {', '.join(health['collapsed'])}"
+                    if health.get("collapsed")
+                    else ""
+                )
+            )
     return 0
 
 

@@ -47,31 +47,67 @@ def _alive_workers(ui_port: int) -> int:
     return sum(1 for w in state.get("workers", []) if w.get("state") == "ALIVE")
 
 
-def start(directory: Path, workers: int = 2, cores: int = 1, memory: str = "2g",
-          timeout: float = 120.0) -> tuple[str, list[int]]:
+def start(
+    directory: Path, workers: int = 2, cores: int = 1, memory: str = "2g", timeout: float = 120.0
+) -> tuple[str, list[int]]:
     """Start a master and ``workers`` workers; returns (master URL, pids)."""
     directory.mkdir(parents=True, exist_ok=True)
     spark_class = str(spark_home() / "bin" / "spark-class")
-    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_HOME": str(spark_home()),
-           "PYSPARK_PYTHON": sys.executable}
+    env = {
+        **os.environ,
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "SPARK_HOME": str(spark_home()),
+        "PYSPARK_PYTHON": sys.executable,
+    }
     port, ui = free_port(), free_port()
     url = f"spark://127.0.0.1:{port}"
     procs: list[subprocess.Popen] = []
 
     def launch(name: str, args: list[str]) -> None:
         log = open(directory / f"{name}.log", "w")
-        procs.append(subprocess.Popen([spark_class, *args], env=env, stdout=log,
-                                      stderr=subprocess.STDOUT, start_new_session=True))
+        procs.append(
+            subprocess.Popen(
+                [spark_class, *args],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
 
     try:
-        launch("master", ["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-                          "--port", str(port), "--webui-port", str(ui)])
+        launch(
+            "master",
+            [
+                "org.apache.spark.deploy.master.Master",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--webui-port",
+                str(ui),
+            ],
+        )
         for i in range(workers):
             work = directory / f"worker-{i}"
             work.mkdir(exist_ok=True)
-            launch(f"worker-{i}", ["org.apache.spark.deploy.worker.Worker", url, "--host",
-                                   "127.0.0.1", "--cores", str(cores), "--memory", memory,
-                                   "--webui-port", str(free_port()), "--work-dir", str(work)])
+            launch(
+                f"worker-{i}",
+                [
+                    "org.apache.spark.deploy.worker.Worker",
+                    url,
+                    "--host",
+                    "127.0.0.1",
+                    "--cores",
+                    str(cores),
+                    "--memory",
+                    memory,
+                    "--webui-port",
+                    str(free_port()),
+                    "--work-dir",
+                    str(work),
+                ],
+            )
         deadline = time.monotonic() + timeout
         while _alive_workers(ui) < workers:
             dead = [p for p in procs if p.poll() is not None]
@@ -114,8 +150,9 @@ def stop(pids: list[int], grace: float = 10.0) -> None:
 
 
 @contextmanager
-def local_cluster(directory: Path, workers: int = 2, cores: int = 1,
-                  memory: str = "2g") -> Iterator[str]:
+def local_cluster(
+    directory: Path, workers: int = 2, cores: int = 1, memory: str = "2g"
+) -> Iterator[str]:
     """A running cluster for the ``with`` block; yields the master URL; always stops it."""
     url, pids = start(directory, workers, cores, memory)
     try:
@@ -134,8 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.action == "start":
         url, pids = start(args.dir, args.workers, args.cores, args.memory)
-        print(f"{url}  (pids {' '.join(map(str, pids))}; stop with: python {sys.argv[0]} stop "
-              f"--dir {args.dir})")
+        print(
+            f"{url}  (pids {' '.join(map(str, pids))}; stop with: python {sys.argv[0]} stop "
+            f"--dir {args.dir})"
+        )
         return 0
     pid_file = args.dir / "pids"
     if not pid_file.exists():

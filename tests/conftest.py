@@ -19,10 +19,14 @@ def spark():
     from eges.pipeline.spark import build_spark
 
     session = build_spark(
-        SparkConfig(master="local[2]", app_name="eges-tests", shuffle_partitions=4,
-                    log_level="ERROR"),
-        extra={"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false",
-               "spark.sql.adaptive.enabled": "false"},
+        SparkConfig(
+            master="local[2]", app_name="eges-tests", shuffle_partitions=4, log_level="ERROR"
+        ),
+        extra={
+            "spark.ui.enabled": "false",
+            "spark.ui.showConsoleProgress": "false",
+            "spark.sql.adaptive.enabled": "false",
+        },
     )
     yield session
     session.stop()

@@ -14,17 +14,18 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "eges", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "eges", *args], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_help_lists_every_command():
     proc = run("--help")
     assert proc.returncode == 0
-    listed = [line.split()[0] for line in proc.stdout.split("commands:")[1].splitlines()
-              if line.strip()]
-    assert listed == list(COMMANDS) == ["walks", "train", "embed", "neighbors", "evaluate",
-                                        "synth"]
+    listed = [
+        line.split()[0] for line in proc.stdout.split("commands:")[1].splitlines() if line.strip()
+    ]
+    assert listed == list(COMMANDS) == ["walks", "train", "embed", "neighbors", "evaluate", "synth"]
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))
@@ -38,7 +39,8 @@ def test_unknown_command_and_no_command_are_one_line_errors():
     proc = run("embedd")
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip().splitlines() == [
-        f"error: unknown command 'embedd' (commands: {', '.join(COMMANDS)}; eges --help)"]
+        f"error: unknown command 'embedd' (commands: {', '.join(COMMANDS)}; eges --help)"
+    ]
     nothing = run()
     assert nothing.returncode == 2 and "commands:" in nothing.stderr
 
@@ -47,7 +49,12 @@ def test_console_script_is_installed_and_reports_user_errors():
     script = Path(sys.executable).parent / "eges"
     script = script if script.exists() else shutil.which("eges")
     assert script, "the eges console script is not installed (pip install -e .)"
-    proc = subprocess.run([str(script), "embed", "--run", "/nonexistent", "--items", "x.csv"],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [str(script), "embed", "--run", "/nonexistent", "--items", "x.csv"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: ")

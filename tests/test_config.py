@@ -89,11 +89,20 @@ def test_dedicated_options_are_literal_strings(path):
     assert (cfg.output.path, cfg.output.num_shards) == (path, 3)
 
 
-@pytest.mark.parametrize("name, problem", [
-    ("a/b", "contains '/'"), ("..", "starts with '.'"), (".hidden", "starts with '.'"),
-    ("_drop", "starts with '.' or '_'"), ("a\x00b", "control character"), ("a\\b", "contains"),
-    ("", "is empty"), (" brand", "white space"), ("item_idx", "reserved"),
-])
+@pytest.mark.parametrize(
+    "name, problem",
+    [
+        ("a/b", "contains '/'"),
+        ("..", "starts with '.'"),
+        (".hidden", "starts with '.'"),
+        ("_drop", "starts with '.' or '_'"),
+        ("a\x00b", "control character"),
+        ("a\\b", "contains"),
+        ("", "is empty"),
+        (" brand", "white space"),
+        ("item_idx", "reserved"),
+    ],
+)
 def test_unsafe_side_info_field_names_are_refused(name, problem):
     side_info = [{"name": "brand"}, {"name": name, "column": "c"}]
     with pytest.raises(ConfigError, match=r"data\.generic\.side_info\[1\]\.name.*" + problem):
@@ -120,17 +129,27 @@ def from_dict_generic(side_info: list) -> Config:
     return from_dict({"data": {"format": "generic", "generic": {"side_info": side_info}}})
 
 
-@pytest.mark.parametrize("override,message", [
-    ("data.movielens.year_bucket={width: 1, bins: 4}", "year_bucket: set exactly one"),
-    ("data.movielens.year_bucket={}", "year_bucket: set exactly one"),
-    ("data.movielens.year_bucket.width=0", "year_bucket.width must be a positive"),
-    ("data.recbole.buckets={year: {bins: 1}}", r"buckets.year.bins must be >= 2"),
-    ("data.recbole.buckets={year: {bin: 4}}", r"unknown config key 'data.recbole.buckets.year.bin'"),
-    ("data.generic.side_info=[{name: price, sep: '|', bucket: {bins: 4}}]",
-     r"side_info\[0\]: a numeric field"),
-    ("data.generic.side_info=[{name: price, bucket: {widht: 4}}]",
-     r"unknown config key 'data.generic.side_info\[0\].bucket.widht'"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("data.movielens.year_bucket={width: 1, bins: 4}", "year_bucket: set exactly one"),
+        ("data.movielens.year_bucket={}", "year_bucket: set exactly one"),
+        ("data.movielens.year_bucket.width=0", "year_bucket.width must be a positive"),
+        ("data.recbole.buckets={year: {bins: 1}}", r"buckets.year.bins must be >= 2"),
+        (
+            "data.recbole.buckets={year: {bin: 4}}",
+            r"unknown config key 'data.recbole.buckets.year.bin'",
+        ),
+        (
+            "data.generic.side_info=[{name: price, sep: '|', bucket: {bins: 4}}]",
+            r"side_info\[0\]: a numeric field",
+        ),
+        (
+            "data.generic.side_info=[{name: price, bucket: {widht: 4}}]",
+            r"unknown config key 'data.generic.side_info\[0\].bucket.widht'",
+        ),
+    ],
+)
 def test_bad_buckets_are_named(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, [override])
@@ -180,11 +199,17 @@ def test_every_config_dataclass_is_checked_for_unknown_keys():
         with pytest.raises(ConfigError) as err:
             from_dict(data)
         assert str(err.value) == f"unknown config key {path!r} (known: {known})"
-    defined = {c for _, c in inspect.getmembers(eges.config, dataclasses.is_dataclass)
-               if c.__module__ == "eges.config"}
+    defined = {
+        c
+        for _, c in inspect.getmembers(eges.config, dataclasses.is_dataclass)
+        if c.__module__ == "eges.config"
+    }
     assert set(found) == defined
-    assert found[eges.config.Bucket] == {".data.movielens.year_bucket", ".data.recbole.buckets.k",
-                                         ".data.generic.side_info[0].bucket"}
+    assert found[eges.config.Bucket] == {
+        ".data.movielens.year_bucket",
+        ".data.recbole.buckets.k",
+        ".data.generic.side_info[0].bucket",
+    }
 
 
 @dataclass(frozen=True)
@@ -201,12 +226,15 @@ class _Tree:
     plain: dict[str, int] = field(default_factory=dict)
 
 
-@pytest.mark.parametrize("data, path", [
-    ({"one": {"y": 1}}, "one.y"),
-    ({"maybe": {"y": 1}}, "maybe.y"),
-    ({"many": [{"x": 1}, {"y": 1}]}, "many[1].y"),
-    ({"named": {"a": {"x": 1}, "b": {"y": 1}}}, "named.b.y"),
-])
+@pytest.mark.parametrize(
+    "data, path",
+    [
+        ({"one": {"y": 1}}, "one.y"),
+        ({"maybe": {"y": 1}}, "maybe.y"),
+        ({"many": [{"x": 1}, {"y": 1}]}, "many[1].y"),
+        ({"named": {"a": {"x": 1}, "b": {"y": 1}}}, "named.b.y"),
+    ],
+)
 def test_a_new_nested_dataclass_needs_no_registry(data, path):
     """A dataclass eges.config has never seen is recursed into from its type hints alone."""
     with pytest.raises(ConfigError) as err:
@@ -215,20 +243,32 @@ def test_a_new_nested_dataclass_needs_no_registry(data, path):
     eges.config._check_keys(_Tree, {"plain": {"a": 1}, "maybe": None, "many": [{"x": 2}]}, "")
 
 
-@pytest.mark.parametrize("data, message", [
-    ({"train": {"lr": 0}}, "train.lr must be > 0"),
-    ({"train": {"batch_size": 512, "shuffle_buffer": 256}},
-     "train.shuffle_buffer must be >= train.batch_size"),
-    ({"sessions": {"max_events_per_user": 0}}, "sessions.max_events_per_user must be >= 1 or null"),
-    ({"split": {"item_fraction": 1}}, "split.item_fraction must be in (0, 1)"),
-    ({"spark": {"graph_partitions": 0}}, "spark.graph_partitions must be >= 1 or null"),
-    ({"evaluate": {"ks": [10, 0]}}, "evaluate.ks must be positive integers"),
-    ({"data": {"movielens": {"sep": ""}}}, "data.movielens.sep must not be empty"),
-    ({"data": {"recbole": {"buckets": {"year": {"bins": 1}}}}},
-     "data.recbole.buckets.year.bins must be >= 2, got 1"),
-    ({"data": {"generic": {"side_info": [{"name": "a"}, {"name": "a"}]}}},
-     "data.generic.side_info: duplicate field names ['a', 'a']"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"train": {"lr": 0}}, "train.lr must be > 0"),
+        (
+            {"train": {"batch_size": 512, "shuffle_buffer": 256}},
+            "train.shuffle_buffer must be >= train.batch_size",
+        ),
+        (
+            {"sessions": {"max_events_per_user": 0}},
+            "sessions.max_events_per_user must be >= 1 or null",
+        ),
+        ({"split": {"item_fraction": 1}}, "split.item_fraction must be in (0, 1)"),
+        ({"spark": {"graph_partitions": 0}}, "spark.graph_partitions must be >= 1 or null"),
+        ({"evaluate": {"ks": [10, 0]}}, "evaluate.ks must be positive integers"),
+        ({"data": {"movielens": {"sep": ""}}}, "data.movielens.sep must not be empty"),
+        (
+            {"data": {"recbole": {"buckets": {"year": {"bins": 1}}}}},
+            "data.recbole.buckets.year.bins must be >= 2, got 1",
+        ),
+        (
+            {"data": {"generic": {"side_info": [{"name": "a"}, {"name": "a"}]}}},
+            "data.generic.side_info: duplicate field names ['a', 'a']",
+        ),
+    ],
+)
 def test_post_init_errors_come_through_dacite_unchanged(data, message):
     """Each section checks itself in ``__post_init__``; dacite builds nested sections bottom-up
     and the ConfigError reaches the caller with its message intact."""

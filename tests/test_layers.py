@@ -41,8 +41,14 @@ def test_the_project_never_cites_documents_its_users_do_not_have():
     internal = "DESIGN" + ".md", "DESIGN" + " §"  # split so this file does not match itself
     files = [repo / "README.md", repo / "Makefile", *repo.glob("*.toml")]
     for folder in ("eges", "jobs", "bench", "conf", "docker", "tests", "examples", "scripts"):
-        files += [p for p in (repo / folder).rglob("*") if p.is_file()
-                  and p.suffix in {".py", ".md", ".yaml", ".yml", ".sh", ".txt", ""}]
-    cited = [str(p.relative_to(repo)) for p in files
-             if any(s in p.read_text(errors="ignore") for s in internal)]
+        files += [
+            p
+            for p in (repo / folder).rglob("*")
+            if p.is_file() and p.suffix in {".py", ".md", ".yaml", ".yml", ".sh", ".txt", ""}
+        ]
+    cited = [
+        str(p.relative_to(repo))
+        for p in files
+        if any(s in p.read_text(errors="ignore") for s in internal)
+    ]
     assert not cited, f"cite internal design notes: {cited}"

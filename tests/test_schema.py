@@ -66,8 +66,11 @@ WRITER = textwrap.dedent("""
 
 
 def writer(final: Path, version: str, stop: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", WRITER, str(final), version, stop,
-                             str(REPO)], stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(final), version, stop, str(REPO)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
 
 
 def publish(final: Path, version: str, stop: str = "none") -> int:
@@ -78,8 +81,10 @@ def publish(final: Path, version: str, stop: str = "none") -> int:
 
 
 def version_of(final: Path) -> str:
-    assert json.loads((final / schema.MANIFEST).read_text())["version"] == \
-        (final / "data.txt").read_text()
+    assert (
+        json.loads((final / schema.MANIFEST).read_text())["version"]
+        == (final / "data.txt").read_text()
+    )
     return (final / "data.txt").read_text()
 
 
@@ -122,8 +127,7 @@ def test_staging_directory_of_a_live_process_is_kept_by_pid(tmp_path):
     sleeper = subprocess.Popen(["sleep", "30"])
     try:
         mine = schema._sibling(final, "tmp")
-        theirs = mine.with_name(mine.name.replace(f"-{os.getpid()}-",
-                                                  f"-{sleeper.pid}-"))
+        theirs = mine.with_name(mine.name.replace(f"-{os.getpid()}-", f"-{sleeper.pid}-"))
         theirs.mkdir(parents=True)
         schema.recover_dir(final)
         assert theirs.is_dir()

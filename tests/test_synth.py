@@ -57,11 +57,21 @@ def test_walk_job_on_synthetic_data_finds_the_communities(spark, synth, tmp_path
     from eges.pipeline.job import run_walk_job
 
     out, _ = synth
-    manifest = run_walk_job(spark, load_config(None, [
-        f"data.path={out}", f"output.path={tmp_path / 'walks'}", "walks.walks_per_node=2",
-        "output.num_shards=2"]))
+    manifest = run_walk_job(
+        spark,
+        load_config(
+            None,
+            [
+                f"data.path={out}",
+                f"output.path={tmp_path / 'walks'}",
+                "walks.walks_per_node=2",
+                "output.num_shards=2",
+            ],
+        ),
+    )
     assert manifest["dropped"] == {} and manifest["counts"]["events"] == len(
-        pd.read_csv(out / "ratings.csv"))
+        pd.read_csv(out / "ratings.csv")
+    )
     items = schema.read_table(tmp_path / "walks" / "items").to_pandas()
     genres = pd.read_csv(out / "movies.csv", dtype={"movieId": str}).set_index("movieId")["genres"]
     by_idx = dict(zip(items["item_idx"], items["item_id"].map(genres)))

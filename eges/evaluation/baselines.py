@@ -12,7 +12,8 @@ evaluation is one, so every task scores them the same way:
   ``window`` positions of each other in the training walks (the same walks the learned models
   see, so link prediction's hidden pairs are not leaked).
 * :class:`TableScorer` — what is served: a query's neighbours as the run's neighbour table
-  (``eges.serving.neighbors``) lists them, in its order; an item it does not list for the query is not
+  (``eges.serving.neighbors``) lists them, in its order; an item it does not list for the query is
+  not
   retrieved at all (shown as ``<model>·table``);
 * :class:`PopularityScorer` — the candidate's frequency in the training walks (product of the
   two frequencies for a pair: preferential attachment).
@@ -57,10 +58,10 @@ class Scorer:
         """(N,) scores of the pairs (a[i], b[i])."""
         out = np.empty(len(a), dtype=np.float64)
         for lo in range(0, len(a), block):
-            qa, qb = a[lo: lo + block], b[lo: lo + block]
+            qa, qb = a[lo : lo + block], b[lo : lo + block]
             uniq, inv = np.unique(qb, return_inverse=True)
             s = self.score(qa, uniq)  # (n, U)
-            out[lo: lo + block] = s[np.arange(len(qa)), inv]
+            out[lo : lo + block] = s[np.arange(len(qa)), inv]
         return out
 
 
@@ -74,8 +75,9 @@ class VectorScorer(Scorer):
         num_items: V (indices run 1..V).
     """
 
-    def __init__(self, name: str, item_idx: np.ndarray, vectors: np.ndarray,
-                 num_items: int) -> None:
+    def __init__(
+        self, name: str, item_idx: np.ndarray, vectors: np.ndarray, num_items: int
+    ) -> None:
         self.name = name
         d = vectors.shape[1]
         self.table = np.zeros((num_items + 1, d), dtype=np.float32)
@@ -103,8 +105,9 @@ class ContextScorer(VectorScorer):
         context: (V + 1, D) Z; rows of items never trained are zero.
     """
 
-    def __init__(self, name: str, item_idx: np.ndarray, vectors: np.ndarray,
-                 context: np.ndarray) -> None:
+    def __init__(
+        self, name: str, item_idx: np.ndarray, vectors: np.ndarray, context: np.ndarray
+    ) -> None:
         self.name = name
         num_rows, d = context.shape
         self.table = np.zeros((num_rows, d), dtype=np.float32)
@@ -139,7 +142,8 @@ class TableScorer(Scorer):
     """The served neighbour table: candidate c of query q scores K + 1 − rank when q's row lists
     c at that rank, and −inf (never retrieved) otherwise; a pair scores the better of its two
     directions (0 when neither lists the other). Ranking tasks score :meth:`listed` as shown
-    (see ``eges.evaluation.evaluate.rank_queries``): a listed item that is not a candidate of the task still
+    (see ``eges.evaluation.evaluate.rank_queries``): a listed item that is not a candidate of the
+    task still
     takes its slot.
 
     Args:
@@ -162,8 +166,10 @@ class TableScorer(Scorer):
     def _positions(column: pa.ChunkedArray, ids: pa.Array) -> np.ndarray:
         pos = pc.index_in(column, value_set=ids).combine_chunks()
         if pos.null_count:
-            raise ValueError(f"the neighbour table names {pos.null_count} items that are not in "
-                             "the item table of the walks it is scored on")
+            raise ValueError(
+                f"the neighbour table names {pos.null_count} items that are not in "
+                "the item table of the walks it is scored on"
+            )
         return pos.to_numpy().astype(np.int64)
 
     def covered(self, items: np.ndarray) -> np.ndarray:
@@ -295,9 +301,19 @@ def content_vectors(items: ItemTable) -> sp.csr_matrix:
     return sp.csr_matrix(x @ sp.diags(idf))
 
 
-def deepwalk(walks: list[np.ndarray], num_items: int, *, embedding_dim: int, window: int,
-             num_negatives: int, ns_exponent: float, epochs: int, seed: int, workers: int = 2,
-             lr: float = 0.025) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+def deepwalk(
+    walks: list[np.ndarray],
+    num_items: int,
+    *,
+    embedding_dim: int,
+    window: int,
+    num_negatives: int,
+    ns_exponent: float,
+    epochs: int,
+    seed: int,
+    workers: int = 2,
+    lr: float = 0.025,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """gensim ``Word2Vec`` skip-gram on the walks (DeepWalk), set up for a fair comparison with
     this trainer: same window, negatives, dimension and epochs; ``sample=0`` (no down-sampling of
     frequent items) and ``shrink_windows=False`` (gensim otherwise draws a smaller window per
@@ -309,9 +325,20 @@ def deepwalk(walks: list[np.ndarray], num_items: int, *, embedding_dim: int, win
     from gensim.models import Word2Vec
 
     sentences = [[str(i) for i in w] for w in walks]
-    model = Word2Vec(vector_size=embedding_dim, window=window, negative=num_negatives,
-                     ns_exponent=ns_exponent, sg=1, hs=0, min_count=1, sample=0,
-                     shrink_windows=False, workers=workers, seed=seed, alpha=lr)
+    model = Word2Vec(
+        vector_size=embedding_dim,
+        window=window,
+        negative=num_negatives,
+        ns_exponent=ns_exponent,
+        sg=1,
+        hs=0,
+        min_count=1,
+        sample=0,
+        shrink_windows=False,
+        workers=workers,
+        seed=seed,
+        alpha=lr,
+    )
     model.build_vocab(sentences)
     start = time.perf_counter()
     model.train(sentences, total_examples=len(sentences), epochs=epochs)

@@ -25,7 +25,8 @@ reported as unable to score it.
 
 Outputs (``evaluate.output``): ``<task>/walks`` (walk outputs), ``<task>/runs/<model>-seed<N>``
 (training runs), ``results.json`` and the report (``report.md`` + PNG plots, see
-:mod:`eges.evaluation.report`), ``results.json`` last. Walk outputs whose config matches are reused, and
+:mod:`eges.evaluation.report`), ``results.json`` last. Walk outputs whose config matches are
+reused, and
 runs whose training settings match and that were trained on that very walk output (its
 manifest's digest), so an interrupted evaluation continues where it stopped.
 """
@@ -98,12 +99,15 @@ def walk_output(cfg: Config, task: str, root: Path) -> Path:
     complete one with the same data/sessions/walks/split config exists."""
     out = root / task / "walks"
     job_cfg = dataclasses.replace(
-        cfg, split=dataclasses.replace(cfg.split, kind=TASK_SPLIT[task]),
-        output=dataclasses.replace(cfg.output, path=str(out), overwrite=True))
+        cfg,
+        split=dataclasses.replace(cfg.split, kind=TASK_SPLIT[task]),
+        output=dataclasses.replace(cfg.output, path=str(out), overwrite=True),
+    )
     if (out / schema.MANIFEST).exists():
         done = schema.read_manifest(out)
-        if {k: done["config"].get(k) for k in ("data", "sessions", "walks", "split")} == \
-                _walk_sections(job_cfg):
+        if {
+            k: done["config"].get(k) for k in ("data", "sessions", "walks", "split")
+        } == _walk_sections(job_cfg):
             log.info("%s: reusing walk output %s", task, out)
             return out
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -114,8 +118,10 @@ def walk_output(cfg: Config, task: str, root: Path) -> Path:
         submit = shutil.which("spark-submit")
     job = REPO / "jobs" / "walks.py"
     if submit is None or not job.exists():
-        raise EvaluationError("the evaluation runs `spark-submit jobs/walks.py`: install the "
-                              "project with pyspark (make install) and run from the repository")
+        raise EvaluationError(
+            "the evaluation runs `spark-submit jobs/walks.py`: install the "
+            "project with pyspark (make install) and run from the repository"
+        )
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     log.info("%s: walk job with split.kind=%s -> %s", task, TASK_SPLIT[task], out)
     cmd = [str(submit), str(job), "--config", str(conf)]
@@ -128,16 +134,24 @@ def walk_output(cfg: Config, task: str, root: Path) -> Path:
     with open(details, "a", encoding="utf-8") as f:
         f.write(f"==== {task}: {' '.join(cmd)}\n")
         f.flush()
-        code = subprocess.run(cmd, env=env, cwd=Path.cwd(), stdout=f,
-                              stderr=subprocess.STDOUT).returncode
+        code = subprocess.run(
+            cmd, env=env, cwd=Path.cwd(), stdout=f, stderr=subprocess.STDOUT
+        ).returncode
     if code != 0:
-        raise EvaluationError(f"{task}: the walk job failed (exit {code}); its output is at the "
-                              f"end of {details}: {' '.join(cmd)}")
+        raise EvaluationError(
+            f"{task}: the walk job failed (exit {code}); its output is at the "
+            f"end of {details}: {' '.join(cmd)}"
+        )
     done = schema.read_manifest(out)
     c = done["counts"]
-    log.info("%s: walk job finished in %.0f s: %s walks over %s items (%s without events)",
-             task, done.get("timings_s", {}).get("total", float("nan")), f"{c['walks']:,}",
-             f"{c['items']:,}", f"{c['items_without_events']:,}")
+    log.info(
+        "%s: walk job finished in %.0f s: %s walks over %s items (%s without events)",
+        task,
+        done.get("timings_s", {}).get("total", float("nan")),
+        f"{c['walks']:,}",
+        f"{c['items']:,}",
+        f"{c['items_without_events']:,}",
+    )
     return out
 
 
@@ -151,8 +165,9 @@ def learned_run(cfg: Config, walk_dir: Path, run_dir: Path, mode: str, seed: int
     very walk output: its export records the digest of the walk manifest it read, and a walk
     job that rewrote ``walk_dir`` (another split, seed or data at the same path) changes it.
     """
-    t = dataclasses.replace(cfg.train, data=str(walk_dir), output=str(run_dir), mode=mode,
-                            seed=seed, overwrite=True)
+    t = dataclasses.replace(
+        cfg.train, data=str(walk_dir), output=str(run_dir), mode=mode, seed=seed, overwrite=True
+    )
     export = run_dir / "export"
     schema.recover_dir(export)  # an export set aside by a killed publish is reused, not retrained
     if (export / schema.MANIFEST).exists():
@@ -161,16 +176,18 @@ def learned_run(cfg: Config, walk_dir: Path, run_dir: Path, mode: str, seed: int
         if same_walks and done.get("config", {}).get("train") == dataclasses.asdict(t):
             log.info("reusing run %s", run_dir)
             return run_dir
-        log.info("%s was trained on %s: training again", run_dir,
-                 "other settings" if same_walks else "an earlier walk output")
+        log.info(
+            "%s was trained on %s: training again",
+            run_dir,
+            "other settings" if same_walks else "an earlier walk output",
+        )
     from eges.train import train
 
     train(dataclasses.replace(cfg, train=t), progress_bar=False)
     return run_dir
 
 
-def run_scorers(name: str, run_dir: Path, items: ItemTable, top_k: int = TABLE_K
-                ) -> list[Scorer]:
+def run_scorers(name: str, run_dir: Path, items: ItemTable, top_k: int = TABLE_K) -> list[Scorer]:
     """A run's scorers: cosine of the exported vectors (``name``), H·Z with its context table
     (``name·ctx``), and the neighbour tables it serves (``eges.serving.neighbors``, exact, top
     ``top_k``): by H·Z (``name·ctx·table``, the default table) and by cosine (``name·table``).
@@ -185,14 +202,17 @@ def run_scorers(name: str, run_dir: Path, items: ItemTable, top_k: int = TABLE_K
     idx = emb["item_idx"].to_numpy()
     model, _ = load_model(run_dir)
     context = model.context.weight.detach().numpy()
-    scorers: list[Scorer] = [VectorScorer(name, idx, vectors, items.num_items),
-                             ContextScorer(f"{name}·ctx", idx, vectors, context)]
+    scorers: list[Scorer] = [
+        VectorScorer(name, idx, vectors, items.num_items),
+        ContextScorer(f"{name}·ctx", idx, vectors, context),
+    ]
     tables = (("cosine", "·table"), ("context", "·ctx·table")) if len(idx) > 1 else ()
     for metric, suffix in tables:
         out = run_dir / f"neighbors-{metric}"
         build_table(run_dir, min(top_k, len(idx) - 1), metric=metric, output=out)
-        scorers.append(TableScorer(f"{name}{suffix}", pq.read_table(out / "neighbors.parquet"),
-                                   items.item_ids))
+        scorers.append(
+            TableScorer(f"{name}{suffix}", pq.read_table(out / "neighbors.parquet"), items.item_ids)
+        )
     return scorers
 
 
@@ -217,21 +237,34 @@ class Models:
         """The scorers of one model (learned models give a cosine and a context scorer)."""
         t, n = self.cfg.train, self.items.num_items
         if model in LEARNED:
-            run = learned_run(self.cfg, self.walk_dir,
-                              self.root / self.task / "runs" / f"{model}-seed{seed}", model, seed)
+            run = learned_run(
+                self.cfg,
+                self.walk_dir,
+                self.root / self.task / "runs" / f"{model}-seed{seed}",
+                model,
+                seed,
+            )
             stats = schema.read_manifest(run / "export", kind=None).get("training", {})
             self.train_seconds.setdefault(model, []).append(stats.get("train_seconds", 0.0))
             return run_scorers(model, run, self.items)
         if model == "deepwalk":
             idx, vectors, context, seconds = deepwalk(
-                self.walks, n, embedding_dim=t.embedding_dim, window=t.window,
-                num_negatives=t.num_negatives, ns_exponent=t.ns_exponent, epochs=t.epochs,
-                seed=seed)
+                self.walks,
+                n,
+                embedding_dim=t.embedding_dim,
+                window=t.window,
+                num_negatives=t.num_negatives,
+                ns_exponent=t.ns_exponent,
+                epochs=t.epochs,
+                seed=seed,
+            )
             self.train_seconds.setdefault(model, []).append(round(seconds, 3))
             full_context = np.zeros((n + 1, context.shape[1]), dtype=np.float32)
             full_context[idx] = context
-            return [VectorScorer("deepwalk", idx, vectors, n),
-                    ContextScorer("deepwalk·ctx", idx, vectors, full_context)]
+            return [
+                VectorScorer("deepwalk", idx, vectors, n),
+                ContextScorer("deepwalk·ctx", idx, vectors, full_context),
+            ]
         if model == "content":
             return [SparseVectorScorer("content", content_vectors(self.items))]
         if model == "cooccurrence":
@@ -248,8 +281,11 @@ class Models:
 
 def read_pairs(walk_dir: Path, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     t = schema.read_table(walk_dir / schema.EVAL_DIR / name, schema.EDGE_SCHEMA)
-    return (t["src"].to_numpy().astype(np.int64), t["dst"].to_numpy().astype(np.int64),
-            t["weight"].to_numpy())
+    return (
+        t["src"].to_numpy().astype(np.int64),
+        t["dst"].to_numpy().astype(np.int64),
+        t["weight"].to_numpy(),
+    )
 
 
 def score_link(scorer: Scorer, walk_dir: Path) -> dict[str, float]:
@@ -262,20 +298,29 @@ def score_link(scorer: Scorer, walk_dir: Path) -> dict[str, float]:
         return {"n/a": 1.0}
     scores = np.zeros(len(src))
     scores[ok] = scorer.pair_scores(src[ok], dst[ok])
-    return {"auc": auc(scores[: len(a)], scores[len(a):]), "coverage": float(ok.mean()),
-            "pairs": float(len(a))}
+    return {
+        "auc": auc(scores[: len(a)], scores[len(a) :]),
+        "coverage": float(ok.mean()),
+        "pairs": float(len(a)),
+    }
 
 
-def _block_sums(scorer: Scorer, queries: np.ndarray, covered: np.ndarray,
-                relevant: list[np.ndarray], candidates: np.ndarray, ks: list[int],
-                exclude_self: bool) -> dict[str, float]:
+def _block_sums(
+    scorer: Scorer,
+    queries: np.ndarray,
+    covered: np.ndarray,
+    relevant: list[np.ndarray],
+    candidates: np.ndarray,
+    ks: list[int],
+    exclude_self: bool,
+) -> dict[str, float]:
     """Sums over the covered queries of the ranking metrics of every candidate's score."""
     sums: dict[str, float] = {}
     column = {int(c): j for j, c in enumerate(candidates)}
     for lo in range(0, len(queries), BLOCK):
-        q = queries[lo: lo + BLOCK]
-        cov = covered[lo: lo + BLOCK]
-        rel = relevant[lo: lo + BLOCK]
+        q = queries[lo : lo + BLOCK]
+        cov = covered[lo : lo + BLOCK]
+        rel = relevant[lo : lo + BLOCK]
         if not cov.any():
             continue
         scores = np.asarray(scorer.score(q[cov], candidates), dtype=np.float64)  # (Q, C)
@@ -290,9 +335,14 @@ def _block_sums(scorer: Scorer, queries: np.ndarray, covered: np.ndarray,
     return sums
 
 
-def rank_queries(scorer: Scorer, queries: np.ndarray, relevant: list[np.ndarray],
-                 candidates: np.ndarray, ks: list[int], exclude_self: bool
-                 ) -> dict[str, float] | None:
+def rank_queries(
+    scorer: Scorer,
+    queries: np.ndarray,
+    relevant: list[np.ndarray],
+    candidates: np.ndarray,
+    ks: list[int],
+    exclude_self: bool,
+) -> dict[str, float] | None:
     """Mean ranking metrics of ``queries`` against ``candidates`` (given in the seeded
     tie-break order, see :func:`_tiebreak`).
 
@@ -308,8 +358,11 @@ def rank_queries(scorer: Scorer, queries: np.ndarray, relevant: list[np.ndarray]
     if not covered.any():
         return None
     if isinstance(scorer, TableScorer):  # served lists: scored as shown, whatever they list
-        m = list_metrics([scorer.listed(int(q)) for q in queries[covered]],
-                         [candidates[r] for r, c in zip(relevant, covered) if c], ks)
+        m = list_metrics(
+            [scorer.listed(int(q)) for q in queries[covered]],
+            [candidates[r] for r, c in zip(relevant, covered) if c],
+            ks,
+        )
         sums = {key: float(values.sum()) for key, values in m.items()}
     else:
         sums = _block_sums(scorer, queries, covered, relevant, candidates, ks, exclude_self)
@@ -360,8 +413,11 @@ def model_seeds(cfg: Config) -> list[tuple[str, int]]:
     """(model, training seed) in the order one task builds them: seeded models once per seed
     of ``evaluate.seeds``, the others once."""
     ev = cfg.evaluate
-    return [(model, seed) for model in ev.models
-            for seed in (ev.seeds if model in SEEDED else [ev.seeds[0]])]
+    return [
+        (model, seed)
+        for model in ev.models
+        for seed in (ev.seeds if model in SEEDED else [ev.seeds[0]])
+    ]
 
 
 def _clock(seconds: float) -> str:
@@ -382,14 +438,17 @@ class Progress:
     def next(self, task: str, model: str, seed: int) -> str:
         self.done += 1
         what = f"{model} seed {seed}" if model in SEEDED else model
-        line = (f"[{task} {self.done}/{self.total}] {what} ({self.total - self.done} left "
-                f"after it; {_clock(time.perf_counter() - self.start)} elapsed)")
+        line = (
+            f"[{task} {self.done}/{self.total}] {what} ({self.total - self.done} left "
+            f"after it; {_clock(time.perf_counter() - self.start)} elapsed)"
+        )
         log.info("%s", line)
         return line
 
 
-def evaluate_task(cfg: Config, task: str, root: Path, progress: Progress | None = None
-                  ) -> dict[str, Any]:
+def evaluate_task(
+    cfg: Config, task: str, root: Path, progress: Progress | None = None
+) -> dict[str, Any]:
     """Every model of ``evaluate.models`` on one task; per model a list of per-seed results.
     ``progress`` logs a line before each model and seed (default: counted for this task)."""
     ev = cfg.evaluate
@@ -402,11 +461,15 @@ def evaluate_task(cfg: Config, task: str, root: Path, progress: Progress | None 
     elif task == "next":
         queries, relevant, candidates = next_queries(models, split_seed)
     results: dict[str, list[dict[str, float]]] = {}
-    examples = ExampleQueries(cfg, models, queries, relevant, candidates) \
-        if task == "cold" and ev.examples else None
+    examples = (
+        ExampleQueries(cfg, models, queries, relevant, candidates)
+        if task == "cold" and ev.examples
+        else None
+    )
     if progress is None:
-        progress = Progress(dataclasses.replace(
-            cfg, evaluate=dataclasses.replace(ev, tasks=[task])))
+        progress = Progress(
+            dataclasses.replace(cfg, evaluate=dataclasses.replace(ev, tasks=[task]))
+        )
     for model, seed in model_seeds(cfg):
         progress.next(task, model, seed)
         start = time.perf_counter()
@@ -416,17 +479,29 @@ def evaluate_task(cfg: Config, task: str, root: Path, progress: Progress | None 
             if task == "link":
                 res = score_link(scorer, walk_dir)
             else:
-                res = rank_queries(scorer, queries, relevant, candidates, ks,
-                                   exclude_self=task == "next") or {"n/a": 1.0}
+                res = rank_queries(
+                    scorer, queries, relevant, candidates, ks, exclude_self=task == "next"
+                ) or {"n/a": 1.0}
             res["seconds"] = round(time.perf_counter() - start, 3)
             results.setdefault(scorer.name, []).append(res)
-            log.info("%s %-14s seed %d: %s", task, scorer.name, seed,
-                     ", ".join(f"{k} {v:.4f}" for k, v in res.items()
-                               if k in ("auc", "hr@10", "hr@50", "mrr", "coverage")))
+            log.info(
+                "%s %-14s seed %d: %s",
+                task,
+                scorer.name,
+                seed,
+                ", ".join(
+                    f"{k} {v:.4f}"
+                    for k, v in res.items()
+                    if k in ("auc", "hr@10", "hr@50", "mrr", "coverage")
+                ),
+            )
     manifest = schema.read_manifest(walk_dir)
-    info = {"split": manifest["split"], "counts": manifest["counts"],
-            "candidates": int((models.counts > 0).sum()),
-            "train_seconds": models.train_seconds}
+    info = {
+        "split": manifest["split"],
+        "counts": manifest["counts"],
+        "candidates": int((models.counts > 0).sum()),
+        "train_seconds": models.train_seconds,
+    }
     if task != "link":
         info["queries"] = int(len(queries))
     out = {"results": results, "info": info}
@@ -441,12 +516,19 @@ class ExampleQueries:
     TOP = 10
     MODELS = ("eges", "eges·ctx", "content", "popularity")  # shown in the report
 
-    def __init__(self, cfg: Config, models: Models, queries: np.ndarray,
-                 relevant: list[np.ndarray], candidates: np.ndarray) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        models: Models,
+        queries: np.ndarray,
+        relevant: list[np.ndarray],
+        candidates: np.ndarray,
+    ) -> None:
         rng = np.random.default_rng(cfg.split.seed)
         rich = [i for i, r in enumerate(relevant) if len(r) >= 5] or list(range(len(queries)))
-        pick = sorted(rng.choice(rich, size=min(cfg.evaluate.examples, len(rich)),
-                                 replace=False).tolist())
+        pick = sorted(
+            rng.choice(rich, size=min(cfg.evaluate.examples, len(rich)), replace=False).tolist()
+        )
         self.queries = queries[pick]
         self.candidates = candidates
         self.truth = [set(candidates[relevant[i]].tolist()) for i in pick]
@@ -454,24 +536,29 @@ class ExampleQueries:
         # display names the walk job kept (MovieLens/RecBole titles, data.generic.name_column)
         titles = schema.item_names(Path(models.walk_dir) / schema.ITEMS_DIR)
         self.name = lambda i: titles.get(items.item_ids[i], items.item_ids[i])
-        vocabs = {f: {v: k for k, v in load_vocab(models.walk_dir, f).items()}
-                  for f in items.fields}
+        vocabs = {
+            f: {v: k for k, v in load_vocab(models.walk_dir, f).items()} for f in items.fields
+        }
         src, dst, weight = read_pairs(models.walk_dir, "heldout_neighbours")
         self.rows = []
         for q, truth in zip(self.queries, self.truth):
             side = {}
             for f, off, val in zip(items.fields, items.offsets, items.values):
-                vals = val[off[q]: off[q + 1]].tolist()
+                vals = val[off[q] : off[q + 1]].tolist()
                 if vals:
                     side[f] = [vocabs[f][v] for v in vals[:8]] + (["…"] if len(vals) > 8 else [])
             mine = src == q
             order = np.argsort(-weight[mine], kind="stable")
-            self.rows.append({
-                "item_id": items.item_ids[q], "title": self.name(q), "side_info": side,
-                "true_neighbours": len(truth),
-                "strongest_neighbours": [self.name(i) for i in dst[mine][order][: self.TOP]],
-                "models": {},
-            })
+            self.rows.append(
+                {
+                    "item_id": items.item_ids[q],
+                    "title": self.name(q),
+                    "side_info": side,
+                    "true_neighbours": len(truth),
+                    "strongest_neighbours": [self.name(i) for i in dst[mine][order][: self.TOP]],
+                    "models": {},
+                }
+            )
 
     def add(self, scorer: Scorer) -> None:
         if scorer.name not in self.MODELS or not scorer.covered(self.queries).any():
@@ -481,7 +568,8 @@ class ExampleQueries:
         for row, q_top, truth in zip(self.rows, top, self.truth):
             row["models"][scorer.name] = [
                 [self.name(int(self.candidates[j])), int(self.candidates[j]) in truth]
-                for j in q_top]
+                for j in q_top
+            ]
 
 
 def summarise(runs: list[dict[str, float]]) -> dict[str, Any]:
@@ -492,8 +580,10 @@ def summarise(runs: list[dict[str, float]]) -> dict[str, Any]:
     out: dict[str, Any] = {"n": len(runs)}
     for k in keys:
         values = np.array([r[k] for r in runs], dtype=np.float64)
-        out[k] = {"mean": float(values.mean()),
-                  "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
+        out[k] = {
+            "mean": float(values.mean()),
+            "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+        }
     return out
 
 
@@ -506,16 +596,22 @@ def run_evaluation(cfg: Config) -> dict[str, Any]:
     ev = cfg.evaluate
     root = Path(ev.output)
     if (root / "results.json").exists() and not ev.overwrite:
-        raise FileExistsError(f"{root} already holds an evaluation; --set evaluate.overwrite=true "
-                              "to run it again (finished walk outputs and runs are reused)")
+        raise FileExistsError(
+            f"{root} already holds an evaluation; --set evaluate.overwrite=true "
+            "to run it again (finished walk outputs and runs are reused)"
+        )
     root.mkdir(parents=True, exist_ok=True)
     # results.json marks a finished evaluation: an overwrite that dies midway must not leave the
     # previous one's results beside a half-replaced report
     (root / "results.json").unlink(missing_ok=True)
     start = time.perf_counter()
     progress = Progress(cfg)
-    log.info("evaluating %d model runs: %d task(s) x %d (model, seed)", progress.total,
-             len(ev.tasks), len(model_seeds(cfg)))
+    log.info(
+        "evaluating %d model runs: %d task(s) x %d (model, seed)",
+        progress.total,
+        len(ev.tasks),
+        len(model_seeds(cfg)),
+    )
     tasks: dict[str, Any] = {}
     for task in ev.tasks:
         t0 = time.perf_counter()
@@ -548,9 +644,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = parser("evaluate", __doc__)
     add_config_arguments(p)
     p.add_argument("--output", help="evaluation directory (evaluate.output)")
-    p.add_argument("--log-file", help=f"where every library's log lines go (default: "
-                   f"OUTPUT/{LOG_FILE}, appended to); the screen shows the progress, warnings "
-                   "and the summary")
+    p.add_argument(
+        "--log-file",
+        help=f"where every library's log lines go (default: "
+        f"OUTPUT/{LOG_FILE}, appended to); the screen shows the progress, warnings "
+        "and the summary",
+    )
     return p.parse_args(argv)
 
 

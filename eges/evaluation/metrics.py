@@ -45,8 +45,9 @@ def auc(positive: np.ndarray, negative: np.ndarray) -> float:
     return float(u / (pos.size * neg.size))
 
 
-def rank_metrics(scores: np.ndarray, relevant: list[np.ndarray], ks: list[int]
-                 ) -> dict[str, np.ndarray]:
+def rank_metrics(
+    scores: np.ndarray, relevant: list[np.ndarray], ks: list[int]
+) -> dict[str, np.ndarray]:
     """Per-query ranking metrics for one block of queries.
 
     Args:
@@ -89,8 +90,9 @@ def rank_metrics(scores: np.ndarray, relevant: list[np.ndarray], ks: list[int]
     return out
 
 
-def list_metrics(lists: list[np.ndarray], relevant: list[np.ndarray], ks: list[int]
-                 ) -> dict[str, np.ndarray]:
+def list_metrics(
+    lists: list[np.ndarray], relevant: list[np.ndarray], ks: list[int]
+) -> dict[str, np.ndarray]:
     """Per-query metrics of served lists (a neighbour table's rows): the items a list shows, in
     its order, are all that is retrieved; whatever else it shows (items that are not relevant,
     and not candidates of the task either) takes its slot.

@@ -1,6 +1,7 @@
 """The evaluation report: ``report.md`` with the comparison tables and PNG plots beside it.
 
-Written by :func:`eges.evaluation.evaluate.run_evaluation` from ``results.json`` and the runs it trained:
+Written by :func:`eges.evaluation.evaluate.run_evaluation` from ``results.json`` and the runs it
+trained:
 
 * ``loss.png`` — training loss of EGES, GES and BGE (first seed, first task);
 * ``weights.png`` — learned side-information weights per source over warm items (paper Fig. 6);
@@ -25,12 +26,20 @@ from eges.config import Config
 log = logging.getLogger(__name__)
 
 NAMES = {
-    "eges": "EGES", "ges": "GES", "bge": "BGE (ours)", "deepwalk": "DeepWalk (gensim)",
-    "content": "content (TF-IDF)", "cooccurrence": "co-occurrence", "popularity": "popularity",
+    "eges": "EGES",
+    "ges": "GES",
+    "bge": "BGE (ours)",
+    "deepwalk": "DeepWalk (gensim)",
+    "content": "content (TF-IDF)",
+    "cooccurrence": "co-occurrence",
+    "popularity": "popularity",
     "random": "random",
-    "eges·ctx": "EGES, H·Z", "ges·ctx": "GES, H·Z", "bge·ctx": "BGE (ours), H·Z",
+    "eges·ctx": "EGES, H·Z",
+    "ges·ctx": "GES, H·Z",
+    "bge·ctx": "BGE (ours), H·Z",
     "deepwalk·ctx": "DeepWalk, H·Z",
-    "eges·table": "EGES, cosine table", "ges·table": "GES, cosine table",
+    "eges·table": "EGES, cosine table",
+    "ges·table": "GES, cosine table",
     "bge·table": "BGE (ours), cosine table",
     "eges·ctx·table": "EGES, served table (H·Z, default)",
     "ges·ctx·table": "GES, served table (H·Z, default)",
@@ -38,8 +47,13 @@ NAMES = {
 }
 COLUMNS = {
     "link": [("auc", "AUC")],
-    "cold": [("hr@10", "HR@10"), ("hr@50", "HR@50"), ("recall@10", "recall@10"),
-             ("recall@50", "recall@50"), ("mrr", "MRR")],
+    "cold": [
+        ("hr@10", "HR@10"),
+        ("hr@50", "HR@50"),
+        ("recall@10", "recall@10"),
+        ("recall@50", "recall@50"),
+        ("mrr", "MRR"),
+    ],
     "next": [("hr@10", "HR@10"), ("hr@50", "HR@50"), ("mrr", "MRR")],
 }
 TITLES = {
@@ -96,13 +110,18 @@ def quality_bar(results: dict[str, Any]) -> list[str]:
         for model in ("eges·ctx·table", "eges·table", "eges", "eges·ctx"):
             for key in ("hr@50", "recall@50"):
                 e = _mean(cold, model, key)
-                base = [v for v in (_mean(cold, "popularity", key), _mean(cold, "content", key))
-                        if v is not None]
+                base = [
+                    v
+                    for v in (_mean(cold, "popularity", key), _mean(cold, "content", key))
+                    if v is not None
+                ]
                 if e is not None and base and max(base) > 0:
                     ratio = e / max(base)
-                    lines.append(f"- cold start {key}: {NAMES[model]} {e:.4f} = **{ratio:.3f}×** "
-                                 f"the better of popularity and content ({max(base):.4f}); "
-                                 f"bar 1.3×: {'met' if ratio >= 1.3 else 'not met'}")
+                    lines.append(
+                        f"- cold start {key}: {NAMES[model]} {e:.4f} = **{ratio:.3f}×** "
+                        f"the better of popularity and content ({max(base):.4f}); "
+                        f"bar 1.3×: {'met' if ratio >= 1.3 else 'not met'}"
+                    )
     nxt = results["tasks"].get("next")
     if nxt:
         e = _mean(nxt, "eges·ctx·table", "hr@50")
@@ -110,16 +129,20 @@ def quality_bar(results: dict[str, Any]) -> list[str]:
         peers = {m: v for m, v in peers.items() if v is not None}
         if e is not None and peers:
             ok = all(e >= v for v in peers.values())
-            lines.append(f"- next item HR@50: {NAMES['eges·ctx·table']} {e:.4f} vs "
-                         + ", ".join(f"{NAMES[m]} {v:.4f}" for m, v in peers.items())
-                         + f"; at least both: {'met' if ok else 'not met'}")
+            lines.append(
+                f"- next item HR@50: {NAMES['eges·ctx·table']} {e:.4f} vs "
+                + ", ".join(f"{NAMES[m]} {v:.4f}" for m, v in peers.items())
+                + f"; at least both: {'met' if ok else 'not met'}"
+            )
     link = results["tasks"].get("link")
     if link:
         e, g, b = (_mean(link, m, "auc") for m in ("eges", "ges", "bge"))
         if None not in (e, g, b):
             ok = e >= g >= b
-            lines.append(f"- link prediction AUC: EGES {e:.4f}, GES {g:.4f}, BGE {b:.4f}; "
-                         f"EGES ≥ GES ≥ BGE: {'yes' if ok else 'no'}")
+            lines.append(
+                f"- link prediction AUC: EGES {e:.4f}, GES {g:.4f}, BGE {b:.4f}; "
+                f"EGES ≥ GES ≥ BGE: {'yes' if ok else 'no'}"
+            )
     return lines
 
 
@@ -127,8 +150,13 @@ def summary_text(results: dict[str, Any], root: Path) -> str:
     """The short on-screen summary."""
     out = [f"evaluation finished in {results['seconds']:.0f} s -> {root / 'report.md'}"]
     for task, block in results["tasks"].items():
-        key = COLUMNS[task][0][0] if task == "link" else "hr@50" if "hr@50" in \
-            next(iter(block["summary"].values()), {}) else COLUMNS[task][0][0]
+        key = (
+            COLUMNS[task][0][0]
+            if task == "link"
+            else "hr@50"
+            if "hr@50" in next(iter(block["summary"].values()), {})
+            else COLUMNS[task][0][0]
+        )
         parts = []
         for model, s in block["summary"].items():
             parts.append(f"{model} {'n/a' if s.get('n/a') else format(s[key]['mean'], '.3f')}")
@@ -223,8 +251,12 @@ def plot_projection(run: Path, path: Path) -> bool:
     centred = vectors - vectors.mean(0)
     _, _, vt = np.linalg.svd(centred, full_matrices=False)
     xy = centred @ vt[:2].T  # (M, 2)
-    top = [v for v, _ in sorted(zip(*np.unique(first[first > 0], return_counts=True)),
-                                key=lambda t: -t[1])[:8]]
+    top = [
+        v
+        for v, _ in sorted(
+            zip(*np.unique(first[first > 0], return_counts=True)), key=lambda t: -t[1]
+        )[:8]
+    ]
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 5))
     other = ~np.isin(first, top)
@@ -305,26 +337,35 @@ def write_report(cfg: Config, results: dict[str, Any], root: Path) -> Path:
         split = info["split"]
         if task == "link":
             tables = split.get("tables", {})
-            lines.append(f"{tables.get('hidden_edges', 0):,} of the connected item pairs "
-                         f"hidden (`split.edge_fraction` {split.get('edge_fraction', 0):.3f} "
-                         f"of {split.get('edges_before', 0):,} directed edges' pairs), scored "
-                         f"against {tables.get('non_edges', 0):,} sampled unconnected pairs.")
+            lines.append(
+                f"{tables.get('hidden_edges', 0):,} of the connected item pairs "
+                f"hidden (`split.edge_fraction` {split.get('edge_fraction', 0):.3f} "
+                f"of {split.get('edges_before', 0):,} directed edges' pairs), scored "
+                f"against {tables.get('non_edges', 0):,} sampled unconnected pairs."
+            )
         elif task == "cold":
-            lines.append(f"{split.get('heldout_items', 0):,} items held out "
-                         f"(`split.item_fraction` {split.get('item_fraction', 0)}); "
-                         f"{info.get('queries', 0):,} of them have a warm neighbour in the full "
-                         f"graph and are queries; candidates: {info['candidates']:,} warm items. "
-                         "recall@K is capped: found / min(K, true neighbours).")
+            lines.append(
+                f"{split.get('heldout_items', 0):,} items held out "
+                f"(`split.item_fraction` {split.get('item_fraction', 0)}); "
+                f"{info.get('queries', 0):,} of them have a warm neighbour in the full "
+                f"graph and are queries; candidates: {info['candidates']:,} warm items. "
+                "recall@K is capped: found / min(K, true neighbours)."
+            )
         else:
-            lines.append(f"Events from {split.get('cutoff_ts', 0):.0f} (unix s, the "
-                         f"{1 - split.get('time_fraction', 0):.0%} quantile) held out; "
-                         f"{info.get('queries', 0):,} distinct transitions a→b with both items "
-                         f"in the training graph; candidates: {info['candidates']:,} items.")
+            lines.append(
+                f"Events from {split.get('cutoff_ts', 0):.0f} (unix s, the "
+                f"{1 - split.get('time_fraction', 0):.0%} quantile) held out; "
+                f"{info.get('queries', 0):,} distinct transitions a→b with both items "
+                f"in the training graph; candidates: {info['candidates']:,} items."
+            )
         lines += ["", *task_table(task, block), ""]
         secs = {m: v for m, v in info.get("train_seconds", {}).items() if v}
         if secs:
-            lines.append("Training time per run (s): " + ", ".join(
-                f"{NAMES.get(m, m)} {np.mean(v):.1f}" for m, v in secs.items()) + ".")
+            lines.append(
+                "Training time per run (s): "
+                + ", ".join(f"{NAMES.get(m, m)} {np.mean(v):.1f}" for m, v in secs.items())
+                + "."
+            )
             lines.append("")
     lines += [
         "## Paper, for context (other data)",
@@ -339,43 +380,72 @@ def write_report(cfg: Config, results: dict[str, Any], root: Path) -> Path:
     ]
     link = results["tasks"].get("link")
     if link:
-        cells = [_cell(link["summary"].get(m, {"n/a": True}), "auc") for m in ("bge", "ges", "eges")]
+        cells = [
+            _cell(link["summary"].get(m, {"n/a": True}), "auc") for m in ("bge", "ges", "eges")
+        ]
         lines.append(f"| this run: {Path(cfg.data.path).name} | " + " | ".join(cells) + " |")
     bar = quality_bar(results)
     if bar:
-        lines += ["", "## Quality bar", "",
-                  "The project's bar: EGES's cold-start HR@50 and recall@50 at least 1.3× the "
-                  "better of popularity and content-only similarity (both strong on MovieLens), "
-                  "and link-prediction AUC EGES ≥ GES ≥ BGE, as in the paper.", "", *bar]
+        lines += [
+            "",
+            "## Quality bar",
+            "",
+            "The project's bar: EGES's cold-start HR@50 and recall@50 at least 1.3× the "
+            "better of popularity and content-only similarity (both strong on MovieLens), "
+            "and link-prediction AUC EGES ≥ GES ≥ BGE, as in the paper.",
+            "",
+            *bar,
+        ]
 
     lines += ["", "## Plots", ""]
     plot_runs = {m: root / tasks[0] / "runs" / f"{m}-seed{seed}" for m in ("eges", "ges", "bge")}
     if plot_loss(plot_runs, root / "loss.png"):
-        lines += [f"Training loss on the `{tasks[0]}` split, seed {seed}:", "",
-                  "![training loss](loss.png)", ""]
+        lines += [
+            f"Training loss on the `{tasks[0]}` split, seed {seed}:",
+            "",
+            "![training loss](loss.png)",
+            "",
+        ]
     run = _plot_run(cfg, root, tasks)
     if run is not None:
         if plot_weights(run, root / "weights.png"):
-            lines += [f"Learned side-information weights (run `{run}`; softmax of A per item, "
-                      "sources an item lacks left out):", "", "![weights](weights.png)", ""]
+            lines += [
+                f"Learned side-information weights (run `{run}`; softmax of A per item, "
+                "sources an item lacks left out):",
+                "",
+                "![weights](weights.png)",
+                "",
+            ]
         if plot_projection(run, root / "projection.png"):
             lines += ["![projection](projection.png)", ""]
     cold = results["tasks"].get("cold")
     if cold and plot_cold_curve(cold, root / "cold_hit_rate.png"):
         lines += ["![cold-start hit rate vs K](cold_hit_rate.png)", ""]
     if cold and cold.get("examples"):
-        lines += ["## Cold-start examples", "",
-                  "Held-out items (no interactions in training) with their side information, "
-                  "their strongest true neighbours, and each model's top 10 (✓ = a true "
-                  "neighbour).", ""]
+        lines += [
+            "## Cold-start examples",
+            "",
+            "Held-out items (no interactions in training) with their side information, "
+            "their strongest true neighbours, and each model's top 10 (✓ = a true "
+            "neighbour).",
+            "",
+        ]
         for ex in cold["examples"]:
             side = "; ".join(f"{f}: {', '.join(v)}" for f, v in ex["side_info"].items())
-            lines += [f"### {ex['title']} (item {ex['item_id']})", "", f"Side info: {side}", "",
-                      f"True neighbours: {ex['true_neighbours']}; strongest: "
-                      + ", ".join(ex["strongest_neighbours"][:5]), ""]
+            lines += [
+                f"### {ex['title']} (item {ex['item_id']})",
+                "",
+                f"Side info: {side}",
+                "",
+                f"True neighbours: {ex['true_neighbours']}; strongest: "
+                + ", ".join(ex["strongest_neighbours"][:5]),
+                "",
+            ]
             for model, top in ex["models"].items():
-                lines.append(f"- **{NAMES.get(model, model)}**: " + ", ".join(
-                    f"{name}{' ✓' if hit else ''}" for name, hit in top))
+                lines.append(
+                    f"- **{NAMES.get(model, model)}**: "
+                    + ", ".join(f"{name}{' ✓' if hit else ''}" for name, hit in top)
+                )
             lines.append("")
     path = root / "report.md"
     schema.write_text_atomic(path, "\n".join(lines) + "\n")  # never half a report

@@ -1,4 +1,4 @@
-"""Numeric side-information fields -> bucket labels, on the Spark side (labels as :mod:`eges.buckets`).
+"""Numeric side-information fields -> bucket labels on the Spark side (as :mod:`eges.buckets`).
 
 Runs on the catalogue after ingest and before the vocabularies are built: a numeric field's
 values are replaced by their bucket labels, values that are not numbers are dropped and counted,
@@ -37,8 +37,9 @@ def _width_label(x: Column, width: float) -> Column:
 
 
 def _quantile_label(x: Column, spec: NumericSpec) -> Column:
-    edges = F.array(*[F.lit(e) for e in spec.edges]) if spec.edges else F.array().cast(
-        "array<double>")
+    edges = (
+        F.array(*[F.lit(e) for e in spec.edges]) if spec.edges else F.array().cast("array<double>")
+    )
     position = F.size(F.filter(edges, lambda e: e <= x))  # bisect_right
     label = F.element_at(F.array(*[F.lit(lab) for lab in spec.labels()]), position + 1)
     return F.when(x.isNotNull(), label)
@@ -46,9 +47,11 @@ def _quantile_label(x: Column, spec: NumericSpec) -> Column:
 
 def _labeller(spec: NumericSpec):
     """value -> label column function for F.transform (one argument: no index)."""
+
     def label(v: Column) -> Column:
         x = _number(v)
         return _width_label(x, spec.width) if spec.width is not None else _quantile_label(x, spec)
+
     return label
 
 
@@ -56,14 +59,17 @@ def learn_spec(side_info: DataFrame, field: str, bucket: Bucket) -> NumericSpec:
     """The bucket scheme of one field: its width, or quantile edges learned from its values."""
     if bucket.width is not None:
         return NumericSpec(width=float(bucket.width))
-    values = side_info.select(F.explode(col(field)).alias("v")).select(_number(F.col("v")).alias("x"))
+    values = side_info.select(F.explode(col(field)).alias("v")).select(
+        _number(F.col("v")).alias("x")
+    )
     probs = [i / bucket.bins for i in range(1, bucket.bins)]
     edges = values.na.drop().approxQuantile("x", probs, QUANTILE_ERROR)
     return NumericSpec(edges=tuple(sorted(set(edges))))
 
 
-def bucket_fields(side_info: DataFrame, buckets: dict[str, Bucket]
-                  ) -> tuple[DataFrame, dict[str, dict]]:
+def bucket_fields(
+    side_info: DataFrame, buckets: dict[str, Bucket]
+) -> tuple[DataFrame, dict[str, dict]]:
     """Replace the values of each numeric field by its bucket labels.
 
     Args:
@@ -77,17 +83,20 @@ def bucket_fields(side_info: DataFrame, buckets: dict[str, Bucket]
     if not buckets:
         return side_info, {}
     specs = {f: learn_spec(side_info, f, b) for f, b in buckets.items()}
-    invalid = side_info.agg(*[
-        F.sum(F.size(F.filter(col(f), lambda v: _number(v).isNull()))).alias(f"_{i}")
-        for i, f in enumerate(specs)]).first()
+    invalid = side_info.agg(
+        *[
+            F.sum(F.size(F.filter(col(f), lambda v: _number(v).isNull()))).alias(f"_{i}")
+            for i, f in enumerate(specs)
+        ]
+    ).first()
     out: dict[str, dict] = {}
     columns = []
     for i, (f, spec) in enumerate(specs.items()):
         out[f] = {**spec.to_manifest(), "invalid_values": int(invalid[i] or 0)}
         if out[f]["invalid_values"]:
-            log.warning("%s: %d values are not numbers and were ignored", f,
-                        out[f]["invalid_values"])
+            log.warning(
+                "%s: %d values are not numbers and were ignored", f, out[f]["invalid_values"]
+            )
         columns.append(clean_values(F.transform(col(f), _labeller(spec))).alias(f))
-    kept = [col(c) if c not in specs else columns[list(specs).index(c)]
-            for c in side_info.columns]
+    kept = [col(c) if c not in specs else columns[list(specs).index(c)] for c in side_info.columns]
     return side_info.select(*kept), out

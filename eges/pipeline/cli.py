@@ -59,8 +59,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = _Parser(prog=prog, description=__doc__.split("\n\n")[0])
     add_config_arguments(p)
     p.add_argument("--output", help="output directory (overrides output.path)")
-    p.add_argument("--log-file", help="also write every library's log lines to this file "
-                   "(appended to); the screen shows the job's stages, warnings and summary")
+    p.add_argument(
+        "--log-file",
+        help="also write every library's log lines to this file "
+        "(appended to); the screen shows the job's stages, warnings and summary",
+    )
     return p.parse_args(argv)
 
 
@@ -87,4 +90,3 @@ def main(argv: list[str] | None = None) -> int:
         spark.stop()
     print(summary(manifest, cfg.output.path))
     return 0
-

@@ -17,7 +17,9 @@ from pyspark.sql import functions as F
 
 from eges.alias import alias_table
 
-ADJACENCY_SCHEMA = "src int, dst array<int>, weight array<bigint>, prob array<double>, alias array<int>"
+ADJACENCY_SCHEMA = (
+    "src int, dst array<int>, weight array<bigint>, prob array<double>, alias array<int>"
+)
 
 
 def build_edges(sessions: DataFrame) -> DataFrame:
@@ -42,8 +44,10 @@ def _alias_partition(batches):
             p, a = alias_table(w)
             probs.append(p)
             aliases.append(a)
-        pdf = pdf.assign(prob=pd.Series(probs, index=pdf.index, dtype=object),
-                         alias=pd.Series(aliases, index=pdf.index, dtype=object))
+        pdf = pdf.assign(
+            prob=pd.Series(probs, index=pdf.index, dtype=object),
+            alias=pd.Series(aliases, index=pdf.index, dtype=object),
+        )
         yield pdf[["src", "dst", "weight", "prob", "alias"]]
 
 
@@ -61,7 +65,9 @@ def build_adjacency(edges: DataFrame, partitions: int) -> DataFrame:
         ``src`` int, ``dst`` array<int>, ``weight`` array<bigint>, ``prob`` array<double>,
         ``alias`` array<int> (0-based positions in ``dst``).
     """
-    rows = edges.groupBy("src").agg(F.array_sort(F.collect_list(F.struct("dst", "weight"))).alias("nb"))
+    rows = edges.groupBy("src").agg(
+        F.array_sort(F.collect_list(F.struct("dst", "weight"))).alias("nb")
+    )
     rows = rows.select(
         "src",
         F.transform("nb", lambda x: x["dst"]).alias("dst"),

@@ -89,8 +89,9 @@ def _exists(path: str) -> bool:
     return Path(path.removeprefix("file://")).exists()
 
 
-def read_csv(spark: SparkSession, path: str, required: list[str], *, sep: str = ",",
-             quote: str | None = '"') -> DataFrame:
+def read_csv(
+    spark: SparkSession, path: str, required: list[str], *, sep: str = ",", quote: str | None = '"'
+) -> DataFrame:
     """Read a delimited text file with a header, every column as a string.
 
     Rows whose number of fields differs from the header get a non-null ``_corrupt`` column
@@ -114,8 +115,12 @@ def read_csv(spark: SparkSession, path: str, required: list[str], *, sep: str = 
     quote_opt = quote if quote is not None else "\u0000"
     try:
         header = (
-            spark.read.option("header", True).option("sep", sep).option("quote", quote_opt)
-            .option("escape", quote_opt).csv(path).columns
+            spark.read.option("header", True)
+            .option("sep", sep)
+            .option("quote", quote_opt)
+            .option("escape", quote_opt)
+            .csv(path)
+            .columns
         )
     except AnalysisException as exc:
         raise InputError(f"cannot read {path}: {exc}") from None
@@ -123,21 +128,23 @@ def read_csv(spark: SparkSession, path: str, required: list[str], *, sep: str = 
         raise InputError(f"{path} is empty: expected a header line with {required}")
     missing = [c for c in required if c not in header]
     if missing:
-        raise InputError(
-            f"{path}: missing column(s) {missing}; the header has {header}"
-        )
+        raise InputError(f"{path}: missing column(s) {missing}; the header has {header}")
     schema = StructType(
         [StructField(c, StringType()) for c in header] + [StructField(CORRUPT, StringType())]
     )
     return (
-        spark.read.option("header", True).option("sep", sep).option("quote", quote_opt)
-        .option("escape", quote_opt).option("mode", "PERMISSIVE")
-        .option("columnNameOfCorruptRecord", CORRUPT).schema(schema).csv(path)
+        spark.read.option("header", True)
+        .option("sep", sep)
+        .option("quote", quote_opt)
+        .option("escape", quote_opt)
+        .option("mode", "PERMISSIVE")
+        .option("columnNameOfCorruptRecord", CORRUPT)
+        .schema(schema)
+        .csv(path)
     )
 
 
-def read_parquet(spark: SparkSession, path: str, required: list[str]
-                 ) -> tuple[DataFrame, set[str]]:
+def read_parquet(spark: SparkSession, path: str, required: list[str]) -> tuple[DataFrame, set[str]]:
     """Read parquet, check required columns, turn every column into a string for uniform parsing.
 
     Timestamp columns become epoch seconds (to be parsed as ``unix``); integral floating-point
@@ -165,7 +172,8 @@ def read_parquet(spark: SparkSession, path: str, required: list[str]
         elif kind in ("float", "double"):
             # both branches as strings: a CASE of long and double would be double again
             value = F.when(value == F.floor(value), value.cast("long").cast("string")).otherwise(
-                value.cast("string"))
+                value.cast("string")
+            )
         cols.append(value.cast("string").alias(c))
     return df.select(*cols, F.lit(None).cast("string").alias(CORRUPT)), timestamps
 
@@ -253,23 +261,37 @@ def parse_time(name: str, time_format: str) -> Column:
     return F.when(bad, F.lit(None).cast("double")).otherwise(secs)
 
 
-def event_rules(file: str, user: str, item: str, time: str, time_format: str,
-                integer_ids: bool = False,
-                filters: list[tuple[Column, str]] | None = None) -> list[tuple[Column, str]]:
+def event_rules(
+    file: str,
+    user: str,
+    item: str,
+    time: str,
+    time_format: str,
+    integer_ids: bool = False,
+    filters: list[tuple[Column, str]] | None = None,
+) -> list[tuple[Column, str]]:
     """The drop rules of an events row (see :func:`events_from` for the arguments)."""
     rules = row_rules(file, user, item, integer=integer_ids)
     ts = parse_time(time, time_format)
     rules.append((ts.isNull(), f"{file}: unparsable {time}"))
     # before 1970 is kept (a valid time); after 2100 is almost surely milliseconds read as
     # seconds, which would silently split every session
-    rules.append((ts >= MAX_TS, f"{file}: {time} after 2100 (milliseconds read as seconds? "
-                  "see time_format)"))
+    rules.append(
+        (ts >= MAX_TS, f"{file}: {time} after 2100 (milliseconds read as seconds? see time_format)")
+    )
     return rules + (filters or [])
 
 
-def events_from(raw: DataFrame, file: str, user: str, item: str, time: str, time_format: str,
-                integer_ids: bool = False,
-                filters: list[tuple[Column, str]] | None = None) -> DataFrame:
+def events_from(
+    raw: DataFrame,
+    file: str,
+    user: str,
+    item: str,
+    time: str,
+    time_format: str,
+    integer_ids: bool = False,
+    filters: list[tuple[Column, str]] | None = None,
+) -> DataFrame:
     """Typed events (user_id, item_id, ts, _drop) from a raw string table.
 
     Args:
@@ -323,8 +345,11 @@ def merge_names(df: DataFrame) -> DataFrame:
     """(item_id, name) of the kept catalogue rows -> one row per named item.
 
     Duplicate rows of an item with different names keep the smallest (deterministic)."""
-    return (df.filter(F.col(NAME_COLUMN).isNotNull()).groupBy("item_id")
-            .agg(F.min(NAME_COLUMN).alias(NAME_COLUMN)))
+    return (
+        df.filter(F.col(NAME_COLUMN).isNotNull())
+        .groupBy("item_id")
+        .agg(F.min(NAME_COLUMN).alias(NAME_COLUMN))
+    )
 
 
 # --------------------------------------------------------------------------- MovieLens
@@ -367,16 +392,21 @@ def tags_side_info(tags: DataFrame, file: str = "tags.csv") -> DataFrame:
 
 def load_movielens(spark: SparkSession, root: str, cfg: MovieLensConfig) -> Ingested:
     """Read a MovieLens directory (ratings.csv, movies.csv, optional tags.csv)."""
-    out = Ingested(fields=["genres", "year"], lowercase=["tags"],
-                   buckets={"year": cfg.year_bucket} if cfg.year_bucket else {})
+    out = Ingested(
+        fields=["genres", "year"],
+        lowercase=["tags"],
+        buckets={"year": cfg.year_bucket} if cfg.year_bucket else {},
+    )
     ratings_path = f"{root}/{cfg.ratings}"
     raw = read_csv(spark, ratings_path, ["userId", "movieId", "timestamp"], sep=cfg.sep)
-    events = events_from(raw, cfg.ratings, "userId", "movieId", "timestamp", "unix",
-                         integer_ids=True)
+    events = events_from(
+        raw, cfg.ratings, "userId", "movieId", "timestamp", "unix", integer_ids=True
+    )
     out.events = out.keep(events, cfg.ratings)
 
-    movies_raw = read_csv(spark, f"{root}/{cfg.movies}", ["movieId", "title", "genres"],
-                          sep=cfg.sep)
+    movies_raw = read_csv(
+        spark, f"{root}/{cfg.movies}", ["movieId", "title", "genres"], sep=cfg.sep
+    )
     movies = out.keep(movies_side_info(movies_raw, cfg.movies), cfg.movies)
     side = merge_side_info(movies, ["genres", "year"])
     out.names = merge_names(movies)
@@ -416,8 +446,7 @@ def _recbole_read(spark: SparkSession, path: str, required: list[str]) -> tuple[
     if missing:
         raise InputError(f"{path}: missing column(s) {missing}; the header has {header.columns}")
     # rename to bare names so downstream code and drop reasons read naturally
-    renamed = header.select(*[col(full).alias(bare) for bare, full in names.items()],
-                            CORRUPT)
+    renamed = header.select(*[col(full).alias(bare) for bare, full in names.items()], CORRUPT)
     return renamed, names
 
 
@@ -425,7 +454,7 @@ RECBOLE_NAME_COLUMNS = ("movie_title", "title")  # display names of a .item file
 
 
 def load_recbole(spark: SparkSession, root: str, cfg: RecBoleConfig) -> Ingested:
-    """Read RecBole atomic files: ``.inter`` events, ``.item`` fields, optional ``.link``/``.kg``."""
+    """Read RecBole atomic files: ``.inter`` events, ``.item`` fields, ``.link``/``.kg`` if any."""
     base = f"{root}/{cfg.dataset}"
     inter_file = f"{cfg.dataset}.inter"
     raw, _ = _recbole_read(spark, f"{base}.inter", ["user_id", "item_id", "timestamp"])
@@ -435,8 +464,10 @@ def load_recbole(spark: SparkSession, root: str, cfg: RecBoleConfig) -> Ingested
     clash = set(fields) & set(kg_fields.values())
     if clash or len(set(kg_fields.values())) != len(kg_fields):
         raise InputError(f"recbole: side-info field names collide: {fields} + {kg_fields}")
-    out = Ingested(fields=fields + list(kg_fields.values()),
-                   buckets={f: b for f, b in cfg.buckets.items() if f in cfg.item_fields})
+    out = Ingested(
+        fields=fields + list(kg_fields.values()),
+        buckets={f: b for f, b in cfg.buckets.items() if f in cfg.item_fields},
+    )
     for f in set(cfg.buckets) - set(cfg.item_fields):
         log.warning("data.recbole.buckets names %r, which is not in item_fields: ignored", f)
     out.events = out.keep(events, inter_file)
@@ -452,29 +483,39 @@ def load_recbole(spark: SparkSession, root: str, cfg: RecBoleConfig) -> Ingested
     title = next((c for c in RECBOLE_NAME_COLUMNS if c in names), None)
     if title is not None:
         cols.append(display_name(col(title)).alias(NAME_COLUMN))
-    items = tag(items_raw, row_rules(item_file, "item_id")).select(F.trim(F.col("item_id")).alias("item_id"), *cols, DROP)
+    items = tag(items_raw, row_rules(item_file, "item_id")).select(
+        F.trim(F.col("item_id")).alias("item_id"), *cols, DROP
+    )
     items = out.keep(items, item_file)
     side = merge_side_info(items, fields)
     if title is not None:
         out.names = merge_names(items)
 
     if kg_fields:
-        side = side.join(_recbole_kg(spark, base, cfg.dataset, kg_fields, out), "item_id",
-                         "full_outer")
+        side = side.join(
+            _recbole_kg(spark, base, cfg.dataset, kg_fields, out), "item_id", "full_outer"
+        )
     out.side_info = fill_empty(side, out.fields)
     return out
 
 
-def _recbole_kg(spark: SparkSession, base: str, dataset: str, kg_fields: dict[str, str],
-                out: Ingested) -> DataFrame:
+def _recbole_kg(
+    spark: SparkSession, base: str, dataset: str, kg_fields: dict[str, str], out: Ingested
+) -> DataFrame:
     """Knowledge-graph relations of linked items as multi-valued fields."""
     link_raw, _ = _recbole_read(spark, f"{base}.link", ["item_id", "entity_id"])
     kg_raw, _ = _recbole_read(spark, f"{base}.kg", ["head_id", "relation_id", "tail_id"])
     link_file, kg_file = f"{dataset}.link", f"{dataset}.kg"
-    link = tag(link_raw, row_rules(link_file, "item_id", "entity_id")).select(F.trim("item_id").alias("item_id"), F.trim("entity_id").alias("entity_id"), DROP)
+    link = tag(link_raw, row_rules(link_file, "item_id", "entity_id")).select(
+        F.trim("item_id").alias("item_id"), F.trim("entity_id").alias("entity_id"), DROP
+    )
     link = out.keep(link, link_file)
-    kg = tag(kg_raw, row_rules(kg_file, "head_id", "tail_id")).select(F.trim("head_id").alias("head_id"), F.trim("relation_id").alias("relation_id"),
-             F.trim("tail_id").alias("tail_id"), DROP)
+    kg = tag(kg_raw, row_rules(kg_file, "head_id", "tail_id")).select(
+        F.trim("head_id").alias("head_id"),
+        F.trim("relation_id").alias("relation_id"),
+        F.trim("tail_id").alias("tail_id"),
+        DROP,
+    )
     kg = out.keep(kg, kg_file)
     rel_map = F.create_map(*[x for kv in kg_fields.items() for x in (F.lit(kv[0]), F.lit(kv[1]))])
     triples = (
@@ -482,8 +523,10 @@ def _recbole_kg(spark: SparkSession, base: str, dataset: str, kg_fields: dict[st
         .join(link, kg.head_id == link.entity_id)
         .select("item_id", rel_map[F.col("relation_id")].alias("field"), "tail_id")
     )
-    pivoted = triples.groupBy("item_id").pivot("field", list(kg_fields.values())).agg(
-        F.array_sort(F.collect_set("tail_id"))
+    pivoted = (
+        triples.groupBy("item_id")
+        .pivot("field", list(kg_fields.values()))
+        .agg(F.array_sort(F.collect_set("tail_id")))
     )
     return pivoted
 
@@ -524,8 +567,9 @@ def load_generic(spark: SparkSession, root: str, cfg: GenericConfig) -> Ingested
     it_path = _under(root, cfg.items) if cfg.items is not None else None
     id_col = cfg.items_item_col or cfg.item_col
     columns = {f.name: f.column or f.name for f in cfg.side_info}
-    it_required = list(dict.fromkeys([id_col, *columns.values(),
-                                      *([cfg.name_column] if cfg.name_column else [])]))
+    it_required = list(
+        dict.fromkeys([id_col, *columns.values(), *([cfg.name_column] if cfg.name_column else [])])
+    )
     shared = it_path is not None and _same_file(ev_path, it_path)
     ev_required = list(dict.fromkeys(required + it_required)) if shared else required
 
@@ -535,17 +579,26 @@ def load_generic(spark: SparkSession, root: str, cfg: GenericConfig) -> Ingested
     else:
         raw, timestamps = read_parquet(spark, ev_path, ev_required)
         if cfg.time_col in timestamps and time_format != "unix":
-            log.info("%s: %s is a timestamp column: time_format %r not needed", cfg.events,
-                     cfg.time_col, time_format)
+            log.info(
+                "%s: %s is a timestamp column: time_format %r not needed",
+                cfg.events,
+                cfg.time_col,
+                time_format,
+            )
             time_format = "unix"
     ev_file = Path(cfg.events).name
     filters = []
     if cfg.behavior_col and cfg.behaviors:
-        filters += [(blank(col(cfg.behavior_col)), f"{ev_file}: missing {cfg.behavior_col}"),
-                    (~F.trim(col(cfg.behavior_col)).isin(cfg.behaviors),
-                     f"{ev_file}: {cfg.behavior_col} not in {cfg.behaviors}")]
-    events = events_from(raw, ev_file, cfg.user_col, cfg.item_col, cfg.time_col, time_format,
-                         filters=filters)
+        filters += [
+            (blank(col(cfg.behavior_col)), f"{ev_file}: missing {cfg.behavior_col}"),
+            (
+                ~F.trim(col(cfg.behavior_col)).isin(cfg.behaviors),
+                f"{ev_file}: {cfg.behavior_col} not in {cfg.behaviors}",
+            ),
+        ]
+    events = events_from(
+        raw, ev_file, cfg.user_col, cfg.item_col, cfg.time_col, time_format, filters=filters
+    )
     out = Ingested(fields=fields, buckets={f.name: f.bucket for f in cfg.side_info if f.bucket})
     out.events = out.keep(events, ev_file)
 
@@ -560,19 +613,24 @@ def load_generic(spark: SparkSession, root: str, cfg: GenericConfig) -> Ingested
         items_raw, _ = read_parquet(spark, it_path, it_required)
     it_file = Path(cfg.items).name
     cols = [
-        (multi_value(col(columns[f.name]), f.sep) if f.sep else
-         single_value(col(columns[f.name]))).alias(f.name)
+        (
+            multi_value(col(columns[f.name]), f.sep)
+            if f.sep
+            else single_value(col(columns[f.name]))
+        ).alias(f.name)
         for f in cfg.side_info
     ]
     extra = []
     if shared:  # rows the events pass dropped are already in the report
-        ev_rules = event_rules(ev_file, cfg.user_col, cfg.item_col, cfg.time_col, time_format,
-                               filters=filters)
+        ev_rules = event_rules(
+            ev_file, cfg.user_col, cfg.item_col, cfg.time_col, time_format, filters=filters
+        )
         extra = [reason(ev_rules).isNotNull().alias(COUNTED)]
     if cfg.name_column:
         cols.append(display_name(col(cfg.name_column)).alias(NAME_COLUMN))
     items = tag(items_raw, row_rules(it_file, id_col)).select(
-        F.trim(col(id_col)).alias("item_id"), *cols, DROP, *extra)
+        F.trim(col(id_col)).alias("item_id"), *cols, DROP, *extra
+    )
     items = out.keep(items, it_file)
     out.side_info = fill_empty(merge_side_info(items, fields), fields)
     if cfg.name_column:
@@ -586,9 +644,16 @@ def ingest(spark: SparkSession, cfg: DataConfig) -> Ingested:
     Returns:
         :class:`Ingested` with typed events, side info, field names and drop counts.
     """
-    loader = {"movielens": (load_movielens, cfg.movielens), "recbole": (load_recbole, cfg.recbole),
-              "generic": (load_generic, cfg.generic)}[cfg.format]
+    loader = {
+        "movielens": (load_movielens, cfg.movielens),
+        "recbole": (load_recbole, cfg.recbole),
+        "generic": (load_generic, cfg.generic),
+    }[cfg.format]
     result = loader[0](spark, cfg.path, loader[1])
-    log.info("ingest (%s): read %s, dropped %s", cfg.format, dict(result.rows_read),
-             dict(result.dropped) or "nothing")
+    log.info(
+        "ingest (%s): read %s, dropped %s",
+        cfg.format,
+        dict(result.rows_read),
+        dict(result.dropped) or "nothing",
+    )
     return result

@@ -54,7 +54,8 @@ def attach_names(items: DataFrame, names: DataFrame | None) -> DataFrame:
         return items
     rest = [c for c in items.columns if c not in ("item_idx", "item_id", "count")]
     return items.join(names, "item_id", "left").select(
-        "item_idx", "item_id", "count", NAME_COLUMN, *[col(c) for c in rest])
+        "item_idx", "item_id", "count", NAME_COLUMN, *[col(c) for c in rest]
+    )
 
 
 def build_vocab(items: DataFrame, field: str) -> DataFrame:
@@ -67,13 +68,13 @@ def build_vocab(items: DataFrame, field: str) -> DataFrame:
     Returns:
         ``value`` string, ``index`` int (from 1), ``count`` bigint (items having the value).
     """
-    values = items.select(F.explode(col(field)).alias("value")).groupBy("value").agg(
-        F.count(F.lit(1)).alias("count")
+    values = (
+        items.select(F.explode(col(field)).alias("value"))
+        .groupBy("value")
+        .agg(F.count(F.lit(1)).alias("count"))
     )
     order = Window.orderBy(F.col("count").desc(), F.col("value"))
-    return values.select(
-        "value", F.row_number().over(order).cast("int").alias("index"), "count"
-    )
+    return values.select("value", F.row_number().over(order).cast("int").alias("index"), "count")
 
 
 def encode_side_info(items: DataFrame, vocabs: dict[str, DataFrame]) -> DataFrame:
@@ -94,7 +95,9 @@ def encode_side_info(items: DataFrame, vocabs: dict[str, DataFrame]) -> DataFram
             .groupBy("item_idx")
             .agg(F.array_sort(F.collect_list("index")).alias("_encoded"))
         )
-        out = out.join(encoded, "item_idx", "left").withColumn(
-            field, F.coalesce(F.col("_encoded"), F.array().cast("array<int>"))
-        ).drop("_encoded")
+        out = (
+            out.join(encoded, "item_idx", "left")
+            .withColumn(field, F.coalesce(F.col("_encoded"), F.array().cast("array<int>")))
+            .drop("_encoded")
+        )
     return out.select(*[col(c) for c in items.columns])

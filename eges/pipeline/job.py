@@ -134,8 +134,9 @@ def run_walk_job(spark: SparkSession, cfg: Config) -> dict[str, Any]:
     return manifest
 
 
-def _write_outputs(spark: SparkSession, cfg: Config, tmp: Path, persisted: list,
-                   start: float) -> dict[str, Any]:
+def _write_outputs(
+    spark: SparkSession, cfg: Config, tmp: Path, persisted: list, start: float
+) -> dict[str, Any]:
     """Every stage of the job, writing into the temporary output ``tmp``; returns the manifest.
 
     DataFrames it persists are appended to ``persisted`` for the caller to release.
@@ -144,11 +145,11 @@ def _write_outputs(spark: SparkSession, cfg: Config, tmp: Path, persisted: list,
     timer = _Timer()
     data, numeric, events, dropped, held = _ingest_and_split(spark, cfg, persisted)
     timer.lap("ingest")
-    items, num_items, sessions, stats = _items_and_sessions(cfg, data, events, dropped,
-                                                            persisted)
+    items, num_items, sessions, stats = _items_and_sessions(cfg, data, events, dropped, persisted)
     timer.lap("sessions")
-    edges, adjacency, start_nodes = _graph(spark, cfg, sessions, held, stats["events"],
-                                           dropped, persisted)
+    edges, adjacency, start_nodes = _graph(
+        spark, cfg, sessions, held, stats["events"], dropped, persisted
+    )
     timer.lap("graph")
     walk_table, walk_stats = _walks(spark, cfg, adjacency, num_items, tmp)
     timer.lap("walks")
@@ -159,17 +160,28 @@ def _write_outputs(spark: SparkSession, cfg: Config, tmp: Path, persisted: list,
     shutil.rmtree(tmp / "_checkpoints", ignore_errors=True)
     (tmp / schema.CONFIG_FILE).write_text(cfg.to_yaml())
     manifest = _manifest(
-        spark, cfg, data, numeric, stats=stats, num_items=num_items, item_stats=item_stats,
-        start_nodes=start_nodes, walk_table=walk_table, walk_stats=walk_stats, tables=tables,
-        dropped=dropped, split_info=held.info,
+        spark,
+        cfg,
+        data,
+        numeric,
+        stats=stats,
+        num_items=num_items,
+        item_stats=item_stats,
+        start_nodes=start_nodes,
+        walk_table=walk_table,
+        walk_stats=walk_stats,
+        tables=tables,
+        dropped=dropped,
+        split_info=held.info,
         timings={**timer.times, "total": round(time.perf_counter() - start, 3)},
     )
     schema.write_manifest(tmp, manifest)
     return manifest
 
 
-def _ingest_and_split(spark: SparkSession, cfg: Config, persisted: list
-                      ) -> tuple[Ingested, dict[str, dict], DataFrame, Counter, HeldOut]:
+def _ingest_and_split(
+    spark: SparkSession, cfg: Config, persisted: list
+) -> tuple[Ingested, dict[str, dict], DataFrame, Counter, HeldOut]:
     """Read the input, bucket numeric fields, filter the events and split them per ``cfg.split``.
 
     Returns:
@@ -185,12 +197,14 @@ def _ingest_and_split(spark: SparkSession, cfg: Config, persisted: list
     split = cfg.split
     held = HeldOut(info={"kind": split.kind}, all_events=events)
     if split.kind == "items":
-        heldout = choose_heldout_items(events, data.side_info, split.item_fraction,
-                                       split.seed).persist()
+        heldout = choose_heldout_items(
+            events, data.side_info, split.item_fraction, split.seed
+        ).persist()
         persisted.append(heldout)
         held.heldout_items = heldout
-        held.info.update(item_fraction=split.item_fraction, seed=split.seed,
-                         heldout_items=heldout.count())
+        held.info.update(
+            item_fraction=split.item_fraction, seed=split.seed, heldout_items=heldout.count()
+        )
         events = events.join(F.broadcast(heldout), "item_id", "left_anti")
     elif split.kind == "time":
         cutoff = time_cutoff(events, split.time_fraction)
@@ -200,8 +214,9 @@ def _ingest_and_split(spark: SparkSession, cfg: Config, persisted: list
     return data, numeric, events, dropped_all, held
 
 
-def _items_and_sessions(cfg: Config, data: Ingested, events: DataFrame, dropped: Counter,
-                        persisted: list) -> tuple[DataFrame, int, DataFrame, Row]:
+def _items_and_sessions(
+    cfg: Config, data: Ingested, events: DataFrame, dropped: Counter, persisted: list
+) -> tuple[DataFrame, int, DataFrame, Row]:
     """Index the items and cut the training events into sessions.
 
     Returns:
@@ -215,11 +230,15 @@ def _items_and_sessions(cfg: Config, data: Ingested, events: DataFrame, dropped:
     persisted.append(items)
     num_items = items.count()
     if num_items == 0:
-        raise ValueError("no items: every event and catalogue row was dropped "
-                         f"(dropped: {dict(dropped)})")
-    indexed = events.join(F.broadcast(items.select("item_id", "item_idx"))
-                          if num_items <= 2_000_000 else items.select("item_id", "item_idx"),
-                          "item_id")
+        raise ValueError(
+            f"no items: every event and catalogue row was dropped (dropped: {dict(dropped)})"
+        )
+    indexed = events.join(
+        F.broadcast(items.select("item_id", "item_idx"))
+        if num_items <= 2_000_000
+        else items.select("item_id", "item_idx"),
+        "item_id",
+    )
     sessions = sessionize(indexed, cfg.sessions.session_gap).persist()
     persisted.append(sessions)
     stats = sessions.agg(
@@ -230,8 +249,15 @@ def _items_and_sessions(cfg: Config, data: Ingested, events: DataFrame, dropped:
     return items, num_items, sessions, stats
 
 
-def _graph(spark: SparkSession, cfg: Config, sessions: DataFrame, held: HeldOut,
-           events_kept: int, dropped: Counter, persisted: list) -> tuple[DataFrame, DataFrame, int]:
+def _graph(
+    spark: SparkSession,
+    cfg: Config,
+    sessions: DataFrame,
+    held: HeldOut,
+    events_kept: int,
+    dropped: Counter,
+    persisted: list,
+) -> tuple[DataFrame, DataFrame, int]:
     """Build the edges, hide a part of them for split kind ``edges``, and the adjacency lists.
 
     Sets ``held.train_edges`` (and, for kind ``edges``, the hidden pairs and the non-edges).
@@ -252,8 +278,9 @@ def _graph(spark: SparkSession, cfg: Config, sessions: DataFrame, held: HeldOut,
         persisted += [hidden, non_edges]
         edges = remove_pairs(full_edges, hidden).persist()
         persisted.append(edges)
-        held.info.update(edge_fraction=split.edge_fraction, seed=split.seed,
-                         edges_before=full_edges.count())
+        held.info.update(
+            edge_fraction=split.edge_fraction, seed=split.seed, edges_before=full_edges.count()
+        )
         held.hidden_edges, held.non_edges = hidden, non_edges
     held.train_edges = edges
     # spark-submit's --conf spark.sql.shuffle.partitions wins over the config's (see spark.py)
@@ -264,12 +291,14 @@ def _graph(spark: SparkSession, cfg: Config, sessions: DataFrame, held: HeldOut,
         raise ValueError(
             f"no edges: no session has two different consecutive items ({events_kept} "
             f"events kept, dropped: {dict(dropped) or 'nothing'}); check the input "
-            "columns, time_format and session_gap")
+            "columns, time_format and session_gap"
+        )
     return edges, adjacency, start_nodes
 
 
-def _walks(spark: SparkSession, cfg: Config, adjacency: DataFrame, num_items: int,
-           tmp: Path) -> tuple[dict[str, Any], Row]:
+def _walks(
+    spark: SparkSession, cfg: Config, adjacency: DataFrame, num_items: int, tmp: Path
+) -> tuple[dict[str, Any], Row]:
     """Walk the graph and write the walk shards into ``tmp``.
 
     Returns:
@@ -286,15 +315,27 @@ def _walks(spark: SparkSession, cfg: Config, adjacency: DataFrame, num_items: in
     )
     walk_table = write_walk_shards(walks, tmp, cfg.output.num_shards, cfg.walks.seed)
     _check(tmp, walk_table, schema.WALK_SCHEMA)
-    walk_stats = spark.read.parquet(str(tmp / schema.WALKS_DIR)).agg(
-        F.sum(F.size("items") - 1).alias("steps"),
-        F.sum((F.size("items") < cfg.walks.walk_length).cast("long")).alias("short"),
-    ).first()
+    walk_stats = (
+        spark.read.parquet(str(tmp / schema.WALKS_DIR))
+        .agg(
+            F.sum(F.size("items") - 1).alias("steps"),
+            F.sum((F.size("items") < cfg.walks.walk_length).cast("long")).alias("short"),
+        )
+        .first()
+    )
     return walk_table, walk_stats
 
 
-def _write_tables(cfg: Config, tmp: Path, data: Ingested, items: DataFrame, num_items: int,
-                  edges: DataFrame, held: HeldOut, persisted: list) -> dict[str, Any]:
+def _write_tables(
+    cfg: Config,
+    tmp: Path,
+    data: Ingested,
+    items: DataFrame,
+    num_items: int,
+    edges: DataFrame,
+    held: HeldOut,
+    persisted: list,
+) -> dict[str, Any]:
     """Write the vocabularies, the item table, the training edges and the held-out tables.
 
     Sets ``held.info["tables"]`` (rows per held-out table) when the job splits.
@@ -306,21 +347,29 @@ def _write_tables(cfg: Config, tmp: Path, data: Ingested, items: DataFrame, num_
     vocabs = {f: build_vocab(items, f).persist() for f in data.fields}
     persisted.extend(vocabs.values())
     for field, vocab in vocabs.items():
-        tables[f"vocab/{field}"] = write_table(vocab, tmp, f"{schema.VOCAB_DIR}/{field}",
-                                               sort_by=["index"])
+        tables[f"vocab/{field}"] = write_table(
+            vocab, tmp, f"{schema.VOCAB_DIR}/{field}", sort_by=["index"]
+        )
         _check(tmp, tables[f"vocab/{field}"], schema.VOCAB_SCHEMA)
     item_files = max(1, math.ceil(num_items / ITEMS_PER_FILE))
-    tables["items"] = write_table(encode_side_info(items, vocabs), tmp, schema.ITEMS_DIR,
-                                  files=item_files, sort_by=["item_idx"])
+    tables["items"] = write_table(
+        encode_side_info(items, vocabs),
+        tmp,
+        schema.ITEMS_DIR,
+        files=item_files,
+        sort_by=["item_idx"],
+    )
     _check(tmp, tables["items"], schema.item_schema(data.fields, names=data.names is not None))
-    tables["edges"] = write_table(edges, tmp, schema.EDGES_DIR,
-                                  files=max(1, cfg.output.num_shards), sort_by=["src", "dst"])
+    tables["edges"] = write_table(
+        edges, tmp, schema.EDGES_DIR, files=max(1, cfg.output.num_shards), sort_by=["src", "dst"]
+    )
     _check(tmp, tables["edges"], schema.EDGE_SCHEMA)
     if cfg.split.kind != "none":
         eval_tables = _split_tables(cfg, items, held)
         for name, df in eval_tables.items():
-            tables[f"eval/{name}"] = write_table(df, tmp, f"{schema.EVAL_DIR}/{name}",
-                                                 sort_by=["src", "dst"])
+            tables[f"eval/{name}"] = write_table(
+                df, tmp, f"{schema.EVAL_DIR}/{name}", sort_by=["src", "dst"]
+            )
             _check(tmp, tables[f"eval/{name}"], schema.EDGE_SCHEMA)
         held.info["tables"] = {n: tables[f"eval/{n}"]["rows"] for n in eval_tables}
     return tables
@@ -329,11 +378,11 @@ def _write_tables(cfg: Config, tmp: Path, data: Ingested, items: DataFrame, num_
 def _item_stats(items: DataFrame, data: Ingested) -> Row:
     """The items' ``cold`` (no events), ``no_side_info`` and ``named`` counts."""
     no_side_info = (
-        F.size(F.flatten(F.array(*[col(f) for f in data.fields]))) == 0 if data.fields
+        F.size(F.flatten(F.array(*[col(f) for f in data.fields]))) == 0
+        if data.fields
         else F.lit(True)
     )
-    named = (F.col(schema.NAME_COLUMN).isNotNull() if data.names is not None
-             else F.lit(False))
+    named = F.col(schema.NAME_COLUMN).isNotNull() if data.names is not None else F.lit(False)
     return items.agg(
         F.sum((F.col("count") == 0).cast("long")).alias("cold"),
         F.sum(no_side_info.cast("long")).alias("no_side_info"),
@@ -341,11 +390,23 @@ def _item_stats(items: DataFrame, data: Ingested) -> Row:
     ).first()
 
 
-def _manifest(spark: SparkSession, cfg: Config, data: Ingested, numeric: dict[str, dict], *,
-              stats: Row, num_items: int, item_stats: Row, start_nodes: int,
-              walk_table: dict[str, Any], walk_stats: Row, tables: dict[str, Any],
-              dropped: Counter, split_info: dict[str, Any],
-              timings: dict[str, float]) -> dict[str, Any]:
+def _manifest(
+    spark: SparkSession,
+    cfg: Config,
+    data: Ingested,
+    numeric: dict[str, dict],
+    *,
+    stats: Row,
+    num_items: int,
+    item_stats: Row,
+    start_nodes: int,
+    walk_table: dict[str, Any],
+    walk_stats: Row,
+    tables: dict[str, Any],
+    dropped: Counter,
+    split_info: dict[str, Any],
+    timings: dict[str, float],
+) -> dict[str, Any]:
     """The job's manifest, from what the stages counted and wrote (see :mod:`eges.schema`)."""
     return {
         "format": schema.FORMAT_NAME,
@@ -353,8 +414,12 @@ def _manifest(spark: SparkSession, cfg: Config, data: Ingested, numeric: dict[st
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "seed": cfg.walks.seed,
         "side_info_fields": [
-            {"name": f, "vocab_size": tables[f"vocab/{f}"]["rows"],
-             "lowercase": f in data.lowercase, **({"numeric": numeric[f]} if f in numeric else {})}
+            {
+                "name": f,
+                "vocab_size": tables[f"vocab/{f}"]["rows"],
+                "lowercase": f in data.lowercase,
+                **({"numeric": numeric[f]} if f in numeric else {}),
+            }
             for f in data.fields
         ],
         "counts": {

@@ -30,17 +30,28 @@ def filter_events(events: DataFrame, cfg: SessionsConfig) -> DataFrame:
     out = events
     if cfg.max_events_per_user is not None:
         per_user = F.count(F.lit(1)).over(Window.partitionBy("user_id"))
-        out = tag(out.withColumn("_n_user", per_user),
-                  [(F.col("_n_user") > cfg.max_events_per_user,
+        out = tag(
+            out.withColumn("_n_user", per_user),
+            [
+                (
+                    F.col("_n_user") > cfg.max_events_per_user,
                     f"user with more than {cfg.max_events_per_user} events "
-                    "(sessions.max_events_per_user)")]).drop("_n_user")
+                    "(sessions.max_events_per_user)",
+                )
+            ],
+        ).drop("_n_user")
     if cfg.min_item_count > 1:
         kept = F.col(DROP).isNull() if DROP in out.columns else F.lit(True)
         per_item = F.sum(kept.cast("long")).over(Window.partitionBy("item_id"))
-        out = tag(out.withColumn("_n_item", per_item),
-                  [(F.col("_n_item") < cfg.min_item_count,
-                    f"item with fewer than {cfg.min_item_count} events "
-                    "(sessions.min_item_count)")]).drop("_n_item")
+        out = tag(
+            out.withColumn("_n_item", per_item),
+            [
+                (
+                    F.col("_n_item") < cfg.min_item_count,
+                    f"item with fewer than {cfg.min_item_count} events (sessions.min_item_count)",
+                )
+            ],
+        ).drop("_n_item")
     if DROP not in out.columns:
         out = out.withColumn(DROP, F.lit(None).cast("string"))
     return out
@@ -61,11 +72,18 @@ def sessionize(events: DataFrame, session_gap: int) -> DataFrame:
     prev_ts = F.lag("ts").over(w)
     new_session = prev_ts.isNull() | ((F.col("ts") - prev_ts) > F.lit(float(session_gap)))
     return events.select(
-        "user_id", "ts", "item_idx",
+        "user_id",
+        "ts",
+        "item_idx",
         F.lag("item_idx").over(w).alias("_prev"),
         new_session.alias("new_session"),
     ).select(
-        "user_id", "ts", "item_idx", "new_session",
-        F.when(F.col("new_session"), F.lit(None)).otherwise(F.col("_prev")).cast("int")
+        "user_id",
+        "ts",
+        "item_idx",
+        "new_session",
+        F.when(F.col("new_session"), F.lit(None))
+        .otherwise(F.col("_prev"))
+        .cast("int")
         .alias("prev_item"),
     )

@@ -2,7 +2,8 @@
 
 Everything is written into a hidden temporary sibling of the output directory
 (:func:`eges.schema.staged_dir`); the manifest is written last, then the directory is renamed
-into place (an existing one is swapped out only with ``output.overwrite``). Readers therefore see either no directory, the previous complete one, or
+into place (an existing one is swapped out only with ``output.overwrite``). Readers therefore see
+either no directory, the previous complete one, or
 the new complete one — never a mix.
 
 Output paths must be on a filesystem that the driver can rename on and every executor can write
@@ -52,12 +53,16 @@ def check_output(final: Path, overwrite: bool) -> None:
         )
     stale = sorted(final.parent.glob(f".{final.name}.tmp-*"))
     if stale:
-        log.warning("temporary directories of earlier runs that did not finish (safe to delete "
-                    "unless such a run is still going): %s", ", ".join(map(str, stale)))
+        log.warning(
+            "temporary directories of earlier runs that did not finish (safe to delete "
+            "unless such a run is still going): %s",
+            ", ".join(map(str, stale)),
+        )
 
 
-def write_table(df: DataFrame, root: Path, name: str, *, files: int = 1,
-                sort_by: list[str] | None = None) -> dict[str, Any]:
+def write_table(
+    df: DataFrame, root: Path, name: str, *, files: int = 1, sort_by: list[str] | None = None
+) -> dict[str, Any]:
     """Write ``df`` as parquet into ``root/name`` and describe it for the manifest.
 
     Args:
@@ -104,13 +109,16 @@ def write_walk_shards(walks: DataFrame, out: Path, num_shards: int, seed: int) -
     """
     spark_dir = out / f"_{schema.WALKS_DIR}_spark"
     order = F.xxhash64(F.lit(seed).cast("long"), F.col("walk_id"))
-    (walks.select("walk_id", "items", order.alias("_order"))
-     .withColumn("shard", F.pmod(F.col("_order"), F.lit(num_shards)))
-     .repartition(num_shards, "shard")
-     .sortWithinPartitions("shard", "_order", "walk_id")
-     .drop("_order")
-     .write.option("maxRecordsPerFile", 0)  # one file per shard whatever the session says
-     .partitionBy("shard").parquet(str(spark_dir)))
+    (
+        walks.select("walk_id", "items", order.alias("_order"))
+        .withColumn("shard", F.pmod(F.col("_order"), F.lit(num_shards)))
+        .repartition(num_shards, "shard")
+        .sortWithinPartitions("shard", "_order", "walk_id")
+        .drop("_order")
+        .write.option("maxRecordsPerFile", 0)  # one file per shard whatever the session says
+        .partitionBy("shard")
+        .parquet(str(spark_dir))
+    )
     final = out / schema.WALKS_DIR
     final.mkdir()
     shard_dirs = sorted(spark_dir.glob("shard=*"), key=lambda d: int(d.name.split("=", 1)[1]))

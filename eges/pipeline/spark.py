@@ -35,9 +35,9 @@ REQUIRED = {
 }
 REQUIRED_WHY = {
     "spark.sql.session.timeZone": "timestamps and time patterns are read in UTC, so session "
-                                  "gaps and time splits do not depend on the cluster's zone",
+    "gaps and time splits do not depend on the cluster's zone",
     "spark.sql.csv.parser.columnPruning.enabled": "malformed CSV rows are counted by parsing "
-                                                  "whole rows",
+    "whole rows",
 }
 
 
@@ -54,8 +54,9 @@ def submitted_settings() -> dict[str, str] | None:
     return dict(SparkConf().getAll())
 
 
-def resolve_settings(cfg: SparkConfig, submitted: dict[str, str] | None,
-                     extra: dict[str, str] | None = None) -> dict[str, str]:
+def resolve_settings(
+    cfg: SparkConfig, submitted: dict[str, str] | None, extra: dict[str, str] | None = None
+) -> dict[str, str]:
     """The settings to apply in code: the config's, less those spark-submit already set, plus
     :data:`REQUIRED` always (a different value from anywhere is overridden with a warning).
 
@@ -78,24 +79,29 @@ def resolve_settings(cfg: SparkConfig, submitted: dict[str, str] | None,
     for key, value in REQUIRED.items():
         given = (submitted or {}).get(key, wanted.get(key, value))
         if given != value:
-            log.warning("%s=%s is ignored: the walk job needs %s (%s)", key, given, value,
-                        REQUIRED_WHY[key])
+            log.warning(
+                "%s=%s is ignored: the walk job needs %s (%s)", key, given, value, REQUIRED_WHY[key]
+            )
     if submitted is None:
         if cfg.master:
             wanted[MASTER] = cfg.master
         return {**wanted, **REQUIRED}
     if cfg.master and cfg.master != submitted.get(MASTER):
-        log.warning("spark.master %s of the config is ignored: under spark-submit the master is "
-                    "spark-submit's (%s); choose it with --master", cfg.master,
-                    submitted.get(MASTER))
+        log.warning(
+            "spark.master %s of the config is ignored: under spark-submit the master is "
+            "spark-submit's (%s); choose it with --master",
+            cfg.master,
+            submitted.get(MASTER),
+        )
     settings = {}
     for key, value in wanted.items():
         # spark-submit names the app after the script unless --name is given: keep the config's
         default_name = key == APP_NAME and submitted.get(key) == Path(sys.argv[0]).name
         if key in submitted and not default_name:
             if submitted[key] != value:
-                log.info("%s=%s from spark-submit wins over the config's %s", key,
-                         submitted[key], value)
+                log.info(
+                    "%s=%s from spark-submit wins over the config's %s", key, submitted[key], value
+                )
             continue
         settings[key] = value
     return {**settings, **REQUIRED}
@@ -149,6 +155,11 @@ def build_spark(cfg: SparkConfig, extra: dict[str, str] | None = None) -> SparkS
             spark.conf.set(key, value)
         except Exception:  # static settings (e.g. spark.ui.enabled) cannot change at runtime
             log.debug("cannot set %s on a running session", key)
-    log.info("Spark %s, master %s, %s=%s", spark.version, spark.sparkContext.master,
-             SHUFFLE_PARTITIONS, spark.conf.get(SHUFFLE_PARTITIONS))
+    log.info(
+        "Spark %s, master %s, %s=%s",
+        spark.version,
+        spark.sparkContext.master,
+        SHUFFLE_PARTITIONS,
+        spark.conf.get(SHUFFLE_PARTITIONS),
+    )
     return spark

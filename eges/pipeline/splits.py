@@ -33,9 +33,13 @@ def _key(seed: int, *cols: str):
 
 def undirected_pairs(edges: DataFrame) -> DataFrame:
     """Item pairs connected in either direction: ``src`` < ``dst``, ``weight`` summed."""
-    return edges.select(
-        F.least("src", "dst").alias("src"), F.greatest("src", "dst").alias("dst"), "weight"
-    ).groupBy("src", "dst").agg(F.sum("weight").alias("weight"))
+    return (
+        edges.select(
+            F.least("src", "dst").alias("src"), F.greatest("src", "dst").alias("dst"), "weight"
+        )
+        .groupBy("src", "dst")
+        .agg(F.sum("weight").alias("weight"))
+    )
 
 
 def hide_pairs(edges: DataFrame, fraction: float, seed: int) -> DataFrame:
@@ -53,7 +57,8 @@ def hide_pairs(edges: DataFrame, fraction: float, seed: int) -> DataFrame:
 def remove_pairs(edges: DataFrame, pairs: DataFrame) -> DataFrame:
     """``edges`` without either direction of any pair in ``pairs`` (``src`` < ``dst``)."""
     undirected = edges.withColumn("_lo", F.least("src", "dst")).withColumn(
-        "_hi", F.greatest("src", "dst"))
+        "_hi", F.greatest("src", "dst")
+    )
     hidden = pairs.select(F.col("src").alias("_lo"), F.col("dst").alias("_hi"))
     return undirected.join(hidden, ["_lo", "_hi"], "left_anti").select("src", "dst", "weight")
 
@@ -76,30 +81,41 @@ def sample_non_edges(edges: DataFrame, n: int, seed: int, oversample: int = 3) -
     existing = undirected_pairs(edges).select("src", "dst")
     for attempt in range(4):
         draws = max(64, oversample * n) * 4**attempt
+
         def draw(stream: int):
-            return F.pmod(F.xxhash64(F.lit(seed + attempt).cast("long"), F.col("id"),
-                                     F.lit(stream).cast("long")), F.lit(num_nodes))
+            return F.pmod(
+                F.xxhash64(
+                    F.lit(seed + attempt).cast("long"), F.col("id"), F.lit(stream).cast("long")
+                ),
+                F.lit(num_nodes),
+            )
 
         cand = spark.range(draws).select(draw(0).alias("a"), draw(1).alias("b"))
         a = nodes.select(F.col("_rank").alias("a"), F.col("node").alias("na"))
         b = nodes.select(F.col("_rank").alias("b"), F.col("node").alias("nb"))
-        pairs = (cand.join(F.broadcast(a), "a").join(F.broadcast(b), "b")
-                 .filter(F.col("na") != F.col("nb"))
-                 .select(F.least("na", "nb").alias("src"), F.greatest("na", "nb").alias("dst"))
-                 .distinct()
-                 .join(existing, ["src", "dst"], "left_anti"))
+        pairs = (
+            cand.join(F.broadcast(a), "a")
+            .join(F.broadcast(b), "b")
+            .filter(F.col("na") != F.col("nb"))
+            .select(F.least("na", "nb").alias("src"), F.greatest("na", "nb").alias("dst"))
+            .distinct()
+            .join(existing, ["src", "dst"], "left_anti")
+        )
         found = pairs.orderBy(_key(seed, "src", "dst"), "src", "dst").limit(n).persist()
         if found.count() == n:
             nodes.unpersist()
             return found.withColumn("weight", F.lit(0).cast("long"))
         found.unpersist()
     nodes.unpersist()
-    raise ValueError(f"could not sample {n} non-edges among {num_nodes} nodes: the graph is "
-                     "too dense for split.edge_fraction")
+    raise ValueError(
+        f"could not sample {n} non-edges among {num_nodes} nodes: the graph is "
+        "too dense for split.edge_fraction"
+    )
 
 
-def choose_heldout_items(events: DataFrame, side_info: DataFrame, fraction: float,
-                         seed: int) -> DataFrame:
+def choose_heldout_items(
+    events: DataFrame, side_info: DataFrame, fraction: float, seed: int
+) -> DataFrame:
     """A seeded ``fraction`` of the items that have events and at least one side-info value.
 
     Items without side information are never held out: nothing could embed them cold.
@@ -110,8 +126,9 @@ def choose_heldout_items(events: DataFrame, side_info: DataFrame, fraction: floa
     fields = [c for c in side_info.columns if c != "item_id"]
     if not fields:
         raise ValueError("split.kind=items needs side information: the data has no fields")
-    with_side = side_info.filter(
-        F.size(F.flatten(F.array(*[col(f) for f in fields]))) > 0).select("item_id")
+    with_side = side_info.filter(F.size(F.flatten(F.array(*[col(f) for f in fields]))) > 0).select(
+        "item_id"
+    )
     eligible = events.select("item_id").distinct().join(with_side, "item_id")
     n = round(fraction * eligible.count())
     return eligible.orderBy(_key(seed, "item_id"), "item_id").limit(n).select("item_id")
@@ -130,12 +147,16 @@ def neighbour_truth(full_edges: DataFrame, heldout_idx: DataFrame) -> DataFrame:
         ``src`` (held-out item), ``dst`` (warm neighbour), ``weight``.
     """
     both = full_edges.select("src", "dst", "weight").union(
-        full_edges.select(F.col("dst").alias("src"), F.col("src").alias("dst"), "weight"))
+        full_edges.select(F.col("dst").alias("src"), F.col("src").alias("dst"), "weight")
+    )
     held = heldout_idx.select(F.col("item_idx").alias("src"))
     others = heldout_idx.select(F.col("item_idx").alias("dst"))
-    return (both.join(F.broadcast(held), "src")
-            .join(F.broadcast(others), "dst", "left_anti")
-            .groupBy("src", "dst").agg(F.sum("weight").alias("weight")))
+    return (
+        both.join(F.broadcast(held), "src")
+        .join(F.broadcast(others), "dst", "left_anti")
+        .groupBy("src", "dst")
+        .agg(F.sum("weight").alias("weight"))
+    )
 
 
 def time_cutoff(events: DataFrame, fraction: float) -> float:
@@ -155,9 +176,12 @@ def heldout_transitions(test_sessions: DataFrame, train_edges: DataFrame) -> Dat
     Returns:
         ``src``, ``dst``, ``weight`` (occurrences).
     """
-    nodes = train_edges.select(F.col("src").alias("node")).union(
-        train_edges.select("dst")).distinct()
+    nodes = (
+        train_edges.select(F.col("src").alias("node")).union(train_edges.select("dst")).distinct()
+    )
     edges = build_edges(test_sessions)
-    return (edges.join(nodes.withColumnRenamed("node", "src"), "src")
-            .join(nodes.withColumnRenamed("node", "dst"), "dst")
-            .select("src", "dst", "weight"))
+    return (
+        edges.join(nodes.withColumnRenamed("node", "src"), "src")
+        .join(nodes.withColumnRenamed("node", "dst"), "dst")
+        .select("src", "dst", "weight")
+    )

@@ -28,7 +28,9 @@ _U53 = 2.0**-53
 
 def _hash(seed: int, step: int, stream: int) -> Column:
     return F.xxhash64(
-        F.lit(seed).cast("long"), F.col("walk_id"), F.lit(step).cast("long"),
+        F.lit(seed).cast("long"),
+        F.col("walk_id"),
+        F.lit(step).cast("long"),
         F.lit(stream).cast("long"),
     )
 
@@ -43,10 +45,14 @@ def start_walkers(adjacency: DataFrame, walks_per_node: int, num_items: int) -> 
         ``walk_id`` bigint, ``path`` array<int> (the start node), ``done`` bool.
     """
     rounds = adjacency.sparkSession.range(walks_per_node).withColumnRenamed("id", "round")
-    return adjacency.select("src").crossJoin(rounds).select(
-        (F.col("round") * F.lit(num_items) + (F.col("src") - 1)).cast("long").alias("walk_id"),
-        F.array(F.col("src")).alias("path"),
-        F.lit(False).alias("done"),
+    return (
+        adjacency.select("src")
+        .crossJoin(rounds)
+        .select(
+            (F.col("round") * F.lit(num_items) + (F.col("src") - 1)).cast("long").alias("walk_id"),
+            F.array(F.col("src")).alias("path"),
+            F.lit(False).alias("done"),
+        )
     )
 
 
@@ -83,9 +89,16 @@ def walk_step(walkers: DataFrame, adjacency: DataFrame, seed: int, step: int) ->
     )
 
 
-def random_walks(adjacency: DataFrame, *, walks_per_node: int, walk_length: int, seed: int,
-                 num_items: int, checkpoint_every: int,
-                 checkpoint: Callable[[DataFrame, int], DataFrame] | None = None) -> DataFrame:
+def random_walks(
+    adjacency: DataFrame,
+    *,
+    walks_per_node: int,
+    walk_length: int,
+    seed: int,
+    num_items: int,
+    checkpoint_every: int,
+    checkpoint: Callable[[DataFrame, int], DataFrame] | None = None,
+) -> DataFrame:
     """All walks of the graph.
 
     Args:
@@ -102,6 +115,7 @@ def random_walks(adjacency: DataFrame, *, walks_per_node: int, walk_length: int,
         ``walk_id`` bigint, ``items`` array<int>.
     """
     if checkpoint is None:
+
         def checkpoint(df: DataFrame, _step: int) -> DataFrame:
             return df.checkpoint(eager=True)
 

@@ -81,13 +81,19 @@ class Embedder:
         for f in self.fields:
             t = pq.read_table(export / "vocab" / f"{f}.parquet")
             self.vocab[f] = dict(zip(t["value"].to_pylist(), t["index"].to_pylist()))
-        self.trained = {f: getattr(self.model, f"side_trained_{i}").cpu().numpy()
-                        for i, f in enumerate(self.fields)}
+        self.trained = {
+            f: getattr(self.model, f"side_trained_{i}").cpu().numpy()
+            for i, f in enumerate(self.fields)
+        }
         # numeric fields: a raw value maps to its bucket, or the nearest trained bucket
         self.numeric = {
-            f: NumericMapper(NumericSpec.from_manifest(spec),
-                             [v for v, i in self.vocab[f].items() if self.trained[f][i]])
-            for f, spec in meta.get("numeric_fields", {}).items() if f in self.vocab}
+            f: NumericMapper(
+                NumericSpec.from_manifest(spec),
+                [v for v, i in self.vocab[f].items() if self.trained[f][i]],
+            )
+            for f, spec in meta.get("numeric_fields", {}).items()
+            if f in self.vocab
+        }
         emb, vectors = read_embeddings(self.run_dir)
         self.item_ids: list[str] = emb["item_id"].to_pylist()
         # item_id -> display name, kept by the walk job (empty: the data has none)
@@ -106,8 +112,12 @@ class Embedder:
             log.warning("%s value %r is not a number: ignored", field, raw)
         elif not exact:
             self.nearest[field] += 1
-            log.warning("%s value %r is outside the trained buckets: mapped to the nearest, %r",
-                     field, raw, label)
+            log.warning(
+                "%s value %r is outside the trained buckets: mapped to the nearest, %r",
+                field,
+                raw,
+                label,
+            )
         return label
 
     def embed(self, items: list[dict[str, list[str]]]) -> tuple[torch.Tensor, list[bool]]:
@@ -138,8 +148,12 @@ class Embedder:
                         log.warning("unknown %s value %r: ignored", f, value)
                     elif not self.trained[f][idx]:
                         self.unknown[f"{f} (untrained)"] += 1
-                        log.warning("%s value %r occurs only on items without interactions: "
-                                    "its embedding was never trained, ignored", f, value)
+                        log.warning(
+                            "%s value %r occurs only on items without interactions: "
+                            "its embedding was never trained, ignored",
+                            f,
+                            value,
+                        )
                     else:
                         ids.append(idx)
                 per_field.append(torch.tensor(ids, dtype=torch.long))
@@ -151,8 +165,9 @@ class Embedder:
         with torch.no_grad():
             return self.model.cold_start(side_ids), known
 
-    def most_similar(self, vectors: torch.Tensor, top_k: int = 10, metric: str = "context"
-                     ) -> list[list[Neighbour]]:
+    def most_similar(
+        self, vectors: torch.Tensor, top_k: int = 10, metric: str = "context"
+    ) -> list[list[Neighbour]]:
         """The top exported items for each row of ``vectors``.
 
         ``context`` (default): trained items by H·Z, the skip-gram score of "seen together",
@@ -165,18 +180,25 @@ class Embedder:
         # the same exact search as the neighbour table (eges.serving.neighbors), so rows agree
         if metric == "context":
             allowed = self._trained
-            idx, scores = exact_topk(vectors.float(), self._context,
-                                     min(top_k, int(allowed.sum())), allowed=allowed)
+            idx, scores = exact_topk(
+                vectors.float(), self._context, min(top_k, int(allowed.sum())), allowed=allowed
+            )
         else:
-            idx, scores = exact_topk(prepare(vectors, "cosine"), self._unit,
-                                     min(top_k, self._unit.shape[0]))
-        return [[Neighbour(self.item_ids[j], float(s), self.names.get(self.item_ids[j]))
-                 for s, j in zip(row_s, row_i)]
-                for row_s, row_i in zip(scores.tolist(), idx.tolist())]
+            idx, scores = exact_topk(
+                prepare(vectors, "cosine"), self._unit, min(top_k, self._unit.shape[0])
+            )
+        return [
+            [
+                Neighbour(self.item_ids[j], float(s), self.names.get(self.item_ids[j]))
+                for s, j in zip(row_s, row_i)
+            ]
+            for row_s, row_i in zip(scores.tolist(), idx.tolist())
+        ]
 
 
-def read_new_items(path: str | Path, fields: list[str], sep: str = "|", delimiter: str = ","
-                   ) -> tuple[list[str], list[dict[str, list[str]]]]:
+def read_new_items(
+    path: str | Path, fields: list[str], sep: str = "|", delimiter: str = ","
+) -> tuple[list[str], list[dict[str, list[str]]]]:
     """Read a CSV of new items (``item_id`` + field columns). Unknown columns are warned about."""
     path = Path(path)
     if not path.is_file():
@@ -187,13 +209,18 @@ def read_new_items(path: str | Path, fields: list[str], sep: str = "|", delimite
             raise ValueError(f"{path}: needs an item_id column; has {reader.fieldnames}")
         extra = [c for c in reader.fieldnames if c != "item_id" and c not in fields]
         if extra:
-            log.warning("%s: columns %s are not side-info fields of this run (%s): ignored",
-                        path, extra, fields)
+            log.warning(
+                "%s: columns %s are not side-info fields of this run (%s): ignored",
+                path,
+                extra,
+                fields,
+            )
         ids, items = [], []
         for row in reader:
             ids.append(row["item_id"])
-            items.append({f: [v.strip() for v in (row.get(f) or "").split(sep) if v.strip()]
-                          for f in fields})
+            items.append(
+                {f: [v.strip() for v in (row.get(f) or "").split(sep) if v.strip()] for f in fields}
+            )
     return ids, items
 
 
@@ -220,8 +247,9 @@ def detect_layout(path: str | Path, delimiter: str = ",") -> str:
     return "movielens" if "movieId" in header and "item_id" not in header else "simple"
 
 
-def _movielens_rows(path: Path, required: list[str], delimiter: str, skipped: list[str]
-                    ) -> tuple[list[str], list[dict[str, str]]]:
+def _movielens_rows(
+    path: Path, required: list[str], delimiter: str, skipped: list[str]
+) -> tuple[list[str], list[dict[str, str]]]:
     """Rows of a MovieLens-style CSV with a canonical movieId; the others go to ``skipped``."""
     if not path.is_file():
         raise FileNotFoundError(f"file not found: {path}")
@@ -248,8 +276,13 @@ def _movielens_rows(path: Path, required: list[str], delimiter: str, skipped: li
     return ids, rows
 
 
-def read_movielens_items(path: str | Path, fields: list[str], sep: str = "|",
-                         tags: str | Path | None = None, delimiter: str = ",") -> NewItems:
+def read_movielens_items(
+    path: str | Path,
+    fields: list[str],
+    sep: str = "|",
+    tags: str | Path | None = None,
+    delimiter: str = ",",
+) -> NewItems:
     """New items in MovieLens layout (``movieId,title,genres`` [+ ``tags``] and/or a tags file),
     with the walk job's rules; see the module docstring.
 
@@ -266,13 +299,13 @@ def read_movielens_items(path: str | Path, fields: list[str], sep: str = "|",
     known = {"genres", "year", "tags"}
     missing = [f for f in ("genres", "year") if f not in fields]
     if missing:
-        log.warning("%s: the run has no side-info field %s: those values are not used", path,
-                    missing)
+        log.warning(
+            "%s: the run has no side-info field %s: those values are not used", path, missing
+        )
     if rows:
         extra = [c for c in rows[0] if c not in MOVIELENS_COLUMNS and c != "tags"]
         if extra:
-            log.warning("%s: columns %s are not read in the movielens layout: ignored", path,
-                        extra)
+            log.warning("%s: columns %s are not read in the movielens layout: ignored", path, extra)
     order: list[str] = []
     values: dict[str, dict[str, list[str]]] = {}
     titles: dict[str, set[str]] = {}
@@ -297,22 +330,30 @@ def read_movielens_items(path: str | Path, fields: list[str], sep: str = "|",
             else:
                 unmatched += 1
         if unmatched:
-            log.warning("%s: %d tag rows of movies not in %s: ignored", tags, unmatched,
-                        path.name)
+            log.warning("%s: %d tag rows of movies not in %s: ignored", tags, unmatched, path.name)
     for line in skipped:
         log.warning("skipped %s", line)
     items = []
     for item_id in order:
         v = values[item_id]
-        merged = {"genres": ml_rules.clean(v["genres"]), "year": ml_rules.clean(v["year"]),
-                  "tags": ml_rules.tags(v["tags"])}
+        merged = {
+            "genres": ml_rules.clean(v["genres"]),
+            "year": ml_rules.clean(v["year"]),
+            "tags": ml_rules.tags(v["tags"]),
+        }
         items.append({f: merged[f] for f in fields if f in known})
     names = [min(titles[i]) if titles[i] else None for i in order]
     return NewItems(order, items, names, skipped)
 
 
-def load_new_items(path: str | Path, fields: list[str], sep: str = "|", layout: str = "auto",
-                   tags: str | Path | None = None, delimiter: str = ",") -> NewItems:
+def load_new_items(
+    path: str | Path,
+    fields: list[str],
+    sep: str = "|",
+    layout: str = "auto",
+    tags: str | Path | None = None,
+    delimiter: str = ",",
+) -> NewItems:
     """New items in either layout (``auto``: :func:`detect_layout`)."""
     if layout == "auto":
         layout = detect_layout(path, delimiter)
@@ -336,43 +377,67 @@ def format_neighbours(neighbours: list[Neighbour]) -> list[str]:
     id_width = max(8, *(len(n.item_id) for n in neighbours))
     names = [n.name or "" for n in neighbours]
     if not any(names):
-        return [f"  {rank:>3}. {n.item_id:<{id_width}}  {n.score:.3f}"
-                for rank, n in enumerate(neighbours, 1)]
+        return [
+            f"  {rank:>3}. {n.item_id:<{id_width}}  {n.score:.3f}"
+            for rank, n in enumerate(neighbours, 1)
+        ]
     names = [x if len(x) <= NAME_WIDTH else x[: NAME_WIDTH - 1] + "…" for x in names]
     width = max(len(x) for x in names)
-    return [f"  {rank:>3}. {n.item_id:<{id_width}}  {name:<{width}}  {n.score:.3f}"
-            for rank, (n, name) in enumerate(zip(neighbours, names), 1)]
+    return [
+        f"  {rank:>3}. {n.item_id:<{id_width}}  {name:<{width}}  {n.score:.3f}"
+        for rank, (n, name) in enumerate(zip(neighbours, names), 1)
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
     p = parser("embed", __doc__)
     p.add_argument("--run", required=True, help="run directory of eges/train.py")
-    p.add_argument("--items", required=True,
-                   help="CSV of new items: item_id + field columns, or movieId,title,genres")
-    p.add_argument("--layout", choices=["auto", "simple", "movielens"], default="auto",
-                   help="simple: item_id + one column per field; movielens: movieId,title,"
-                        "genres (+ tags) read with the walk job's rules; auto (default): "
-                        "movielens when the header has movieId and no item_id")
+    p.add_argument(
+        "--items",
+        required=True,
+        help="CSV of new items: item_id + field columns, or movieId,title,genres",
+    )
+    p.add_argument(
+        "--layout",
+        choices=["auto", "simple", "movielens"],
+        default="auto",
+        help="simple: item_id + one column per field; movielens: movieId,title,"
+        "genres (+ tags) read with the walk job's rules; auto (default): "
+        "movielens when the header has movieId and no item_id",
+    )
     p.add_argument("--tags", help="movielens layout: a tags file (movieId,tag; one tag a row)")
     p.add_argument("--delimiter", default=",", help="field delimiter of the CSV files")
     p.add_argument("--top-k", type=int, default=10)
     p.add_argument("--sep", default="|", help="separator of multi-valued fields")
-    p.add_argument("--metric", choices=["context", "cosine"], default="context",
-                   help="context: trained items by H·Z (default, as the neighbour table); "
-                        "cosine: every exported item by cosine similarity")
-    p.add_argument("--output", help="write neighbours as parquet in the schema of the "
-                                    "neighbour table (item_id, neighbor_id, rank, score)")
-    p.add_argument("--names", action="store_true",
-                   help="with --output: add neighbor_name, as eges.serving.neighbors --names")
+    p.add_argument(
+        "--metric",
+        choices=["context", "cosine"],
+        default="context",
+        help="context: trained items by H·Z (default, as the neighbour table); "
+        "cosine: every exported item by cosine similarity",
+    )
+    p.add_argument(
+        "--output",
+        help="write neighbours as parquet in the schema of the "
+        "neighbour table (item_id, neighbor_id, rank, score)",
+    )
+    p.add_argument(
+        "--names",
+        action="store_true",
+        help="with --output: add neighbor_name, as eges.serving.neighbors --names",
+    )
     args = p.parse_args(argv)
     setup_logging(level=logging.WARNING)
     try:
         emb = Embedder(args.run)
-        new = load_new_items(args.items, emb.fields, args.sep, args.layout, args.tags,
-                             args.delimiter)
+        new = load_new_items(
+            args.items, emb.fields, args.sep, args.layout, args.tags, args.delimiter
+        )
         if args.names and args.output and not emb.names:
-            raise ValueError("--names: the run's walk output has no item names (its layout has "
-                             "none, or it was written before names were kept)")
+            raise ValueError(
+                "--names: the run's walk output has no item names (its layout has "
+                "none, or it was written before names were kept)"
+            )
         known, neighbours = [], []
         if new.ids:
             vectors, known = emb.embed(new.items)
@@ -390,15 +455,25 @@ def main(argv: list[str] | None = None) -> int:
         for line in format_neighbours(nbrs):
             print(line)
         for rank, n in enumerate(nbrs, 1):
-            rows.append({"item_id": item_id, "neighbor_id": n.item_id, "rank": rank,
-                         "score": n.score, "neighbor_name": n.name})
+            rows.append(
+                {
+                    "item_id": item_id,
+                    "neighbor_id": n.item_id,
+                    "rank": rank,
+                    "score": n.score,
+                    "neighbor_name": n.name,
+                }
+            )
     if new.skipped:
         print(f"skipped {len(new.skipped)} rows: {'; '.join(new.skipped)}", file=sys.stderr)
     if emb.unknown:
         print(f"ignored unknown values: {dict(emb.unknown)}", file=sys.stderr)
     if emb.nearest:
-        print(f"numeric values outside the trained buckets, mapped to the nearest: "
-              f"{dict(emb.nearest)}", file=sys.stderr)
+        print(
+            f"numeric values outside the trained buckets, mapped to the nearest: "
+            f"{dict(emb.nearest)}",
+            file=sys.stderr,
+        )
     if args.output:
         out_schema = NEIGHBORS_NAMES_SCHEMA if args.names else NEIGHBORS_SCHEMA
         if not args.names:

@@ -58,18 +58,19 @@ log = logging.getLogger(__name__)
 NEIGHBORS_DIR = "neighbors"
 NEIGHBORS_FORMAT = "eges-neighbors"
 METRICS = ("cosine", "dot", "context")
-NEIGHBORS_SCHEMA = pa.schema([
-    pa.field("item_id", pa.string(), nullable=False),
-    pa.field("neighbor_id", pa.string(), nullable=False),
-    pa.field("rank", pa.int32(), nullable=False),
-    pa.field("score", pa.float32(), nullable=False),
-])
+NEIGHBORS_SCHEMA = pa.schema(
+    [
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("neighbor_id", pa.string(), nullable=False),
+        pa.field("rank", pa.int32(), nullable=False),
+        pa.field("score", pa.float32(), nullable=False),
+    ]
+)
 # with --names: the neighbour's display name from the walk output's item table (null if none)
 NEIGHBORS_NAMES_SCHEMA = NEIGHBORS_SCHEMA.append(pa.field("neighbor_name", pa.string()))
 
 
-def run_item_names(run_dir: str | Path, export: dict[str, Any] | None = None
-                   ) -> dict[str, str]:
+def run_item_names(run_dir: str | Path, export: dict[str, Any] | None = None) -> dict[str, str]:
     """item_id -> display name of a run's items, read from the item table of the walk output
     it was trained on (never from the raw input files); empty when that table has no names
     (a layout without names, or a walk output written before they were kept) or is gone."""
@@ -110,9 +111,16 @@ def shares_value(groups: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     return torch.sparse.mm(block, groups.t()).to_dense() > 0  # (b, M)
 
 
-def exact_topk(queries: torch.Tensor, items: torch.Tensor, k: int, *, block_size: int = 4096,
-               self_index: torch.Tensor | None = None, allowed: torch.Tensor | None = None,
-               groups: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def exact_topk(
+    queries: torch.Tensor,
+    items: torch.Tensor,
+    k: int,
+    *,
+    block_size: int = 4096,
+    self_index: torch.Tensor | None = None,
+    allowed: torch.Tensor | None = None,
+    groups: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact top-k by inner product, query block by query block.
 
     Args:
@@ -131,16 +139,16 @@ def exact_topk(queries: torch.Tensor, items: torch.Tensor, k: int, *, block_size
     device = items.device
     out_idx, out_score = [], []
     for lo in range(0, queries.shape[0], block_size):
-        q = queries[lo: lo + block_size].to(device)
+        q = queries[lo : lo + block_size].to(device)
         scores = q @ items.T  # (b, M)
         if self_index is not None:
-            own = self_index[lo: lo + block_size].to(device)
+            own = self_index[lo : lo + block_size].to(device)
             rows = torch.nonzero(own >= 0).squeeze(1)
             scores[rows, own[rows]] = float("-inf")
         if allowed is not None:
             scores[:, ~allowed.to(device)] = float("-inf")
         if groups is not None:
-            own = self_index[lo: lo + block_size]
+            own = self_index[lo : lo + block_size]
             scores[~shares_value(groups, own).to(device)] = float("-inf")
         best = torch.topk(scores, k, dim=1)
         out_idx.append(best.indices.cpu())
@@ -148,15 +156,18 @@ def exact_topk(queries: torch.Tensor, items: torch.Tensor, k: int, *, block_size
     return torch.cat(out_idx), torch.cat(out_score)
 
 
-def hnsw_topk(vectors: np.ndarray, k: int, *, m: int = 32, ef_search: int = 256,
-              threads: int | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+def hnsw_topk(
+    vectors: np.ndarray, k: int, *, m: int = 32, ef_search: int = 256, threads: int | None = None
+) -> tuple[np.ndarray, np.ndarray, float]:
     """Approximate top-k of every row among all rows with faiss' HNSW (inner product), self
     excluded.
 
     Returns:
         (indices (M, k), scores (M, k), build seconds); missing slots have index -1.
     """
-    logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs every CPU variant it tries
+    logging.getLogger("faiss").setLevel(
+        logging.WARNING
+    )  # its loader logs every CPU variant it tries
     import faiss
 
     if threads:
@@ -174,8 +185,12 @@ def hnsw_topk(vectors: np.ndarray, k: int, *, m: int = 32, ef_search: int = 256,
     return (idx[keep].reshape(len(x), k), scores[keep].reshape(len(x), k), build)
 
 
-def recall_at_k(approx: np.ndarray, exact: np.ndarray, approx_valid: np.ndarray | None = None,
-                exact_valid: np.ndarray | None = None) -> float:
+def recall_at_k(
+    approx: np.ndarray,
+    exact: np.ndarray,
+    approx_valid: np.ndarray | None = None,
+    exact_valid: np.ndarray | None = None,
+) -> float:
     """Mean over queries of |approximate ∩ exact| / |exact|, counting valid slots only.
 
     Slots that filters left empty (score -inf, index -1) are not neighbours on either side;
@@ -186,8 +201,9 @@ def recall_at_k(approx: np.ndarray, exact: np.ndarray, approx_valid: np.ndarray 
     if exact_valid is None:
         exact_valid = exact >= 0
     hits = []
-    for a, av, e, ev in zip(approx.tolist(), approx_valid.tolist(), exact.tolist(),
-                            exact_valid.tolist()):
+    for a, av, e, ev in zip(
+        approx.tolist(), approx_valid.tolist(), exact.tolist(), exact_valid.tolist()
+    ):
         truth = {x for x, ok in zip(e, ev) if ok}
         if truth:
             found = {x for x, ok in zip(a, av) if ok}
@@ -209,15 +225,26 @@ def field_groups(walk_dir: Path, field: str, item_idx: np.ndarray) -> torch.Tens
             rows.append(row)
             cols.append(v)
     size = 1 + max(cols, default=0)
-    return torch.sparse_coo_tensor(torch.tensor([rows, cols], dtype=torch.long),
-                                   torch.ones(len(rows)), (len(item_idx), size)).coalesce()
+    return torch.sparse_coo_tensor(
+        torch.tensor([rows, cols], dtype=torch.long), torch.ones(len(rows)), (len(item_idx), size)
+    ).coalesce()
 
 
-def build_table(run_dir: str | Path, top_k: int, *, metric: str = "cosine",
-                method: str = "exact", block_size: int = 4096, min_score: float | None = None,
-                exclude: set[str] | None = None, same_field: str | None = None,
-                output: str | Path | None = None, device: str = "auto",
-                recall_sample: int = 1000, names: bool = False) -> dict[str, Any]:
+def build_table(
+    run_dir: str | Path,
+    top_k: int,
+    *,
+    metric: str = "cosine",
+    method: str = "exact",
+    block_size: int = 4096,
+    min_score: float | None = None,
+    exclude: set[str] | None = None,
+    same_field: str | None = None,
+    output: str | Path | None = None,
+    device: str = "auto",
+    recall_sample: int = 1000,
+    names: bool = False,
+) -> dict[str, Any]:
     """Compute and write the neighbour table of a run's export.
 
     With ``names``, the table gets a ``neighbor_name`` column (:data:`NEIGHBORS_NAMES_SCHEMA`).
@@ -250,10 +277,12 @@ def build_table(run_dir: str | Path, top_k: int, *, metric: str = "cosine",
     if names:
         name_of = run_item_names(run_dir, export)
         if not name_of:
-            raise ValueError(f"--names: the walk output {export['walks']} has no item names "
-                             "(its layout has none, e.g. a generic log without "
-                             "data.generic.name_column, or it was written before names were "
-                             "kept: re-run the walk job)")
+            raise ValueError(
+                f"--names: the walk output {export['walks']} has no item names "
+                "(its layout has none, e.g. a generic log without "
+                "data.generic.name_column, or it was written before names were "
+                "kept: re-run the walk job)"
+            )
     dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     final = Path(output) if output else run_dir / NEIGHBORS_DIR
     if final.exists():
@@ -262,8 +291,10 @@ def build_table(run_dir: str | Path, top_k: int, *, metric: str = "cosine",
         except schema.IncompleteOutputError:
             replaceable = False
         if not replaceable:
-            raise ValueError(f"output {final} exists and is not a neighbour table: refusing to "
-                             "replace it (choose another --output)")
+            raise ValueError(
+                f"output {final} exists and is not a neighbour table: refusing to "
+                "replace it (choose another --output)"
+            )
     x = prepare(vectors, metric)
     candidates = x  # (M, D): what a query's vector is multiplied with
     allowed = None
@@ -275,8 +306,11 @@ def build_table(run_dir: str | Path, top_k: int, *, metric: str = "cosine",
     if exclude:
         unknown = exclude - set(ids)
         if unknown:
-            log.warning("%d excluded ids are not in the export (ignored), e.g. %s",
-                        len(unknown), sorted(unknown)[:5])
+            log.warning(
+                "%d excluded ids are not in the export (ignored), e.g. %s",
+                len(unknown),
+                sorted(unknown)[:5],
+            )
         keep = torch.tensor([i not in exclude for i in ids])
         allowed = keep if allowed is None else allowed & keep
     groups = None
@@ -288,8 +322,15 @@ def build_table(run_dir: str | Path, top_k: int, *, metric: str = "cosine",
     stats: dict[str, Any] = {}
     items_dev = candidates.to(dev)
     if method == "exact":
-        idx, scores = exact_topk(x, items_dev, top_k, block_size=block_size,
-                                 self_index=torch.arange(n), allowed=allowed, groups=groups)
+        idx, scores = exact_topk(
+            x,
+            items_dev,
+            top_k,
+            block_size=block_size,
+            self_index=torch.arange(n),
+            allowed=allowed,
+            groups=groups,
+        )
         idx, scores = idx.numpy(), scores.numpy()
     else:
         if groups is not None or allowed is not None:
@@ -307,20 +348,27 @@ def build_table(run_dir: str | Path, top_k: int, *, metric: str = "cosine",
                 for lo in range(0, n, 256):  # (256, M) at a time, never items × candidates × V
                     rows = torch.arange(lo, min(lo + 256, n))
                     shared = shares_value(groups, rows).numpy()
-                    ok[lo: lo + 256] &= np.take_along_axis(shared, safe[lo: lo + 256], 1)
+                    ok[lo : lo + 256] &= np.take_along_axis(shared, safe[lo : lo + 256], 1)
             scores = np.where(ok, scores, -np.inf)
         order = np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
         idx = np.take_along_axis(idx, order, 1)
         scores = np.take_along_axis(scores, order, 1)
         sample = np.random.default_rng(0).choice(n, min(recall_sample, n), replace=False)
-        exact_idx, exact_scores = exact_topk(x[sample], items_dev, top_k, block_size=block_size,
-                                             self_index=torch.from_numpy(sample),
-                                             allowed=allowed, groups=groups)
+        exact_idx, exact_scores = exact_topk(
+            x[sample],
+            items_dev,
+            top_k,
+            block_size=block_size,
+            self_index=torch.from_numpy(sample),
+            allowed=allowed,
+            groups=groups,
+        )
         e_idx, e_ok = exact_idx.numpy(), np.isfinite(exact_scores.numpy())
         a_idx, a_ok = idx[sample], np.isfinite(scores[sample]) & (idx[sample] >= 0)
         for k in sorted({top_k, min(10, top_k)}):
-            stats[f"recall_at_{k}"] = recall_at_k(a_idx[:, :k], e_idx[:, :k], a_ok[:, :k],
-                                                  e_ok[:, :k])
+            stats[f"recall_at_{k}"] = recall_at_k(
+                a_idx[:, :k], e_idx[:, :k], a_ok[:, :k], e_ok[:, :k]
+            )
         stats["recall_sample"] = len(sample)
     seconds = time.perf_counter() - start
 
@@ -349,14 +397,23 @@ def build_table(run_dir: str | Path, top_k: int, *, metric: str = "cosine",
             "format_version": 1,
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "run": str(run_dir),
-            "settings": {"top_k": top_k, "metric": metric, "method": method,
-                         "block_size": block_size, "min_score": min_score,
-                         "excluded": len(exclude or ()), "same_field": same_field,
-                         "device": dev, "names": names},
-            "counts": {"items": n, "rows": table.num_rows,
-                       "items_with_fewer_than_k": int((keep.sum(1) < top_k).sum()),
-                       **({"items_with_name": sum(i in name_of for i in ids)} if names
-                          else {})},
+            "settings": {
+                "top_k": top_k,
+                "metric": metric,
+                "method": method,
+                "block_size": block_size,
+                "min_score": min_score,
+                "excluded": len(exclude or ()),
+                "same_field": same_field,
+                "device": dev,
+                "names": names,
+            },
+            "counts": {
+                "items": n,
+                "rows": table.num_rows,
+                "items_with_fewer_than_k": int((keep.sum(1) < top_k).sum()),
+                **({"items_with_name": sum(i in name_of for i in ids)} if names else {}),
+            },
             "search_s": round(seconds, 3),
             **stats,
         }
@@ -382,10 +439,13 @@ def main(argv: list[str] | None = None) -> int:
     p = parser("neighbors", __doc__)
     p.add_argument("--run", required=True, help="run directory of eges/train.py")
     p.add_argument("--top-k", type=int, default=100)
-    p.add_argument("--metric", choices=METRICS,
-                   help="context: H·Z, skip-gram's score of 'seen together', trained items only "
-                        "(default with --method exact); cosine/dot of the exported vectors "
-                        "(cosine is the default with --method hnsw)")
+    p.add_argument(
+        "--metric",
+        choices=METRICS,
+        help="context: H·Z, skip-gram's score of 'seen together', trained items only "
+        "(default with --method exact); cosine/dot of the exported vectors "
+        "(cosine is the default with --method hnsw)",
+    )
     p.add_argument("--method", choices=["exact", "hnsw"], default="exact")
     p.add_argument("--block-size", type=int, default=4096)
     p.add_argument("--min-score", type=float)
@@ -393,9 +453,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--same-field", help="keep neighbours sharing a value of this field")
     p.add_argument("--output", help="output directory (default RUN/neighbors)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--names", action="store_true",
-                   help="add a neighbor_name column: the display names (titles) the walk job "
-                        "kept in its item table")
+    p.add_argument(
+        "--names",
+        action="store_true",
+        help="add a neighbor_name column: the display names (titles) the walk job "
+        "kept in its item table",
+    )
     args = p.parse_args(argv)
     setup_logging()
     try:
@@ -406,16 +469,27 @@ def main(argv: list[str] | None = None) -> int:
                 raise FileNotFoundError(f"--exclude file not found: {path}")
             exclude = {line.strip() for line in path.read_text().splitlines() if line.strip()}
         metric = args.metric or ("context" if args.method == "exact" else "cosine")
-        m = build_table(args.run, args.top_k, metric=metric, method=args.method,
-                        block_size=args.block_size, min_score=args.min_score, exclude=exclude,
-                        same_field=args.same_field, output=args.output, device=args.device,
-                        names=args.names)
+        m = build_table(
+            args.run,
+            args.top_k,
+            metric=metric,
+            method=args.method,
+            block_size=args.block_size,
+            min_score=args.min_score,
+            exclude=exclude,
+            same_field=args.same_field,
+            output=args.output,
+            device=args.device,
+            names=args.names,
+        )
     except (ValueError, FileNotFoundError, schema.IncompleteOutputError) as exc:
         return fail(exc)
     recall = ", ".join(f"{k} {v:.4f}" for k, v in m.items() if k.startswith("recall_at"))
-    print(f"{m['counts']['rows']:,} neighbour rows for {m['counts']['items']:,} items "
-          f"({m['settings']['metric']}, {m['settings']['method']}, {m['search_s']:.1f} s"
-          f"{', ' + recall if recall else ''})")
+    print(
+        f"{m['counts']['rows']:,} neighbour rows for {m['counts']['items']:,} items "
+        f"({m['settings']['metric']}, {m['settings']['method']}, {m['search_s']:.1f} s"
+        f"{', ' + recall if recall else ''})"
+    )
     return 0
 
 

@@ -67,14 +67,23 @@ class WalkDataset(IterableDataset):
         rank, world_size: override the process group (tests); default: torch.distributed.
     """
 
-    def __init__(self, walk_dir: str | Path, batch_size: int, *, seed: int = 0,
-                 shuffle_buffer: int = 8192, rank: int | None = None,
-                 world_size: int | None = None) -> None:
+    def __init__(
+        self,
+        walk_dir: str | Path,
+        batch_size: int,
+        *,
+        seed: int = 0,
+        shuffle_buffer: int = 8192,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
         super().__init__()
         self.walk_dir = Path(walk_dir)
         manifest = schema.read_manifest(self.walk_dir)
-        self.shards = [Shard(self.walk_dir / s["path"], int(s["rows"]))
-                       for s in sorted(manifest["walks"]["files"], key=lambda s: s["path"])]
+        self.shards = [
+            Shard(self.walk_dir / s["path"], int(s["rows"]))
+            for s in sorted(manifest["walks"]["files"], key=lambda s: s["path"])
+        ]
         self.walk_length = int(manifest["config"]["walks"]["walk_length"])
         self.total_walks = sum(s.rows for s in self.shards)
         self.batch_size = batch_size
@@ -89,8 +98,10 @@ class WalkDataset(IterableDataset):
     @property
     def rank_world(self) -> tuple[int, int]:
         rank, world = _dist()
-        return (self._rank if self._rank is not None else rank,
-                self._world if self._world is not None else world)
+        return (
+            self._rank if self._rank is not None else rank,
+            self._world if self._world is not None else world,
+        )
 
     def walks_per_rank(self) -> int:
         return self.total_walks // self.rank_world[1]
@@ -118,8 +129,9 @@ class WalkDataset(IterableDataset):
         base, extra = divmod(len(self), workers)
         first = worker * base + min(worker, extra)
         last = first + base + (worker < extra)
-        return lo + min(first * self.batch_size, per_rank), lo + min(last * self.batch_size,
-                                                                      per_rank)
+        return lo + min(first * self.batch_size, per_rank), lo + min(
+            last * self.batch_size, per_rank
+        )
 
     def worker_skip(self, worker: int, workers: int) -> int:
         """Of the epoch's first ``skip_batches`` batches, how many this worker made."""
@@ -136,8 +148,9 @@ class WalkDataset(IterableDataset):
             if s_hi <= start or s_lo >= end:
                 continue
             pos = s_lo
-            for batch in pq.ParquetFile(shard.path).iter_batches(batch_size=READ_ROWS,
-                                                                  columns=["items"]):
+            for batch in pq.ParquetFile(shard.path).iter_batches(
+                batch_size=READ_ROWS, columns=["items"]
+            ):
                 b_lo, b_hi = pos, pos + batch.num_rows
                 pos = b_hi
                 if b_hi <= start:
@@ -177,4 +190,4 @@ class WalkDataset(IterableDataset):
         walks = pad_walks(block, self.walk_length)  # (n, L)
         walks = walks[rng.permutation(len(walks))]
         for i in range(0, len(walks), self.batch_size):
-            yield torch.from_numpy(walks[i: i + self.batch_size])  # (B, L)
+            yield torch.from_numpy(walks[i : i + self.batch_size])  # (B, L)

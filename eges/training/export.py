@@ -7,8 +7,8 @@
                            information matters for which item (EGES, GES)
       model.pt             what embedding new items needs: state dict + shapes + field names
       vocab/<field>.parquet  side-info vocabularies (value -> index), copied from the walk output
-      projector/           TensorBoard embedding projector (tensorboard --logdir RUN/export/projector):
-                           vectors.tsv, metadata.tsv (item_id, name, cold, side-info values per field
+      projector/           TensorBoard embedding projector (--logdir RUN/export/projector):
+                           vectors.tsv, metadata.tsv (item_id, name, cold, side-info values by field
                            joined by "|"), projector_config.pbtxt; at most PROJECTOR_MAX_ROWS rows
       config.yaml
       manifest.json        written last
@@ -48,8 +48,9 @@ PROJECTOR_MAX_ROWS = 50_000
 
 
 @torch.no_grad()
-def item_vectors(model: EGES, items: ItemTable, walk_counts: np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def item_vectors(
+    model: EGES, items: ItemTable, walk_counts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Vectors of every item that can have one.
 
     Returns:
@@ -66,11 +67,11 @@ def item_vectors(model: EGES, items: ItemTable, walk_counts: np.ndarray
     keep = warm | cold
     out = torch.zeros(items.num_items, model.item.embedding_dim)
     for lo in range(0, items.num_items, CHUNK):
-        chunk = ids[lo: lo + CHUNK]
-        out[lo: lo + CHUNK] = model(chunk)
-        c = cold[lo: lo + CHUNK]
+        chunk = ids[lo : lo + CHUNK]
+        out[lo : lo + CHUNK] = model(chunk)
+        c = cold[lo : lo + CHUNK]
         if c.any():
-            out[lo: lo + CHUNK][c] = model.cold_start_items(chunk[c])
+            out[lo : lo + CHUNK][c] = model.cold_start_items(chunk[c])
     return ids[keep].numpy(), out[keep].numpy().astype(np.float32), cold[keep].numpy()
 
 
@@ -93,8 +94,9 @@ def mean_pairwise_cosine(vectors: np.ndarray) -> float | None:
 
 
 @torch.no_grad()
-def vector_health(model: EGES, idx: np.ndarray, vectors: np.ndarray, cold: np.ndarray
-                  ) -> dict[str, Any]:
+def vector_health(
+    model: EGES, idx: np.ndarray, vectors: np.ndarray, cold: np.ndarray
+) -> dict[str, Any]:
     """Mean pairwise cosine of the exported warm and cold vectors, and of the side-info-only
     vectors of the warm items (what a new item with the same metadata would get).
 
@@ -107,31 +109,44 @@ def vector_health(model: EGES, idx: np.ndarray, vectors: np.ndarray, cold: np.nd
     if model.num_fields:
         warm_ids = torch.from_numpy(idx[~cold].astype(np.int64))
         groups["side_info_only"] = torch.cat(
-            [model.cold_start_items(warm_ids[lo: lo + CHUNK])
-             for lo in range(0, len(warm_ids), CHUNK)] or [torch.zeros(0, vectors.shape[1])]
+            [
+                model.cold_start_items(warm_ids[lo : lo + CHUNK])
+                for lo in range(0, len(warm_ids), CHUNK)
+            ]
+            or [torch.zeros(0, vectors.shape[1])]
         ).numpy()
     out: dict[str, Any] = {
         name: {"vectors": len(v), "mean_pairwise_cosine": mean_pairwise_cosine(v)}
-        for name, v in groups.items()}
-    out["collapsed"] = [name for name, g in out.items()
-                        if (g["mean_pairwise_cosine"] or 0.0) > COLLAPSED]
+        for name, v in groups.items()
+    }
+    out["collapsed"] = [
+        name for name, g in out.items() if (g["mean_pairwise_cosine"] or 0.0) > COLLAPSED
+    ]
     for name in out["collapsed"]:
-        log.warning("the %s vectors have collapsed: mean pairwise cosine %.3f over %d vectors "
-                    "(above %.1f), so their neighbour scores barely differ. Seen without "
-                    "train.prior_offset (the default) when few Adam steps are taken (a small "
-                    "catalogue trained one epoch): the first steps then move every vector the "
-                    "same way; keep the offset on, or train more epochs", name,
-                    out[name]["mean_pairwise_cosine"], out[name]["vectors"], COLLAPSED)
+        log.warning(
+            "the %s vectors have collapsed: mean pairwise cosine %.3f over %d vectors "
+            "(above %.1f), so their neighbour scores barely differ. Seen without "
+            "train.prior_offset (the default) when few Adam steps are taken (a small "
+            "catalogue trained one epoch): the first steps then move every vector the "
+            "same way; keep the offset on, or train more epochs",
+            name,
+            out[name]["mean_pairwise_cosine"],
+            out[name]["vectors"],
+            COLLAPSED,
+        )
     return out
 
 
 @torch.no_grad()
 def source_weights(model: EGES, items: ItemTable) -> pa.Table:
     ids = torch.arange(1, items.num_items + 1)
-    weights = torch.cat([model.source_weights(ids[lo: lo + CHUNK])
-                         for lo in range(0, len(ids), CHUNK)])  # (V, n+1)
-    cols = {"item_idx": pa.array(ids.numpy().astype(np.int32)),
-            "item_id": pa.array(items.item_ids[1:])}
+    weights = torch.cat(
+        [model.source_weights(ids[lo : lo + CHUNK]) for lo in range(0, len(ids), CHUNK)]
+    )  # (V, n+1)
+    cols = {
+        "item_idx": pa.array(ids.numpy().astype(np.int32)),
+        "item_id": pa.array(items.item_ids[1:]),
+    }
     for j, name in enumerate(["item"] + items.fields[: model.num_fields]):
         cols[f"weight_{name}"] = pa.array(weights[:, j].numpy().astype(np.float32))
     return pa.table(cols)
@@ -142,8 +157,9 @@ def _tsv_cell(text: str) -> str:
     return re.sub(r"[\t\r\n]+", " ", text)
 
 
-def side_info_strings(items: ItemTable, field_index: int, vocab: pa.Table,
-                      idx: np.ndarray, sep: str = "|") -> list[str]:
+def side_info_strings(
+    items: ItemTable, field_index: int, vocab: pa.Table, idx: np.ndarray, sep: str = "|"
+) -> list[str]:
     """Each item's raw values of one side-info field, joined by ``sep`` ("" without a value)."""
     import pyarrow.compute as pc
 
@@ -156,10 +172,18 @@ def side_info_strings(items: ItemTable, field_index: int, vocab: pa.Table,
     return joined.to_pylist()
 
 
-def write_projector(out: Path, idx: np.ndarray, item_ids: list[str], vectors: np.ndarray,
-                    cold: np.ndarray, items: ItemTable, vocabs: dict[str, pa.Table],
-                    seed: int = 0, max_rows: int = PROJECTOR_MAX_ROWS,
-                    names: dict[str, str] | None = None) -> dict[str, Any]:
+def write_projector(
+    out: Path,
+    idx: np.ndarray,
+    item_ids: list[str],
+    vectors: np.ndarray,
+    cold: np.ndarray,
+    items: ItemTable,
+    vocabs: dict[str, pa.Table],
+    seed: int = 0,
+    max_rows: int = PROJECTOR_MAX_ROWS,
+    names: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """TensorBoard embedding-projector files of the exported vectors in ``out``.
 
     ``vectors.tsv`` (one vector per row, tab-separated), ``metadata.tsv`` (a header row, then
@@ -179,10 +203,11 @@ def write_projector(out: Path, idx: np.ndarray, item_ids: list[str], vectors: np
         rows = np.sort(np.random.default_rng(seed).choice(total, size=max_rows, replace=False))
     out.mkdir()
     # full float32 precision, written by Arrow (far faster than formatting in Python)
-    pacsv.write_csv(pa.table({f"d{j}": vectors[rows, j] for j in range(vectors.shape[1])}),
-                    out / "vectors.tsv",
-                    pacsv.WriteOptions(include_header=False, delimiter="\t",
-                                       quoting_style="none"))
+    pacsv.write_csv(
+        pa.table({f"d{j}": vectors[rows, j] for j in range(vectors.shape[1])}),
+        out / "vectors.tsv",
+        pacsv.WriteOptions(include_header=False, delimiter="\t", quoting_style="none"),
+    )
     columns = {"item_id": [item_ids[r] for r in rows]}
     if names:
         columns["name"] = [names.get(item_ids[r], "") for r in rows]
@@ -195,31 +220,49 @@ def write_projector(out: Path, idx: np.ndarray, item_ids: list[str], vectors: np
     lines += ["\t".join(_tsv_cell(c) for c in row) for row in zip(*columns.values())]
     (out / "metadata.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     (out / "projector_config.pbtxt").write_text(
-        'embeddings {\n'
+        "embeddings {\n"
         '  tensor_name: "eges"\n'
         '  tensor_path: "vectors.tsv"\n'
         '  metadata_path: "metadata.tsv"\n'
-        '}\n')
-    entry: dict[str, Any] = {"path": PROJECTOR_DIR, "rows": len(rows), "vectors": total,
-                             "sampled": total > max_rows,
-                             "metadata_columns": list(columns)}
+        "}\n"
+    )
+    entry: dict[str, Any] = {
+        "path": PROJECTOR_DIR,
+        "rows": len(rows),
+        "vectors": total,
+        "sampled": total > max_rows,
+        "metadata_columns": list(columns),
+    }
     if total > max_rows:
-        entry["note"] = (f"a uniform sample (seed {seed}) of {len(rows):,} of the {total:,} "
-                         f"exported vectors; embeddings.parquet has them all")
+        entry["note"] = (
+            f"a uniform sample (seed {seed}) of {len(rows):,} of the {total:,} "
+            f"exported vectors; embeddings.parquet has them all"
+        )
         log.info("projector: %s", entry["note"])
     return entry
 
 
 def model_metadata(model: EGES, items: ItemTable) -> dict[str, Any]:
-    return {"num_items": items.num_items, "vocab_sizes": items.vocab_sizes,
-            "fields": items.fields, "lowercase_fields": items.lowercase,
-            "numeric_fields": items.numeric,
-            "embedding_dim": model.item.embedding_dim, "mode": model.mode}
+    return {
+        "num_items": items.num_items,
+        "vocab_sizes": items.vocab_sizes,
+        "fields": items.fields,
+        "lowercase_fields": items.lowercase,
+        "numeric_fields": items.numeric,
+        "embedding_dim": model.item.embedding_dim,
+        "mode": model.mode,
+    }
 
 
-def export_run(model: EGES, items: ItemTable, walk_counts: np.ndarray, cfg: Config,
-               run_dir: Path, extra: dict[str, Any] | None = None,
-               walks_digest: str | None = None) -> dict[str, Any]:
+def export_run(
+    model: EGES,
+    items: ItemTable,
+    walk_counts: np.ndarray,
+    cfg: Config,
+    run_dir: Path,
+    extra: dict[str, Any] | None = None,
+    walks_digest: str | None = None,
+) -> dict[str, Any]:
     """Write ``RUN/export`` atomically (temporary directory, manifest last, rename).
 
     Args:
@@ -242,21 +285,27 @@ def export_run(model: EGES, items: ItemTable, walk_counts: np.ndarray, cfg: Conf
     with schema.staged_dir(final, replace=True) as tmp:
         idx, vectors, cold = item_vectors(model, items, walk_counts)
         item_ids = [items.item_ids[i] for i in idx]
-        pq.write_table(pa.table({
-            "item_idx": pa.array(idx.astype(np.int32)),
-            "item_id": pa.array(item_ids),
-            "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)),
-                                                        vectors.shape[1]).cast(
-                pa.list_(pa.float32())),
-            "cold": pa.array(cold),
-        }), tmp / "embeddings.parquet")
+        pq.write_table(
+            pa.table(
+                {
+                    "item_idx": pa.array(idx.astype(np.int32)),
+                    "item_id": pa.array(item_ids),
+                    "vector": pa.FixedSizeListArray.from_arrays(
+                        pa.array(vectors.reshape(-1)), vectors.shape[1]
+                    ).cast(pa.list_(pa.float32())),
+                    "cold": pa.array(cold),
+                }
+            ),
+            tmp / "embeddings.parquet",
+        )
         kv = KeyedVectors(vector_size=vectors.shape[1])
         kv.add_vectors(item_ids, vectors)
         kv.save(str(tmp / "embeddings.kv"))
         if model.num_fields:
             pq.write_table(source_weights(model, items), tmp / "weights.parquet")
-        torch.save({"state_dict": model.state_dict(), **model_metadata(model, items)},
-                   tmp / "model.pt")
+        torch.save(
+            {"state_dict": model.state_dict(), **model_metadata(model, items)}, tmp / "model.pt"
+        )
         walk_dir = Path(cfg.train.data)
         (tmp / "vocab").mkdir()
         vocabs = {}
@@ -264,9 +313,17 @@ def export_run(model: EGES, items: ItemTable, walk_counts: np.ndarray, cfg: Conf
             table = schema.read_table(walk_dir / schema.VOCAB_DIR / f, schema.VOCAB_SCHEMA)
             pq.write_table(table, tmp / "vocab" / f"{f}.parquet")
             vocabs[f] = table
-        projector = write_projector(tmp / PROJECTOR_DIR, idx, item_ids, vectors, cold, items,
-                                    vocabs, seed=cfg.train.seed,
-                                    names=schema.item_names(walk_dir / schema.ITEMS_DIR))
+        projector = write_projector(
+            tmp / PROJECTOR_DIR,
+            idx,
+            item_ids,
+            vectors,
+            cold,
+            items,
+            vocabs,
+            seed=cfg.train.seed,
+            names=schema.item_names(walk_dir / schema.ITEMS_DIR),
+        )
         (tmp / schema.CONFIG_FILE).write_text(cfg.to_yaml())
         manifest = {
             "format": RUN_FORMAT,
@@ -305,20 +362,26 @@ def read_embeddings(run_dir: str | Path) -> tuple[pa.Table, np.ndarray]:
 
 def read_export_manifest(run_dir: str | Path) -> dict[str, Any]:
     """The export manifest of a run; refuses an export that did not finish."""
-    return schema.read_manifest(Path(run_dir) / EXPORT_DIR, kind=RUN_FORMAT, version=None,
-                                missing="no finished export")
+    return schema.read_manifest(
+        Path(run_dir) / EXPORT_DIR, kind=RUN_FORMAT, version=None, missing="no finished export"
+    )
 
 
 def load_model(run_dir: str | Path, map_location: str = "cpu") -> tuple[EGES, dict[str, Any]]:
     """The exported model, ready for :meth:`EGES.cold_start` (no side-info tables attached)."""
     read_export_manifest(run_dir)
-    blob = torch.load(Path(run_dir) / EXPORT_DIR / "model.pt", map_location=map_location,
-                      weights_only=True)
+    blob = torch.load(
+        Path(run_dir) / EXPORT_DIR / "model.pt", map_location=map_location, weights_only=True
+    )
     n = len(blob["vocab_sizes"])
-    model = EGES(blob["num_items"], blob["vocab_sizes"],
-                 [torch.zeros(blob["num_items"] + 2, dtype=torch.long)] * n,
-                 [torch.zeros(0, dtype=torch.long)] * n, blob["embedding_dim"], blob["mode"])
+    model = EGES(
+        blob["num_items"],
+        blob["vocab_sizes"],
+        [torch.zeros(blob["num_items"] + 2, dtype=torch.long)] * n,
+        [torch.zeros(0, dtype=torch.long)] * n,
+        blob["embedding_dim"],
+        blob["mode"],
+    )
     model.load_state_dict(blob["state_dict"])
     model.eval()
     return model, blob
-

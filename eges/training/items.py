@@ -63,8 +63,7 @@ def load_items(walk_dir: str | Path, manifest: dict | None = None) -> ItemTable:
         offsets=offsets,
         values=values,
         lowercase=[f["name"] for f in manifest["side_info_fields"] if f.get("lowercase")],
-        numeric={f["name"]: f["numeric"] for f in manifest["side_info_fields"]
-                 if f.get("numeric")},
+        numeric={f["name"]: f["numeric"] for f in manifest["side_info_fields"] if f.get("numeric")},
     )
 
 

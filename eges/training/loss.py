@@ -16,11 +16,16 @@ import torch.nn.functional as F
 from eges.training.model import EGES, rows
 
 
-def walk_loss(model: EGES, walks: torch.Tensor, window: int,
-              negatives: Callable[[tuple[int, int]], torch.Tensor], num_negatives: int,
-              negatives_per: Literal["position", "walk"] = "position",
-              item_dropout: float = 0.0, prior_offset: bool = False
-              ) -> tuple[torch.Tensor, int]:
+def walk_loss(
+    model: EGES,
+    walks: torch.Tensor,
+    window: int,
+    negatives: Callable[[tuple[int, int]], torch.Tensor],
+    num_negatives: int,
+    negatives_per: Literal["position", "walk"] = "position",
+    item_dropout: float = 0.0,
+    prior_offset: bool = False,
+) -> tuple[torch.Tensor, int]:
     """Skip-gram negative-sampling loss of every window pair of a batch of walks.
 
     loss = mean over pairs (v, u) of −log σ(H_vᵀ Z_u) − Σ_k log σ(−H_vᵀ Z_{n_k}), over every
@@ -63,8 +68,11 @@ def walk_loss(model: EGES, walks: torch.Tensor, window: int,
     """
     b, length = walks.shape
     flat = walks.reshape(-1)  # (N,) N = B*L
-    drop = (torch.rand(flat.shape, device=flat.device) < item_dropout
-            if item_dropout > 0 and model.num_fields else None)  # (N,)
+    drop = (
+        torch.rand(flat.shape, device=flat.device) < item_dropout
+        if item_dropout > 0 and model.num_fields
+        else None
+    )  # (N,)
     h = model(flat, drop)  # (N, D)
     hw = h.view(b, length, -1)  # (B, L, D)
     offset = -math.log(num_negatives) if prior_offset else 0.0

@@ -23,8 +23,9 @@ from torch import nn
 Mode = Literal["eges", "ges", "bge"]
 
 
-def gather_bags(ids: torch.Tensor, offsets: torch.Tensor, values: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+def gather_bags(
+    ids: torch.Tensor, offsets: torch.Tensor, values: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The CSR value lists of ``ids`` as (flat values, bag offsets) for ``embedding_bag``.
 
     Args:
@@ -54,8 +55,9 @@ class _Rows(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, weight: torch.Tensor, ids: torch.Tensor, padding_idx: int | None
-                ) -> torch.Tensor:
+    def forward(
+        ctx, weight: torch.Tensor, ids: torch.Tensor, padding_idx: int | None
+    ) -> torch.Tensor:
         ctx.save_for_backward(ids)
         ctx.rows, ctx.padding_idx = weight.shape[0], padding_idx
         return weight.index_select(0, ids.reshape(-1)).view(*ids.shape, weight.shape[1])
@@ -90,9 +92,16 @@ class EGES(nn.Module):
         sparse: sparse gradients for the embedding tables (SparseAdam; gloo under DDP).
     """
 
-    def __init__(self, num_items: int, vocab_sizes: list[int], side_offsets: list[torch.Tensor],
-                 side_values: list[torch.Tensor], embedding_dim: int = 128, mode: Mode = "eges",
-                 sparse: bool = False) -> None:
+    def __init__(
+        self,
+        num_items: int,
+        vocab_sizes: list[int],
+        side_offsets: list[torch.Tensor],
+        side_values: list[torch.Tensor],
+        embedding_dim: int = 128,
+        mode: Mode = "eges",
+        sparse: bool = False,
+    ) -> None:
         super().__init__()
         if len(vocab_sizes) != len(side_offsets) or len(side_offsets) != len(side_values):
             raise ValueError("one vocabulary size, offsets and values tensor per field")
@@ -106,8 +115,11 @@ class EGES(nn.Module):
             for size in vocab_sizes[: self.num_fields]
         )  # W¹..Wⁿ
         # A: only EGES has it (an unused parameter would stall DDP in GES/BGE mode)
-        self.attention = (nn.Embedding(num_items + 1, self.num_fields + 1, sparse=sparse)
-                          if mode == "eges" and self.num_fields else None)
+        self.attention = (
+            nn.Embedding(num_items + 1, self.num_fields + 1, sparse=sparse)
+            if mode == "eges" and self.num_fields
+            else None
+        )
         self.context = nn.Embedding(num_items + 1, d, padding_idx=0, sparse=sparse)  # Z
         for i, (off, val) in enumerate(zip(side_offsets, side_values)):
             self.register_buffer(f"side_offsets_{i}", off.long(), persistent=False)
@@ -132,8 +144,11 @@ class EGES(nn.Module):
         for i in range(self.num_fields):
             trained = getattr(self, f"side_trained_{i}")
             trained.zero_()
-            flat, _ = gather_bags(warm.to(trained.device), getattr(self, f"side_offsets_{i}"),
-                                  getattr(self, f"side_values_{i}"))
+            flat, _ = gather_bags(
+                warm.to(trained.device),
+                getattr(self, f"side_offsets_{i}"),
+                getattr(self, f"side_values_{i}"),
+            )
             trained[flat] = True
 
     def reset_parameters(self) -> None:
@@ -149,8 +164,9 @@ class EGES(nn.Module):
             for bag in self.side:
                 bag.weight[0].zero_()
 
-    def _bags(self, ids: torch.Tensor, trained_only: bool = False
-              ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def _bags(
+        self, ids: torch.Tensor, trained_only: bool = False
+    ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Per field, the values of ``ids`` as (flat (M,), bag offsets (N,), bag lengths (N,)).
 
         ``trained_only`` leaves out values no trained item carries (for cold start).
@@ -160,12 +176,16 @@ class EGES(nn.Module):
             offsets = getattr(self, f"side_offsets_{i}")
             flat, bag_offsets = gather_bags(ids, offsets, getattr(self, f"side_values_{i}"))
             lengths = offsets[ids + 1] - offsets[ids]  # (N,)
-            bags.append(self._trained_values(i, flat, lengths) if trained_only
-                        else (flat, bag_offsets, lengths))
+            bags.append(
+                self._trained_values(i, flat, lengths)
+                if trained_only
+                else (flat, bag_offsets, lengths)
+            )
         return bags
 
-    def _trained_values(self, field: int, flat: torch.Tensor, lengths: torch.Tensor
-                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _trained_values(
+        self, field: int, flat: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One field's bags less the values no trained item carries (:meth:`mark_trained_values`).
 
         Args:
@@ -177,8 +197,9 @@ class EGES(nn.Module):
             (flat (M',), bag offsets (N,), bag lengths (N,)) of the values kept.
         """
         keep = getattr(self, f"side_trained_{field}")[flat]  # (M,)
-        bag_of = torch.repeat_interleave(torch.arange(len(lengths), device=lengths.device),
-                                         lengths)  # (M,)
+        bag_of = torch.repeat_interleave(
+            torch.arange(len(lengths), device=lengths.device), lengths
+        )  # (M,)
         flat = flat[keep]
         lengths = torch.bincount(bag_of[keep], minlength=len(lengths))  # (N,)
         return flat, torch.cumsum(lengths, 0) - lengths, lengths
@@ -194,8 +215,9 @@ class EGES(nn.Module):
             return torch.ones(ids.shape[0], 1, device=ids.device)
         return self._weights(ids, self._present(self._bags(ids)))
 
-    def _weights(self, ids: torch.Tensor, present: torch.Tensor,
-                 drop_item: torch.Tensor | None = None) -> torch.Tensor:
+    def _weights(
+        self, ids: torch.Tensor, present: torch.Tensor, drop_item: torch.Tensor | None = None
+    ) -> torch.Tensor:
         own = torch.ones_like(present[:, :1])  # (N, 1)
         if drop_item is not None:  # leave out the item's own vector where a field is present
             own = ~(drop_item & present.any(1)).unsqueeze(1)
@@ -221,11 +243,19 @@ class EGES(nn.Module):
         weights = self._weights(ids, self._present(bags), drop_item)  # (N, n+1)
         h = own * weights[:, :1]
         for i, (flat, bag_offsets, lengths) in enumerate(bags):
-            per_value = torch.repeat_interleave(weights[:, i + 1] / lengths.clamp(min=1), lengths,
-                                                output_size=flat.numel())  # (M,)
+            per_value = torch.repeat_interleave(
+                weights[:, i + 1] / lengths.clamp(min=1), lengths, output_size=flat.numel()
+            )  # (M,)
             bag = self.side[i]
-            h = h + F.embedding_bag(flat, bag.weight, bag_offsets, mode="sum", sparse=bag.sparse,
-                                    per_sample_weights=per_value, padding_idx=0)  # (N, D)
+            h = h + F.embedding_bag(
+                flat,
+                bag.weight,
+                bag_offsets,
+                mode="sum",
+                sparse=bag.sparse,
+                per_sample_weights=per_value,
+                padding_idx=0,
+            )  # (N, D)
         return h
 
     def cold_start(self, side_ids: list[list[torch.Tensor]]) -> torch.Tensor:
@@ -246,13 +276,18 @@ class EGES(nn.Module):
         device = self.item.weight.device
         bags = []
         for i in range(self.num_fields):
-            per_item = [fields[i].to(device) if i < len(fields)
-                        else torch.zeros(0, dtype=torch.long, device=device)
-                        for fields in side_ids]
-            flat = (torch.cat(per_item) if per_item
-                    else torch.zeros(0, dtype=torch.long, device=device))  # (M,)
-            lengths = torch.tensor([v.numel() for v in per_item], dtype=torch.long,
-                                   device=device)  # (N,)
+            per_item = [
+                fields[i].to(device)
+                if i < len(fields)
+                else torch.zeros(0, dtype=torch.long, device=device)
+                for fields in side_ids
+            ]
+            flat = (
+                torch.cat(per_item) if per_item else torch.zeros(0, dtype=torch.long, device=device)
+            )  # (M,)
+            lengths = torch.tensor(
+                [v.numel() for v in per_item], dtype=torch.long, device=device
+            )  # (N,)
             bags.append(self._trained_values(i, flat, lengths))
         return self._side_mean(bags, padding_idx=None)
 
@@ -266,8 +301,9 @@ class EGES(nn.Module):
             raise ValueError("BGE has no side-information embeddings: cannot embed new items")
         return self._side_mean(self._bags(ids, trained_only=True), padding_idx=0)
 
-    def _side_mean(self, bags: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
-                   padding_idx: int | None) -> torch.Tensor:
+    def _side_mean(
+        self, bags: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], padding_idx: int | None
+    ) -> torch.Tensor:
         """The cold-start vectors of N bags per field: the mean over the fields with a value of
         each field's mean value embedding; zero where no field has a value.
 
@@ -280,10 +316,20 @@ class EGES(nn.Module):
         Returns:
             (N, D).
         """
-        side = torch.stack([  # (N, n, D) field means; empty bags are zero
-            F.embedding_bag(flat, bag.weight, bag_offsets, mode="mean", sparse=bag.sparse,
-                            padding_idx=padding_idx)
-            for bag, (flat, bag_offsets, _) in zip(self.side, bags)], 1)
+        side = torch.stack(
+            [  # (N, n, D) field means; empty bags are zero
+                F.embedding_bag(
+                    flat,
+                    bag.weight,
+                    bag_offsets,
+                    mode="mean",
+                    sparse=bag.sparse,
+                    padding_idx=padding_idx,
+                )
+                for bag, (flat, bag_offsets, _) in zip(self.side, bags)
+            ],
+            1,
+        )
         present = self._present(bags)  # (N, n)
         count = present.sum(1, keepdim=True).clamp(min=1)  # (N, 1)
         return (side * present.unsqueeze(-1)).sum(1) / count  # (N, D)

@@ -1,4 +1,4 @@
-"""The LightningModule: wraps :class:`eges.training.model.EGES` with the sampler, optimiser and logging.
+"""The LightningModule: :class:`eges.training.model.EGES` with the sampler, optimiser and logs.
 
 Gradient synchronisation under DDP — every parameter is an embedding table:
 
@@ -40,8 +40,9 @@ class EGESModule(pl.LightningModule):
             handed to Lightning through :meth:`train_dataloader`.
     """
 
-    def __init__(self, model: EGES, sampler: AliasSampler, cfg: TrainConfig,
-                 loader: DataLoader | None = None) -> None:
+    def __init__(
+        self, model: EGES, sampler: AliasSampler, cfg: TrainConfig, loader: DataLoader | None = None
+    ) -> None:
         super().__init__()
         self.model = model
         self.sampler = sampler
@@ -63,8 +64,11 @@ class EGESModule(pl.LightningModule):
         epochs, batches = loop.epoch_progress.total, loop.epoch_loop.batch_progress.current
         epoch = loop.epoch_progress.current.processed
         skip = 0
-        if loop.restarting and epochs.started == epochs.ready \
-                and epochs.processed == epochs.started - 1:  # saved inside an epoch
+        if (
+            loop.restarting
+            and epochs.started == epochs.ready
+            and epochs.processed == epochs.started - 1
+        ):  # saved inside an epoch
             if loop.epoch_loop.batch_progress.is_last_batch:
                 epoch += 1  # saved after its last batch: Lightning goes on with the next epoch
             else:
@@ -87,16 +91,27 @@ class EGESModule(pl.LightningModule):
                 log.info("resuming epoch %d after its first %d batches", epoch, skip_batches)
 
     def training_step(self, walks: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        loss, pairs = walk_loss(self.model, walks, self.cfg.window, self.sampler,
-                                self.cfg.num_negatives, self.cfg.negatives_per,
-                                self.cfg.item_dropout, self.cfg.prior_offset)
+        loss, pairs = walk_loss(
+            self.model,
+            walks,
+            self.cfg.window,
+            self.sampler,
+            self.cfg.num_negatives,
+            self.cfg.negatives_per,
+            self.cfg.item_dropout,
+            self.cfg.prior_offset,
+        )
         self.pairs_seen += pairs
         self.log("loss", loss, prog_bar=True, batch_size=walks.shape[0])
         if self._t0 is not None:
             elapsed = time.perf_counter() - self._t0
             if elapsed > 0:
-                self.log("pairs_per_s", (self.pairs_seen - self._pairs_at_t0) / elapsed,
-                         prog_bar=True, batch_size=walks.shape[0])
+                self.log(
+                    "pairs_per_s",
+                    (self.pairs_seen - self._pairs_at_t0) / elapsed,
+                    prog_bar=True,
+                    batch_size=walks.shape[0],
+                )
         # the logged loss is the mean per pair either way
         return loss * pairs if self.cfg.loss_reduction == "sum" else loss
 
@@ -105,8 +120,7 @@ class EGESModule(pl.LightningModule):
         if self.cfg.attention_lr is not None and self.model.attention is not None:
             attention = list(self.model.attention.parameters())
             rest = [p for p in self.model.parameters() if all(p is not a for a in attention)]
-            params = [{"params": rest},
-                      {"params": attention, "lr": self.cfg.attention_lr}]
+            params = [{"params": rest}, {"params": attention, "lr": self.cfg.attention_lr}]
         opt = make_optimizer(params, self.cfg.optimizer, self.cfg.lr)
         if self.cfg.lr_schedule == "constant":
             return opt

@@ -41,14 +41,15 @@ class AliasSampler(nn.Module):
         w[0] = 0.0
         if not (w > 0).any():
             raise ValueError("no item occurs in the walks: cannot sample negatives")
-        w = np.where(w > 0, w ** exponent, 0.0)
+        w = np.where(w > 0, w**exponent, 0.0)
         prob, alias = alias_table(w)
         self.register_buffer("prob", torch.from_numpy(prob).float(), persistent=False)
         self.register_buffer("alias", torch.from_numpy(alias.astype(np.int64)), persistent=False)
         self.register_buffer("probabilities", torch.from_numpy(w / w.sum()), persistent=False)
 
-    def forward(self, shape: tuple[int, ...], generator: torch.Generator | None = None
-                ) -> torch.Tensor:
+    def forward(
+        self, shape: tuple[int, ...], generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Sample a tensor of item indices of the given shape (int64, on the sampler's device)."""
         n = self.prob.numel()
         k = torch.randint(n, shape, device=self.prob.device, generator=generator)

@@ -23,10 +23,15 @@ def items_with(field_values: list[list[int]], vocab_size: int) -> ItemTable:
     off = np.zeros(len(field_values) + 2, dtype=np.int64)
     off[2:] = np.cumsum(lengths)
     vals = np.array([v for vs in field_values for v in vs], dtype=np.int64)
-    return ItemTable(item_ids=[""] + [str(i) for i in range(1, len(field_values) + 1)],
-                     counts=np.ones(len(field_values) + 1, dtype=np.int64), fields=["genre"],
-                     vocab_sizes=[vocab_size], offsets=[torch.from_numpy(off)],
-                     values=[torch.from_numpy(vals)], lowercase=[])
+    return ItemTable(
+        item_ids=[""] + [str(i) for i in range(1, len(field_values) + 1)],
+        counts=np.ones(len(field_values) + 1, dtype=np.int64),
+        fields=["genre"],
+        vocab_sizes=[vocab_size],
+        offsets=[torch.from_numpy(off)],
+        values=[torch.from_numpy(vals)],
+        lowercase=[],
+    )
 
 
 def test_cooccurrence_counts_window_pairs_both_ways():
@@ -79,10 +84,20 @@ def test_popularity_is_the_same_ranking_for_every_query():
 
 def test_deepwalk_learns_the_two_communities():
     rng = np.random.default_rng(0)
-    walks = [rng.choice([1, 2, 3], 8) for _ in range(300)] + \
-            [rng.choice([4, 5, 6], 8) for _ in range(300)]
-    idx, vec, ctx, seconds = deepwalk(walks, 6, embedding_dim=16, window=2, num_negatives=3,
-                                      ns_exponent=0.75, epochs=5, seed=1, workers=1)
+    walks = [rng.choice([1, 2, 3], 8) for _ in range(300)] + [
+        rng.choice([4, 5, 6], 8) for _ in range(300)
+    ]
+    idx, vec, ctx, seconds = deepwalk(
+        walks,
+        6,
+        embedding_dim=16,
+        window=2,
+        num_negatives=3,
+        ns_exponent=0.75,
+        epochs=5,
+        seed=1,
+        workers=1,
+    )
     assert sorted(idx.tolist()) == [1, 2, 3, 4, 5, 6] and vec.shape == ctx.shape == (6, 16)
     s = VectorScorer("dw", idx, vec, 6).score(np.array([1]), np.array([2, 4]))[0]
     assert s[0] > s[1]
@@ -127,8 +142,9 @@ def test_the_served_table_scores_exactly_what_it_lists(tmp_path):
     for k in (3, 10):
         want_hr = np.mean([np.isin(shown[i, :k], even[r]).any() for i, r in enumerate(rel_even)])
         assert got[f"hr@{k}"] == pytest.approx(want_hr), k
-    assert got["hr@10"] < rank_queries(cosine, items, rel_even, even, [10],
-                                       exclude_self=True)["hr@10"]  # cosine over even only
+    assert (
+        got["hr@10"] < rank_queries(cosine, items, rel_even, even, [10], exclude_self=True)["hr@10"]
+    )  # cosine over even only
     # beyond its K the table retrieves nothing more: HR@50 stays at HR@10
     wide = rank_queries(served, items, relevant, candidates, [10, 50], exclude_self=True)
     assert wide["hr@50"] == wide["hr@10"]

@@ -31,9 +31,7 @@ def test_auc_rejects_empty_and_nan():
 
 
 def test_rank_metrics_hand_case():
-    scores = np.array([[0.9, 0.8, 0.1, 0.5],
-                       [0.9, 0.8, 0.1, 0.5],
-                       [0.2, 0.2, 0.2, 0.2]])
+    scores = np.array([[0.9, 0.8, 0.1, 0.5], [0.9, 0.8, 0.1, 0.5], [0.2, 0.2, 0.2, 0.2]])
     m = rank_metrics(scores, [np.array([2]), np.array([1, 2]), np.array([0])], ks=[1, 2])
     # query 0: item 2 ranked 4th; query 1: item 1 ranked 2nd; query 2: all tied
     assert m["hr@1"].tolist() == [0, 0, 1]  # stable order puts column 0 first on a full tie
@@ -72,8 +70,11 @@ def test_list_metrics_score_a_served_list_as_shown():
     from eges.evaluation.metrics import list_metrics
 
     # relevant {7, 9}: list 1 shows 9 second; list 2 shows neither; list 3 is empty
-    m = list_metrics([np.array([4, 9, 7]), np.array([4, 5]), np.array([], dtype=np.int64)],
-                     [np.array([7, 9])] * 3, [1, 2, 3])
+    m = list_metrics(
+        [np.array([4, 9, 7]), np.array([4, 5]), np.array([], dtype=np.int64)],
+        [np.array([7, 9])] * 3,
+        [1, 2, 3],
+    )
     assert m["hr@1"].tolist() == [0, 0, 0] and m["hr@2"].tolist() == [1, 0, 0]
     assert m["recall@3"].tolist() == [1.0, 0, 0] and m["recall@2"][0] == 0.5
     assert m["mrr"].tolist() == [0.5, 0, 0]

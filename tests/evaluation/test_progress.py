@@ -20,14 +20,22 @@ LINE = re.compile(r"^\[(\w+) (\d+)/(\d+)\] (.+) \((\d+) left after it; (\d+:\d\d
 def link_walk_output(cfg: Config, root):
     """``root/link/walks`` as the link task's walk job would leave it, so evaluate reuses it."""
     walk_dir = make_complete_walk_dir(root / "link" / "walks", walks=40, cold_items=0)
-    for name, pairs in (("hidden_edges", [(1, 2), (3, 4), (5, 6)]),
-                        ("non_edges", [(1, 30), (7, 33), (9, 39)])):
+    for name, pairs in (
+        ("hidden_edges", [(1, 2), (3, 4), (5, 6)]),
+        ("non_edges", [(1, 30), (7, 33), (9, 39)]),
+    ):
         (walk_dir / schema.EVAL_DIR / name).mkdir(parents=True)
         src, dst = zip(*pairs)
-        pq.write_table(pa.table({"src": pa.array(src, pa.int32()),
-                                 "dst": pa.array(dst, pa.int32()),
-                                 "weight": pa.array([1] * len(pairs), pa.int64())}),
-                       walk_dir / schema.EVAL_DIR / name / "part-00000.parquet")
+        pq.write_table(
+            pa.table(
+                {
+                    "src": pa.array(src, pa.int32()),
+                    "dst": pa.array(dst, pa.int32()),
+                    "weight": pa.array([1] * len(pairs), pa.int64()),
+                }
+            ),
+            walk_dir / schema.EVAL_DIR / name / "part-00000.parquet",
+        )
     job = dataclasses.replace(cfg, split=dataclasses.replace(cfg.split, kind=TASK_SPLIT["link"]))
     manifest = schema.read_manifest(walk_dir, kind=None)
     manifest["config"] = {k: job.to_dict()[k] for k in ("data", "sessions", "walks", "split")}
@@ -36,8 +44,14 @@ def link_walk_output(cfg: Config, root):
 
 
 def test_one_line_per_model_and_seed_over_all_tasks(tmp_path, caplog):
-    cfg = Config(evaluate=EvaluateConfig(output=str(tmp_path), tasks=["link", "cold"],
-                                         models=["popularity", "random"], seeds=[1, 2]))
+    cfg = Config(
+        evaluate=EvaluateConfig(
+            output=str(tmp_path),
+            tasks=["link", "cold"],
+            models=["popularity", "random"],
+            seeds=[1, 2],
+        )
+    )
     assert model_seeds(cfg) == [("popularity", 1), ("random", 1), ("random", 2)]
     link_walk_output(cfg, tmp_path)
     progress = Progress(cfg)

@@ -4,28 +4,41 @@ from eges.evaluation.report import quality_bar
 
 
 def summary(**means):
-    return {m: ({"n/a": True} if v is None else {k: {"mean": x, "std": 0.0} for k, x in v.items()})
-            for m, v in means.items()}
+    return {
+        m: ({"n/a": True} if v is None else {k: {"mean": x, "std": 0.0} for k, x in v.items()})
+        for m, v in means.items()
+    }
 
 
 def results(next_served: float) -> dict:
-    cold = summary(**{"eges·ctx·table": {"hr@50": 0.40, "recall@50": 0.086},
-                      "eges·table": {"hr@50": 0.30, "recall@50": 0.05},
-                      "content": {"hr@50": 0.285, "recall@50": 0.046},
-                      "popularity": {"hr@50": 0.281, "recall@50": 0.048}})
-    nxt = summary(**{"eges·ctx·table": {"hr@50": next_served},
-                     "deepwalk·ctx": {"hr@50": 0.134}, "cooccurrence": {"hr@50": 0.120}})
+    cold = summary(
+        **{
+            "eges·ctx·table": {"hr@50": 0.40, "recall@50": 0.086},
+            "eges·table": {"hr@50": 0.30, "recall@50": 0.05},
+            "content": {"hr@50": 0.285, "recall@50": 0.046},
+            "popularity": {"hr@50": 0.281, "recall@50": 0.048},
+        }
+    )
+    nxt = summary(
+        **{
+            "eges·ctx·table": {"hr@50": next_served},
+            "deepwalk·ctx": {"hr@50": 0.134},
+            "cooccurrence": {"hr@50": 0.120},
+        }
+    )
     link = summary(eges={"auc": 0.76}, ges={"auc": 0.77}, bge={"auc": 0.75})
-    return {"tasks": {"cold": {"summary": cold}, "next": {"summary": nxt},
-                      "link": {"summary": link}}}
+    return {
+        "tasks": {"cold": {"summary": cold}, "next": {"summary": nxt}, "link": {"summary": link}}
+    }
 
 
 def test_served_rows_come_first_with_their_ratio_and_verdict():
     lines = quality_bar(results(0.122))
     assert lines[0].startswith("- cold start hr@50: EGES, served table (H·Z, default) 0.4000")
     assert "1.404×" in lines[0] and lines[0].endswith("bar 1.3×: met")  # 0.40 / 0.285
-    assert lines[1].startswith("- cold start recall@50: EGES, served table") and \
-        "1.792×" in lines[1]  # 0.086 / 0.048
+    assert (
+        lines[1].startswith("- cold start recall@50: EGES, served table") and "1.792×" in lines[1]
+    )  # 0.086 / 0.048
     assert "EGES, cosine table 0.3000" in lines[2] and lines[2].endswith("not met")
     (nxt,) = [line for line in lines if line.startswith("- next item")]
     assert "0.1220" in nxt and nxt.endswith("not met")  # below DeepWalk's 0.134

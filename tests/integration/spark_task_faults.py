@@ -23,28 +23,40 @@ def flaky(markers: Path):
             (markers / f"stage{ctx.stageId()}-part{ctx.partitionId()}").touch()
             raise RuntimeError("injected failure of a walk-step task (first attempt)")
         yield from batches
+
     return fail_first_attempt
 
 
 def main(workdir: Path) -> None:
-    spark = (SparkSession.builder.master("local[2,4]").appName("eges-task-faults")
-             .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "4")
-             .config("spark.sql.adaptive.enabled", "false").getOrCreate())
+    spark = (
+        SparkSession.builder.master("local[2,4]")
+        .appName("eges-task-faults")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.sql.adaptive.enabled", "false")
+        .getOrCreate()
+    )
     spark.sparkContext.setLogLevel("ERROR")
     spark.sparkContext.setCheckpointDir(str(workdir / "checkpoints"))
     rng = np.random.default_rng(0)
-    rows = [(int(s), int(d), int(rng.integers(1, 9)))
-            for s in range(1, NODES + 1)
-            for d in set(rng.integers(1, NODES + 1, size=rng.integers(1, 6)).tolist()) if d != s]
+    rows = [
+        (int(s), int(d), int(rng.integers(1, 9)))
+        for s in range(1, NODES + 1)
+        for d in set(rng.integers(1, NODES + 1, size=rng.integers(1, 6)).tolist())
+        if d != s
+    ]
     edges = spark.createDataFrame(rows, "src int, dst int, weight bigint")
     adjacency = build_adjacency(edges, 4).checkpoint(eager=True)
     markers = workdir / "injected"
     markers.mkdir()
     out = {}
-    for name, adj in [("clean", adjacency),
-                      ("faulty", adjacency.mapInPandas(flaky(markers), ADJACENCY_SCHEMA))]:
-        walks = random_walks(adj, walks_per_node=3, walk_length=8, seed=5, num_items=NODES,
-                             checkpoint_every=3)
+    for name, adj in [
+        ("clean", adjacency),
+        ("faulty", adjacency.mapInPandas(flaky(markers), ADJACENCY_SCHEMA)),
+    ]:
+        walks = random_walks(
+            adj, walks_per_node=3, walk_length=8, seed=5, num_items=NODES, checkpoint_every=3
+        )
         out[name] = sorted([r.walk_id, list(r.items)] for r in walks.collect())
     out["injected_failures"] = len(list(markers.iterdir()))
     spark.stop()

@@ -32,14 +32,24 @@ def demo(ml_small, tmp_path_factory):
         "walks": {"walks_per_node": 2},
         "output": {"path": str(root / "walks"), "num_shards": 2},
         "spark": {"master": "local[2]", "shuffle_partitions": 4},
-        "train": {"data": str(root / "walks"), "output": str(root / "run"),
-                  "embedding_dim": 16, "batch_size": 64, "epochs": 1},
+        "train": {
+            "data": str(root / "walks"),
+            "output": str(root / "run"),
+            "embedding_dim": 16,
+            "batch_size": 64,
+            "epochs": 1,
+        },
         "evaluate": {"output": str(root / "eval"), "seeds": [1, 2], "examples": 2},
     }
     conf = root / "demo.yaml"
     conf.write_text(yaml.safe_dump(cfg))
-    proc = subprocess.run(["make", "demo", f"DEMO_CONFIG={conf}", "NPROC=2"], cwd=REPO,
-                          capture_output=True, text=True, timeout=1500)
+    proc = subprocess.run(
+        ["make", "demo", f"DEMO_CONFIG={conf}", "NPROC=2"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # Lightning's device lines stayed off the screen, in the trainer's and evaluation's logs
     assert "GPU available" not in proc.stdout + proc.stderr
@@ -52,16 +62,22 @@ def test_demo_writes_a_complete_report(demo):
     root, stdout = demo
     ev = root / "eval"
     report = (ev / "report.md").read_text()
-    for heading in ("Link prediction", "Cold start", "Next item", "Paper, for context",
-                    "Cold-start examples"):
+    for heading in (
+        "Link prediction",
+        "Cold start",
+        "Next item",
+        "Paper, for context",
+        "Cold-start examples",
+    ):
         assert heading in report
     for png in ("loss.png", "weights.png", "projection.png", "cold_hit_rate.png"):
         assert (ev / png).stat().st_size > 1000, png
         assert f"({png})" in report
     assert "evaluation finished" in stdout and "cold  hr@50" in stdout
     # the examples are headed by the titles the walk job kept: "### Heat (1995) (item 6)"
-    examples = re.findall(r"^### (.+) \(item (\d+)\)$", report.split("Cold-start examples")[1],
-                          flags=re.M)
+    examples = re.findall(
+        r"^### (.+) \(item (\d+)\)$", report.split("Cold-start examples")[1], flags=re.M
+    )
     assert len(examples) == 2 and all(re.search(r"\(\d{4}\)", t) for t, _ in examples), examples
     # the quality bar once, in its section: served cold start first, then next item and link
     bar = report.split("## Quality bar")[1]
@@ -79,8 +95,17 @@ def test_demo_results_cover_every_model_and_task(demo):
     assert set(tasks) == {"link", "cold", "next"}
     for task, block in tasks.items():
         s = block["summary"]
-        assert {"eges", "eges·ctx", "ges", "bge", "deepwalk", "content", "cooccurrence",
-                "popularity", "random"} <= set(s), task
+        assert {
+            "eges",
+            "eges·ctx",
+            "ges",
+            "bge",
+            "deepwalk",
+            "content",
+            "cooccurrence",
+            "popularity",
+            "random",
+        } <= set(s), task
         for model in ("eges", "ges", "bge", "deepwalk", "random"):
             if not s[model].get("n/a"):
                 assert s[model]["n"] == 2, (task, model)  # one result per seed
@@ -110,8 +135,14 @@ def untrained_scorer(cfg, walk_dir: Path, seed: int):
     items = load_items(walk_dir)
     counts = walk_frequencies(parquet_files(walk_dir / WALKS_DIR), items.num_items)
     torch.manual_seed(seed)
-    model = EGES(items.num_items, items.vocab_sizes, items.offsets, items.values,
-                 cfg.train.embedding_dim, "eges")
+    model = EGES(
+        items.num_items,
+        items.vocab_sizes,
+        items.offsets,
+        items.values,
+        cfg.train.embedding_dim,
+        "eges",
+    )
     model.mark_trained_values(torch.from_numpy(counts))
     with torch.no_grad():
         idx, vectors, _ = item_vectors(model, items, counts)
@@ -133,14 +164,17 @@ def untrained(demo) -> dict[str, float]:
     link_walks = root / "eval" / "link" / "walks"
     for seed in cfg.evaluate.seeds:
         scorer = untrained_scorer(cfg, models.walk_dir, seed)
-        cold.append(rank_queries(scorer, queries, relevant, candidates, [50],
-                                 exclude_self=False)["hr@50"])
+        cold.append(
+            rank_queries(scorer, queries, relevant, candidates, [50], exclude_self=False)["hr@50"]
+        )
         link.append(score_link(untrained_scorer(cfg, link_walks, seed), link_walks)["auc"])
     summary = json.loads((root / "eval" / "results.json").read_text())["tasks"]
-    print(f"untrained: cold HR@50 {np.mean(cold):.4f} (random "
-          f"{summary['cold']['summary']['random']['hr@50']['mean']:.4f}, trained "
-          f"{summary['cold']['summary']['eges']['hr@50']['mean']:.4f}); link AUC "
-          f"{np.mean(link):.4f} (trained {summary['link']['summary']['eges']['auc']['mean']:.4f})")
+    print(
+        f"untrained: cold HR@50 {np.mean(cold):.4f} (random "
+        f"{summary['cold']['summary']['random']['hr@50']['mean']:.4f}, trained "
+        f"{summary['cold']['summary']['eges']['hr@50']['mean']:.4f}); link AUC "
+        f"{np.mean(link):.4f} (trained {summary['link']['summary']['eges']['auc']['mean']:.4f})"
+    )
     return {"cold": float(np.mean(cold)), "link": float(np.mean(link)), "tasks": summary}
 
 
@@ -175,7 +209,9 @@ def test_results_json_is_written_after_the_report(demo, tmp_path):
     assert not (tmp_path / "results.json").exists()
     (tmp_path / "report.md").rmdir()
     publish_results(cfg, results, tmp_path)
-    assert json.loads((tmp_path / "results.json").read_text())["tasks"].keys() == \
-        results["tasks"].keys()
+    assert (
+        json.loads((tmp_path / "results.json").read_text())["tasks"].keys()
+        == results["tasks"].keys()
+    )
     assert "## Cold start" in (tmp_path / "report.md").read_text()
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]

@@ -15,8 +15,10 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def run(spark, ml_small, tmp_path_factory):
     out = tmp_path_factory.mktemp("ml-latest-small") / "walks"
-    cfg = load_config(REPO / "conf" / "ml-latest-small.yaml",
-                      [f"data.path={ml_small}", f"output.path={out}", "output.num_shards=4"])
+    cfg = load_config(
+        REPO / "conf" / "ml-latest-small.yaml",
+        [f"data.path={ml_small}", f"output.path={out}", "output.num_shards=4"],
+    )
     manifest = run_walk_job(spark, cfg)
     return out, manifest, cfg
 
@@ -26,12 +28,15 @@ def tables(run):
     out, manifest, _ = run
     fields = [f["name"] for f in manifest["side_info_fields"]]
     return {
-        "items": schema.read_table(out / "items",
-                                    schema.item_schema(fields, names=True)).to_pandas(),
+        "items": schema.read_table(
+            out / "items", schema.item_schema(fields, names=True)
+        ).to_pandas(),
         "edges": schema.read_table(out / "edges", schema.EDGE_SCHEMA).to_pandas(),
         "walks": schema.read_table(out / "walks", schema.WALK_SCHEMA).to_pandas(),
-        **{f"vocab/{f}": schema.read_table(out / "vocab" / f, schema.VOCAB_SCHEMA).to_pandas()
-           for f in fields},
+        **{
+            f"vocab/{f}": schema.read_table(out / "vocab" / f, schema.VOCAB_SCHEMA).to_pandas()
+            for f in fields
+        },
     }
 
 
@@ -42,8 +47,12 @@ def reference_edges(ratings: pd.DataFrame, items: pd.DataFrame, gap: int) -> pd.
     ev = ev.sort_values(["userId", "timestamp", "item_idx"], kind="stable")
     same_user = ev["userId"].eq(ev["userId"].shift())
     same_session = same_user & (ev["timestamp"] - ev["timestamp"].shift() <= gap)
-    pairs = pd.DataFrame({"src": ev["item_idx"].shift()[same_session].astype(int),
-                          "dst": ev["item_idx"][same_session]})
+    pairs = pd.DataFrame(
+        {
+            "src": ev["item_idx"].shift()[same_session].astype(int),
+            "dst": ev["item_idx"][same_session],
+        }
+    )
     pairs = pairs[pairs["src"] != pairs["dst"]]
     return pairs.groupby(["src", "dst"]).size().rename("weight").reset_index()
 
@@ -54,11 +63,14 @@ def test_manifest_is_complete_and_consistent(run, tables):
     c = manifest["counts"]
     assert c["items"] == len(tables["items"])
     assert c["edges"] == len(tables["edges"])
-    assert c["walks"] == len(tables["walks"]) == c["nodes_with_out_edges"] * cfg.walks.walks_per_node
+    assert (
+        c["walks"] == len(tables["walks"]) == c["nodes_with_out_edges"] * cfg.walks.walks_per_node
+    )
     assert c["walk_steps"] == int((tables["walks"]["items"].map(len) - 1).sum())
     assert c["items_with_events"] + c["items_without_events"] == c["items"]
     assert c["rows_read"]["ratings.csv"] == c["events"] + sum(
-        n for why, n in manifest["dropped"].items() if why.startswith("ratings.csv"))
+        n for why, n in manifest["dropped"].items() if why.startswith("ratings.csv")
+    )
     assert [f["name"] for f in manifest["side_info_fields"]] == ["genres", "year", "tags"]
     for f in manifest["side_info_fields"]:
         assert f["vocab_size"] == len(tables[f"vocab/{f['name']}"])
@@ -69,7 +81,8 @@ def test_manifest_is_complete_and_consistent(run, tables):
     rows = [s["rows"] for s in shards]
     assert max(rows) <= 1.2 * min(rows)
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["manifest.json", "config.yaml", "items", "vocab", "edges", "walks"])
+        ["manifest.json", "config.yaml", "items", "vocab", "edges", "walks"]
+    )
 
 
 def test_item_and_vocab_indices_are_dense(tables):

@@ -24,20 +24,29 @@ def ratings(ml_small):
 def split_run(spark, ml_small, tmp_path_factory):
     def run(kind: str):
         out = tmp_path_factory.mktemp(f"split-{kind}") / "walks"
-        cfg = load_config(REPO / "conf" / "ml-latest-small.yaml", [
-            f"data.path={ml_small}", f"output.path={out}", "output.num_shards=2",
-            "walks.walks_per_node=2", f"split.kind={kind}"])
+        cfg = load_config(
+            REPO / "conf" / "ml-latest-small.yaml",
+            [
+                f"data.path={ml_small}",
+                f"output.path={out}",
+                "output.num_shards=2",
+                "walks.walks_per_node=2",
+                f"split.kind={kind}",
+            ],
+        )
         manifest = run_walk_job(spark, cfg)
         fields = [f["name"] for f in manifest["side_info_fields"]]
         t = {
-            "items": schema.read_table(out / "items",
-                                       schema.item_schema(fields, names=True)).to_pandas(),
+            "items": schema.read_table(
+                out / "items", schema.item_schema(fields, names=True)
+            ).to_pandas(),
             "edges": schema.read_table(out / "edges", schema.EDGE_SCHEMA).to_pandas(),
             "walks": schema.read_table(out / "walks", schema.WALK_SCHEMA).to_pandas(),
         }
         for name in schema.EVAL_TABLES[kind]:
             t[name] = schema.read_table(out / "eval" / name, schema.EDGE_SCHEMA).to_pandas()
         return manifest, t, cfg
+
     return run
 
 

@@ -30,24 +30,46 @@ from eges.config import load_config
 from eges.pipeline.job import run_walk_job
 
 REPO = Path(__file__).resolve().parents[2]
-TRAIN = ["train.embedding_dim=16", "train.batch_size=64", "train.log_every_n_steps=5",
-         "train.shuffle_buffer=512"]
+TRAIN = [
+    "train.embedding_dim=16",
+    "train.batch_size=64",
+    "train.log_every_n_steps=5",
+    "train.shuffle_buffer=512",
+]
 
 
 @pytest.fixture(scope="module")
 def walks(spark, ml_small, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("fault-walks") / "walks"
-    run_walk_job(spark, load_config(REPO / "conf" / "ml-latest-small.yaml", [
-        f"data.path={ml_small}", f"output.path={out}", "walks.walks_per_node=2",
-        "output.num_shards=4"]))
+    run_walk_job(
+        spark,
+        load_config(
+            REPO / "conf" / "ml-latest-small.yaml",
+            [
+                f"data.path={ml_small}",
+                f"output.path={out}",
+                "walks.walks_per_node=2",
+                "output.num_shards=4",
+            ],
+        ),
+    )
     return out
 
 
 def command(walks: Path, run: Path, *extra: str, launcher: list[str]) -> list[str]:
     sets = [a for kv in TRAIN for a in ("--set", kv)]
-    return [*launcher, str(REPO / "eges" / "train.py"), "--config",
-            str(REPO / "conf" / "ml-latest-small.yaml"), "--data", str(walks), "--output",
-            str(run), *sets, *extra]
+    return [
+        *launcher,
+        str(REPO / "eges" / "train.py"),
+        "--config",
+        str(REPO / "conf" / "ml-latest-small.yaml"),
+        "--data",
+        str(walks),
+        "--output",
+        str(run),
+        *sets,
+        *extra,
+    ]
 
 
 def torchrun(nproc: int = 2, *args: str) -> list[str]:
@@ -79,12 +101,29 @@ def free_port() -> int:
 def test_two_node_rendezvous_on_loopback(walks, tmp_path):
     run = tmp_path / "run"
     endpoint = f"127.0.0.1:{free_port()}"
-    nodes = [subprocess.Popen(
-        command(walks, run, "--set", "train.max_steps=30", launcher=torchrun(
-            1, "--nnodes=2", f"--node-rank={rank}", "--rdzv-backend=c10d",
-            f"--rdzv-endpoint={endpoint}", "--rdzv-id=eges-test")),
-        env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for rank in range(2)]
+    nodes = [
+        subprocess.Popen(
+            command(
+                walks,
+                run,
+                "--set",
+                "train.max_steps=30",
+                launcher=torchrun(
+                    1,
+                    "--nnodes=2",
+                    f"--node-rank={rank}",
+                    "--rdzv-backend=c10d",
+                    f"--rdzv-endpoint={endpoint}",
+                    "--rdzv-id=eges-test",
+                ),
+            ),
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in range(2)
+    ]
     outs = [n.communicate(timeout=600) for n in nodes]
     for n, (out, err) in zip(nodes, outs):
         assert n.returncode == 0, err[-3000:]
@@ -98,9 +137,13 @@ def test_two_node_rendezvous_on_loopback(walks, tmp_path):
 def test_sigkill_mid_epoch_then_resume(walks, tmp_path):
     run = tmp_path / "run"
     args = ["--set", "train.max_steps=120", "--set", "train.checkpoint_every_n_steps=20"]
-    proc = subprocess.Popen(command(walks, run, *args, launcher=torchrun(2)), env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        command(walks, run, *args, launcher=torchrun(2)),
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 600
     try:
         # wait for a complete checkpoint of step 40 or later. Each checkpoint replaces the
@@ -114,8 +157,13 @@ def test_sigkill_mid_epoch_then_resume(walks, tmp_path):
         os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both ranks, no clean-up
         proc.wait()
     assert not (run / "export").exists()  # nothing presented as finished
-    resumed = subprocess.run(command(walks, run, *args, "--resume", launcher=torchrun(2)),
-                             env=ENV, capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        command(walks, run, *args, "--resume", launcher=torchrun(2)),
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     m = export_manifest(run)
     assert m["training"]["steps"] == 120  # the same total as an uninterrupted run
@@ -132,17 +180,29 @@ def test_sigkill_mid_epoch_then_resume(walks, tmp_path):
 def limit_file_size(max_bytes: int):
     def apply():
         resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
+
     return apply
 
 
 def test_full_disk_fails_clearly_and_publishes_nothing(walks, tmp_path):
     run = tmp_path / "run"
     # checkpoints of this model are ~2 MB: a 256 kB file-size limit stands in for a full disk
-    proc = subprocess.run(command(walks, run, "--set", "train.max_steps=10",
-                                  "--set", "train.checkpoint_every_n_steps=5",
-                                  launcher=[sys.executable]),
-                          env=ENV, capture_output=True, text=True, timeout=600,
-                          preexec_fn=limit_file_size(256 * 1024))
+    proc = subprocess.run(
+        command(
+            walks,
+            run,
+            "--set",
+            "train.max_steps=10",
+            "--set",
+            "train.checkpoint_every_n_steps=5",
+            launcher=[sys.executable],
+        ),
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        preexec_fn=limit_file_size(256 * 1024),
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "error: cannot write the run" in proc.stderr and "File too large" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -156,9 +216,13 @@ def test_full_disk_fails_clearly_and_publishes_nothing(walks, tmp_path):
 def test_unwritable_run_directory_is_a_clear_error(walks, tmp_path):
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("a file where the run's parent directory should be")
-    proc = subprocess.run(command(walks, blocker / "run", "--set", "train.max_steps=5",
-                                  launcher=[sys.executable]),
-                          env=ENV, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        command(walks, blocker / "run", "--set", "train.max_steps=5", launcher=[sys.executable]),
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 2 and "error:" in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert blocker.read_text().startswith("a file")
@@ -167,8 +231,13 @@ def test_unwritable_run_directory_is_a_clear_error(walks, tmp_path):
 def test_failed_overwrite_keeps_the_previous_export(walks, tmp_path):
     run = tmp_path / "run"
     first = ["--set", "train.max_steps=10", "--set", "train.checkpoint_every_n_steps=5"]
-    proc = subprocess.run(command(walks, run, *first, launcher=[sys.executable]),
-                          env=ENV, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        command(walks, run, *first, launcher=[sys.executable]),
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     from eges.training.export import read_embeddings
 
@@ -180,14 +249,28 @@ def test_failed_overwrite_keeps_the_previous_export(walks, tmp_path):
     gone = subprocess.Popen(["true"])
     gone.wait()
     aside = schema._sibling(run / "export", "old")
-    (run / "export").rename(aside.with_name(aside.name.replace(f"-{os.getpid()}-",
-                                                               f"-{gone.pid}-")))
+    (run / "export").rename(
+        aside.with_name(aside.name.replace(f"-{os.getpid()}-", f"-{gone.pid}-"))
+    )
     # the overwrite run fails writing its first checkpoint (a full disk), mid-training
-    again = ["--set", "train.overwrite=true", "--set", "train.seed=7",
-             "--set", "train.max_steps=10", "--set", "train.checkpoint_every_n_steps=5"]
-    proc = subprocess.run(command(walks, run, *again, launcher=[sys.executable]),
-                          env=ENV, capture_output=True, text=True, timeout=600,
-                          preexec_fn=limit_file_size(256 * 1024))
+    again = [
+        "--set",
+        "train.overwrite=true",
+        "--set",
+        "train.seed=7",
+        "--set",
+        "train.max_steps=10",
+        "--set",
+        "train.checkpoint_every_n_steps=5",
+    ]
+    proc = subprocess.run(
+        command(walks, run, *again, launcher=[sys.executable]),
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        preexec_fn=limit_file_size(256 * 1024),
+    )
     assert proc.returncode == 2 and "File too large" in proc.stderr, proc.stderr[-2000:]
     assert export_manifest(run) == before
     table_after, vectors_after = read_embeddings(run)
@@ -196,8 +279,13 @@ def test_failed_overwrite_keeps_the_previous_export(walks, tmp_path):
     # the previous run's checkpoints are gone: --resume cannot continue it as the new run
     assert checkpoint_step(run) == -1
     # an overwrite that finishes replaces the export, and leaves nothing beside it
-    proc = subprocess.run(command(walks, run, *again, launcher=[sys.executable]),
-                          env=ENV, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        command(walks, run, *again, launcher=[sys.executable]),
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert export_manifest(run)["config"]["train"]["seed"] == 7
     assert not (read_embeddings(run)[1] == vectors).all()

@@ -19,31 +19,51 @@ from eges.pipeline.job import run_walk_job
 from eges.serving.embed import Embedder
 
 REPO = Path(__file__).resolve().parents[2]
-TRAIN = ["train.embedding_dim=32", "train.batch_size=128", "train.checkpoint_every_n_steps=50",
-         "train.epochs=3",
-         "train.log_every_n_steps=5", "train.lr=0.02",
-         # dense Adam, the default: 2-process sparse_adam (gloo sparse all-reduce) lost rank 0
-         # to a SIGSEGV once in CI on 2026-11-28 (see eges/train.py); single-process sparse
-         # gradients are covered in tests/train
-         "train.optimizer=adam"]
+TRAIN = [
+    "train.embedding_dim=32",
+    "train.batch_size=128",
+    "train.checkpoint_every_n_steps=50",
+    "train.epochs=3",
+    "train.log_every_n_steps=5",
+    "train.lr=0.02",
+    # dense Adam, the default: 2-process sparse_adam (gloo sparse all-reduce) lost rank 0
+    # to a SIGSEGV once in CI on 2026-11-28 (see eges/train.py); single-process sparse
+    # gradients are covered in tests/train
+    "train.optimizer=adam",
+]
 
 
 @pytest.fixture(scope="module")
 def walks(spark, ml_small, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ml-walks") / "walks"
-    cfg = load_config(REPO / "conf" / "ml-latest-small.yaml",
-                      [f"data.path={ml_small}", f"output.path={out}", "walks.walks_per_node=4"])
+    cfg = load_config(
+        REPO / "conf" / "ml-latest-small.yaml",
+        [f"data.path={ml_small}", f"output.path={out}", "walks.walks_per_node=4"],
+    )
     run_walk_job(spark, cfg)
     return out
 
 
 def train_cli(*args: str, nproc: int = 2) -> subprocess.CompletedProcess:
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                f"--nproc-per-node={nproc}"] if nproc > 1 else [sys.executable]
+    launcher = (
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+        if nproc > 1
+        else [sys.executable]
+    )
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([*launcher, str(REPO / "eges" / "train.py"),
-                           "--config", str(REPO / "conf" / "ml-latest-small.yaml"), *args],
-                          capture_output=True, text=True, env=env, timeout=900)
+    return subprocess.run(
+        [
+            *launcher,
+            str(REPO / "eges" / "train.py"),
+            "--config",
+            str(REPO / "conf" / "ml-latest-small.yaml"),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
 
 
 def sets(*kv: str) -> list[str]:
@@ -53,8 +73,9 @@ def sets(*kv: str) -> list[str]:
 @pytest.fixture(scope="module")
 def run(walks, tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("run") / "run"
-    proc = train_cli("--data", str(walks), "--output", str(run_dir),
-                     *sets(*TRAIN, "train.max_steps=100"))
+    proc = train_cli(
+        "--data", str(walks), "--output", str(run_dir), *sets(*TRAIN, "train.max_steps=100")
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "exported" in proc.stdout
     return run_dir
@@ -112,8 +133,9 @@ def test_resume_continues_from_the_last_checkpoint(run, walks):
     refused = train_cli("--data", str(walks), "--output", str(run), *sets(*TRAIN))
     # the script exits 2 with a one-line error; torchrun turns a failed child into exit 1
     assert refused.returncode != 0 and "error: run directory" in refused.stderr
-    proc = train_cli("--data", str(walks), "--output", str(run), "--resume",
-                     *sets(*TRAIN, "train.max_steps=200"))
+    proc = train_cli(
+        "--data", str(walks), "--output", str(run), "--resume", *sets(*TRAIN, "train.max_steps=200")
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     m = export_manifest(run)
     assert m["training"]["steps"] == 200 and m["training"]["resumed_from"] == "step-100.ckpt"
@@ -127,10 +149,21 @@ def test_resume_continues_from_the_last_checkpoint(run, walks):
 def test_cold_start_lands_near_items_sharing_its_side_info(run, walks):
     emb = Embedder(run)
     items = schema.read_table(walks / "items").to_pandas()
-    vocab = {f: dict(zip(*(pq.read_table(walks / "vocab" / f).column(c).to_pylist()
-                           for c in ("index", "value")))) for f in ("genres", "year", "tags")}
-    vectors = {r.item_id: np.asarray(r.vector) for r in
-               pq.read_table(run / "export" / "embeddings.parquet").to_pandas().itertuples()}
+    vocab = {
+        f: dict(
+            zip(
+                *(
+                    pq.read_table(walks / "vocab" / f).column(c).to_pylist()
+                    for c in ("index", "value")
+                )
+            )
+        )
+        for f in ("genres", "year", "tags")
+    }
+    vectors = {
+        r.item_id: np.asarray(r.vector)
+        for r in pq.read_table(run / "export" / "embeddings.parquet").to_pandas().itertuples()
+    }
     ids = list(vectors)
     matrix = np.stack([vectors[i] for i in ids])
     matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
@@ -139,7 +172,8 @@ def test_cold_start_lands_near_items_sharing_its_side_info(run, walks):
     # 80 queries: with 30 the test had too little power for its 3-standard-error bar (t 2.7 on
     # 2026-11-28 after the walk shards changed, i.e. another training order)
     queries = items[(items["count"] > 20) & (items["genres"].map(len) >= 2)].sample(
-        80, random_state=0)
+        80, random_state=0
+    )
     same, rand = [], []
     for q in queries.itertuples():
         side = {f: [vocab[f][i] for i in getattr(q, f)] for f in ("genres", "year", "tags")}
@@ -147,8 +181,9 @@ def test_cold_start_lands_near_items_sharing_its_side_info(run, walks):
         assert known == [True]
         v = v[0].numpy() / np.linalg.norm(v[0].numpy())
         sims = matrix @ v
-        sharing = [k for k, i in enumerate(ids) if genre_sets[i] == tuple(q.genres)
-                   and i != q.item_id]
+        sharing = [
+            k for k, i in enumerate(ids) if genre_sets[i] == tuple(q.genres) and i != q.item_id
+        ]
         if sharing:
             same.append(sims[sharing].mean())
             rand.append(sims[rng.choice(len(ids), 200, replace=False)].mean())
@@ -165,13 +200,32 @@ def test_cold_start_lands_near_items_sharing_its_side_info(run, walks):
 @pytest.mark.slow
 def test_embed_cli_with_unknown_values(run, tmp_path):
     new = tmp_path / "new.csv"
-    new.write_text("item_id,genres,tags,colour\n"
-                   "hero,Action|Adventure|Sci-Fi, Superhero|MARVEL ,red\n"
-                   "odd,Nonexistent genre,,blue\n")
+    new.write_text(
+        "item_id,genres,tags,colour\n"
+        "hero,Action|Adventure|Sci-Fi, Superhero|MARVEL ,red\n"
+        "odd,Nonexistent genre,,blue\n"
+    )
     out = tmp_path / "nbrs.parquet"
-    proc = subprocess.run([sys.executable, "-m", "eges", "embed", "--run", str(run), "--items",
-                           str(new), "--top-k", "5", "--output", str(out)],
-                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "eges",
+            "embed",
+            "--run",
+            str(run),
+            "--items",
+            str(new),
+            "--top-k",
+            "5",
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "hero (" in proc.stdout and "odd: no known side-info value" in proc.stdout
     assert "unknown genres value 'Nonexistent genre'" in proc.stderr
@@ -187,15 +241,18 @@ def test_embed_cli_with_unknown_values(run, tmp_path):
     emb = pq.read_table(run / "export" / "embeddings.parquet").to_pandas()
     assert set(table["neighbor_id"]) <= set(emb.loc[~emb["cold"], "item_id"])
     embedder = Embedder(run)
-    v, _ = embedder.embed([{"genres": ["Action", "Adventure", "Sci-Fi"],
-                            "tags": ["superhero", "marvel"]}])
+    v, _ = embedder.embed(
+        [{"genres": ["Action", "Adventure", "Sci-Fi"], "tags": ["superhero", "marvel"]}]
+    )
     z = embedder.model.context.weight.detach()
     idx = dict(zip(emb["item_id"], emb["item_idx"]))
-    np.testing.assert_allclose(table["score"], [float(v[0] @ z[idx[i]])
-                                                for i in table["neighbor_id"]], rtol=1e-5)
+    np.testing.assert_allclose(
+        table["score"], [float(v[0] @ z[idx[i]]) for i in table["neighbor_id"]], rtol=1e-5
+    )
     cosine = embedder.most_similar(v, 5, metric="cosine")[0]
     assert [round(n.score, 4) for n in cosine] == sorted(
-        [round(n.score, 4) for n in cosine], reverse=True) and cosine[0].score <= 1 + 1e-6
+        [round(n.score, 4) for n in cosine], reverse=True
+    ) and cosine[0].score <= 1 + 1e-6
 
 
 @pytest.mark.slow
@@ -203,9 +260,26 @@ def test_neighbor_table_agrees_with_gensim_and_covers_cold_items(run, tmp_path):
     from gensim.models import KeyedVectors
 
     out = tmp_path / "nbrs"
-    proc = subprocess.run([sys.executable, "-m", "eges", "neighbors", "--run", str(run),
-                           "--top-k", "10", "--metric", "cosine", "--output", str(out)],
-                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "eges",
+            "neighbors",
+            "--run",
+            str(run),
+            "--top-k",
+            "10",
+            "--metric",
+            "cosine",
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     table = pq.read_table(out / "neighbors.parquet").to_pandas()
     m = export_manifest(run)
@@ -230,33 +304,73 @@ def test_neighbor_table_agrees_with_gensim_and_covers_cold_items(run, tmp_path):
             if (np.abs(np.delete(scores, r) - s) > 1e-4).all():
                 assert mine[r] == gensims[r], (item, r)
 
-    approx = subprocess.run([sys.executable, "-m", "eges", "neighbors", "--run", str(run),
-                             "--top-k", "10", "--method", "hnsw", "--output", str(tmp_path / "a"),
-                             "--same-field", "genres"],
-                            capture_output=True, text=True, cwd=REPO, timeout=300)
+    approx = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "eges",
+            "neighbors",
+            "--run",
+            str(run),
+            "--top-k",
+            "10",
+            "--method",
+            "hnsw",
+            "--output",
+            str(tmp_path / "a"),
+            "--same-field",
+            "genres",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert approx.returncode == 0, approx.stderr
     manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
     # HNSW (M 32, ef_search 256) against exact search with the same filter, 1000 queries
     assert manifest["recall_at_10"] >= 0.95 and manifest["recall_sample"] == 1000
 
     # the default table: H·Z (exact), trained items only as neighbours, every item as a query
-    default = subprocess.run([sys.executable, "-m", "eges", "neighbors", "--run", str(run),
-                              "--top-k", "10", "--output", str(tmp_path / "d")],
-                             capture_output=True, text=True, cwd=REPO, timeout=300)
+    default = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "eges",
+            "neighbors",
+            "--run",
+            str(run),
+            "--top-k",
+            "10",
+            "--output",
+            str(tmp_path / "d"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert default.returncode == 0, default.stderr
-    assert json.loads((tmp_path / "d" / "manifest.json").read_text())["settings"]["metric"] \
+    assert (
+        json.loads((tmp_path / "d" / "manifest.json").read_text())["settings"]["metric"]
         == "context"
+    )
     table = pq.read_table(tmp_path / "d" / "neighbors.parquet").to_pandas()
     assert cold <= set(table["item_id"]) and not set(table["neighbor_id"]) & cold
 
-    bad = subprocess.run([sys.executable, "-m", "eges", "neighbors", "--run", str(run),
-                          "--top-k", "0"], capture_output=True, text=True, cwd=REPO)
+    bad = subprocess.run(
+        [sys.executable, "-m", "eges", "neighbors", "--run", str(run), "--top-k", "0"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert bad.returncode == 2 and "error: --top-k must be positive" in bad.stderr
 
 
 @pytest.mark.slow
-def test_evaluation_reuses_a_run_only_for_the_walks_it_was_trained_on(spark, walks, ml_small,
-                                                                      tmp_path):
+def test_evaluation_reuses_a_run_only_for_the_walks_it_was_trained_on(
+    spark, walks, ml_small, tmp_path
+):
     """The evaluation's walk outputs keep their path when regenerated (another split or seed):
     a run trained on the earlier walks must not be reused for the new ones."""
     import shutil
@@ -265,8 +379,10 @@ def test_evaluation_reuses_a_run_only_for_the_walks_it_was_trained_on(spark, wal
 
     walk_dir = tmp_path / "walks"
     shutil.copytree(walks, walk_dir)
-    cfg = load_config(REPO / "conf" / "ml-latest-small.yaml",
-                      ["train.embedding_dim=16", "train.max_steps=3", "train.batch_size=64"])
+    cfg = load_config(
+        REPO / "conf" / "ml-latest-small.yaml",
+        ["train.embedding_dim=16", "train.max_steps=3", "train.batch_size=64"],
+    )
     run = learned_run(cfg, walk_dir, tmp_path / "run", "eges", 1)
     first = export_manifest(run)
     assert first["walks_manifest_sha256"] == schema.manifest_digest(walk_dir)
@@ -274,9 +390,19 @@ def test_evaluation_reuses_a_run_only_for_the_walks_it_was_trained_on(spark, wal
     assert learned_run(cfg, walk_dir, run, "eges", 1) == run  # same walks, same settings
     assert (run / "export" / "manifest.json").stat().st_mtime_ns == stamp  # reused
 
-    run_walk_job(spark, load_config(REPO / "conf" / "ml-latest-small.yaml", [
-        f"data.path={ml_small}", f"output.path={walk_dir}", "walks.walks_per_node=4",
-        "walks.seed=7", "output.overwrite=true"]))
+    run_walk_job(
+        spark,
+        load_config(
+            REPO / "conf" / "ml-latest-small.yaml",
+            [
+                f"data.path={ml_small}",
+                f"output.path={walk_dir}",
+                "walks.walks_per_node=4",
+                "walks.seed=7",
+                "output.overwrite=true",
+            ],
+        ),
+    )
     learned_run(cfg, walk_dir, run, "eges", 1)
     again = export_manifest(run)
     assert again["walks_manifest_sha256"] == schema.manifest_digest(walk_dir)

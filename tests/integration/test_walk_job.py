@@ -31,7 +31,9 @@ def logs(tmp_path_factory) -> Path:
         t = 1_700_000_000 + rng.randrange(10_000)
         for _ in range(rng.randrange(5, 30)):
             t += rng.choice([30, 60, 120, 7200])
-            lines.append(f"u{u},i{rng.randrange(60)},{t},{rng.choice(['click', 'click', 'buy', 'fav'])}")
+            lines.append(
+                f"u{u},i{rng.randrange(60)},{t},{rng.choice(['click', 'click', 'buy', 'fav'])}"
+            )
     (root / "events.csv").write_text("\n".join(lines) + "\n")
     items = ["item,brand,tags"] + [f"i{i},b{i % 3},t{i % 5}|t{i % 7}" for i in range(70)]
     (root / "items.csv").write_text("\n".join(items) + "\n")
@@ -40,14 +42,21 @@ def logs(tmp_path_factory) -> Path:
 
 def config_args(logs: Path, out: Path) -> list[str]:
     return [
-        f"data.path={logs}", f"output.path={out}",
-        "data.generic.events=events.csv", "data.generic.items=items.csv",
-        "data.generic.user_col=user", "data.generic.item_col=item", "data.generic.time_col=ts",
+        f"data.path={logs}",
+        f"output.path={out}",
+        "data.generic.events=events.csv",
+        "data.generic.items=items.csv",
+        "data.generic.user_col=user",
+        "data.generic.item_col=item",
+        "data.generic.time_col=ts",
         "data.generic.time_format=unix",
-        "data.generic.behavior_col=action", "data.generic.behaviors=[click, buy]",
+        "data.generic.behavior_col=action",
+        "data.generic.behaviors=[click, buy]",
         "data.generic.side_info=[{name: brand}, {name: tags, sep: '|'}]",
         "data.generic.name_column=null",
-        "walks.walks_per_node=4", "walks.walk_length=6", "output.num_shards=3",
+        "walks.walks_per_node=4",
+        "walks.walk_length=6",
+        "output.num_shards=3",
     ]
 
 
@@ -73,8 +82,10 @@ def test_generic_logs_end_to_end_and_output_is_atomic(spark, logs, tmp_path):
     assert read_walks(out) == first
 
     # with overwrite it is replaced as a whole: a different seed, different walks
-    again = load_config(REPO / "conf" / "generic-example.yaml",
-                        config_args(logs, out) + ["output.overwrite=true", "walks.seed=99"])
+    again = load_config(
+        REPO / "conf" / "generic-example.yaml",
+        config_args(logs, out) + ["output.overwrite=true", "walks.seed=99"],
+    )
     run_walk_job(spark, again)
     assert schema.read_manifest(out)["seed"] == 99
     assert read_walks(out) != first
@@ -88,28 +99,34 @@ def test_the_shipped_generic_example_prices_in_quantile_bins(spark, tmp_path):
     from eges.buckets import NumericSpec
 
     out = tmp_path / "walks"
-    manifest = run_walk_job(spark, load_config(REPO / "conf" / "generic-example.yaml",
-                                               [f"output.path={out}"]))
+    manifest = run_walk_job(
+        spark, load_config(REPO / "conf" / "generic-example.yaml", [f"output.path={out}"])
+    )
     price = next(f for f in manifest["side_info_fields"] if f["name"] == "price")
     spec = NumericSpec.from_manifest(price["numeric"])
     assert len(spec.edges) == 3 and price["numeric"]["invalid_values"] == 0
     assert price["vocab_size"] == 4
     assert manifest["counts"]["items_with_name"] == manifest["counts"]["items"] == 30
-    raw = {r["item_id"]: float(r["price"])
-           for r in csv.DictReader(open(REPO / "examples" / "generic" / "items.csv"))}
+    raw = {
+        r["item_id"]: float(r["price"])
+        for r in csv.DictReader(open(REPO / "examples" / "generic" / "items.csv"))
+    }
     vocab = schema.read_table(out / "vocab" / "price", schema.VOCAB_SCHEMA)
     label_of = dict(zip(vocab["index"].to_pylist(), vocab["value"].to_pylist()))
     fields = [f["name"] for f in manifest["side_info_fields"]]
     items = schema.read_items(out / "items", fields).to_pylist()
     assert {i["item_id"]: [label_of[v] for v in i["price"]] for i in items} == {
-        k: [spec.label(p)] for k, p in raw.items()}
+        k: [spec.label(p)] for k, p in raw.items()
+    }
     assert sorted(vocab["count"].to_pylist()) == [7, 7, 8, 8]  # quartiles of 30 prices
 
 
 def test_no_edges_is_an_error_not_an_empty_output(spark, logs, tmp_path):
     out = tmp_path / "walks"
-    cfg = load_config(REPO / "conf" / "generic-example.yaml",
-                      config_args(logs, out) + ["data.generic.time_format=iso"])
+    cfg = load_config(
+        REPO / "conf" / "generic-example.yaml",
+        config_args(logs, out) + ["data.generic.time_format=iso"],
+    )
     with pytest.raises(ValueError, match="no edges.*unparsable ts"):
         run_walk_job(spark, cfg)
     assert list(tmp_path.iterdir()) == []
@@ -117,8 +134,10 @@ def test_no_edges_is_an_error_not_an_empty_output(spark, logs, tmp_path):
 
 def test_failed_run_leaves_nothing_behind(spark, logs, tmp_path):
     out = tmp_path / "walks"
-    cfg = load_config(REPO / "conf" / "generic-example.yaml",
-                      config_args(logs, out) + ["data.generic.items=nope.csv"])
+    cfg = load_config(
+        REPO / "conf" / "generic-example.yaml",
+        config_args(logs, out) + ["data.generic.items=nope.csv"],
+    )
     with pytest.raises(InputError, match="nope.csv"):
         run_walk_job(spark, cfg)
     assert list(tmp_path.iterdir()) == []
@@ -126,17 +145,27 @@ def test_failed_run_leaves_nothing_behind(spark, logs, tmp_path):
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, str(REPO / "jobs" / "walks.py"), *args],
-                          capture_output=True, text=True, env=env, timeout=600)
+    return subprocess.run(
+        [sys.executable, str(REPO / "jobs" / "walks.py"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
 
 
 def spark_submit(*args: str) -> subprocess.CompletedProcess:
     """The installed spark-submit, its driver and workers on this interpreter."""
     bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYSPARK_PYTHON": sys.executable,
-           "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
-    return subprocess.run([str(bin_dir / "spark-submit"), *args], capture_output=True,
-                          text=True, env=env, timeout=600)
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "PYSPARK_PYTHON": sys.executable,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    return subprocess.run(
+        [str(bin_dir / "spark-submit"), *args], capture_output=True, text=True, env=env, timeout=600
+    )
 
 
 @pytest.mark.slow
@@ -144,11 +173,21 @@ def test_spark_submit_settings_win_over_the_config(logs, tmp_path):
     """--master and --conf given to spark-submit beat the config's spark section."""
     out = tmp_path / "walks"
     proc = spark_submit(
-        "--master", "local[1]", "--conf", "spark.sql.shuffle.partitions=3",
-        "--conf", "spark.ui.enabled=false", str(REPO / "jobs" / "walks.py"),
-        "--config", str(REPO / "conf" / "generic-example.yaml"),
+        "--master",
+        "local[1]",
+        "--conf",
+        "spark.sql.shuffle.partitions=3",
+        "--conf",
+        "spark.ui.enabled=false",
+        str(REPO / "jobs" / "walks.py"),
+        "--config",
+        str(REPO / "conf" / "generic-example.yaml"),
         *[a for kv in config_args(logs, out) for a in ("--set", kv)],
-        "--set", "spark.master=local[2]", "--set", "spark.shuffle_partitions=7")
+        "--set",
+        "spark.master=local[2]",
+        "--set",
+        "spark.shuffle_partitions=7",
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     manifest = schema.read_manifest(out)
     assert manifest["spark_master"] == "local[1]"
@@ -165,11 +204,21 @@ def test_spark_submit_errors_go_to_stderr(tmp_path):
     for args, message in [
         (["--set", "walks.nope=1"], "error: unknown config key 'walks.nope'"),
         (["--nope"], "error: unrecognized arguments: --nope"),
-        (["--set", f"data.path={tmp_path}", "--output", str(tmp_path / "out")],
-         "error: input file not found"),
+        (
+            ["--set", f"data.path={tmp_path}", "--output", str(tmp_path / "out")],
+            "error: input file not found",
+        ),
     ]:
-        proc = spark_submit("--master", "local[1]", "--conf", "spark.ui.enabled=false", job,
-                            "--config", config, *args)
+        proc = spark_submit(
+            "--master",
+            "local[1]",
+            "--conf",
+            "spark.ui.enabled=false",
+            job,
+            "--config",
+            config,
+            *args,
+        )
         assert proc.returncode == 2, proc.stdout[-3000:]
         assert message in proc.stderr
         assert "error:" not in proc.stdout and "Traceback" not in proc.stdout + proc.stderr
@@ -182,10 +231,19 @@ def test_cli_local1_gives_the_same_walks_as_local2(spark, logs, tmp_path):
     run_walk_job(spark, load_config(REPO / "conf" / "generic-example.yaml", base))
 
     theirs = tmp_path / "local1"
-    proc = run_cli("--config", str(REPO / "conf" / "generic-example.yaml"),
-                   *[a for kv in config_args(logs, theirs) for a in ("--set", kv)],
-                   "--set", "spark.master=local[1]", "--set", "spark.shuffle_partitions=1",
-                   "--set", "spark.graph_partitions=5", "--set", "spark.conf={spark.ui.enabled: 'false'}")
+    proc = run_cli(
+        "--config",
+        str(REPO / "conf" / "generic-example.yaml"),
+        *[a for kv in config_args(logs, theirs) for a in ("--set", kv)],
+        "--set",
+        "spark.master=local[1]",
+        "--set",
+        "spark.shuffle_partitions=1",
+        "--set",
+        "spark.graph_partitions=5",
+        "--set",
+        "spark.conf={spark.ui.enabled: 'false'}",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "walk job finished" in proc.stdout and "dropped rows:" in proc.stdout
     assert json.loads((theirs / "manifest.json").read_text())["spark_master"] == "local[1]"
@@ -198,9 +256,16 @@ def test_cli_reports_user_errors_without_a_traceback(tmp_path):
     proc = run_cli("--config", str(REPO / "conf" / "ml-latest-small.yaml"), "--set", "walks.nope=1")
     assert proc.returncode == 2
     assert "unknown config key 'walks.nope'" in proc.stderr and "Traceback" not in proc.stderr
-    proc = run_cli("--config", str(REPO / "conf" / "ml-latest-small.yaml"),
-                   "--set", f"data.path={tmp_path}", "--output", str(tmp_path / "out"),
-                   "--set", "spark.master=local[1]")
+    proc = run_cli(
+        "--config",
+        str(REPO / "conf" / "ml-latest-small.yaml"),
+        "--set",
+        f"data.path={tmp_path}",
+        "--output",
+        str(tmp_path / "out"),
+        "--set",
+        "spark.master=local[1]",
+    )
     assert proc.returncode == 2
     assert "input file not found" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists()

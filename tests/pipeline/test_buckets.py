@@ -18,19 +18,36 @@ def labels(df, field):
     return {r.item_id: list(r[field]) for r in df.collect()}
 
 
-@pytest.mark.parametrize("raw,expected", [
-    ("12", 12.0), (" -3.5 ", -3.5), ("1e3", 1000.0), (".5", 0.5), ("7.", 7.0), ("+2", 2.0),
-    ("nan", None), ("inf", None), ("1_000", None), ("12d", None), ("1,5", None), ("", None),
-    ("1e400", None), ("abc", None),
-])
+@pytest.mark.parametrize(
+    "raw,expected",
+    [
+        ("12", 12.0),
+        (" -3.5 ", -3.5),
+        ("1e3", 1000.0),
+        (".5", 0.5),
+        ("7.", 7.0),
+        ("+2", 2.0),
+        ("nan", None),
+        ("inf", None),
+        ("1_000", None),
+        ("12d", None),
+        ("1,5", None),
+        ("", None),
+        ("1e400", None),
+        ("abc", None),
+    ],
+)
 def test_parse_number(raw, expected):
     assert parse_number(raw) == expected
 
 
 def test_width_labels_match_python(spark):
     rng = random.Random(3)
-    values = ([str(rng.randint(1890, 2025)) for _ in range(60)]
-              + [f"{rng.uniform(-50, 500):.3f}" for _ in range(60)] + ["0", "-0.0", "1e2"])
+    values = (
+        [str(rng.randint(1890, 2025)) for _ in range(60)]
+        + [f"{rng.uniform(-50, 500):.3f}" for _ in range(60)]
+        + ["0", "-0.0", "1e2"]
+    )
     rows = [(f"i{k}", [v], [v]) for k, v in enumerate(values)]
     for width in (10, 1, 0.25, 2.5, 0.1):
         out, info = bucket_fields(frame(spark, rows), {"price": Bucket(width=width)})

@@ -20,25 +20,33 @@ def edges_of(spark, rows, gap=3600):
 
 def test_consecutive_pairs_counted_over_users(spark):
     rows = [
-        ("u1", 1, 0.0), ("u1", 2, 10.0), ("u1", 3, 20.0),
-        ("u2", 1, 5.0), ("u2", 2, 6.0),
-        ("u3", 3, 0.0), ("u3", 2, 1.0),
+        ("u1", 1, 0.0),
+        ("u1", 2, 10.0),
+        ("u1", 3, 20.0),
+        ("u2", 1, 5.0),
+        ("u2", 2, 6.0),
+        ("u3", 3, 0.0),
+        ("u3", 2, 1.0),
     ]
     expected = [(1, 2, 2), (2, 3, 1), (3, 2, 1)]
-    assertDataFrameEqual(edges_of(spark, rows), spark.createDataFrame(
-        expected, "src int, dst int, weight long"))
+    assertDataFrameEqual(
+        edges_of(spark, rows), spark.createDataFrame(expected, "src int, dst int, weight long")
+    )
 
 
 def test_edges_are_directed_not_first_to_all(spark):
     # one user, a->b->c: only a->b and b->c, never a->c (the "first item -> all others" bug)
-    got = {tuple(r) for r in edges_of(spark, [("u", 1, 0.0), ("u", 2, 1.0), ("u", 3, 2.0)]).collect()}
+    got = {
+        tuple(r) for r in edges_of(spark, [("u", 1, 0.0), ("u", 2, 1.0), ("u", 3, 2.0)]).collect()
+    }
     assert got == {(1, 2, 1), (2, 3, 1)}
 
 
 def test_session_split_strictly_above_the_gap(spark):
     rows = [
-        ("u", 1, 0.0), ("u", 2, 3600.0),      # gap == 3600: same session
-        ("u", 3, 7201.0),                      # gap 3601 > 3600: new session, no 2->3
+        ("u", 1, 0.0),
+        ("u", 2, 3600.0),  # gap == 3600: same session
+        ("u", 3, 7201.0),  # gap 3601 > 3600: new session, no 2->3
         ("u", 4, 7202.0),
     ]
     got = {(r.src, r.dst) for r in edges_of(spark, rows).collect()}
@@ -61,8 +69,14 @@ def test_ties_ordered_by_item_index_and_input_order_irrelevant(spark):
 
 
 def test_consecutive_repeats_collapse_but_returns_count(spark):
-    rows = [("u", 1, 0.0), ("u", 1, 1.0), ("u", 1, 2.0), ("u", 2, 3.0), ("u", 2, 4.0),
-            ("u", 1, 5.0)]
+    rows = [
+        ("u", 1, 0.0),
+        ("u", 1, 1.0),
+        ("u", 1, 2.0),
+        ("u", 2, 3.0),
+        ("u", 2, 4.0),
+        ("u", 1, 5.0),
+    ]
     got = sorted(tuple(r) for r in edges_of(spark, rows).collect())
     assert got == [(1, 2, 1), (2, 1, 1)]
 
@@ -70,8 +84,13 @@ def test_consecutive_repeats_collapse_but_returns_count(spark):
 def test_filters_tag_spam_users_and_rare_items(spark):
     events = spark.createDataFrame(
         [("spam", "a", float(t)) for t in range(5)]
-        + [("u1", "a", 0.0), ("u1", "b", 1.0), ("u2", "a", 0.0), ("u2", "c", 1.0),
-           ("u3", "b", 0.0)],
+        + [
+            ("u1", "a", 0.0),
+            ("u1", "b", 1.0),
+            ("u2", "a", 0.0),
+            ("u2", "c", 1.0),
+            ("u3", "b", 0.0),
+        ],
         "user_id string, item_id string, ts double",
     )
     cfg = SessionsConfig(max_events_per_user=4, min_item_count=2)
@@ -82,7 +101,11 @@ def test_filters_tag_spam_users_and_rare_items(spark):
         "item with fewer than 2 events (sessions.min_item_count)": 1,  # c, after spam removal
     }
     assert sorted((r.user_id, r.item_id) for r in kept.collect()) == [
-        ("u1", "a"), ("u1", "b"), ("u2", "a"), ("u3", "b")]
+        ("u1", "a"),
+        ("u1", "b"),
+        ("u2", "a"),
+        ("u3", "b"),
+    ]
 
 
 def test_filters_off_by_default(spark):
@@ -110,9 +133,11 @@ def test_alias_table_reproduces_the_weights_exactly(weights):
 
 def test_adjacency_rows_sorted_with_valid_alias_tables(spark):
     edges = spark.createDataFrame(
-        [(1, 9, 1), (1, 3, 3), (1, 5, 6), (2, 1, 7)], "src int, dst int, weight long")
+        [(1, 9, 1), (1, 3, 3), (1, 5, 6), (2, 1, 7)], "src int, dst int, weight long"
+    )
     rows = {r.src: r for r in build_adjacency(edges, 3).collect()}
     assert rows[1].dst == [3, 5, 9] and rows[1].weight == [3, 6, 1]
-    np.testing.assert_allclose(implied_distribution(rows[1].prob, rows[1].alias),
-                               np.array([3, 6, 1]) / 10, atol=1e-12)
+    np.testing.assert_allclose(
+        implied_distribution(rows[1].prob, rows[1].alias), np.array([3, 6, 1]) / 10, atol=1e-12
+    )
     assert rows[2].dst == [1] and rows[2].prob == [1.0]

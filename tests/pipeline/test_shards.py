@@ -15,13 +15,22 @@ def walks(spark):
     """3,000 walks with ids in the walk job's layout (round * items + start) and short paths."""
     return spark.range(3000).select(
         ((F.col("id") % 3) * 1000 + F.col("id") / 3).cast("long").alias("walk_id"),
-        F.array((F.col("id") % 97 + 1).cast("int"), (F.col("id") % 13 + 1).cast("int"))
-        .alias("items"),
+        F.array((F.col("id") % 97 + 1).cast("int"), (F.col("id") % 13 + 1).cast("int")).alias(
+            "items"
+        ),
     )
 
 
-def write(spark, walks, out: Path, *, input_partitions: int, shuffle_partitions: int,
-          seed: int = 7, num_shards: int = 4) -> dict:
+def write(
+    spark,
+    walks,
+    out: Path,
+    *,
+    input_partitions: int,
+    shuffle_partitions: int,
+    seed: int = 7,
+    num_shards: int = 4,
+) -> dict:
     before = spark.conf.get("spark.sql.shuffle.partitions")
     spark.conf.set("spark.sql.shuffle.partitions", str(shuffle_partitions))
     try:
@@ -46,7 +55,8 @@ def test_shard_files_do_not_depend_on_the_partitioning(spark, walks, tmp_path):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["walks"]  # no Spark leftovers
     assert sorted(p.name for p in (tmp_path / "a" / "walks").iterdir()) == [
-        Path(n).name for n in names]
+        Path(n).name for n in names
+    ]
 
 
 def test_shards_are_a_seeded_shuffle_of_similar_size(spark, walks, tmp_path):

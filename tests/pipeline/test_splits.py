@@ -36,8 +36,11 @@ def test_hide_pairs_hides_whole_pairs_exactly(edges):
     kept_pairs = pairs_of(undirected_pairs(kept))
     assert not kept_pairs & pairs_of(hidden)  # neither direction of a hidden pair survives
     assert kept_pairs | pairs_of(hidden) == pairs_of(undirected_pairs(edges))
-    assert kept.count() + sum(1 for s, d in pairs_of(edges) if (min(s, d), max(s, d))
-                              in pairs_of(hidden)) == edges.count()
+    assert (
+        kept.count()
+        + sum(1 for s, d in pairs_of(edges) if (min(s, d), max(s, d)) in pairs_of(hidden))
+        == edges.count()
+    )
     # weights of a hidden pair are summed over both directions
     w = {(r.src, r.dst): r.weight for r in hidden.collect()}
     assert all(v in (1, 3) for v in w.values())
@@ -56,8 +59,9 @@ def test_non_edges_are_distinct_unconnected_pairs(edges):
 
 
 def test_non_edges_fail_clearly_on_a_complete_graph(spark):
-    full = spark.createDataFrame([(i, j, 1) for i in range(1, 5) for j in range(1, 5) if i != j],
-                                 EDGE)
+    full = spark.createDataFrame(
+        [(i, j, 1) for i in range(1, 5) for j in range(1, 5) if i != j], EDGE
+    )
     with pytest.raises(ValueError, match="too dense"):
         sample_non_edges(full, 3, seed=0)
 
@@ -66,10 +70,12 @@ def test_non_edges_fail_clearly_on_a_complete_graph(spark):
 def test_heldout_items_have_events_and_side_info(spark, field):
     events = spark.createDataFrame(
         [("u", str(i), float(i)) for i in range(1, 41)] + [("u", "nosi", 99.0)],
-        "user_id string, item_id string, ts double")
+        "user_id string, item_id string, ts double",
+    )
     side = spark.createDataFrame(
         [(str(i), ["g"]) for i in range(1, 46)] + [("nosi", [])],
-        f"item_id string, `{field}` array<string>")
+        f"item_id string, `{field}` array<string>",
+    )
     held = {r.item_id for r in choose_heldout_items(events, side, 0.1, seed=0).collect()}
     assert len(held) == 4  # round(0.1 * 40 eligible): "nosi" (no side info) and 41..45 (no events)
     assert held <= {str(i) for i in range(1, 41)}
@@ -83,13 +89,20 @@ def test_neighbour_truth_uses_both_directions_and_skips_heldout(spark):
 
 
 def test_time_cutoff_and_transitions(spark):
-    events = spark.createDataFrame([("u", str(i), float(i)) for i in range(1, 11)],
-                                   "user_id string, item_id string, ts double")
+    events = spark.createDataFrame(
+        [("u", str(i), float(i)) for i in range(1, 11)], "user_id string, item_id string, ts double"
+    )
     assert time_cutoff(events, 0.2) == 8.0  # the 80% quantile: 8 events before, 3 at or after
     later = spark.createDataFrame(
-        [("u", 1.0, 1, None, True), ("u", 2.0, 2, 1, False), ("u", 3.0, 9, 2, False),
-         ("v", 1.0, 2, None, True), ("v", 5.0, 1, 2, False)],
-        "user_id string, ts double, item_idx int, prev_item int, new_session boolean")
+        [
+            ("u", 1.0, 1, None, True),
+            ("u", 2.0, 2, 1, False),
+            ("u", 3.0, 9, 2, False),
+            ("v", 1.0, 2, None, True),
+            ("v", 5.0, 1, 2, False),
+        ],
+        "user_id string, ts double, item_idx int, prev_item int, new_session boolean",
+    )
     train = spark.createDataFrame([(1, 2, 1), (2, 3, 1)], EDGE)
     got = {(r.src, r.dst): r.weight for r in heldout_transitions(later, train).collect()}
     assert got == {(1, 2): 1, (2, 1): 1}  # 2 -> 9 dropped: 9 is not in the training graph

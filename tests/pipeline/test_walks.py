@@ -9,20 +9,45 @@ from eges.pipeline.walks import random_walks
 EDGE_SCHEMA = "src int, dst int, weight long"
 
 
-def walks_of(spark, edges, *, walks_per_node=5, walk_length=6, seed=7, partitions=2,
-             checkpoint_every=2, num_items=None):
+def walks_of(
+    spark,
+    edges,
+    *,
+    walks_per_node=5,
+    walk_length=6,
+    seed=7,
+    partitions=2,
+    checkpoint_every=2,
+    num_items=None,
+):
     df = spark.createDataFrame(edges, EDGE_SCHEMA)
     n = num_items or max(max(e[0], e[1]) for e in edges)
     adjacency = build_adjacency(df, partitions).localCheckpoint()
-    walks = random_walks(adjacency, walks_per_node=walks_per_node, walk_length=walk_length,
-                         seed=seed, num_items=n, checkpoint_every=checkpoint_every,
-                         checkpoint=lambda d, _s: d.localCheckpoint())
+    walks = random_walks(
+        adjacency,
+        walks_per_node=walks_per_node,
+        walk_length=walk_length,
+        seed=seed,
+        num_items=n,
+        checkpoint_every=checkpoint_every,
+        checkpoint=lambda d, _s: d.localCheckpoint(),
+    )
     return {r.walk_id: list(r["items"]) for r in walks.collect()}
 
 
 # A small graph with a sink (5 has no out-edge), a cycle and a hub.
-GRAPH = [(1, 2, 1), (1, 3, 3), (2, 1, 2), (2, 4, 1), (3, 1, 1), (3, 4, 1), (3, 5, 1),
-         (4, 1, 5), (4, 2, 1), (4, 3, 1)]
+GRAPH = [
+    (1, 2, 1),
+    (1, 3, 3),
+    (2, 1, 2),
+    (2, 4, 1),
+    (3, 1, 1),
+    (3, 4, 1),
+    (3, 5, 1),
+    (4, 1, 5),
+    (4, 2, 1),
+    (4, 3, 1),
+]
 
 
 def test_every_step_follows_an_edge_and_lengths_are_right(spark):

@@ -27,8 +27,9 @@ def test_ranks_and_workers_split_every_walk_once_with_equal_steps(tmp_path, worl
     walk_dir = make_walk_dir(tmp_path, UNEVEN)
     seen, steps = [], []
     for rank in range(world):
-        ds = WalkDataset(walk_dir, batch_size=8, seed=3, shuffle_buffer=16, rank=rank,
-                         world_size=world)
+        ds = WalkDataset(
+            walk_dir, batch_size=8, seed=3, shuffle_buffer=16, rank=rank, world_size=world
+        )
         batches = run(ds, workers)
         steps.append(len(batches))
         assert len(batches) == len(ds)
@@ -80,8 +81,10 @@ def test_worker_shares_follow_the_loaders_round_robin(tmp_path, workers):
     walk_dir = make_walk_dir(tmp_path, UNEVEN)
     ds = WalkDataset(walk_dir, batch_size=8, shuffle_buffer=16)
     n = len(ds)
-    counts = [(ds.worker_range(w, workers)[1] - ds.worker_range(w, workers)[0] + 7) // 8
-              for w in range(workers)]
+    counts = [
+        (ds.worker_range(w, workers)[1] - ds.worker_range(w, workers)[0] + 7) // 8
+        for w in range(workers)
+    ]
     assert sum(counts) == n
     # the order a DataLoader yields: in turn from every worker that still has batches
     order, left = [], list(counts)
@@ -94,7 +97,8 @@ def test_worker_shares_follow_the_loaders_round_robin(tmp_path, workers):
     for skip in range(n + 1):
         ds.set_epoch(0, skip_batches=skip)
         assert [ds.worker_skip(w, workers) for w in range(workers)] == [
-            order[:skip].count(w) for w in range(workers)]
+            order[:skip].count(w) for w in range(workers)
+        ]
 
 
 def test_refuses_a_walk_directory_without_manifest(tmp_path):

@@ -17,9 +17,24 @@ def test_trainer_cli_keeps_library_details_in_the_run_log(tmp_path):
     run = tmp_path / "run"
     conf = tmp_path / "conf.yaml"
     conf.write_text("train: {accelerator: cpu}\n")
-    cmd = [sys.executable, "eges/train.py", "--config", str(conf), "--data", str(walks), "--output", str(run),
-           "--set", "train.embedding_dim=8", "--set", "train.batch_size=8", "--set",
-           "train.window=2", "--set", "train.log_every_n_steps=1"]
+    cmd = [
+        sys.executable,
+        "eges/train.py",
+        "--config",
+        str(conf),
+        "--data",
+        str(walks),
+        "--output",
+        str(run),
+        "--set",
+        "train.embedding_dim=8",
+        "--set",
+        "train.batch_size=8",
+        "--set",
+        "train.window=2",
+        "--set",
+        "train.log_every_n_steps=1",
+    ]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     log = (run / "train.log").read_text()
@@ -31,8 +46,9 @@ def test_trainer_cli_keeps_library_details_in_the_run_log(tmp_path):
     assert "eges.train: training eges on 40 walks" in log
     assert "exported 43 vectors" in proc.stdout
     # a second run (resuming the finished run: nothing left to train) appends to the file
-    again = subprocess.run(cmd + ["--resume"], cwd=REPO, capture_output=True, text=True,
-                           timeout=300)
+    again = subprocess.run(
+        cmd + ["--resume"], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert again.returncode == 0, again.stderr  # the finished run's last checkpoint
     assert (run / "train.log").read_text().startswith(log)
 

@@ -65,8 +65,9 @@ def test_ges_uses_equal_weights_and_bge_the_item_only():
     ges = make("ges")
     assert ges.attention is None
     h = ges(torch.tensor([3]))[0]
-    torch.testing.assert_close(h, (ges.item.weight[3] + ges.side[0].weight[1]
-                                   + ges.side[1].weight[3]) / 3)
+    torch.testing.assert_close(
+        h, (ges.item.weight[3] + ges.side[0].weight[1] + ges.side[1].weight[3]) / 3
+    )
     bge = make("bge")
     assert len(bge.side) == 0 and bge.attention is None
     torch.testing.assert_close(bge(torch.tensor([3]))[0], bge.item.weight[3])
@@ -76,15 +77,22 @@ def test_ges_uses_equal_weights_and_bge_the_item_only():
 
 def test_cold_start_is_the_mean_of_side_info_embeddings():
     model = make()
-    v = model.cold_start([[torch.tensor([2]), torch.tensor([1, 4])], [torch.tensor([], dtype=torch.long), torch.tensor([3])],
-                          [torch.tensor([], dtype=torch.long)] * 2])
+    v = model.cold_start(
+        [
+            [torch.tensor([2]), torch.tensor([1, 4])],
+            [torch.tensor([], dtype=torch.long), torch.tensor([3])],
+            [torch.tensor([], dtype=torch.long)] * 2,
+        ]
+    )
     expected0 = (model.side[0].weight[2] + model.side[1].weight[[1, 4]].mean(0)) / 2
     torch.testing.assert_close(v[0], expected0)
     torch.testing.assert_close(v[1], model.side[1].weight[3])
     assert torch.count_nonzero(v[2]) == 0
     # the catalogue variant agrees with the explicit one
-    torch.testing.assert_close(model.cold_start_items(torch.tensor([4]))[0],
-                               model.cold_start([[torch.tensor([3]), torch.tensor([1, 4])]])[0])
+    torch.testing.assert_close(
+        model.cold_start_items(torch.tensor([4]))[0],
+        model.cold_start([[torch.tensor([3]), torch.tensor([1, 4])]])[0],
+    )
 
 
 def brute_pairs(walks, window):
@@ -105,10 +113,18 @@ def test_pair_mask_is_every_pair_within_the_window():
         assert got == brute_pairs(walks.tolist(), window)
 
 
-@pytest.mark.parametrize("mode, per, prior", [
-    ("eges", "position", False), ("ges", "position", False), ("bge", "position", False),
-    ("eges", "walk", False), ("bge", "walk", False), ("eges", "position", True),
-    ("bge", "walk", True)])
+@pytest.mark.parametrize(
+    "mode, per, prior",
+    [
+        ("eges", "position", False),
+        ("ges", "position", False),
+        ("bge", "position", False),
+        ("eges", "walk", False),
+        ("bge", "walk", False),
+        ("eges", "position", True),
+        ("bge", "walk", True),
+    ],
+)
 def test_walk_loss_is_the_mean_over_pairs_of_skip_gram_with_shared_negatives(mode, per, prior):
     model = make(mode)
     with torch.no_grad():  # Z starts at zero; A at zero: make both non-trivial
@@ -152,8 +168,10 @@ def test_item_dropout_leaves_out_the_items_own_vector_where_it_has_side_info():
         logits = model.attention.weight[v]
         present = [i for i, f in enumerate((FIELD0, FIELD1)) if f[v]]
         w = torch.softmax(logits[[1 + i for i in present]], 0)
-        ref = sum(w[k] * model.side[i].weight[(FIELD0, FIELD1)[i][v]].mean(0)
-                  for k, i in enumerate(present))
+        ref = sum(
+            w[k] * model.side[i].weight[(FIELD0, FIELD1)[i][v]].mean(0)
+            for k, i in enumerate(present)
+        )
         torch.testing.assert_close(h[row], ref)
     torch.testing.assert_close(h[1], full[1])  # not dropped
     torch.testing.assert_close(h[3], full[3])  # nothing else to use: keeps its own vector
@@ -171,8 +189,9 @@ def test_item_dropout_in_the_loss_drops_about_its_share_of_positions():
         return original(ids, drop)
 
     model.forward = spy
-    walk_loss(model, walks, 2, lambda shape: torch.ones(shape, dtype=torch.long), 2,
-              item_dropout=0.3)
+    walk_loss(
+        model, walks, 2, lambda shape: torch.ones(shape, dtype=torch.long), 2, item_dropout=0.3
+    )
     assert seen[0] is not None and abs(seen[0].float().mean().item() - 0.3) < 0.03
     walk_loss(model, walks, 2, lambda shape: torch.ones(shape, dtype=torch.long), 2)
     assert seen[1] is None
@@ -183,8 +202,11 @@ def test_attention_side_item_and_context_tables_all_learn(optimizer, sparse):
     model = make(sparse=sparse)
     walks = torch.tensor([[1, 3, 4, 6], [6, 4, 1, 3]])
     sampler = AliasSampler(np.array([0, 5, 1, 4, 3, 0, 2]))
-    opt = (torch.optim.SparseAdam(list(model.parameters()), lr=0.1) if sparse
-           else torch.optim.Adam(model.parameters(), lr=0.1))
+    opt = (
+        torch.optim.SparseAdam(list(model.parameters()), lr=0.1)
+        if sparse
+        else torch.optim.Adam(model.parameters(), lr=0.1)
+    )
     # the context table starts at zero: take two steps so every table's gradient is non-zero
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     for _ in range(2):
@@ -198,7 +220,11 @@ def test_attention_side_item_and_context_tables_all_learn(optimizer, sparse):
     for name, p in model.named_parameters():
         assert not torch.equal(before[name], p.detach()), f"{name} did not change"
     assert {n.split(".")[0] for n, _ in model.named_parameters()} == {
-        "item", "side", "attention", "context"}
+        "item",
+        "side",
+        "attention",
+        "context",
+    }
 
 
 def test_negative_sampler_follows_unigram_to_the_075():
@@ -208,7 +234,7 @@ def test_negative_sampler_follows_unigram_to_the_075():
     n = 400_000
     draws = sampler((n,), generator=gen)
     counts = np.bincount(draws.numpy(), minlength=len(freq))
-    expected = np.where(freq > 0, freq ** 0.75, 0)
+    expected = np.where(freq > 0, freq**0.75, 0)
     expected = expected / expected.sum()
     assert counts[0] == 0 and counts[5] == 0
     # binomial sd <= sqrt(0.25 / n) = 0.0008; 0.004 is 5 sd
@@ -225,14 +251,16 @@ def test_cold_start_ignores_values_no_trained_item_carries():
     assert model.side_trained_1.tolist() == [False, True, True, True, False]
     with torch.no_grad():
         # item 4: field 0 {3} untrained -> left out; field 1 {1, 4} -> only 1
-        torch.testing.assert_close(model.cold_start_items(torch.tensor([4]))[0],
-                                   model.side[1].weight[1])
+        torch.testing.assert_close(
+            model.cold_start_items(torch.tensor([4]))[0], model.side[1].weight[1]
+        )
         # item 6: field 0 {2}, field 1 {2, 3, 4} -> {2, 3}
         expect = (model.side[0].weight[2] + model.side[1].weight[[2, 3]].mean(0)) / 2
         torch.testing.assert_close(model.cold_start_items(torch.tensor([6]))[0], expect)
         # the list API agrees, and an item with only untrained values gets a zero vector
-        got = model.cold_start([[torch.tensor([2]), torch.tensor([2, 3, 4])],
-                                [torch.tensor([3]), torch.tensor([4])]])
+        got = model.cold_start(
+            [[torch.tensor([2]), torch.tensor([2, 3, 4])], [torch.tensor([3]), torch.tensor([4])]]
+        )
         torch.testing.assert_close(got[0], expect)
         assert got[1].abs().sum() == 0
     # the mask is saved with the model (export/load_model keep it)

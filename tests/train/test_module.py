@@ -30,9 +30,16 @@ def test_each_epoch_is_a_new_shuffle_of_all_walks(tmp_path):
     cfg = TrainConfig(batch_size=16, window=2, num_negatives=2, epochs=3)
     module = EGESModule(model, AliasSampler(np.ones(121)), cfg)
     recorder = Recorder()
-    trainer = pl.Trainer(max_epochs=3, accelerator="cpu", devices=1, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, callbacks=[recorder])
+    trainer = pl.Trainer(
+        max_epochs=3,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[recorder],
+    )
     dataset = WalkDataset(walk_dir, 16, seed=5, shuffle_buffer=32)
     module.loader = DataLoader(dataset, batch_size=None, num_workers=2)
     trainer.fit(module)
@@ -49,30 +56,49 @@ def fit(walk_dir, tmp_path, *, max_steps=-1, epochs=2, ckpt_path=None, every=Non
     recorder = Recorder()
     callbacks = [recorder]
     if every:
-        callbacks.append(pl.callbacks.ModelCheckpoint(
-            dirpath=tmp_path / "ckpt", filename="step-{step}", every_n_train_steps=every,
-            save_top_k=-1, auto_insert_metric_name=False))
-    trainer = pl.Trainer(max_epochs=epochs, max_steps=max_steps, accelerator="cpu", devices=1,
-                         logger=False, enable_checkpointing=bool(every),
-                         enable_progress_bar=False, enable_model_summary=False,
-                         callbacks=callbacks)
+        callbacks.append(
+            pl.callbacks.ModelCheckpoint(
+                dirpath=tmp_path / "ckpt",
+                filename="step-{step}",
+                every_n_train_steps=every,
+                save_top_k=-1,
+                auto_insert_metric_name=False,
+            )
+        )
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        max_steps=max_steps,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=bool(every),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+    )
     dataset = WalkDataset(walk_dir, 8, seed=5, shuffle_buffer=16)
     loader = DataLoader(dataset, batch_size=None, num_workers=3)
     trainer.fit(EGESModule(model, AliasSampler(np.ones(121)), cfg, loader), ckpt_path=ckpt_path)
     return recorder.firsts, len(dataset)
 
 
-@pytest.mark.parametrize("stop", [5, 13, 20])  # mid-epoch 0, mid-epoch 1, end of epoch 1 (13 = 1 epoch)
+@pytest.mark.parametrize(
+    "stop", [5, 13, 20]
+)  # mid-epoch 0, mid-epoch 1, end of epoch 1 (13 = 1 epoch)
 def test_resume_with_workers_trains_each_remaining_batch_once(tmp_path, stop):
     walk_dir = make_walk_dir(tmp_path / "walks", [30, 50, 20], num_items=120)
     full, per_epoch = fit(walk_dir, tmp_path / "full", epochs=2)
     assert per_epoch == 13
     fit(walk_dir, tmp_path, max_steps=stop, every=1)
-    resumed, _ = fit(walk_dir, tmp_path / "resumed", epochs=2,
-                     ckpt_path=str(tmp_path / "ckpt" / f"step-{stop}.ckpt"))
+    resumed, _ = fit(
+        walk_dir,
+        tmp_path / "resumed",
+        epochs=2,
+        ckpt_path=str(tmp_path / "ckpt" / f"step-{stop}.ckpt"),
+    )
     done_epoch, done_batches = divmod(stop, per_epoch)
     for epoch in range(done_epoch, 2):
-        expected = full[epoch][done_batches * 8:] if epoch == done_epoch else full[epoch]
+        expected = full[epoch][done_batches * 8 :] if epoch == done_epoch else full[epoch]
         assert sorted(resumed.get(epoch, [])) == sorted(expected), epoch
 
 
@@ -89,12 +115,20 @@ def test_linear_schedule_decays_the_learning_rate_over_all_steps(tmp_path, sched
     walk_dir = make_walk_dir(tmp_path / "walks", [30, 50, 20], num_items=120)
     empty = [torch.zeros(122, dtype=torch.long)]
     model = EGES(120, [1], empty, [torch.zeros(0, dtype=torch.long)], embedding_dim=4)
-    cfg = TrainConfig(batch_size=8, window=2, num_negatives=2, epochs=2, lr=0.05,
-                      lr_schedule=schedule)
+    cfg = TrainConfig(
+        batch_size=8, window=2, num_negatives=2, epochs=2, lr=0.05, lr_schedule=schedule
+    )
     recorder = LrRecorder()
-    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=1, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, callbacks=[recorder])
+    trainer = pl.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[recorder],
+    )
     loader = DataLoader(WalkDataset(walk_dir, 8, seed=5, shuffle_buffer=16), batch_size=None)
     trainer.fit(EGESModule(model, AliasSampler(np.ones(121)), cfg, loader))
     total = trainer.global_step

@@ -33,7 +33,8 @@ def test_names_column_with_filters(vectors, tmp_path):
     run = make_run(tmp_path / "run", vectors)
     add_names(run)
     assert schema.item_names(run / "walks" / "items") == {
-        f"i{i}": name_of(i) for i in range(40) if name_of(i)}
+        f"i{i}": name_of(i) for i in range(40) if name_of(i)
+    }
     m = build_table(run, 4, names=True, same_field="g")  # the field is read past the name
     table = pq.read_table(run / "neighbors" / "neighbors.parquet")
     assert table.schema.equals(NEIGHBORS_NAMES_SCHEMA, check_metadata=False)

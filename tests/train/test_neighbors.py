@@ -29,8 +29,9 @@ def test_exact_equals_brute_force_for_any_block_size(vectors, block_size):
     idx, scores = exact_topk(x, x, 10, block_size=block_size, self_index=torch.arange(300))
     unit = x.numpy()
     np.testing.assert_array_equal(idx.numpy(), brute(unit, 10))
-    np.testing.assert_allclose(scores.numpy(), np.take_along_axis(unit @ unit.T, idx.numpy(), 1),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        scores.numpy(), np.take_along_axis(unit @ unit.T, idx.numpy(), 1), rtol=1e-5
+    )
 
 
 def test_dot_metric_does_not_normalise(vectors):
@@ -49,14 +50,16 @@ def test_filters_exclude_items_and_require_a_shared_value(vectors):
     assert allowed[idx].all()
     dense = torch.zeros(300, 4)
     dense[torch.arange(300), torch.arange(300) % 4] = 1  # item i has value i % 4
-    idx, scores = exact_topk(x, x, 10, block_size=64, self_index=torch.arange(300),
-                             groups=dense.to_sparse())
+    idx, scores = exact_topk(
+        x, x, 10, block_size=64, self_index=torch.arange(300), groups=dense.to_sparse()
+    )
     assert ((idx % 4) == (torch.arange(300) % 4)[:, None]).all()
 
 
 def test_recall_at_k_by_hand():
-    assert recall_at_k(np.array([[1, 2, 3], [4, 5, 6]]), np.array([[1, 2, 7], [6, 5, 4]])) \
-        == pytest.approx((2 / 3 + 1) / 2)
+    assert recall_at_k(
+        np.array([[1, 2, 3], [4, 5, 6]]), np.array([[1, 2, 7], [6, 5, 4]])
+    ) == pytest.approx((2 / 3 + 1) / 2)
 
 
 def test_recall_ignores_slots_that_filters_left_empty():
@@ -82,24 +85,38 @@ def make_run(root, vectors: np.ndarray):
     walks = root / "walks"
     (walks / "items").mkdir(parents=True)
     # side-info field "g": item i has value 1 + i % 3, every fifth item none
-    pq.write_table(pa.table({
-        "item_idx": pa.array(np.arange(1, n + 1, dtype=np.int32)),
-        "item_id": pa.array([f"i{i}" for i in range(n)]),
-        "count": pa.array(np.ones(n, dtype=np.int64)),
-        "g": pa.array([[] if i % 5 == 0 else [1 + i % 3] for i in range(n)], pa.list_(pa.int32())),
-    }), walks / "items" / "part-0.parquet")
-    schema.write_manifest(walks, {"side_info_fields": [{"name": "g", "vocab_size": 3}],
-                                  "walks": {"files": []}})
+    pq.write_table(
+        pa.table(
+            {
+                "item_idx": pa.array(np.arange(1, n + 1, dtype=np.int32)),
+                "item_id": pa.array([f"i{i}" for i in range(n)]),
+                "count": pa.array(np.ones(n, dtype=np.int64)),
+                "g": pa.array(
+                    [[] if i % 5 == 0 else [1 + i % 3] for i in range(n)], pa.list_(pa.int32())
+                ),
+            }
+        ),
+        walks / "items" / "part-0.parquet",
+    )
+    schema.write_manifest(
+        walks, {"side_info_fields": [{"name": "g", "vocab_size": 3}], "walks": {"files": []}}
+    )
     export = root / EXPORT_DIR
     export.mkdir(parents=True)
     n, d = vectors.shape
-    pq.write_table(pa.table({
-        "item_idx": pa.array(np.arange(1, n + 1, dtype=np.int32)),
-        "item_id": pa.array([f"i{i}" for i in range(n)]),
-        "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), d)
-        .cast(pa.list_(pa.float32())),
-        "cold": pa.array([False] * n),
-    }), export / "embeddings.parquet")
+    pq.write_table(
+        pa.table(
+            {
+                "item_idx": pa.array(np.arange(1, n + 1, dtype=np.int32)),
+                "item_id": pa.array([f"i{i}" for i in range(n)]),
+                "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), d).cast(
+                    pa.list_(pa.float32())
+                ),
+                "cold": pa.array([False] * n),
+            }
+        ),
+        export / "embeddings.parquet",
+    )
     schema.write_manifest(export, {"format": RUN_FORMAT, "walks": str(root / "walks")})
     return root
 
@@ -108,10 +125,18 @@ def test_table_matches_exact_search_and_filters(vectors, tmp_path):
     run = make_run(tmp_path / "run", vectors)
     m = build_table(run, 5)
     table = pq.read_table(run / "neighbors" / "neighbors.parquet")
-    schema.check_schema(table.schema, pa.schema([("item_id", pa.string()),
-                                                 ("neighbor_id", pa.string()),
-                                                 ("rank", pa.int32()), ("score", pa.float32())]),
-                        "neighbors")
+    schema.check_schema(
+        table.schema,
+        pa.schema(
+            [
+                ("item_id", pa.string()),
+                ("neighbor_id", pa.string()),
+                ("rank", pa.int32()),
+                ("score", pa.float32()),
+            ]
+        ),
+        "neighbors",
+    )
     assert m["counts"] == {"items": 300, "rows": 1500, "items_with_fewer_than_k": 0}
     got = table.to_pandas()
     first = got[got["item_id"] == "i0"].sort_values("rank")
@@ -130,8 +155,9 @@ def test_table_matches_exact_search_and_filters(vectors, tmp_path):
 
 
 @pytest.mark.parametrize("method", ["exact", "hnsw"])
-def test_same_field_restricts_neighbours_and_items_without_value_get_none(vectors, tmp_path,
-                                                                          method):
+def test_same_field_restricts_neighbours_and_items_without_value_get_none(
+    vectors, tmp_path, method
+):
     run = make_run(tmp_path / "run", vectors)
     m = build_table(run, 5, same_field="g", method=method)
     got = pq.read_table(run / "neighbors" / "neighbors.parquet").to_pandas()
@@ -187,8 +213,13 @@ def test_context_metric_ranks_by_h_dot_z_and_lists_only_trained_items(vectors, t
     with torch.no_grad():
         model.context.weight.normal_()
         model.context.weight[1::7] = 0  # never trained
-    meta = {"num_items": n, "vocab_sizes": [], "fields": [], "embedding_dim": vectors.shape[1],
-            "mode": "bge"}
+    meta = {
+        "num_items": n,
+        "vocab_sizes": [],
+        "fields": [],
+        "embedding_dim": vectors.shape[1],
+        "mode": "bge",
+    }
     torch.save({"state_dict": model.state_dict(), **meta}, run / EXPORT_DIR / "model.pt")
     build_table(run, 5, metric="context", output=tmp_path / "ctx")
     got = pq.read_table(tmp_path / "ctx" / "neighbors.parquet").to_pandas()

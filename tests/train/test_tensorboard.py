@@ -25,9 +25,19 @@ STEPS = 16  # 2 epochs of 8 batches (60 walks, batch_size 8)
 
 
 def tiny_config(walk_dir, run_dir) -> Config:
-    return Config(train=TrainConfig(
-        data=str(walk_dir), output=str(run_dir), embedding_dim=8, batch_size=8, epochs=2,
-        window=2, num_negatives=2, log_every_n_steps=1, checkpoint_every_n_steps=1000))
+    return Config(
+        train=TrainConfig(
+            data=str(walk_dir),
+            output=str(run_dir),
+            embedding_dim=8,
+            batch_size=8,
+            epochs=2,
+            window=2,
+            num_negatives=2,
+            log_every_n_steps=1,
+            checkpoint_every_n_steps=1000,
+        )
+    )
 
 
 def harmless(w: warnings.WarningMessage) -> bool:
@@ -108,9 +118,13 @@ def test_projector_files_match_the_export(trained):
         genres = [GENRES[i % 3]] + ([GENRES[(i + 1) % 3]] if i % 2 else [])
         assert r[2] == "|".join(genres), r
         assert r[3] == ("" if i % 7 == 0 else YEARS[i % 4]), r
-    assert manifest["projector"] == {"path": PROJECTOR_DIR, "rows": len(rows),
-                                     "vectors": len(rows), "sampled": False,
-                                     "metadata_columns": header}
+    assert manifest["projector"] == {
+        "path": PROJECTOR_DIR,
+        "rows": len(rows),
+        "vectors": len(rows),
+        "sampled": False,
+        "metadata_columns": header,
+    }
 
 
 def test_projector_is_a_seeded_sample_above_the_cap(trained, walk_dir, tmp_path):
@@ -122,16 +136,25 @@ def test_projector_is_a_seeded_sample_above_the_cap(trained, walk_dir, tmp_path)
     items = load_items(walk_dir)
     vocabs = {f: read_table(walk_dir / "vocab" / f, VOCAB_SCHEMA) for f in items.fields}
     vectors = np.stack(table["vector"]).astype(np.float32)
-    args = (table["item_idx"].to_numpy(), table["item_id"].tolist(), vectors,
-            table["cold"].to_numpy(), items, vocabs)
+    args = (
+        table["item_idx"].to_numpy(),
+        table["item_id"].tolist(),
+        vectors,
+        table["cold"].to_numpy(),
+        items,
+        vocabs,
+    )
     entry = write_projector(tmp_path / "a", *args, seed=3, max_rows=10)
     again = write_projector(tmp_path / "b", *args, seed=3, max_rows=10)
     assert entry["rows"] == 10 and entry["vectors"] == len(table) and entry["sampled"]
     assert "sample" in entry["note"]
-    assert (tmp_path / "a" / "metadata.tsv").read_text() == \
-        (tmp_path / "b" / "metadata.tsv").read_text() and entry == again
-    ids = [line.split("\t")[0] for line in
-           (tmp_path / "a" / "metadata.tsv").read_text().splitlines()[1:]]
+    assert (tmp_path / "a" / "metadata.tsv").read_text() == (
+        tmp_path / "b" / "metadata.tsv"
+    ).read_text() and entry == again
+    ids = [
+        line.split("\t")[0]
+        for line in (tmp_path / "a" / "metadata.tsv").read_text().splitlines()[1:]
+    ]
     rows = table.set_index("item_id").loc[ids]
     got = np.loadtxt(tmp_path / "a" / "vectors.tsv", delimiter="\t", dtype=np.float32)
     np.testing.assert_allclose(got, np.stack(rows["vector"]), rtol=1e-6)
@@ -169,17 +192,22 @@ def test_filters_match_the_library_messages_and_nothing_else():
     with warnings.catch_warnings(record=True) as plain:
         warnings.simplefilter("always")
         emit()
-    assert sum(harmless(w) for w in plain) == len(HARMLESS_WARNINGS), [str(w.message) for w in plain]
+    assert sum(harmless(w) for w in plain) == len(HARMLESS_WARNINGS), [
+        str(w.message) for w in plain
+    ]
     with warnings.catch_warnings(record=True) as quiet:
         warnings.simplefilter("always")
         quiet_warnings()
         emit()
-    assert sorted(str(w.message) for w in quiet) == ["another future change",
-                                                    "another user warning"]
+    assert sorted(str(w.message) for w in quiet) == [
+        "another future change",
+        "another user warning",
+    ]
 
 
-def test_without_tensorboard_the_trainer_logs_csv_and_says_how_to_get_it(walk_dir, tmp_path,
-                                                                        monkeypatch, caplog):
+def test_without_tensorboard_the_trainer_logs_csv_and_says_how_to_get_it(
+    walk_dir, tmp_path, monkeypatch, caplog
+):
     from eges.train import TENSORBOARD_HINT, train
 
     # the package made unimportable for this test (None in sys.modules: import fails)
@@ -197,7 +225,8 @@ def test_without_tensorboard_the_trainer_logs_csv_and_says_how_to_get_it(walk_di
 
 
 def test_projector_metadata_has_the_display_names_when_the_walk_output_has_them(
-        trained, walk_dir, tmp_path):
+    trained, walk_dir, tmp_path
+):
     from eges.schema import VOCAB_SCHEMA, read_table
     from eges.training.items import load_items
 
@@ -206,12 +235,22 @@ def test_projector_metadata_has_the_display_names_when_the_walk_output_has_them(
     items = load_items(walk_dir)
     vocabs = {f: read_table(walk_dir / "vocab" / f, VOCAB_SCHEMA) for f in items.fields}
     names = {i: f"Title\t{i}" for i in table["item_id"][::2]}  # a tab inside: made a space
-    entry = write_projector(tmp_path / "p", table["item_idx"].to_numpy(),
-                            table["item_id"].tolist(), np.stack(table["vector"]),
-                            table["cold"].to_numpy(), items, vocabs, names=names)
+    entry = write_projector(
+        tmp_path / "p",
+        table["item_idx"].to_numpy(),
+        table["item_id"].tolist(),
+        np.stack(table["vector"]),
+        table["cold"].to_numpy(),
+        items,
+        vocabs,
+        names=names,
+    )
     lines = (tmp_path / "p" / "metadata.tsv").read_text().splitlines()
-    assert lines[0].split("\t") == entry["metadata_columns"] == ["item_id", "name", "cold",
-                                                                 "genre", "year"]
+    assert (
+        lines[0].split("\t")
+        == entry["metadata_columns"]
+        == ["item_id", "name", "cold", "genre", "year"]
+    )
     for line in lines[1:]:
         cells = line.split("\t")
         assert cells[1] == (f"Title {cells[0]}" if cells[0] in names else "")
