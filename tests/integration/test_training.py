@@ -94,7 +94,13 @@ def test_two_process_training_finishes_and_exports_once(run, walks):
     assert m["counts"]["items"] == items
     assert m["counts"]["vectors"] + m["counts"]["items_without_vector"] == items
     assert m["counts"]["cold"] > 0  # unrated movies and movies never walked get vectors too
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.yaml", "export", "logs"]
+    assert sorted(p.name for p in run.iterdir()) == [
+        "checkpoints",
+        "config.yaml",
+        "export",
+        "logs",
+        "train.log",  # every library's log lines (rank 0)
+    ]
     emb = pq.read_table(run / "export" / "embeddings.parquet")
     assert emb.num_rows == m["counts"]["vectors"] and len(emb["vector"][0]) == 32
     weights = pq.read_table(run / "export" / "weights.parquet").to_pandas()
