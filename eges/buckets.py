@@ -29,15 +29,24 @@ from typing import Any
 # a plain decimal number: what both sides accept (no "nan", "inf", "1_000", "12d", "1,5")
 NUMBER_PATTERN = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
 _NUMBER = re.compile(NUMBER_PATTERN)
+# |x| below this (2^53, where doubles stop holding every integer) or it is not a number here:
+# the walk job's bucket arithmetic (x / width as a 64-bit integer) cannot overflow
+MAX_ABS = float(2**53)
+# added to x / width before the floor, so that a value on a bucket's edge (0.7 with width 0.1,
+# 0.7 / 0.1 = 6.9999…) lands in the bucket it starts; the same on both sides
+EDGE_NUDGE = 1e-9
+# the smallest width: with |x| < MAX_ABS, x / width stays a 64-bit integer
+MIN_WIDTH = 1e-3
 
 
 def parse_number(raw: str) -> float | None:
-    """A side-info value as a finite number, or None when it is not a plain decimal number."""
+    """A side-info value as a number, or None when it is not a plain decimal number below
+    :data:`MAX_ABS` in magnitude (surrounding white space is ignored)."""
     raw = raw.strip()
     if not _NUMBER.match(raw):
         return None
     x = float(raw)
-    return x if math.isfinite(x) else None
+    return x if abs(x) < MAX_ABS else None
 
 
 def width_decimals(width: float) -> int | None:
@@ -66,8 +75,8 @@ class NumericSpec:
     def __post_init__(self) -> None:
         if (self.width is None) == (self.edges is None):
             raise ValueError("a numeric field has either a width or quantile edges")
-        if self.width is not None and not (self.width > 0 and math.isfinite(self.width)):
-            raise ValueError(f"bucket width must be a positive number, got {self.width!r}")
+        if self.width is not None and not (MIN_WIDTH <= self.width < MAX_ABS):
+            raise ValueError(f"bucket width must be in [{MIN_WIDTH:g}, 2^53), got {self.width!r}")
         if self.edges is not None and list(self.edges) != sorted(set(self.edges)):
             raise ValueError(f"quantile edges must be sorted and distinct: {self.edges}")
 
@@ -102,7 +111,7 @@ class NumericSpec:
     def label(self, x: float) -> str:
         """The label of the bucket holding ``x`` (the walk job writes the same)."""
         if self.width is not None:
-            k = math.floor(x / self.width)
+            k = math.floor(x / self.width + EDGE_NUDGE)
             d = width_decimals(self.width)
             return str(k * int(self.width)) if d is None else f"{k * self.width:.{d}f}"
         return self.labels()[bisect.bisect_right(self.edges, x)]
@@ -131,9 +140,14 @@ class NumericMapper:
         self._keys = [k for k, _ in keyed]
         self._labels = [lab for _, lab in keyed]
 
+    @property
+    def empty(self) -> bool:
+        """No trained item carries a bucket of this field (every value was invalid)."""
+        return not self._keys
+
     def map(self, raw: str) -> tuple[str | None, bool]:
         """(label, exact): the bucket of ``raw``, or the nearest trained one (exact False);
-        (None, False) when ``raw`` is not a number or no bucket is trained."""
+        (None, False) when ``raw`` is not a number or no bucket is trained (:attr:`empty`)."""
         x = parse_number(raw)
         if x is None or not self._keys:
             return None, False

@@ -134,7 +134,7 @@ def from_dict_generic(side_info: list) -> Config:
     [
         ("data.movielens.year_bucket={width: 1, bins: 4}", "year_bucket: set exactly one"),
         ("data.movielens.year_bucket={}", "year_bucket: set exactly one"),
-        ("data.movielens.year_bucket.width=0", "year_bucket.width must be a positive"),
+        ("data.movielens.year_bucket.width=0", r"year_bucket.width must be in \[0.001, 2\^53\)"),
         ("data.recbole.buckets={year: {bins: 1}}", r"buckets.year.bins must be >= 2"),
         (
             "data.recbole.buckets={year: {bin: 4}}",

@@ -12,7 +12,7 @@ import logging
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from eges.buckets import NUMBER_PATTERN, NumericSpec, width_decimals
+from eges.buckets import EDGE_NUDGE, MAX_ABS, NUMBER_PATTERN, NumericSpec, width_decimals
 from eges.config import Bucket
 from eges.pipeline.ingest import clean_values, col
 
@@ -23,17 +23,20 @@ QUANTILE_ERROR = 1e-4
 
 
 def _number(v: Column) -> Column:
-    """A value as a finite double; null when it is not a plain decimal number."""
+    """A value as a double; null when it is not a plain decimal number below MAX_ABS (white
+    space around it ignored, as Python's str.strip)."""
+    v = F.regexp_replace(v, r"^\s+|\s+$", "")
     x = v.try_cast("double")
-    return F.when(v.rlike(NUMBER_PATTERN) & ~F.isnan(x) & (F.abs(x) < float("inf")), x)
+    return F.when(v.rlike(NUMBER_PATTERN) & (F.abs(x) < F.lit(MAX_ABS)), x)
 
 
 def _width_label(x: Column, width: float) -> Column:
-    k = F.floor(x / F.lit(width))
+    k = F.floor(x / F.lit(width) + F.lit(EDGE_NUDGE))
     d = width_decimals(width)
     if d is None:
         return (k * F.lit(int(width))).cast("string")
-    return F.format_string(f"%.{d}f", k.cast("double") * F.lit(width))
+    # format_string would write a null as "null": keep it null
+    return F.when(x.isNotNull(), F.format_string(f"%.{d}f", k.cast("double") * F.lit(width)))
 
 
 def _quantile_label(x: Column, spec: NumericSpec) -> Column:

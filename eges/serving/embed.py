@@ -106,8 +106,14 @@ class Embedder:
     def _bucket(self, field: str, raw: str) -> str | None:
         """The trained bucket label of a numeric field's raw value; None (counted) when it is
         not a number."""
-        label, exact = self.numeric[field].map(raw)
-        if label is None:
+        mapper = self.numeric[field]
+        label, exact = mapper.map(raw)
+        if label is None and mapper.empty:
+            self.unknown[f"{field} (no trained bucket)"] += 1
+            log.warning(
+                "%s: no trained item has a value of this numeric field: %r ignored", field, raw
+            )
+        elif label is None:
             self.unknown[f"{field} (not a number)"] += 1
             log.warning("%s value %r is not a number: ignored", field, raw)
         elif not exact:

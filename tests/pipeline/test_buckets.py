@@ -46,20 +46,27 @@ def test_width_labels_match_python(spark):
     values = (
         [str(rng.randint(1890, 2025)) for _ in range(60)]
         + [f"{rng.uniform(-50, 500):.3f}" for _ in range(60)]
-        + ["0", "-0.0", "1e2"]
+        + ["0", "-0.0", "1e2", "0.7", "0.3", "1.1", "2.5", "\t1994 ", " 12"]  # edges, spaces
+        + ["N/A", "1e19", "-9007199254740993", "nan", "twelve"]  # not numbers here
     )
+    invalid = sum(parse_number(v) is None for v in values)
+    assert invalid == 5
     rows = [(f"i{k}", [v], [v]) for k, v in enumerate(values)]
-    for width in (10, 1, 0.25, 2.5, 0.1):
+    for width in (10, 1, 0.25, 2.5, 0.1, 0.001):
         out, info = bucket_fields(frame(spark, rows), {"price": Bucket(width=width)})
         spec = NumericSpec(width=float(width))
         got = labels(out, "price")
         for k, v in enumerate(values):
-            assert got[f"i{k}"] == [spec.label(float(v))], (width, v)
-        assert info["price"] == {"width": float(width), "invalid_values": 0}
+            x = parse_number(v)
+            assert got[f"i{k}"] == ([] if x is None else [spec.label(x)]), (width, v)
+        assert info["price"] == {"width": float(width), "invalid_values": invalid}
         assert labels(out, "year") == {f"i{k}": [v] for k, v in enumerate(values)}  # untouched
     decades = NumericSpec(width=10.0)
     assert [decades.label(x) for x in (1994, 2019, 1990, -5)] == ["1990", "2010", "1990", "-10"]
     assert NumericSpec(width=0.25).label(1.3) == "1.25"
+    # a value on a bucket's edge starts that bucket (0.7 / 0.1 is 6.999… in floating point)
+    tenths = NumericSpec(width=0.1)
+    assert [tenths.label(x) for x in (0.7, 0.3, 0.69, -0.1)] == ["0.7", "0.3", "0.6", "-0.1"]
 
 
 def test_quantile_bins_learned_from_the_catalogue(spark):
@@ -105,6 +112,7 @@ def test_mapper_nearest_trained_bucket():
     assert price.map("1e6") == (">=30", True)
     assert price.map("3") == ("[10, 20)", False)
     assert NumericMapper(spec, []).map("15") == (None, False)
+    assert NumericMapper(spec, []).empty and not price.empty
 
 
 def test_spec_rejects_bad_schemes():
@@ -112,5 +120,7 @@ def test_spec_rejects_bad_schemes():
         NumericSpec()
     with pytest.raises(ValueError):
         NumericSpec(width=0.0)
+    with pytest.raises(ValueError):
+        NumericSpec(width=1e-4)  # below MIN_WIDTH: x / width could overflow 64 bits
     with pytest.raises(ValueError):
         NumericSpec(edges=(2.0, 1.0))
