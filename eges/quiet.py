@@ -1,5 +1,6 @@
-"""A quiet screen: known-harmless library warnings filtered by their exact message, and the INFO
-chatter of noisy libraries kept off the screen (their warnings and errors still show).
+"""A quiet screen: known-harmless library warnings filtered by their exact message; the screen
+shows this project's lines and every warning, the INFO chatter of the libraries (Lightning,
+gensim, faiss) goes to a log file (:func:`setup_logging`).
 
 Only the messages listed here are filtered, each for a stated reason; any other warning of the
 same library or category still shows. Standard library only: used by both sides (the walk job
@@ -30,24 +31,12 @@ HARMLESS_WARNINGS: tuple[tuple[str, type[Warning], str], ...] = (
     ),
 )
 
-# loggers whose INFO lines clutter the screen: py4j (one line per gateway call and connection,
-# walk job), gensim (a "lifecycle event" per save and load: export, DeepWalk baseline), faiss
-# (the CPU variants its loader tries)
-NOISY_LOGGERS = ("py4j", "gensim", "faiss")
-
 
 def quiet_warnings() -> None:
     """Ignore the warnings of :data:`HARMLESS_WARNINGS` (matched from the start of the message,
     so the same category with any other message still shows)."""
     for message, category, _ in HARMLESS_WARNINGS:
         warnings.filterwarnings("ignore", message=re.escape(message), category=category)
-
-
-def quiet_loggers(level: int = logging.WARNING) -> None:
-    """Raise the level of :data:`NOISY_LOGGERS` to ``level`` (their own WARNING and ERROR lines
-    still show)."""
-    for name in NOISY_LOGGERS:
-        logging.getLogger(name).setLevel(level)
 
 
 # loggers whose INFO lines are the screen's: this project's stages, progress and summaries

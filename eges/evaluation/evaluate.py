@@ -65,12 +65,11 @@ from eges.evaluation.baselines import (
     read_walks,
 )
 from eges.evaluation.metrics import auc, list_metrics, rank_metrics
-from eges.quiet import close_log_file, current_log_file, quiet_loggers, setup_logging
+from eges.quiet import close_log_file, current_log_file, setup_logging
 from eges.training.items import ItemTable, load_items, load_vocab
 from eges.training.sampling import walk_frequencies
 
 log = logging.getLogger("eges.evaluation.evaluate")
-quiet_loggers()  # gensim (DeepWalk, exports), faiss: their INFO lines stay off the screen
 LOG_FILE = "evaluate.log"  # in the evaluation directory: every library's log lines
 
 TASK_SPLIT = {"link": "edges", "cold": "items", "next": "time"}

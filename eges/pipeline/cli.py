@@ -61,8 +61,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output", help="output directory (overrides output.path)")
     p.add_argument(
         "--log-file",
-        help="also write every library's log lines to this file "
-        "(appended to); the screen shows the job's stages, warnings and summary",
+        help="also write every Python library's log lines to this file "
+        "(appended to; Spark's own log4j lines stay on stderr); the screen shows the job's "
+        "stages, warnings and summary",
     )
     return p.parse_args(argv)
 
