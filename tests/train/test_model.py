@@ -152,7 +152,17 @@ def test_walk_loss_is_the_mean_over_pairs_of_skip_gram_with_shared_negatives(mod
             neg = torch.nn.functional.logsigmoid(-(z[negs[row]] @ h[p] + shift)).sum()
             terms.append(torch.nn.functional.logsigmoid(h[p] @ z[flat[q]] + shift) + neg)
     assert pairs == len(terms) == 2 * (4 + 3) + 2
-    torch.testing.assert_close(loss, -torch.stack(terms).mean())
+    reference = -torch.stack(terms).mean()
+    torch.testing.assert_close(loss, reference)
+    # the gradient of every table too (per position it is written out by hand in loss.py)
+    params = [p for p in model.parameters() if p.requires_grad]
+    got = torch.autograd.grad(loss, params, allow_unused=True)
+    want = torch.autograd.grad(reference, params, allow_unused=True)
+    for name, g, w in zip([n for n, p in model.named_parameters() if p.requires_grad], got, want):
+        if w is None:
+            assert g is None or torch.count_nonzero(g) == 0, name
+        else:
+            torch.testing.assert_close(g, w, msg=name)
 
 
 def test_item_dropout_leaves_out_the_items_own_vector_where_it_has_side_info():
