@@ -51,13 +51,11 @@ def parse_number(raw: str) -> float | None:
 
 def width_decimals(width: float) -> int | None:
     """Decimals of a width's labels: None for a whole width (labels are integers), else the
-    decimals of its shortest form (0.25 -> 2), at most 9."""
+    decimals of its shortest form (0.25 -> 2; a width is at least MIN_WIDTH, so never in
+    exponent form), at most 9."""
     if float(width).is_integer():
         return None
-    text = repr(float(width))
-    if "e" in text or "E" in text:
-        return 9
-    return min(9, len(text.split(".")[1]))
+    return min(9, len(repr(float(width)).split(".")[1]))
 
 
 def format_edge(x: float) -> str:

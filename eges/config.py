@@ -27,6 +27,8 @@ from typing import Any, Literal, Union, get_args, get_origin
 import dacite
 import yaml
 
+from eges.buckets import MAX_ABS, MIN_WIDTH
+
 
 class ConfigError(ValueError):
     """A config file, key or value that cannot be used; the message names it."""
@@ -58,8 +60,8 @@ def _check_bucket(b: Bucket, where: str) -> None:
     """
     if (b.width is None) == (b.bins is None):
         raise ConfigError(f"{where}: set exactly one of width and bins")
-    if b.width is not None and not (1e-3 <= b.width < 2.0**53):
-        raise ConfigError(f"{where}.width must be in [0.001, 2^53), got {b.width!r}")
+    if b.width is not None and not (MIN_WIDTH <= b.width < MAX_ABS):
+        raise ConfigError(f"{where}.width must be in [{MIN_WIDTH:g}, 2^53), got {b.width!r}")
     if b.bins is not None and b.bins < 2:
         raise ConfigError(f"{where}.bins must be >= 2, got {b.bins!r}")
 

@@ -34,6 +34,7 @@ manifest's digest), so an interrupted evaluation continues where it stopped.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -124,23 +125,21 @@ def walk_output(cfg: Config, task: str, root: Path) -> Path:
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     log.info("%s: walk job with split.kind=%s -> %s", task, TASK_SPLIT[task], out)
     cmd = [str(submit), str(job), "--config", str(conf)]
+    # with a log file, Spark's progress bars and log lines go there and one line comes back
+    # here; without one (a library call), the job's output shows as it comes
     details = current_log_file()
-    if details is None:  # no log file (a library call): the job's output shows as it comes
-        if subprocess.run(cmd, env=env, cwd=Path.cwd()).returncode != 0:
-            raise EvaluationError(f"{task}: the walk job failed: {' '.join(cmd)}")
-        return out
-    # Spark's progress bars and log lines go to the log file; the summary comes back here
-    with open(details, "a", encoding="utf-8") as f:
-        f.write(f"==== {task}: {' '.join(cmd)}\n")
-        f.flush()
+    with open(details, "a", encoding="utf-8") if details else contextlib.nullcontext() as f:
+        if f is not None:
+            f.write(f"==== {task}: {' '.join(cmd)}\n")
+            f.flush()
         code = subprocess.run(
-            cmd, env=env, cwd=Path.cwd(), stdout=f, stderr=subprocess.STDOUT
+            cmd, env=env, cwd=Path.cwd(), stdout=f, stderr=subprocess.STDOUT if f else None
         ).returncode
     if code != 0:
-        raise EvaluationError(
-            f"{task}: the walk job failed (exit {code}); its output is at the "
-            f"end of {details}: {' '.join(cmd)}"
-        )
+        where = f"; its output is at the end of {details}" if details else ""
+        raise EvaluationError(f"{task}: the walk job failed (exit {code}){where}: {' '.join(cmd)}")
+    if details is None:
+        return out
     done = schema.read_manifest(out)
     c = done["counts"]
     log.info(

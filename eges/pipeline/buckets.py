@@ -93,13 +93,12 @@ def bucket_fields(
         ]
     ).first()
     out: dict[str, dict] = {}
-    columns = []
+    labelled = {}
     for i, (f, spec) in enumerate(specs.items()):
         out[f] = {**spec.to_manifest(), "invalid_values": int(invalid[i] or 0)}
         if out[f]["invalid_values"]:
             log.warning(
                 "%s: %d values are not numbers and were ignored", f, out[f]["invalid_values"]
             )
-        columns.append(clean_values(F.transform(col(f), _labeller(spec))).alias(f))
-    kept = [col(c) if c not in specs else columns[list(specs).index(c)] for c in side_info.columns]
-    return side_info.select(*kept), out
+        labelled[f] = clean_values(F.transform(col(f), _labeller(spec))).alias(f)
+    return side_info.select(*[labelled.get(c, col(c)) for c in side_info.columns]), out
