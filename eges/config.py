@@ -405,6 +405,12 @@ class SparkConfig:
         )
 
 
+# train.optimizer=auto: dense Adam up to this many items, sparse_adam (RowAdam) above. The
+# crossing measured with bench/profile_step.py (d 128, 2 CPU threads) lies between 9.7k items
+# (dense Adam 1.3x RowAdam) and 100k (0.6x); at 1M dense Adam is 0.13x (bench/results.md)
+AUTO_SPARSE_ITEMS = 50_000
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """The EGES trainer (``eges/train.py``)."""
@@ -422,9 +428,10 @@ class TrainConfig:
     batch_size: int = 256  # walks per batch; every window pair of those walks is used
     epochs: int = 1
     max_steps: int = -1  # -1: run all epochs
-    # adam: dense gradients (all-reduced whole under DDP); sparse_adam: sparse gradients, CPU/gloo
-    # or a single GPU only. See eges/training/module.py and bench/results.md for the choice.
-    optimizer: Literal["adam", "sparse_adam", "adagrad", "sgd"] = "adam"
+    # adam: dense gradients, every row updated each step (all-reduced whole under DDP);
+    # sparse_adam: the rows a batch touched only (RowAdam; its own exchange under DDP, gloo or
+    # NCCL); auto: adam up to 50,000 items, sparse_adam above (eges/training/optim.py)
+    optimizer: Literal["auto", "adam", "sparse_adam", "adagrad", "sgd"] = "auto"
     lr: float = 0.01
     # linear: decays to lr * 1e-4 over the run's steps, as word2vec does; or constant
     lr_schedule: Literal["constant", "linear"] = "linear"

@@ -32,11 +32,17 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script (torchrun eges/train.py): import the package
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+# PyTorch's CPU allocator puts tensors of 2 MB and more on transparent huge pages when this is
+# set before torch loads: fewer TLB misses in the row gathers of a large catalogue (1.2x the
+# steps/s of RowAdam at 1M items, bench/results.md). THP_MEM_ALLOC_ENABLE=0 turns it off.
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
 import torch  # noqa: E402
 
 from eges import schema  # noqa: E402
 from eges.cli import fail, parser  # noqa: E402
 from eges.config import (  # noqa: E402
+    AUTO_SPARSE_ITEMS,
     Config,
     ConfigError,
     add_config_arguments,
@@ -147,7 +153,8 @@ def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
     from eges.training.export import EXPORT_DIR, export_run
     from eges.training.items import load_items
     from eges.training.model import EGES
-    from eges.training.module import EGESModule
+    from eges.training.module import EGESModule, RowSyncStrategy
+    from eges.training.optim import resolve_optimizer
     from eges.training.sampling import AliasSampler, walk_frequencies
 
     t = cfg.train
@@ -177,19 +184,6 @@ def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
 
     gpu = t.accelerator == "gpu" or (t.accelerator == "auto" and torch.cuda.is_available())
     backend = t.backend if t.backend != "auto" else ("nccl" if gpu else "gloo")
-    optimizer = t.optimizer
-    if optimizer == "sparse_adam" and world > 1 and backend == "nccl":
-        log.warning("NCCL cannot all-reduce sparse gradients: using dense gradients with Adam")
-        optimizer = "adam"
-    elif optimizer == "sparse_adam" and world > 1:
-        # gloo's sparse all-reduce crashed a rank once in CI (bench/results.md, "trainer on
-        # ml-latest-small walks"); dense Adam is the default and faster on 2 processes.
-        log.warning(
-            "sparse_adam under DDP relies on gloo's sparse all-reduce, which crashed "
-            "once in our tests; prefer train.optimizer=adam (the default)"
-        )
-    t = dataclasses.replace(t, optimizer=optimizer)
-    cfg = dataclasses.replace(cfg, train=t)
 
     # The dataset resumes mid-epoch itself (EGESModule.on_train_start skips the trained batches);
     # Lightning's warning that it cannot do so does not apply.
@@ -206,6 +200,14 @@ def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
         world_size=world,
     )
     counts = walk_frequencies([s.path for s in dataset.shards], items.num_items)
+    optimizer = resolve_optimizer(t.optimizer, items.num_items)
+    if t.optimizer == "auto":
+        log.info(
+            "optimizer: %s (auto, %s items; dense Adam up to %s)",
+            optimizer,
+            f"{items.num_items:,}",
+            f"{AUTO_SPARSE_ITEMS:,}",
+        )
     torch.manual_seed(t.seed)  # identical initial weights on every rank
     model = EGES(
         items.num_items,
@@ -219,13 +221,13 @@ def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
     model.mark_trained_values(torch.from_numpy(counts))
     pl.seed_everything(t.seed + rank, workers=True)
     loader = DataLoader(dataset, batch_size=None, num_workers=t.num_workers, pin_memory=gpu)
+    t = dataclasses.replace(t, optimizer=optimizer)
     module = EGESModule(model, AliasSampler(counts, t.ns_exponent), t, loader)
 
     # buffers (side-info tables, the sampler's alias table) never change: do not re-broadcast
-    # them from rank 0 every step
-    strategy = (
-        DDPStrategy(process_group_backend=backend, broadcast_buffers=False) if world > 1 else "auto"
-    )
+    # them from rank 0 every step; sparse_adam exchanges the gradients itself (RowAdam)
+    ddp = RowSyncStrategy if optimizer == "sparse_adam" else DDPStrategy
+    strategy = ddp(process_group_backend=backend, broadcast_buffers=False) if world > 1 else "auto"
     callbacks = [
         ModelCheckpoint(
             dirpath=run_dir / "checkpoints",
@@ -246,7 +248,7 @@ def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
             mode="max",
             auto_insert_metric_name=False,
         ),
-        # the learning rate of every parameter group (lr-Adam, ...) at each logged step
+        # the learning rate of every parameter group (lr-Adam, lr-RowAdam, ...) at each logged step
         LearningRateMonitor(logging_interval="step"),
     ]
     trainer = pl.Trainer(

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from eges import schema
-from eges.config import Config
+from eges.config import AUTO_SPARSE_ITEMS, Config
 
 log = logging.getLogger(__name__)
 
@@ -316,13 +316,16 @@ def write_report(cfg: Config, results: dict[str, Any], root: Path) -> Path:
     tasks = list(results["tasks"])
     seed = cfg.evaluate.seeds[0]
     t = cfg.train
+    optimizer = t.optimizer
+    if optimizer == "auto":
+        optimizer = f"auto (Adam up to {AUTO_SPARSE_ITEMS:,} items, sparse_adam above),"
     lines = [
         "# EGES evaluation report",
         "",
         f"Data: `{cfg.data.path}` ({cfg.data.format}); created {results['created_at']}; "
         f"{results['seconds']:.0f} s in all.",
         f"Training: embedding_dim {t.embedding_dim}, window {t.window}, {t.num_negatives} "
-        f"negatives, {t.epochs} epoch(s), batch {t.batch_size} walks, {t.optimizer} lr {t.lr}; "
+        f"negatives, {t.epochs} epoch(s), batch {t.batch_size} walks, {optimizer} lr {t.lr}; "
         f"walks: {cfg.walks.walks_per_node} per node, length {cfg.walks.walk_length}. "
         f"Learned models: mean ± standard deviation over training seeds {results['seeds']} "
         "(the split and the walks are fixed by `split.seed` and `walks.seed`). DeepWalk is gensim "

@@ -89,7 +89,8 @@ class EGES(nn.Module):
             (see :mod:`eges.training.items`); registered as buffers, not trained.
         embedding_dim: d (paper: 160).
         mode: ``eges``, ``ges`` or ``bge``.
-        sparse: sparse gradients for the embedding tables (SparseAdam; gloo under DDP).
+        sparse: sparse gradients for the embedding tables (``train.optimizer: sparse_adam``,
+            :class:`eges.training.optim.RowAdam`).
     """
 
     def __init__(

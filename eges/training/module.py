@@ -2,14 +2,17 @@
 
 Gradient synchronisation under DDP — every parameter is an embedding table:
 
-* ``optimizer: adam`` (default): dense gradients; DDP all-reduces the whole tables every step.
-  Works on gloo and NCCL. The fastest on ml-latest-small (9.7k items) on 1 and 2 CPU
-  processes (bench/results.md): the tables are small, and dense Adam's update beats coalescing
-  sparse gradients.
-* ``optimizer: sparse_adam``: sparse gradients (only the rows a batch touched), all-reduced by
-  gloo; NCCL cannot reduce sparse tensors, so with several GPUs the trainer falls back to dense
-  Adam. Its cost grows with the rows a batch touches, not with the catalogue, so it should win
-  for catalogues of millions of items; that is not measured yet.
+* ``optimizer: adam``: dense gradients; DDP all-reduces the whole tables every step. Works on
+  gloo and NCCL. The fastest on ml-latest-small (9.7k items) on 1 and 2 CPU processes
+  (bench/results.md): the tables are small, and dense Adam's update beats summing sparse
+  gradients. Its step reads and writes every row, so it slows down as the catalogue grows.
+* ``optimizer: sparse_adam``: sparse gradients (only the rows a batch touched) and
+  :class:`eges.training.optim.RowAdam`, which exchanges them between processes itself (dense
+  ``all_gather``, gloo and NCCL alike) and updates those rows only: a step's cost does not grow
+  with the catalogue. The processes run under :class:`RowSyncStrategy` (DDP without the model
+  wrapper).
+* ``optimizer: auto`` (default): ``adam`` up to 50,000 items, ``sparse_adam`` above
+  (:func:`eges.training.optim.resolve_optimizer`).
 """
 
 from __future__ import annotations
@@ -19,11 +22,14 @@ import time
 
 import pytorch_lightning as pl
 import torch
+import torch.distributed as dist
+from pytorch_lightning.strategies import DDPStrategy
 from torch.utils.data import DataLoader
 
 from eges.config import TrainConfig
 from eges.training.loss import walk_loss
 from eges.training.model import EGES
+from eges.training.optim import RowAdam
 from eges.training.sampling import AliasSampler
 
 log = logging.getLogger(__name__)
@@ -155,9 +161,25 @@ def make_optimizer(params, name: str, lr: float) -> torch.optim.Optimizer:
     operation (the step-throughput comparison is in bench/results.md).
     """
     if name == "sparse_adam":
-        return torch.optim.SparseAdam(list(params), lr=lr)
+        return RowAdam(params, lr=lr)
     if name == "adagrad":
         return torch.optim.Adagrad(params, lr=lr)
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr)
     return torch.optim.Adam(params, lr=lr, fused=True)
+
+
+class RowSyncStrategy(DDPStrategy):
+    """DDP processes whose gradients :class:`~eges.training.optim.RowAdam` exchanges itself.
+
+    Lightning's DDP set-up (process group, ranks, samplers, checkpoints on rank 0) without
+    wrapping the model in ``DistributedDataParallel``: DDP would all-reduce the sparse gradients
+    (gloo only, and a crash of rank 0 was seen once with it). The parameters are broadcast from
+    rank 0 once, as DDP does when it wraps a model.
+    """
+
+    def configure_ddp(self) -> None:
+        assert self.model is not None
+        with torch.no_grad():
+            for p in self.model.parameters():
+                dist.broadcast(p.data, 0)
