@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The trainer on one GPU: pairs/s of the real entry point at d 64/128/160 and 5/10 negatives
-# (and batch sizes 1024/4096/16384), then a per-phase profile of one step at d 128, K 5.
+# (and batch sizes 1024/4096/16384; dense Adam and RowAdam), then a per-phase profile of one
+# step at d 128, K 5.
 #
 #   bash bench/gpu.sh [WALKS] [RESULTS_DIR]
 #
@@ -29,6 +30,7 @@ export PYTHONUNBUFFERED=1
     # pairs since its epoch started over the time since then); epochs only bound max_steps.
     "$PY" bench/bench_train.py --walks "$WALKS" --steps 4000 --repeat 1 \
         --dims 128 64 160 --num-negatives 5 10 --batch-sizes 4096 1024 16384 \
+        --optimizers adam sparse_adam \
         --set train.epochs=1000 --set train.log_every_n_steps=10
     for batch in 4096 16384; do
         "$PY" bench/profile_step.py --walks "$WALKS" --device cuda --dim 128 --num-negatives 5 \

@@ -30,7 +30,12 @@ from eges.training.sampling import AliasSampler, walk_frequencies  # noqa: E402
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--walks", required=True)
-    p.add_argument("--optimizer", choices=["adam", "sparse_adam"], default="adam")
+    p.add_argument(
+        "--optimizer",
+        choices=["adam", "sparse_adam", "torch_sparse_adam"],
+        default="adam",
+        help="sparse_adam is the trainer's RowAdam; torch_sparse_adam torch.optim.SparseAdam",
+    )
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--dim", type=int, default=128)
     p.add_argument("--steps", type=int, default=60)
@@ -47,7 +52,7 @@ def main() -> None:
     items = load_items(args.walks)
     ds = WalkDataset(args.walks, args.batch_size)
     sampler = AliasSampler(walk_frequencies([s.path for s in ds.shards], items.num_items))
-    sparse = args.optimizer == "sparse_adam"
+    sparse = args.optimizer != "adam"
     model = EGES(
         items.num_items,
         items.vocab_sizes,
@@ -58,7 +63,11 @@ def main() -> None:
         sparse=sparse,
     ).to(device)
     sampler = sampler.to(device)
-    opt = make_optimizer(model.parameters(), args.optimizer, 0.01)
+    opt = (
+        torch.optim.SparseAdam(list(model.parameters()), lr=0.01)
+        if args.optimizer == "torch_sparse_adam"
+        else make_optimizer(model.parameters(), args.optimizer, 0.01)
+    )
     batches = iter(ds)
     times = dict.fromkeys(["data", "forward", "backward", "optimizer"], 0.0)
     pairs = 0
