@@ -429,8 +429,8 @@ class TrainConfig:
     epochs: int = 1
     max_steps: int = -1  # -1: run all epochs
     # adam: dense gradients, every row updated each step (all-reduced whole under DDP);
-    # sparse_adam: the rows a batch touched only (RowAdam; its own exchange under DDP, gloo or
-    # NCCL); auto: adam up to 50,000 items, sparse_adam above (eges/training/optim.py)
+    # sparse_adam: the rows a batch touched only (RowAdam; its own all_gather exchange under
+    # DDP); auto: adam up to 50,000 items, sparse_adam above (eges/training/optim.py)
     optimizer: Literal["auto", "adam", "sparse_adam", "adagrad", "sgd"] = "auto"
     lr: float = 0.01
     # linear: decays to lr * 1e-4 over the run's steps, as word2vec does; or constant

@@ -49,6 +49,7 @@ from eges.config import (  # noqa: E402
     config_from_args,
 )
 from eges.quiet import close_log_file, quiet_warnings, setup_logging  # noqa: E402
+from eges.training.optim import OPTIMIZER_KEY  # noqa: E402
 
 log = logging.getLogger("eges.train")
 
@@ -60,6 +61,39 @@ TENSORBOARD_HINT = (
     "pip install -c constraints.txt -e '.[tensorboard]' (or make install) adds "
     f"RUN/{LOG_DIR}/{TENSORBOARD_DIR}; the CSV log is written either way"
 )
+
+
+def _resumed_optimizer(ckpt: Path, asked: str, resolved: str) -> str:
+    """The optimiser to resume ``ckpt`` with: the one it was trained with (Adam's and RowAdam's
+    states do not fit each other). ``auto`` follows the checkpoint; another explicit choice is
+    refused. Checkpoints older than the stored name count as Adam when their parameter groups
+    are Adam's (they have ``amsgrad``)."""
+    saved = torch.load(ckpt, map_location="cpu", mmap=True, weights_only=False)
+    used = saved.get(OPTIMIZER_KEY)
+    if used is None:
+        groups = (saved.get("optimizer_states") or [{}])[0].get("param_groups") or [{}]
+        used = "adam" if "amsgrad" in groups[0] else None
+    del saved
+    if used is None or used == resolved:
+        return resolved
+    if asked == "auto":
+        log.info("optimizer: %s, as %s was trained (auto)", used, ckpt.name)
+        return used
+    raise ConfigError(
+        f"--resume: {ckpt.name} was trained with train.optimizer={used}, not {asked}; "
+        f"resume with --set train.optimizer={used}"
+    )
+
+
+def _check_precision(optimizer: str, world: int, precision: str) -> None:
+    """Refuse fp16 mixed precision with RowAdam on several processes: the gradient scaler
+    looks for inf/nan in each process's own gradients before RowAdam exchanges them, so one
+    process could skip a step while the others wait for it in the exchange."""
+    if optimizer == "sparse_adam" and world > 1 and precision.startswith("16"):
+        raise ConfigError(
+            f"train.precision={precision} with train.optimizer=sparse_adam on {world} "
+            "processes: use bf16-mixed or 32-true, or train.optimizer=adam"
+        )
 
 
 class RunExistsError(FileExistsError):
@@ -201,13 +235,19 @@ def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
     )
     counts = walk_frequencies([s.path for s in dataset.shards], items.num_items)
     optimizer = resolve_optimizer(t.optimizer, items.num_items)
-    if t.optimizer == "auto":
+    if ckpt is not None:
+        optimizer = _resumed_optimizer(ckpt, t.optimizer, optimizer)
+    elif t.optimizer == "auto":
         log.info(
             "optimizer: %s (auto, %s items; dense Adam up to %s)",
             optimizer,
             f"{items.num_items:,}",
             f"{AUTO_SPARSE_ITEMS:,}",
         )
+    _check_precision(optimizer, world, t.precision)
+    # config.yaml and the export keep the settings as given (the evaluation compares them to
+    # reuse a run); the export's training section records the optimiser used
+    t = dataclasses.replace(t, optimizer=optimizer)
     torch.manual_seed(t.seed)  # identical initial weights on every rank
     model = EGES(
         items.num_items,
@@ -221,7 +261,6 @@ def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
     model.mark_trained_values(torch.from_numpy(counts))
     pl.seed_everything(t.seed + rank, workers=True)
     loader = DataLoader(dataset, batch_size=None, num_workers=t.num_workers, pin_memory=gpu)
-    t = dataclasses.replace(t, optimizer=optimizer)
     module = EGESModule(model, AliasSampler(counts, t.ns_exponent), t, loader)
 
     # buffers (side-info tables, the sampler's alias table) never change: do not re-broadcast

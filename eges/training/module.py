@@ -8,9 +8,9 @@ Gradient synchronisation under DDP — every parameter is an embedding table:
   gradients. Its step reads and writes every row, so it slows down as the catalogue grows.
 * ``optimizer: sparse_adam``: sparse gradients (only the rows a batch touched) and
   :class:`eges.training.optim.RowAdam`, which exchanges them between processes itself (dense
-  ``all_gather``, gloo and NCCL alike) and updates those rows only: a step's cost does not grow
-  with the catalogue. The processes run under :class:`RowSyncStrategy` (DDP without the model
-  wrapper).
+  ``all_gather``: nothing gloo-specific; tested on gloo) and updates those rows only: a step's
+  cost does not grow with the catalogue. The processes run under :class:`RowSyncStrategy`
+  (DDP without the model wrapper).
 * ``optimizer: auto`` (default): ``adam`` up to 50,000 items, ``sparse_adam`` above
   (:func:`eges.training.optim.resolve_optimizer`).
 """
@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 from eges.config import TrainConfig
 from eges.training.loss import walk_loss
 from eges.training.model import EGES
-from eges.training.optim import RowAdam
+from eges.training.optim import OPTIMIZER_KEY, RowAdam
 from eges.training.sampling import AliasSampler
 
 log = logging.getLogger(__name__)
@@ -149,6 +149,7 @@ class EGESModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["pairs_seen"] = self.pairs_seen
+        checkpoint[OPTIMIZER_KEY] = self.cfg.optimizer
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.pairs_seen = checkpoint.get("pairs_seen", 0)

@@ -8,10 +8,10 @@ millions (dense Adam reads and writes every row of every table each step).
 The update is "lazy" Adam, the same as :class:`torch.optim.SparseAdam` (tested against it): a
 row's moments decay only on the steps that touch it. Under several processes the optimiser
 exchanges the gradients itself instead of DDP: each process gathers every other process's
-touched rows (three ``all_gather`` calls per step, dense tensors, so gloo and NCCL alike; no
-sparse all-reduce), sums them in the same order and divides by the number of processes — the
-mean gradient DDP would give — so every process applies the same update and the models stay
-identical. The trainer then runs DDP processes without wrapping the model
+touched rows (three ``all_gather`` calls per step of dense tensors, which gloo and NCCL both
+provide; tested on gloo; no sparse all-reduce), sums them in the same order and divides by the
+number of processes — the mean gradient DDP would give — so every process applies the same
+update and the models stay identical. The trainer then runs DDP processes without wrapping the model
 (:class:`eges.training.module.RowSyncStrategy`).
 """
 
@@ -23,6 +23,8 @@ import torch
 import torch.distributed as dist
 
 from eges.config import AUTO_SPARSE_ITEMS
+
+OPTIMIZER_KEY = "eges_optimizer"  # a checkpoint's entry: the optimiser it was trained with
 
 
 def resolve_optimizer(name: str, num_items: int) -> str:
@@ -116,9 +118,7 @@ class RowAdam(torch.optim.Optimizer):
         # replaces them on resume
         for group in self.param_groups:
             for p in group["params"]:
-                self.state[p].update(
-                    step=0, exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p)
-                )
+                _init_state(self.state[p], p)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -142,6 +142,8 @@ class RowAdam(torch.optim.Optimizer):
     def _update(self, p: torch.Tensor, idx: torch.Tensor, grad: torch.Tensor, group: dict) -> None:
         """Adam on rows ``idx`` (unique) of ``p`` with their gradient ``grad``."""
         state = self.state[p]
+        if "step" not in state:  # a loaded state without this table's moments
+            _init_state(state, p)
         state["step"] += 1
         beta1, beta2 = group["betas"]
         step = state["step"]
@@ -159,6 +161,10 @@ class RowAdam(torch.optim.Optimizer):
         state["exp_avg_sq"].index_copy_(0, idx, v)
         rows = p.index_select(0, idx).addcdiv_(m, v.sqrt_().add_(group["eps"]), value=-step_size)
         p.index_copy_(0, idx, rows)
+
+
+def _init_state(state: dict, p: torch.Tensor) -> None:
+    state.update(step=0, exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
 
 
 def _summed(

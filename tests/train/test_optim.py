@@ -124,3 +124,32 @@ def test_auto_takes_dense_adam_for_small_catalogues_and_rowadam_for_large():
     assert resolve_optimizer("auto", AUTO_SPARSE_ITEMS + 1) == "sparse_adam"
     assert resolve_optimizer("adam", 5_000_000) == "adam"  # a choice made is kept
     assert resolve_optimizer("sgd", 10) == "sgd"
+
+
+def test_a_resumed_run_keeps_the_optimiser_its_checkpoint_was_trained_with(tmp_path):
+    from eges.config import ConfigError
+    from eges.train import _resumed_optimizer
+    from eges.training.optim import OPTIMIZER_KEY
+
+    ckpt = tmp_path / "step-10.ckpt"
+    torch.save({OPTIMIZER_KEY: "adam"}, ckpt)
+    assert _resumed_optimizer(ckpt, "auto", "sparse_adam") == "adam"  # auto follows it
+    assert _resumed_optimizer(ckpt, "adam", "adam") == "adam"
+    with pytest.raises(ConfigError, match="trained with train.optimizer=adam"):
+        _resumed_optimizer(ckpt, "sparse_adam", "sparse_adam")
+    # written before the name was stored: Adam's parameter groups have amsgrad
+    torch.save({"optimizer_states": [{"param_groups": [{"lr": 0.1, "amsgrad": False}]}]}, ckpt)
+    assert _resumed_optimizer(ckpt, "auto", "sparse_adam") == "adam"
+    torch.save({"optimizer_states": [{"param_groups": [{"lr": 0.1, "eps": 1e-8}]}]}, ckpt)
+    assert _resumed_optimizer(ckpt, "auto", "sparse_adam") == "sparse_adam"
+
+
+def test_fp16_with_rowadam_on_several_processes_is_refused():
+    from eges.config import ConfigError
+    from eges.train import _check_precision
+
+    with pytest.raises(ConfigError, match="bf16-mixed or 32-true"):
+        _check_precision("sparse_adam", 2, "16-mixed")
+    _check_precision("sparse_adam", 1, "16-mixed")  # one process: nothing to disagree on
+    _check_precision("sparse_adam", 2, "bf16-mixed")
+    _check_precision("adam", 2, "16-mixed")
