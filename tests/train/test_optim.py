@@ -91,8 +91,8 @@ def _rank(rank: int, out: str) -> None:
     dist.destroy_process_group()
     # Leave without the interpreter's shutdown: these short-lived gloo processes aborted in it
     # now and then after the work was done and saved ("terminate called without an active
-    # exception", 2-12 of 30 launches, 2026-11-29); 0 of 40 this way. Not seen in torchrun runs
-    # of the trainer (0 of 6 plus this suite's).
+    # exception", 2-12 of 30 launches, 2026-11-29, with dense Adam and all_reduce too); 0 of 40
+    # this way.
     os._exit(0)
 
 
