@@ -323,9 +323,16 @@ def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
             world,
             "GPU" if gpu else "CPU",
         )
+    owns_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
     start = time.perf_counter()
     trainer.fit(module, ckpt_path=str(ckpt) if ckpt else None)
     seconds = time.perf_counter() - start
+    if owns_group and torch.distributed.is_available() and torch.distributed.is_initialized():
+        # Lightning leaves a gloo group open at exit; its worker threads may still be freeing
+        # the last collective's tensors, which needs the GIL, and a thread that asks for it
+        # while the interpreter shuts down aborts the process ("terminate called without an
+        # active exception", SIGABRT). Destroying the group joins those threads now.
+        torch.distributed.destroy_process_group()
     stats = {
         "steps": trainer.global_step,
         "epochs_completed": trainer.current_epoch,

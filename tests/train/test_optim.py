@@ -89,10 +89,11 @@ def _rank(rank: int, out: str) -> None:
     torch.save(params(model), f"{out}/rank{rank}.pt")
     dist.barrier()
     dist.destroy_process_group()
-    # Leave without the interpreter's shutdown: these short-lived gloo processes aborted in it
-    # now and then after the work was done and saved ("terminate called without an active
-    # exception", 2-12 of 30 launches, 2026-11-29, with dense Adam and all_reduce too); 0 of 40
-    # this way.
+    # Leave without the interpreter's shutdown: a gloo worker thread that frees the last
+    # collective's tensors takes the GIL and, if it gets it only during the shutdown, aborts the
+    # process ("terminate called without an active exception"). The trainer destroys its group
+    # after fit, which joins those threads; here the group outlived destroy_process_group
+    # (still referenced from this training code) and 2-12 of 30 launches aborted, 0 of 40 so.
     os._exit(0)
 
 
