@@ -424,7 +424,9 @@ class TrainConfig:
     # position: K draws per walk position, shared by its pairs; walk: K draws per walk, shared
     # by all its positions: faster, measurably worse embeddings (training/loss.py, bench/results.md)
     negatives_per: Literal["position", "walk"] = "position"
-    ns_exponent: float = 0.75
+    # negatives from unigram^ns_exponent of the walk frequencies; 0.5 keeps more of an item's
+    # popularity in H·Z than word2vec's 0.75: better served neighbours (bench/results.md)
+    ns_exponent: float = 0.5
     batch_size: int = 256  # walks per batch; every window pair of those walks is used
     epochs: int = 1
     max_steps: int = -1  # -1: run all epochs

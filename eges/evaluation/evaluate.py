@@ -252,7 +252,6 @@ class Models:
                 embedding_dim=t.embedding_dim,
                 window=t.window,
                 num_negatives=t.num_negatives,
-                ns_exponent=t.ns_exponent,
                 epochs=t.epochs,
                 seed=seed,
             )

@@ -330,7 +330,7 @@ def write_report(cfg: Config, results: dict[str, Any], root: Path) -> Path:
         f"Learned models: mean ± standard deviation over training seeds {results['seeds']} "
         "(the split and the walks are fixed by `split.seed` and `walks.seed`). DeepWalk is gensim "
         "Word2Vec skip-gram on the same walks with the same window, negatives, dimension and "
-        "epochs.",
+        "epochs (its own learning rate and negative-sampling exponent 0.75).",
         "",
     ]
     for task in tasks:

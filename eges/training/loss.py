@@ -40,7 +40,7 @@ def walk_loss(
     longer walks a banded form would pay).
 
     Negatives, ``negatives_per="position"`` (default): K draws per position, shared by that
-    position's (at most 2·window) pairs: each pair still sees K independent unigram^0.75
+    position's (at most 2·window) pairs: each pair still sees K independent unigram^ns_exponent
     draws, so the expected gradient is that of per-pair sampling, with 2·window times fewer
     context-row gathers. ``"walk"``: K draws per walk, shared by all its positions and
     scored with one batched product: still K unbiased draws per pair, but correlated along
