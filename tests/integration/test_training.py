@@ -148,6 +148,41 @@ def test_resume_continues_from_the_last_checkpoint(run, walks):
     assert ckpt["global_step"] == 200 and ckpt["epoch"] == 1  # 141 batches per rank and epoch
 
 
+def test_two_process_training_leaves_no_process_group_open(walks, tmp_path):
+    """The trainer destroys the gloo group it created: left open, a gloo worker thread could
+    take the GIL during the interpreter's shutdown and abort the process ("terminate called
+    without an active exception"), which failed CI now and then (see eges/train.py)."""
+    script = tmp_path / "train_then_check.py"
+    script.write_text(
+        "import sys\n"
+        "import torch.distributed as dist\n"
+        "from eges.train import main\n"
+        "rc = main(sys.argv[1:])\n"
+        "print('process group open after training:', dist.is_initialized(), flush=True)\n"
+        "sys.exit(rc or (3 if dist.is_initialized() else 0))\n"
+    )
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [
+            *(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"),
+            str(script),
+            "--config",
+            str(REPO / "conf" / "ml-latest-small.yaml"),
+            "--data",
+            str(walks),
+            "--output",
+            str(tmp_path / "run"),
+            *sets(*TRAIN, "train.max_steps=5"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.stdout.count("process group open after training: False") == 2
+
+
 @pytest.mark.slow
 def test_two_process_sparse_adam_trains_checkpoints_and_resumes(walks, tmp_path):
     """RowAdam under torchrun: the model is not wrapped in DDP, RowAdam exchanges the rows
