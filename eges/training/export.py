@@ -72,7 +72,7 @@ def item_vectors(
         c = cold[lo : lo + CHUNK]
         if c.any():
             out[lo : lo + CHUNK][c] = model.cold_start_items(chunk[c])
-    return ids[keep].numpy(), out[keep].numpy().astype(np.float32), cold[keep].numpy()
+    return ids[keep].numpy(), out[keep].numpy(), cold[keep].numpy()  # float32: out's dtype
 
 
 COLLAPSED = 0.8  # mean pairwise cosine above which neighbour scores say little
@@ -83,13 +83,17 @@ def mean_pairwise_cosine(vectors: np.ndarray) -> float | None:
     Σ_{i≠j} u_i·u_j = |Σ u_i|² − N. Zero rows are left out; None for fewer than two rows.
 
     Near 1 the vectors have collapsed onto one direction and every neighbour scores alike."""
-    x = np.asarray(vectors, dtype=np.float64)
-    norms = np.linalg.norm(x, axis=1)
-    x = x[norms > 0] / norms[norms > 0, None]
-    n = len(x)
+    vectors = np.asarray(vectors)
+    total = np.zeros(vectors.shape[1] if vectors.ndim == 2 else 0, dtype=np.float64)
+    n = 0
+    for lo in range(0, len(vectors), CHUNK):  # in float64 a chunk at a time, not a copy of all
+        x = vectors[lo : lo + CHUNK].astype(np.float64)
+        norms = np.linalg.norm(x, axis=1)
+        x = x[norms > 0] / norms[norms > 0, None]
+        total += x.sum(0)
+        n += len(x)
     if n < 2:
         return None
-    total = x.sum(0)
     return float((total @ total - n) / (n * (n - 1)))
 
 

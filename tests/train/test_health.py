@@ -26,6 +26,16 @@ def test_mean_pairwise_cosine_equals_the_mean_over_all_pairs(shift):
     assert mean_pairwise_cosine(x[:1]) is None
 
 
+def test_mean_pairwise_cosine_in_chunks_is_the_same(monkeypatch):
+    # the export sums unit vectors a chunk at a time (no float64 copy of a 1M-row table)
+    x = np.random.default_rng(2).normal(size=(50, 8)).astype(np.float32) + 1.0
+    x[7] = 0.0  # a zero row inside a chunk
+    whole = mean_pairwise_cosine(x)
+    monkeypatch.setattr("eges.training.export.CHUNK", 6)
+    assert mean_pairwise_cosine(x) == pytest.approx(whole, abs=1e-12)
+    assert mean_pairwise_cosine(np.zeros((0, 8), np.float32)) is None
+
+
 def test_health_of_a_random_model_is_fine_and_a_collapsed_one_warns(caplog):
     model = make(dim=16)
     model.mark_trained_values(torch.tensor([0, 5, 2, 1, 3, 0, 4]))  # item 5 has no side info
