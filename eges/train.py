@@ -331,7 +331,9 @@ def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
         # Lightning leaves a gloo group open at exit; its worker threads may still be freeing
         # the last collective's tensors, which needs the GIL, and a thread that asks for it
         # while the interpreter shuts down aborts the process ("terminate called without an
-        # active exception", SIGABRT). Destroying the group joins those threads now.
+        # active exception", SIGABRT). Destroying the group joins those threads now (measured:
+        # 9 -> 6 threads per rank). Only after a successful fit: after a failure a collective
+        # may still wait for a lost peer, and destroying would wait for gloo's timeout.
         torch.distributed.destroy_process_group()
     stats = {
         "steps": trainer.global_step,

@@ -65,14 +65,14 @@ def item_vectors(
             has_side |= off[2:] > off[1:-1]
     cold = ~warm & has_side
     keep = warm | cold
-    out = torch.zeros(items.num_items, model.item.embedding_dim)
+    out = torch.zeros(items.num_items, model.item.embedding_dim, dtype=torch.float32)
     for lo in range(0, items.num_items, CHUNK):
         chunk = ids[lo : lo + CHUNK]
         out[lo : lo + CHUNK] = model(chunk)
         c = cold[lo : lo + CHUNK]
         if c.any():
             out[lo : lo + CHUNK][c] = model.cold_start_items(chunk[c])
-    return ids[keep].numpy(), out[keep].numpy(), cold[keep].numpy()  # float32: out's dtype
+    return ids[keep].numpy(), out[keep].numpy(), cold[keep].numpy()
 
 
 COLLAPSED = 0.8  # mean pairwise cosine above which neighbour scores say little

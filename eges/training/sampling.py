@@ -32,7 +32,8 @@ class AliasSampler(nn.Module):
 
     Args:
         frequencies: (V + 1,) counts; entry 0 (padding) is ignored.
-        exponent: word2vec's 0.75 flattens the distribution towards rare items.
+        exponent: below 1 flattens the distribution towards rare items; word2vec's 0.75 here,
+            the trainer passes ``train.ns_exponent`` (0.5 by default).
     """
 
     def __init__(self, frequencies: np.ndarray, exponent: float = 0.75) -> None:

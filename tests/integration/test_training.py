@@ -41,7 +41,9 @@ def walks(spark, ml_small, tmp_path_factory) -> Path:
     return out
 
 
-def train_cli(*args: str, nproc: int = 2) -> subprocess.CompletedProcess:
+def train_cli(
+    *args: str, nproc: int = 2, script: Path = REPO / "eges" / "train.py"
+) -> subprocess.CompletedProcess:
     launcher = (
         [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
         if nproc > 1
@@ -51,7 +53,7 @@ def train_cli(*args: str, nproc: int = 2) -> subprocess.CompletedProcess:
     return subprocess.run(
         [
             *launcher,
-            str(REPO / "eges" / "train.py"),
+            str(script),
             "--config",
             str(REPO / "conf" / "ml-latest-small.yaml"),
             *args,
@@ -148,6 +150,7 @@ def test_resume_continues_from_the_last_checkpoint(run, walks):
     assert ckpt["global_step"] == 200 and ckpt["epoch"] == 1  # 141 batches per rank and epoch
 
 
+@pytest.mark.slow
 def test_two_process_training_leaves_no_process_group_open(walks, tmp_path):
     """The trainer destroys the gloo group it created: left open, a gloo worker thread could
     take the GIL during the interpreter's shutdown and abort the process ("terminate called
@@ -161,23 +164,13 @@ def test_two_process_training_leaves_no_process_group_open(walks, tmp_path):
         "print('process group open after training:', dist.is_initialized(), flush=True)\n"
         "sys.exit(rc or (3 if dist.is_initialized() else 0))\n"
     )
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [
-            *(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"),
-            str(script),
-            "--config",
-            str(REPO / "conf" / "ml-latest-small.yaml"),
-            "--data",
-            str(walks),
-            "--output",
-            str(tmp_path / "run"),
-            *sets(*TRAIN, "train.max_steps=5"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
+    proc = train_cli(
+        "--data",
+        str(walks),
+        "--output",
+        str(tmp_path / "run"),
+        *sets(*TRAIN, "train.max_steps=5"),
+        script=script,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert proc.stdout.count("process group open after training: False") == 2
