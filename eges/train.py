@@ -96,6 +96,10 @@ def _check_precision(optimizer: str, world: int, precision: str) -> None:
         )
 
 
+def _group_open() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
 class RunExistsError(FileExistsError):
     """The run directory already holds a run and neither --resume nor overwrite was given."""
 
@@ -323,11 +327,11 @@ def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
             world,
             "GPU" if gpu else "CPU",
         )
-    owns_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
+    owns_group = not _group_open()
     start = time.perf_counter()
     trainer.fit(module, ckpt_path=str(ckpt) if ckpt else None)
     seconds = time.perf_counter() - start
-    if owns_group and torch.distributed.is_available() and torch.distributed.is_initialized():
+    if owns_group and _group_open():
         # Lightning leaves a gloo group open at exit; its worker threads may still be freeing
         # the last collective's tensors, which needs the GIL, and a thread that asks for it
         # while the interpreter shuts down aborts the process ("terminate called without an

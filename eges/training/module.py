@@ -174,8 +174,8 @@ class RowSyncStrategy(DDPStrategy):
     """DDP processes whose gradients :class:`~eges.training.optim.RowAdam` exchanges itself.
 
     Lightning's DDP set-up (process group, ranks, samplers, checkpoints on rank 0) without
-    wrapping the model in ``DistributedDataParallel``: DDP would all-reduce the sparse gradients
-    (gloo only, and a crash of rank 0 was seen once with it). The parameters are broadcast from
+    wrapping the model in ``DistributedDataParallel``: DDP would all-reduce the sparse gradients,
+    which only gloo can. The parameters are broadcast from
     rank 0 once, as DDP does when it wraps a model.
     """
 
