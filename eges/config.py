@@ -322,6 +322,10 @@ class SplitConfig:
 MODELS = ["eges", "ges", "bge", "deepwalk", "content", "cooccurrence", "popularity", "random"]
 
 
+# the served neighbour score's popularity prior: H·Z + β·ln(walk count) (eges.serving.neighbors)
+POPULARITY_PRIOR = 0.4
+
+
 @dataclass(frozen=True)
 class EvaluateConfig:
     """The evaluation (``eges evaluate``): tasks, seeds and where the report goes.
@@ -338,6 +342,9 @@ class EvaluateConfig:
     ks: list[int] = field(default_factory=lambda: [10, 50])
     run: str | None = None  # a full-data run for the plots (loss, weights); None: train.output
     examples: int = 5  # cold-start example queries in the report
+    # β of the served score H·Z + β·ln(walk count) (eges neighbors --popularity-prior), given
+    # to every learned model's H·Z rows; DeepWalk is scored with and without it
+    popularity_prior: float = POPULARITY_PRIOR
     overwrite: bool = False  # replace an existing evaluation directory
 
     def __post_init__(self) -> None:
@@ -356,6 +363,7 @@ class EvaluateConfig:
                     "evaluate.ks must be positive integers",
                 ),
                 (not unknown, f"evaluate.models: unknown {unknown} (known: {MODELS})"),
+                (self.popularity_prior >= 0, "evaluate.popularity_prior must be >= 0"),
             ]
         )
 
@@ -424,9 +432,9 @@ class TrainConfig:
     # position: K draws per walk position, shared by its pairs; walk: K draws per walk, shared
     # by all its positions: faster, measurably worse embeddings (training/loss.py, bench/results.md)
     negatives_per: Literal["position", "walk"] = "position"
-    # negatives from unigram^ns_exponent of the walk frequencies; 0.5 keeps more of an item's
-    # popularity in H·Z than word2vec's 0.75: better served neighbours (bench/results.md)
-    ns_exponent: float = 0.5
+    # negatives from unigram^ns_exponent of the walk frequencies (word2vec's 0.75); what this
+    # trains out of H·Z the served score's popularity prior gives back (bench/results.md)
+    ns_exponent: float = 0.75
     batch_size: int = 256  # walks per batch; every window pair of those walks is used
     epochs: int = 1
     max_steps: int = -1  # -1: run all epochs

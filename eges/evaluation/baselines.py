@@ -95,20 +95,28 @@ class VectorScorer(Scorer):
 
 class ContextScorer(VectorScorer):
     """Skip-gram's own prediction: the query's vector dotted with the candidate's context
-    (output) vector, H_q · Z_c — the logit of "c occurs near q" the model was trained on. A
-    pair scores the mean of both directions.
+    (output) vector, H_q · Z_c — the logit of "c occurs near q" the model was trained on —
+    plus the candidate's ``bias`` (the served popularity prior β·ln(walk count), as
+    ``eges neighbors`` adds it). A pair scores the mean of both directions.
 
     Args:
         name: model name for the report.
         item_idx: (M,) items with a vector H (cold items included).
         vectors: (M, D) H.
         context: (V + 1, D) Z; rows of items never trained are zero.
+        bias: (V + 1,) added to a candidate's score; None: H·Z alone.
     """
 
     def __init__(
-        self, name: str, item_idx: np.ndarray, vectors: np.ndarray, context: np.ndarray
+        self,
+        name: str,
+        item_idx: np.ndarray,
+        vectors: np.ndarray,
+        context: np.ndarray,
+        bias: np.ndarray | None = None,
     ) -> None:
         self.name = name
+        self.bias = np.zeros(len(context)) if bias is None else np.asarray(bias, dtype=np.float64)
         num_rows, d = context.shape
         self.table = np.zeros((num_rows, d), dtype=np.float32)
         self.table[item_idx] = vectors
@@ -117,11 +125,11 @@ class ContextScorer(VectorScorer):
         self.has[item_idx] = np.abs(vectors).sum(1) > 0
 
     def score(self, queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-        return self.table[queries] @ self.context[candidates].T  # (Q, C)
+        return self.table[queries] @ self.context[candidates].T + self.bias[candidates]  # (Q, C)
 
     def pair_scores(self, a: np.ndarray, b: np.ndarray, block: int = 4096) -> np.ndarray:
-        ab = (self.table[a] * self.context[b]).sum(1)
-        ba = (self.table[b] * self.context[a]).sum(1)
+        ab = (self.table[a] * self.context[b]).sum(1) + self.bias[b]
+        ba = (self.table[b] * self.context[a]).sum(1) + self.bias[a]
         return (ab + ba) / 2.0
 
 
@@ -319,7 +327,7 @@ def deepwalk(
     frequent items) and ``shrink_windows=False`` (gensim otherwise draws a smaller window per
     position and forms fewer pairs). The evaluation keeps gensim's own learning rate and
     ``ns_exponent`` 0.75, its best on ml-latest-small's next item (H·Z HR@50 0.133 against 0.130
-    at 0.5 and 0.119 at 0.25, 2026-11-30), not this trainer's.
+    at 0.5 and 0.119 at 0.25, 2026-11-30).
 
     Returns:
         (item_idx (M,), vectors (M, D), context vectors (M, D), training seconds).

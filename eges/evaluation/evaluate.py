@@ -163,6 +163,8 @@ def learned_run(cfg: Config, walk_dir: Path, run_dir: Path, mode: str, seed: int
     very walk output: its export records the digest of the walk manifest it read, and a walk
     job that rewrote ``walk_dir`` (another split, seed or data at the same path) changes it.
     """
+    from eges.training.export import EXPORT_VERSION
+
     t = dataclasses.replace(
         cfg.train, data=str(walk_dir), output=str(run_dir), mode=mode, seed=seed, overwrite=True
     )
@@ -171,13 +173,19 @@ def learned_run(cfg: Config, walk_dir: Path, run_dir: Path, mode: str, seed: int
     if (export / schema.MANIFEST).exists():
         done = schema.read_manifest(export, kind=None)
         same_walks = done.get("walks_manifest_sha256") == schema.manifest_digest(walk_dir)
-        if same_walks and done.get("config", {}).get("train") == dataclasses.asdict(t):
+        same_settings = done.get("config", {}).get("train") == dataclasses.asdict(t)
+        current = done.get("format_version", 1) >= EXPORT_VERSION
+        if same_walks and same_settings and current:
             log.info("reusing run %s", run_dir)
             return run_dir
         log.info(
-            "%s was trained on %s: training again",
+            "%s %s: training again",
             run_dir,
-            "other settings" if same_walks else "an earlier walk output",
+            "was trained on an earlier walk output"
+            if not same_walks
+            else "was trained with other settings"
+            if not same_settings
+            else "has an export without walk counts (an older version)",
         )
     from eges.train import train
 
@@ -185,12 +193,20 @@ def learned_run(cfg: Config, walk_dir: Path, run_dir: Path, mode: str, seed: int
     return run_dir
 
 
-def run_scorers(name: str, run_dir: Path, items: ItemTable, top_k: int = TABLE_K) -> list[Scorer]:
-    """A run's scorers: cosine of the exported vectors (``name``), H·Z with its context table
-    (``name·ctx``), and the neighbour tables it serves (``eges.serving.neighbors``, exact, top
-    ``top_k``): by H·Z (``name·ctx·table``, the default table) and by cosine (``name·table``).
-    A cold item's row of a table is what ``eges.serving.embed`` (same metric) returns for a new item
-    with its side information."""
+def run_scorers(
+    name: str,
+    run_dir: Path,
+    items: ItemTable,
+    popularity_prior: float,
+    bias: np.ndarray,
+    top_k: int = TABLE_K,
+) -> list[Scorer]:
+    """A run's scorers: cosine of the exported vectors (``name``), H·Z plus the popularity prior
+    ``bias`` with its context table (``name·ctx``), and the neighbour tables it serves
+    (``eges.serving.neighbors``, exact, top ``top_k``): by H·Z + ``popularity_prior``·ln(walk
+    count) (``name·ctx·table``, the default table) and by cosine (``name·table``). A cold item's
+    row of a table is what ``eges.serving.embed`` (same metric) returns for a new item with its
+    side information."""
     import pyarrow.parquet as pq
 
     from eges.serving.neighbors import build_table
@@ -202,12 +218,18 @@ def run_scorers(name: str, run_dir: Path, items: ItemTable, top_k: int = TABLE_K
     context = model.context.weight.detach().numpy()
     scorers: list[Scorer] = [
         VectorScorer(name, idx, vectors, items.num_items),
-        ContextScorer(f"{name}·ctx", idx, vectors, context),
+        ContextScorer(f"{name}·ctx", idx, vectors, context, bias),
     ]
     tables = (("cosine", "·table"), ("context", "·ctx·table")) if len(idx) > 1 else ()
     for metric, suffix in tables:
         out = run_dir / f"neighbors-{metric}"
-        build_table(run_dir, min(top_k, len(idx) - 1), metric=metric, output=out)
+        build_table(
+            run_dir,
+            min(top_k, len(idx) - 1),
+            metric=metric,
+            popularity_prior=popularity_prior,
+            output=out,
+        )
         scorers.append(
             TableScorer(f"{name}{suffix}", pq.read_table(out / "neighbors.parquet"), items.item_ids)
         )
@@ -222,6 +244,9 @@ class Models:
         self.items: ItemTable = load_items(walk_dir)
         shards = schema.parquet_files(walk_dir / schema.WALKS_DIR)
         self.counts = walk_frequencies(shards, self.items.num_items)
+        # every model's H·Z gets the served popularity prior, as `eges neighbors` adds it
+        self.prior = cfg.evaluate.popularity_prior
+        self.bias = self.prior * np.log(np.maximum(self.counts, 1.0))
         self._walks: list[np.ndarray] | None = None
         self.train_seconds: dict[str, list[float]] = {}
 
@@ -244,7 +269,7 @@ class Models:
             )
             stats = schema.read_manifest(run / "export", kind=None).get("training", {})
             self.train_seconds.setdefault(model, []).append(stats.get("train_seconds", 0.0))
-            return run_scorers(model, run, self.items)
+            return run_scorers(model, run, self.items, self.prior, self.bias)
         if model == "deepwalk":
             idx, vectors, context, seconds = deepwalk(
                 self.walks,
@@ -260,7 +285,8 @@ class Models:
             full_context[idx] = context
             return [
                 VectorScorer("deepwalk", idx, vectors, n),
-                ContextScorer("deepwalk·ctx", idx, vectors, full_context),
+                ContextScorer("deepwalk·ctx", idx, vectors, full_context),  # gensim's own
+                ContextScorer("deepwalk·ctx·prior", idx, vectors, full_context, self.bias),
             ]
         if model == "content":
             return [SparseVectorScorer("content", content_vectors(self.items))]

@@ -38,6 +38,7 @@ NAMES = {
     "ges·ctx": "GES, H·Z",
     "bge·ctx": "BGE (ours), H·Z",
     "deepwalk·ctx": "DeepWalk, H·Z",
+    "deepwalk·ctx·prior": "DeepWalk, H·Z + prior",
     "eges·table": "EGES, cosine table",
     "ges·table": "GES, cosine table",
     "bge·table": "BGE (ours), cosine table",
@@ -102,8 +103,8 @@ def _mean(block: dict[str, Any], model: str, key: str) -> float | None:
 def quality_bar(results: dict[str, Any]) -> list[str]:
     """The project's quality bar (stated in the report and the README): cold-start HR@50 and
     recall@50 at least 1.3× the better of popularity and content-only similarity; next-item
-    HR@50 of the served table at least DeepWalk's (H·Z, its best) and co-occurrence's; on link
-    prediction, AUC EGES ≥ GES ≥ BGE (the paper's ordering)."""
+    HR@50 of the served table at least DeepWalk's (H·Z, with and without the popularity prior)
+    and co-occurrence's; on link prediction, AUC EGES ≥ GES ≥ BGE (the paper's ordering)."""
     lines = []
     cold = results["tasks"].get("cold")
     if cold:
@@ -125,14 +126,17 @@ def quality_bar(results: dict[str, Any]) -> list[str]:
     nxt = results["tasks"].get("next")
     if nxt:
         e = _mean(nxt, "eges·ctx·table", "hr@50")
-        peers = {m: _mean(nxt, m, "hr@50") for m in ("deepwalk·ctx", "cooccurrence")}
+        peers = {
+            m: _mean(nxt, m, "hr@50")
+            for m in ("deepwalk·ctx", "deepwalk·ctx·prior", "cooccurrence")
+        }
         peers = {m: v for m, v in peers.items() if v is not None}
         if e is not None and peers:
             ok = all(e >= v for v in peers.values())
             lines.append(
                 f"- next item HR@50: {NAMES['eges·ctx·table']} {e:.4f} vs "
                 + ", ".join(f"{NAMES[m]} {v:.4f}" for m, v in peers.items())
-                + f"; at least both: {'met' if ok else 'not met'}"
+                + f"; at least each: {'met' if ok else 'not met'}"
             )
     link = results["tasks"].get("link")
     if link:
@@ -316,6 +320,7 @@ def write_report(cfg: Config, results: dict[str, Any], root: Path) -> Path:
     tasks = list(results["tasks"])
     seed = cfg.evaluate.seeds[0]
     t = cfg.train
+    prior = cfg.evaluate.popularity_prior
     optimizer = t.optimizer
     if optimizer == "auto":
         optimizer = f"auto (Adam up to {AUTO_SPARSE_ITEMS:,} items, sparse_adam above),"
@@ -330,7 +335,10 @@ def write_report(cfg: Config, results: dict[str, Any], root: Path) -> Path:
         f"Learned models: mean ± standard deviation over training seeds {results['seeds']} "
         "(the split and the walks are fixed by `split.seed` and `walks.seed`). DeepWalk is gensim "
         "Word2Vec skip-gram on the same walks with the same window, negatives, dimension and "
-        "epochs (its own learning rate and negative-sampling exponent 0.75).",
+        "epochs (its own learning rate and negative-sampling exponent 0.75). The H·Z rows of "
+        "EGES, GES and BGE and their served tables add the popularity prior of `eges neighbors`: "
+        f"H·Z + {prior:g}·ln(walk count of the candidate) (`evaluate.popularity_prior`); "
+        "DeepWalk's H·Z is shown without it (gensim's own score) and with it.",
         "",
     ]
     for task in tasks:
@@ -394,8 +402,10 @@ def write_report(cfg: Config, results: dict[str, Any], root: Path) -> Path:
             "## Quality bar",
             "",
             "The project's bar: EGES's cold-start HR@50 and recall@50 at least 1.3× the "
-            "better of popularity and content-only similarity (both strong on MovieLens), "
-            "and link-prediction AUC EGES ≥ GES ≥ BGE, as in the paper.",
+            "better of popularity and content-only similarity (both strong on MovieLens); "
+            "next-item HR@50 of the served table at least DeepWalk's (H·Z, with and without "
+            "the popularity prior) and co-occurrence's; link-prediction AUC EGES ≥ GES ≥ BGE, "
+            "as in the paper.",
             "",
             *bar,
         ]

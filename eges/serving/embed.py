@@ -46,8 +46,10 @@ from eges.schema import IncompleteOutputError
 from eges.serving.neighbors import (
     NEIGHBORS_NAMES_SCHEMA,
     NEIGHBORS_SCHEMA,
+    POPULARITY_PRIOR,
     context_candidates,
     exact_topk,
+    popularity_bias,
     prepare,
     run_item_names,
 )
@@ -70,8 +72,9 @@ class Embedder:
         run_dir: a run directory with a complete ``export/``.
     """
 
-    def __init__(self, run_dir: str | Path) -> None:
+    def __init__(self, run_dir: str | Path, popularity_prior: float = POPULARITY_PRIOR) -> None:
         self.run_dir = Path(run_dir)
+        self.popularity_prior = popularity_prior  # β of the context score H·Z + β·ln(count)
         self.model, meta = load_model(self.run_dir)
         self.fields: list[str] = meta["fields"][: self.model.num_fields]
         # values normalised at ingest are normalised the same way here ("Pixar" -> "pixar")
@@ -100,6 +103,7 @@ class Embedder:
         self.names: dict[str, str] = run_item_names(self.run_dir)
         self._unit = prepare(vectors, "cosine")
         self._context, self._trained = context_candidates(self.model, emb["item_idx"].to_numpy())
+        self._emb = emb  # its walk counts give the popularity prior when it is first needed
         self.unknown: Counter = Counter()
         self.nearest: Counter = Counter()  # numeric values mapped to the nearest trained bucket
 
@@ -176,8 +180,9 @@ class Embedder:
     ) -> list[list[Neighbour]]:
         """The top exported items for each row of ``vectors``.
 
-        ``context`` (default): trained items by H·Z, the skip-gram score of "seen together",
-        as the default neighbour table; ``cosine``: every exported item by cosine similarity.
+        ``context`` (default): trained items by H·Z plus the popularity prior, the skip-gram
+        score of "seen together", as the default neighbour table; ``cosine``: every exported
+        item by cosine similarity.
         """
         if top_k < 1:
             raise ValueError("top_k must be >= 1")
@@ -187,7 +192,11 @@ class Embedder:
         if metric == "context":
             allowed = self._trained
             idx, scores = exact_topk(
-                vectors.float(), self._context, min(top_k, int(allowed.sum())), allowed=allowed
+                vectors.float(),
+                self._context,
+                min(top_k, int(allowed.sum())),
+                allowed=allowed,
+                bias=popularity_bias(self._emb, self.popularity_prior),
             )
         else:
             idx, scores = exact_topk(
@@ -419,8 +428,15 @@ def main(argv: list[str] | None = None) -> int:
         "--metric",
         choices=["context", "cosine"],
         default="context",
-        help="context: trained items by H·Z (default, as the neighbour table); "
-        "cosine: every exported item by cosine similarity",
+        help="context: trained items by H·Z + the popularity prior (default, as the "
+        "neighbour table); cosine: every exported item by cosine similarity",
+    )
+    p.add_argument(
+        "--popularity-prior",
+        type=float,
+        default=POPULARITY_PRIOR,
+        help="context metric: add this times ln(walk count of the neighbour) to H·Z "
+        f"(default {POPULARITY_PRIOR}, as eges neighbors; 0: H·Z alone)",
     )
     p.add_argument(
         "--output",
@@ -435,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     setup_logging(level=logging.WARNING)
     try:
-        emb = Embedder(args.run)
+        emb = Embedder(args.run, args.popularity_prior)
         new = load_new_items(
             args.items, emb.fields, args.sep, args.layout, args.tags, args.delimiter
         )

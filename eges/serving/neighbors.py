@@ -1,6 +1,7 @@
 """Candidate generation: the item-to-item top-K similarity table a recommender consumes.
 
     eges neighbors --run RUN_DIR --top-k 100 [--metric context|cosine|dot]
+        [--popularity-prior 0.4]
         [--method exact|hnsw] [--block-size 4096] [--min-score S] [--exclude ITEMS.txt]
         [--same-field genres] [--output DIR] [--device auto|cpu|cuda]
 
@@ -17,7 +18,11 @@ skip-gram's own prediction H_q · Z_c with the trained context table Z ("what oc
 it carries popularity, which cosine removes, and only items that were trained (have a context
 row) can be neighbours, so a new item is never filled with other new items. It is the default
 because it measured best for both cold-start and next-item neighbours (README, "Quality").
-Exact search only. ``cosine`` (the default with hnsw) and ``dot`` compare exported vectors.
+The served score adds a popularity prior, ``--popularity-prior`` β times ln(walk count of c)
+(default 0.4): skip-gram's H·Z approaches log P(c | q) − log(K · P_noise(c)); negatives drawn
+from unigram^0.75 take 0.75 · ln(count of c) out of it, and giving part of that back ranks
+held-out co-occurrences and next items better (README, "Quality"); 0 serves H·Z alone. Exact
+search only. ``cosine`` (the default with hnsw) and ``dot`` compare exported vectors.
 
 * **exact**: blocks of queries × all items with one matrix product each (torch; on the GPU when
   there is one), so memory is bounded by ``block_size × items``, not items².
@@ -50,6 +55,7 @@ import torch
 
 from eges import schema
 from eges.cli import fail, parser
+from eges.config import POPULARITY_PRIOR
 from eges.quiet import setup_logging
 from eges.training.export import load_model, read_embeddings, read_export_manifest
 
@@ -90,6 +96,25 @@ def context_candidates(model: Any, item_idx: np.ndarray) -> tuple[torch.Tensor, 
     return z, z.abs().sum(1) > 0
 
 
+def popularity_bias(emb: pa.Table, prior: float) -> torch.Tensor | None:
+    """(M,) ``prior`` · ln(walk count) of the exported items (``embeddings.parquet``'s rows), the
+    popularity prior added to H·Z; None when ``prior`` is 0. Cold items (count 0) get 0 and are
+    never candidates of ``--metric context`` anyway.
+
+    Raises:
+        ValueError: the export has no walk counts (written before they were kept).
+    """
+    if prior == 0:
+        return None
+    if "walk_count" not in emb.column_names:
+        raise ValueError(
+            "this export has no walk counts (it was written by an older version): train "
+            "the run again, or serve H·Z alone with --popularity-prior 0"
+        )
+    counts = emb["walk_count"].to_numpy().astype(np.float64)
+    return torch.from_numpy(prior * np.log(np.maximum(counts, 1.0))).float()
+
+
 def prepare(vectors: np.ndarray | torch.Tensor, metric: str) -> torch.Tensor:
     """float32 tensor, rows L2-normalised for cosine (raw for dot and context)."""
     x = torch.as_tensor(vectors, dtype=torch.float32)
@@ -120,8 +145,9 @@ def exact_topk(
     self_index: torch.Tensor | None = None,
     allowed: torch.Tensor | None = None,
     groups: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact top-k by inner product, query block by query block.
+    """Exact top-k by inner product (plus a per-item ``bias``), query block by query block.
 
     Args:
         queries: (Q, D) (already normalised for cosine).
@@ -132,15 +158,19 @@ def exact_topk(
         allowed: (M,) bool, items that may be returned.
         groups: sparse (M, V) values of the items; when given, the queries are the items
             ``self_index`` and a neighbour must share a value with its query.
+        bias: (M,) added to every query's score of each item (the popularity prior).
 
     Returns:
         (indices (Q, k) int64, scores (Q, k) float32); excluded slots have score -inf.
     """
     device = items.device
+    bias = None if bias is None else bias.to(device)
     out_idx, out_score = [], []
     for lo in range(0, queries.shape[0], block_size):
         q = queries[lo : lo + block_size].to(device)
         scores = q @ items.T  # (b, M)
+        if bias is not None:
+            scores += bias
         if self_index is not None:
             own = self_index[lo : lo + block_size].to(device)
             rows = torch.nonzero(own >= 0).squeeze(1)
@@ -235,6 +265,7 @@ def build_table(
     top_k: int,
     *,
     metric: str = "cosine",
+    popularity_prior: float = POPULARITY_PRIOR,
     method: str = "exact",
     block_size: int = 4096,
     min_score: float | None = None,
@@ -248,6 +279,7 @@ def build_table(
     """Compute and write the neighbour table of a run's export.
 
     With ``names``, the table gets a ``neighbor_name`` column (:data:`NEIGHBORS_NAMES_SCHEMA`).
+    ``popularity_prior``: β of the served score H·Z + β·ln(walk count), ``metric="context"`` only.
 
     Returns:
         The manifest written beside the table.
@@ -297,12 +329,13 @@ def build_table(
             )
     x = prepare(vectors, metric)
     candidates = x  # (M, D): what a query's vector is multiplied with
-    allowed = None
+    allowed = bias = None
     if metric == "context":
         if method != "exact":
             raise ValueError("--metric context needs --method exact")
         model, _ = load_model(run_dir)
         candidates, allowed = context_candidates(model, emb["item_idx"].to_numpy())
+        bias = popularity_bias(emb, popularity_prior)
     if exclude:
         unknown = exclude - set(ids)
         if unknown:
@@ -330,6 +363,7 @@ def build_table(
             self_index=torch.arange(n),
             allowed=allowed,
             groups=groups,
+            bias=bias,
         )
         idx, scores = idx.numpy(), scores.numpy()
     else:
@@ -400,6 +434,7 @@ def build_table(
             "settings": {
                 "top_k": top_k,
                 "metric": metric,
+                "popularity_prior": popularity_prior if metric == "context" else None,
                 "method": method,
                 "block_size": block_size,
                 "min_score": min_score,
@@ -446,6 +481,13 @@ def main(argv: list[str] | None = None) -> int:
         "(default with --method exact); cosine/dot of the exported vectors "
         "(cosine is the default with --method hnsw)",
     )
+    p.add_argument(
+        "--popularity-prior",
+        type=float,
+        default=POPULARITY_PRIOR,
+        help="context metric: serve H·Z + this times ln(walk count of the neighbour) "
+        f"(default {POPULARITY_PRIOR}; 0: H·Z alone)",
+    )
     p.add_argument("--method", choices=["exact", "hnsw"], default="exact")
     p.add_argument("--block-size", type=int, default=4096)
     p.add_argument("--min-score", type=float)
@@ -473,6 +515,7 @@ def main(argv: list[str] | None = None) -> int:
             args.run,
             args.top_k,
             metric=metric,
+            popularity_prior=args.popularity_prior,
             method=args.method,
             block_size=args.block_size,
             min_score=args.min_score,

@@ -39,6 +39,7 @@ from eges.training.model import EGES
 log = logging.getLogger(__name__)
 
 RUN_FORMAT = "eges-run"
+EXPORT_VERSION = 2  # 2: embeddings.parquet has walk_count
 EXPORT_DIR = "export"
 CHUNK = 65536
 PROJECTOR_DIR = "projector"
@@ -298,6 +299,8 @@ def export_run(
                         pa.array(vectors.reshape(-1)), vectors.shape[1]
                     ).cast(pa.list_(pa.float32())),
                     "cold": pa.array(cold),
+                    # occurrences in the training walks: the popularity prior of served H·Z
+                    "walk_count": pa.array(walk_counts[idx].astype(np.int64)),
                 }
             ),
             tmp / "embeddings.parquet",
@@ -331,7 +334,7 @@ def export_run(
         (tmp / schema.CONFIG_FILE).write_text(cfg.to_yaml())
         manifest = {
             "format": RUN_FORMAT,
-            "format_version": 1,
+            "format_version": EXPORT_VERSION,
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "mode": model.mode,
             "fields": items.fields[: model.num_fields],

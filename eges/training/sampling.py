@@ -33,7 +33,7 @@ class AliasSampler(nn.Module):
     Args:
         frequencies: (V + 1,) counts; entry 0 (padding) is ignored.
         exponent: below 1 flattens the distribution towards rare items; word2vec's 0.75 here,
-            the trainer passes ``train.ns_exponent`` (0.5 by default).
+            the trainer passes ``train.ns_exponent`` (0.75 by default).
     """
 
     def __init__(self, frequencies: np.ndarray, exponent: float = 0.75) -> None:

@@ -65,6 +65,11 @@ def test_vector_and_context_scorers():
     assert ctx.score(np.array([1]), np.array([2, 3])).tolist() == [[1.0, 0.0]]
     # a pair scores both directions: (H1·Z3 + H3·Z1) / 2 = (0 + 0) / 2; (H2·Z3 + H3·Z2) / 2 = 1.5
     assert ctx.pair_scores(np.array([1, 2]), np.array([3, 3])).tolist() == [0.0, 1.5]
+    # the popularity prior: a candidate's bias is added to its score, both directions of a pair
+    bias = np.array([0.0, 0.5, 0.25, 1.0, 0.0])
+    ctx = ContextScorer("m·ctx", np.array([1, 2, 3]), vec, context, bias)
+    assert ctx.score(np.array([1]), np.array([2, 3])).tolist() == [[1.25, 1.0]]
+    assert ctx.pair_scores(np.array([1, 2]), np.array([3, 3])).tolist() == [0.75, 1.5 + 0.625]
 
 
 def test_pair_scores_match_the_score_matrix():

@@ -17,6 +17,7 @@ from eges import schema
 from eges.config import load_config
 from eges.pipeline.job import run_walk_job
 from eges.serving.embed import Embedder
+from eges.training.sampling import walk_frequencies
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = [
@@ -102,6 +103,11 @@ def test_two_process_training_finishes_and_exports_once(run, walks):
     ]
     emb = pq.read_table(run / "export" / "embeddings.parquet")
     assert emb.num_rows == m["counts"]["vectors"] and len(emb["vector"][0]) == 32
+    # walk_count (the served popularity prior's input): occurrences in the walks trained on
+    freq = walk_frequencies(schema.parquet_files(walks / schema.WALKS_DIR), items)
+    counts = emb["walk_count"].to_numpy()
+    assert np.array_equal(counts, freq[emb["item_idx"].to_numpy()])
+    assert np.array_equal(counts == 0, emb["cold"].to_numpy())
     weights = pq.read_table(run / "export" / "weights.parquet").to_pandas()
     total = weights[[c for c in weights.columns if c.startswith("weight_")]].sum(axis=1)
     np.testing.assert_allclose(total, 1.0, rtol=1e-5)
@@ -293,7 +299,8 @@ def test_embed_cli_with_unknown_values(run, tmp_path):
     assert table.schema.equals(NEIGHBORS_SCHEMA, check_metadata=False)  # as the neighbour table
     table = table.to_pandas()
     assert list(table["rank"]) == [1, 2, 3, 4, 5] and set(table["item_id"]) == {"hero"}
-    # by default the neighbours are trained items ranked by H·Z, as in the neighbour table
+    # by default the neighbours are trained items ranked by H·Z + 0.4·ln(walk count), as in
+    # the neighbour table
     emb = pq.read_table(run / "export" / "embeddings.parquet").to_pandas()
     assert set(table["neighbor_id"]) <= set(emb.loc[~emb["cold"], "item_id"])
     embedder = Embedder(run)
@@ -302,9 +309,9 @@ def test_embed_cli_with_unknown_values(run, tmp_path):
     )
     z = embedder.model.context.weight.detach()
     idx = dict(zip(emb["item_id"], emb["item_idx"]))
-    np.testing.assert_allclose(
-        table["score"], [float(v[0] @ z[idx[i]]) for i in table["neighbor_id"]], rtol=1e-5
-    )
+    count = dict(zip(emb["item_id"], emb["walk_count"]))
+    want = [float(v[0] @ z[idx[i]]) + 0.4 * np.log(count[i]) for i in table["neighbor_id"]]
+    np.testing.assert_allclose(table["score"], want, rtol=1e-5)
     cosine = embedder.most_similar(v, 5, metric="cosine")[0]
     assert [round(n.score, 4) for n in cosine] == sorted(
         [round(n.score, 4) for n in cosine], reverse=True

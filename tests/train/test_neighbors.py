@@ -80,7 +80,12 @@ def test_hnsw_excludes_self_and_matches_exact_search(vectors):
     assert recall_at_k(idx, brute(x, 10)) >= 0.98
 
 
-def make_run(root, vectors: np.ndarray):
+def walk_counts(n: int) -> np.ndarray:
+    """Occurrences in the walks of items i0..i{n-1}: spread over three orders of magnitude."""
+    return np.round(10 ** (3 * ((np.arange(n) * 37) % n) / n)).astype(np.int64)
+
+
+def make_run(root, vectors: np.ndarray, with_counts: bool = True):
     n = len(vectors)
     walks = root / "walks"
     (walks / "items").mkdir(parents=True)
@@ -113,6 +118,7 @@ def make_run(root, vectors: np.ndarray):
                     pa.list_(pa.float32())
                 ),
                 "cold": pa.array([False] * n),
+                **({"walk_count": pa.array(walk_counts(n))} if with_counts else {}),
             }
         ),
         export / "embeddings.parquet",
@@ -201,9 +207,12 @@ def test_bad_arguments_are_clear_errors(vectors, tmp_path):
         build_table(run, 5, device="tpu")
 
 
-def test_context_metric_ranks_by_h_dot_z_and_lists_only_trained_items(vectors, tmp_path):
-    """--metric context: neighbour c of q scores H_q · Z_c with the run's context table; items
-    without a context row (never trained) are never listed."""
+@pytest.mark.parametrize("prior", [0.0, 0.4, 2.0])
+def test_context_metric_ranks_by_h_dot_z_plus_the_prior_and_lists_only_trained_items(
+    vectors, tmp_path, prior
+):
+    """--metric context: neighbour c of q scores H_q · Z_c + prior · ln(walk count of c) with the
+    run's context table; items without a context row (never trained) are never listed."""
     from eges.training.model import EGES
 
     n = len(vectors)
@@ -221,10 +230,11 @@ def test_context_metric_ranks_by_h_dot_z_and_lists_only_trained_items(vectors, t
         "mode": "bge",
     }
     torch.save({"state_dict": model.state_dict(), **meta}, run / EXPORT_DIR / "model.pt")
-    build_table(run, 5, metric="context", output=tmp_path / "ctx")
+    m = build_table(run, 5, metric="context", popularity_prior=prior, output=tmp_path / "ctx")
+    assert m["settings"]["popularity_prior"] == prior
     got = pq.read_table(tmp_path / "ctx" / "neighbors.parquet").to_pandas()
     z = model.context.weight.detach().numpy()[1:]  # rows of items i0..i{n-1}
-    s = vectors @ z.T
+    s = vectors @ z.T + prior * np.log(walk_counts(n))[None, :]
     np.fill_diagonal(s, -np.inf)
     s[:, np.abs(z).sum(1) == 0] = -np.inf
     want = np.argsort(-s, axis=1, kind="stable")[:, :5]
@@ -233,5 +243,22 @@ def test_context_metric_ranks_by_h_dot_z_and_lists_only_trained_items(vectors, t
         assert list(row["neighbor_id"]) == [f"i{j}" for j in want[q]]
         np.testing.assert_allclose(row["score"], s[q, want[q]], rtol=1e-5)
     assert not got["neighbor_id"].isin([f"i{j}" for j in range(0, n, 7)]).any()
+    if prior == 2.0:  # the prior moves the table toward the most walked items
+        top = got[got["rank"] == 1]["neighbor_id"].str[1:].astype(int).to_numpy()
+        assert np.median(walk_counts(n)[top]) > 5 * np.median(walk_counts(n))
     with pytest.raises(ValueError, match="context needs --method exact"):
         build_table(run, 5, metric="context", method="hnsw", output=tmp_path / "h")
+
+
+def test_context_metric_on_an_export_without_walk_counts_is_a_clear_error(vectors, tmp_path):
+    from eges.training.model import EGES
+
+    run = make_run(tmp_path / "run", vectors, with_counts=False)
+    model = EGES(len(vectors), [], [], [], embedding_dim=vectors.shape[1], mode="bge")
+    meta = {"num_items": len(vectors), "vocab_sizes": [], "fields": [], "mode": "bge"}
+    meta["embedding_dim"] = vectors.shape[1]
+    torch.save({"state_dict": model.state_dict(), **meta}, run / EXPORT_DIR / "model.pt")
+    with pytest.raises(ValueError, match="no walk counts.*--popularity-prior 0"):
+        build_table(run, 5, metric="context", output=tmp_path / "ctx")
+    build_table(run, 5, metric="context", popularity_prior=0, output=tmp_path / "ctx")
+    build_table(run, 5, metric="cosine", output=tmp_path / "cos")  # cosine needs no counts
