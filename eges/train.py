@@ -171,6 +171,41 @@ def make_loggers(run_dir: Path, rank: int = 0) -> list:
     return loggers
 
 
+def check_run_dir(cfg: Config, resume: bool) -> Path | None:
+    """What the run directory allows, checked before anything is written there: the checkpoint
+    ``resume`` continues from (None without ``resume``).
+
+    Raises:
+        IncompleteOutputError: ``train.data`` is not a finished walk output.
+        FileNotFoundError: ``resume`` without a checkpoint.
+        RunExistsError: a plain run over a directory that holds a run.
+    """
+    from eges.training.export import EXPORT_DIR
+
+    t = cfg.train
+    schema.read_manifest(Path(t.data))  # refuses an unfinished walk output
+    run_dir = Path(t.output).resolve()
+    # an export whose replacement died between its two renames is put back before anything
+    # looks at the run directory (safe from every rank at once)
+    schema.recover_dir(run_dir / EXPORT_DIR)
+    if resume:
+        ckpt = latest_checkpoint(run_dir)
+        if ckpt is None:
+            raise FileNotFoundError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}")
+        return ckpt
+    if not t.overwrite:
+        # an export counts as much as checkpoints: a run killed before its first checkpoint
+        # leaves only the previous export, which a plain run must not replace unasked
+        held = [p.name for p in (run_dir / "checkpoints", run_dir / EXPORT_DIR) if p.exists()]
+        if held:
+            raise RunExistsError(
+                f"run directory {run_dir} already has {' and '.join(held)}; use "
+                "--resume to continue it, --set train.overwrite=true to start "
+                "over, or another --output"
+            )
+    return None
+
+
 def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
     """Train, checkpoint and export one run.
 
@@ -188,7 +223,7 @@ def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
     from torch.utils.data import DataLoader
 
     from eges.training.dataset import WalkDataset
-    from eges.training.export import EXPORT_DIR, export_run
+    from eges.training.export import export_run
     from eges.training.items import load_items
     from eges.training.model import EGES
     from eges.training.module import EGESModule, RowSyncStrategy
@@ -201,24 +236,7 @@ def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
     walk_dir = Path(t.data)
     manifest = schema.read_manifest(walk_dir)  # refuses an unfinished walk output
     walks_digest = schema.manifest_digest(walk_dir)  # the walks this run trains on, as read now
-    # an export whose replacement died between its two renames is put back before anything
-    # looks at the run directory (safe from every rank at once)
-    schema.recover_dir(run_dir / EXPORT_DIR)
-    ckpt = None
-    if resume:
-        ckpt = latest_checkpoint(run_dir)
-        if ckpt is None:
-            raise FileNotFoundError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}")
-    elif not t.overwrite:
-        # an export counts as much as checkpoints: a run killed before its first checkpoint
-        # leaves only the previous export, which a plain run must not replace unasked
-        held = [p.name for p in (run_dir / "checkpoints", run_dir / EXPORT_DIR) if p.exists()]
-        if held:
-            raise RunExistsError(
-                f"run directory {run_dir} already has {' and '.join(held)}; use "
-                "--resume to continue it, --set train.overwrite=true to start "
-                "over, or another --output"
-            )
+    ckpt = check_run_dir(cfg, resume)
 
     gpu = t.accelerator == "gpu" or (t.accelerator == "auto" and torch.cuda.is_available())
     backend = t.backend if t.backend != "auto" else ("nccl" if gpu else "gloo")
@@ -390,6 +408,7 @@ def _main(args: argparse.Namespace) -> int:
     setup_logging()
     try:
         cfg = config_from_args(args, {"train.data": args.data, "train.output": args.output})
+        check_run_dir(cfg, args.resume)  # a refused run leaves no train.log (nor directory)
         if _world()[0] == 0:  # one file: the other ranks' lines are rank 0's
             setup_logging(args.log_file or Path(cfg.train.output) / LOG_FILE)
         stats = train(cfg, resume=args.resume)

@@ -68,3 +68,26 @@ def test_screen_filter_and_file(tmp_path, capsys):
     assert "a stage" in err and "library warning" in err and "library chatter" not in err
     text = path.read_text()
     assert "a stage" in text and "library chatter" in text and "library warning" in text
+
+
+def test_a_refused_run_writes_nothing_in_the_run_directory(tmp_path):
+    """The trainer's checks come before its log file: a run it refuses leaves no train.log."""
+
+    conf = tmp_path / "conf.yaml"
+    conf.write_text("train: {accelerator: cpu}\n")
+
+    def trainer(data: Path, run: Path) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "eges/train.py", "--config", str(conf), "--data", str(data)]
+        cmd += ["--output", str(run)]
+        return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()  # no manifest: not a finished walk output
+    run = tmp_path / "run"
+    proc = trainer(unfinished, run)
+    assert proc.returncode == 2 and str(unfinished) in proc.stderr, proc.stderr
+    assert not run.exists()
+    (run / "export").mkdir(parents=True)  # a previous run's export
+    proc = trainer(make_complete_walk_dir(tmp_path / "walks", 40, 3), run)
+    assert proc.returncode == 2 and "already has export" in proc.stderr, proc.stderr
+    assert [p.name for p in run.iterdir()] == ["export"]
