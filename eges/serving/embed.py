@@ -47,6 +47,7 @@ from eges.serving.neighbors import (
     NEIGHBORS_NAMES_SCHEMA,
     NEIGHBORS_SCHEMA,
     POPULARITY_PRIOR,
+    check_popularity_prior,
     context_candidates,
     exact_topk,
     popularity_bias,
@@ -70,11 +71,14 @@ class Embedder:
 
     Args:
         run_dir: a run directory with a complete ``export/``.
+        popularity_prior: β of the ``context`` score H·Z + β·ln(walk count of the neighbour),
+            as ``eges neighbors --popularity-prior`` (0: H·Z alone).
     """
 
     def __init__(self, run_dir: str | Path, popularity_prior: float = POPULARITY_PRIOR) -> None:
+        check_popularity_prior(popularity_prior)
         self.run_dir = Path(run_dir)
-        self.popularity_prior = popularity_prior  # β of the context score H·Z + β·ln(count)
+        self.popularity_prior = popularity_prior
         self.model, meta = load_model(self.run_dir)
         self.fields: list[str] = meta["fields"][: self.model.num_fields]
         # values normalised at ingest are normalised the same way here ("Pixar" -> "pixar")
@@ -103,7 +107,9 @@ class Embedder:
         self.names: dict[str, str] = run_item_names(self.run_dir)
         self._unit = prepare(vectors, "cosine")
         self._context, self._trained = context_candidates(self.model, emb["item_idx"].to_numpy())
-        self._emb = emb  # its walk counts give the popularity prior when it is first needed
+        # the walk counts give the popularity prior, computed when first needed
+        self._counts = emb.select([c for c in emb.column_names if c == "walk_count"])
+        self._bias: torch.Tensor | None = None
         self.unknown: Counter = Counter()
         self.nearest: Counter = Counter()  # numeric values mapped to the nearest trained bucket
 
@@ -175,6 +181,11 @@ class Embedder:
         with torch.no_grad():
             return self.model.cold_start(side_ids), known
 
+    def _prior_bias(self) -> torch.Tensor | None:
+        if self._bias is None and self.popularity_prior:
+            self._bias = popularity_bias(self._counts, self.popularity_prior)
+        return self._bias
+
     def most_similar(
         self, vectors: torch.Tensor, top_k: int = 10, metric: str = "context"
     ) -> list[list[Neighbour]]:
@@ -196,7 +207,7 @@ class Embedder:
                 self._context,
                 min(top_k, int(allowed.sum())),
                 allowed=allowed,
-                bias=popularity_bias(self._emb, self.popularity_prior),
+                bias=self._prior_bias(),
             )
         else:
             idx, scores = exact_topk(

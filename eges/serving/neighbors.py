@@ -96,14 +96,22 @@ def context_candidates(model: Any, item_idx: np.ndarray) -> tuple[torch.Tensor, 
     return z, z.abs().sum(1) > 0
 
 
+def check_popularity_prior(prior: float) -> None:
+    """Raises ValueError unless ``prior`` is a finite number >= 0."""
+    if not (np.isfinite(prior) and prior >= 0):
+        raise ValueError(f"--popularity-prior must be a finite number >= 0, not {prior}")
+
+
 def popularity_bias(emb: pa.Table, prior: float) -> torch.Tensor | None:
     """(M,) ``prior`` · ln(walk count) of the exported items (``embeddings.parquet``'s rows), the
     popularity prior added to H·Z; None when ``prior`` is 0. Cold items (count 0) get 0 and are
     never candidates of ``--metric context`` anyway.
 
     Raises:
-        ValueError: the export has no walk counts (written before they were kept).
+        ValueError: ``prior`` is negative or not finite; the export has no walk counts (written
+            before they were kept).
     """
+    check_popularity_prior(prior)
     if prior == 0:
         return None
     if "walk_count" not in emb.column_names:

@@ -35,7 +35,9 @@ def results(next_served: float, deepwalk_prior: float = 0.130) -> dict:
 
 def test_served_rows_come_first_with_their_ratio_and_verdict():
     lines = quality_bar(results(0.122))
-    assert lines[0].startswith("- cold start hr@50: EGES, served table (H·Z, default) 0.4000")
+    assert lines[0].startswith(
+        "- cold start hr@50: EGES, served table (H·Z + prior, default) 0.4000"
+    )
     assert "1.404×" in lines[0] and lines[0].endswith("bar 1.3×: met")  # 0.40 / 0.285
     assert (
         lines[1].startswith("- cold start recall@50: EGES, served table") and "1.792×" in lines[1]

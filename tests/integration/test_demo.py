@@ -82,7 +82,7 @@ def test_demo_writes_a_complete_report(demo):
     # the quality bar once, in its section: served cold start first, then next item and link
     bar = report.split("## Quality bar")[1]
     assert report.count("- next item HR@50:") == 1 and "- next item HR@50:" in bar
-    assert bar.index("served table (H·Z, default)") < bar.index("cosine table")
+    assert bar.index("served table (H·Z + prior, default)") < bar.index("cosine table")
     # the full-data run of step 2 exported once, from rank 0 of the 2 processes
     export = json.loads((root / "run" / "export" / "manifest.json").read_text())
     assert export["training"]["processes"] == 2

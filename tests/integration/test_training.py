@@ -312,6 +312,10 @@ def test_embed_cli_with_unknown_values(run, tmp_path):
     count = dict(zip(emb["item_id"], emb["walk_count"]))
     want = [float(v[0] @ z[idx[i]]) + 0.4 * np.log(count[i]) for i in table["neighbor_id"]]
     np.testing.assert_allclose(table["score"], want, rtol=1e-5)
+    # --popularity-prior 0: H·Z alone
+    bare = Embedder(run, popularity_prior=0).most_similar(v, 5)[0]
+    want = sorted((float(v[0] @ z[idx[i]]) for i in emb.loc[~emb["cold"], "item_id"]), reverse=True)
+    np.testing.assert_allclose([n.score for n in bare], want[:5], rtol=1e-5)
     cosine = embedder.most_similar(v, 5, metric="cosine")[0]
     assert [round(n.score, 4) for n in cosine] == sorted(
         [round(n.score, 4) for n in cosine], reverse=True

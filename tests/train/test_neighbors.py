@@ -127,6 +127,21 @@ def make_run(root, vectors: np.ndarray, with_counts: bool = True):
     return root
 
 
+def add_model(run, n: int, d: int) -> np.ndarray:
+    """A BGE model in the run's export whose context rows are random, every seventh item (i0,
+    i7, ...) untrained (zero); returns the (n + 1, d) context table Z."""
+    from eges.training.model import EGES
+
+    torch.manual_seed(0)
+    model = EGES(n, [], [], [], embedding_dim=d, mode="bge")
+    with torch.no_grad():
+        model.context.weight.normal_()
+        model.context.weight[1::7] = 0  # never trained
+    meta = {"num_items": n, "vocab_sizes": [], "fields": [], "embedding_dim": d, "mode": "bge"}
+    torch.save({"state_dict": model.state_dict(), **meta}, run / EXPORT_DIR / "model.pt")
+    return model.context.weight.detach().numpy()
+
+
 def test_table_matches_exact_search_and_filters(vectors, tmp_path):
     run = make_run(tmp_path / "run", vectors)
     m = build_table(run, 5)
@@ -213,27 +228,12 @@ def test_context_metric_ranks_by_h_dot_z_plus_the_prior_and_lists_only_trained_i
 ):
     """--metric context: neighbour c of q scores H_q · Z_c + prior · ln(walk count of c) with the
     run's context table; items without a context row (never trained) are never listed."""
-    from eges.training.model import EGES
-
     n = len(vectors)
     run = make_run(tmp_path / "run", vectors)
-    torch.manual_seed(0)
-    model = EGES(n, [], [], [], embedding_dim=vectors.shape[1], mode="bge")
-    with torch.no_grad():
-        model.context.weight.normal_()
-        model.context.weight[1::7] = 0  # never trained
-    meta = {
-        "num_items": n,
-        "vocab_sizes": [],
-        "fields": [],
-        "embedding_dim": vectors.shape[1],
-        "mode": "bge",
-    }
-    torch.save({"state_dict": model.state_dict(), **meta}, run / EXPORT_DIR / "model.pt")
+    z = add_model(run, n, vectors.shape[1])[1:]  # context rows of items i0..i{n-1}
     m = build_table(run, 5, metric="context", popularity_prior=prior, output=tmp_path / "ctx")
     assert m["settings"]["popularity_prior"] == prior
     got = pq.read_table(tmp_path / "ctx" / "neighbors.parquet").to_pandas()
-    z = model.context.weight.detach().numpy()[1:]  # rows of items i0..i{n-1}
     s = vectors @ z.T + prior * np.log(walk_counts(n))[None, :]
     np.fill_diagonal(s, -np.inf)
     s[:, np.abs(z).sum(1) == 0] = -np.inf
@@ -251,14 +251,28 @@ def test_context_metric_ranks_by_h_dot_z_plus_the_prior_and_lists_only_trained_i
 
 
 def test_context_metric_on_an_export_without_walk_counts_is_a_clear_error(vectors, tmp_path):
-    from eges.training.model import EGES
-
     run = make_run(tmp_path / "run", vectors, with_counts=False)
-    model = EGES(len(vectors), [], [], [], embedding_dim=vectors.shape[1], mode="bge")
-    meta = {"num_items": len(vectors), "vocab_sizes": [], "fields": [], "mode": "bge"}
-    meta["embedding_dim"] = vectors.shape[1]
-    torch.save({"state_dict": model.state_dict(), **meta}, run / EXPORT_DIR / "model.pt")
+    add_model(run, len(vectors), vectors.shape[1])
     with pytest.raises(ValueError, match="no walk counts.*--popularity-prior 0"):
         build_table(run, 5, metric="context", output=tmp_path / "ctx")
     build_table(run, 5, metric="context", popularity_prior=0, output=tmp_path / "ctx")
     build_table(run, 5, metric="cosine", output=tmp_path / "cos")  # cosine needs no counts
+    for bad in (-0.1, float("nan")):
+        with pytest.raises(ValueError, match="popularity-prior must be a finite number >= 0"):
+            build_table(run, 5, metric="context", popularity_prior=bad, output=tmp_path / "b")
+
+
+def test_neighbors_cli_passes_the_prior_and_refuses_a_bad_one(vectors, tmp_path, capsys):
+    from eges.serving.neighbors import main
+
+    run = make_run(tmp_path / "run", vectors)
+    add_model(run, len(vectors), vectors.shape[1])
+    out = tmp_path / "nb"
+    assert (
+        main(["--run", str(run), "--top-k", "5", "--popularity-prior", "0", "--output", str(out)])
+        == 0
+    )
+    m = schema.read_manifest(out, kind=None)
+    assert m["settings"]["metric"] == "context" and m["settings"]["popularity_prior"] == 0
+    assert main(["--run", str(run), "--top-k", "5", "--popularity-prior", "-1"]) != 0
+    assert "popularity-prior must be a finite number >= 0" in capsys.readouterr().err
