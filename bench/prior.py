@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from eges.config import load_config  # noqa: E402
 from eges.evaluation import evaluate as ev  # noqa: E402
 from eges.evaluation.baselines import ContextScorer, deepwalk  # noqa: E402
+from eges.serving.neighbors import log_count_prior  # noqa: E402
 from eges.training.export import load_model, read_embeddings  # noqa: E402
 
 METRICS = {"link": ["auc"], "cold": ["hr@50", "recall@50"], "next": ["hr@50"]}
@@ -67,7 +68,6 @@ def main() -> None:
     for task in cfg.evaluate.tasks:
         walk_dir = root / task / "walks"
         models = ev.Models(cfg, task, walk_dir, root)
-        log_counts = np.log(np.maximum(models.counts, 1.0))
         if task == "cold":
             queries, relevant, candidates = ev.cold_queries(models, cfg.split.seed)
         elif task == "next":
@@ -78,7 +78,8 @@ def main() -> None:
             for seed in seeds:
                 idx, vectors, context = h_and_z(models, task, name, seed)
                 for beta in args.betas:
-                    s = ContextScorer(name, idx, vectors, context, beta * log_counts)
+                    bias = log_count_prior(models.counts, beta)
+                    s = ContextScorer(name, idx, vectors, context, bias)
                     if task == "link":
                         res = ev.score_link(s, walk_dir)
                     else:

@@ -171,9 +171,9 @@ def make_loggers(run_dir: Path, rank: int = 0) -> list:
     return loggers
 
 
-def check_run_dir(cfg: Config, resume: bool) -> Path | None:
-    """What the run directory allows, checked before anything is written there: the checkpoint
-    ``resume`` continues from (None without ``resume``).
+def check_run_dir(cfg: Config, resume: bool) -> tuple[dict, Path | None]:
+    """What the walk output and the run directory allow, checked before anything is written
+    there: (the walk manifest, the checkpoint ``resume`` continues from or None).
 
     Raises:
         IncompleteOutputError: ``train.data`` is not a finished walk output.
@@ -183,7 +183,7 @@ def check_run_dir(cfg: Config, resume: bool) -> Path | None:
     from eges.training.export import EXPORT_DIR
 
     t = cfg.train
-    schema.read_manifest(Path(t.data))  # refuses an unfinished walk output
+    manifest = schema.read_manifest(Path(t.data))  # refuses an unfinished walk output
     run_dir = Path(t.output).resolve()
     # an export whose replacement died between its two renames is put back before anything
     # looks at the run directory (safe from every rank at once)
@@ -192,7 +192,7 @@ def check_run_dir(cfg: Config, resume: bool) -> Path | None:
         ckpt = latest_checkpoint(run_dir)
         if ckpt is None:
             raise FileNotFoundError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}")
-        return ckpt
+        return manifest, ckpt
     if not t.overwrite:
         # an export counts as much as checkpoints: a run killed before its first checkpoint
         # leaves only the previous export, which a plain run must not replace unasked
@@ -203,7 +203,7 @@ def check_run_dir(cfg: Config, resume: bool) -> Path | None:
                 "--resume to continue it, --set train.overwrite=true to start "
                 "over, or another --output"
             )
-    return None
+    return manifest, None
 
 
 def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
@@ -234,9 +234,8 @@ def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
     rank, local_world, world = _world()
     run_dir = Path(t.output).resolve()
     walk_dir = Path(t.data)
-    manifest = schema.read_manifest(walk_dir)  # refuses an unfinished walk output
+    manifest, ckpt = check_run_dir(cfg, resume)
     walks_digest = schema.manifest_digest(walk_dir)  # the walks this run trains on, as read now
-    ckpt = check_run_dir(cfg, resume)
 
     gpu = t.accelerator == "gpu" or (t.accelerator == "auto" and torch.cuda.is_available())
     backend = t.backend if t.backend != "auto" else ("nccl" if gpu else "gloo")

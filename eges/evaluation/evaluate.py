@@ -194,28 +194,25 @@ def learned_run(cfg: Config, walk_dir: Path, run_dir: Path, mode: str, seed: int
 
 
 def run_scorers(
-    name: str,
-    run_dir: Path,
-    items: ItemTable,
-    popularity_prior: float,
-    bias: np.ndarray,
-    top_k: int = TABLE_K,
+    name: str, run_dir: Path, items: ItemTable, popularity_prior: float, top_k: int = TABLE_K
 ) -> list[Scorer]:
-    """A run's scorers: cosine of the exported vectors (``name``), H·Z plus the popularity prior
-    ``bias`` with its context table (``name·ctx``), and the neighbour tables it serves
-    (``eges.serving.neighbors``, exact, top ``top_k``): by H·Z + ``popularity_prior``·ln(walk
-    count) (``name·ctx·table``, the default table) and by cosine (``name·table``). A cold item's
-    row of a table is what ``eges.serving.embed`` (same metric) returns for a new item with its
-    side information."""
+    """A run's scorers: cosine of the exported vectors (``name``), H·Z + ``popularity_prior`` ·
+    ln(walk count, from the export) with its context table (``name·ctx``), and the neighbour
+    tables it serves (``eges.serving.neighbors``, exact, top ``top_k``): by that same score
+    (``name·ctx·table``, the default table) and by cosine (``name·table``). A cold item's row of
+    a table is what ``eges.serving.embed`` (same metric) returns for a new item with its side
+    information."""
     import pyarrow.parquet as pq
 
-    from eges.serving.neighbors import build_table
+    from eges.serving.neighbors import build_table, log_count_prior
     from eges.training.export import load_model, read_embeddings
 
     emb, vectors = read_embeddings(run_dir)
     idx = emb["item_idx"].to_numpy()
     model, _ = load_model(run_dir)
     context = model.context.weight.detach().numpy()
+    bias = np.zeros(len(context))  # (V + 1,): the prior of the served score, per item index
+    bias[idx] = log_count_prior(emb["walk_count"].to_numpy(), popularity_prior)
     scorers: list[Scorer] = [
         VectorScorer(name, idx, vectors, items.num_items),
         ContextScorer(f"{name}·ctx", idx, vectors, context, bias),
@@ -244,9 +241,6 @@ class Models:
         self.items: ItemTable = load_items(walk_dir)
         shards = schema.parquet_files(walk_dir / schema.WALKS_DIR)
         self.counts = walk_frequencies(shards, self.items.num_items)
-        # every model's H·Z gets the served popularity prior, as `eges neighbors` adds it
-        self.prior = cfg.evaluate.popularity_prior
-        self.bias = self.prior * np.log(np.maximum(self.counts, 1.0))
         self._walks: list[np.ndarray] | None = None
         self.train_seconds: dict[str, list[float]] = {}
 
@@ -269,7 +263,7 @@ class Models:
             )
             stats = schema.read_manifest(run / "export", kind=None).get("training", {})
             self.train_seconds.setdefault(model, []).append(stats.get("train_seconds", 0.0))
-            return run_scorers(model, run, self.items, self.prior, self.bias)
+            return run_scorers(model, run, self.items, self.cfg.evaluate.popularity_prior)
         if model == "deepwalk":
             idx, vectors, context, seconds = deepwalk(
                 self.walks,
@@ -283,10 +277,13 @@ class Models:
             self.train_seconds.setdefault(model, []).append(round(seconds, 3))
             full_context = np.zeros((n + 1, context.shape[1]), dtype=np.float32)
             full_context[idx] = context
+            from eges.serving.neighbors import log_count_prior
+
+            bias = log_count_prior(self.counts, self.cfg.evaluate.popularity_prior)
             return [
                 VectorScorer("deepwalk", idx, vectors, n),
                 ContextScorer("deepwalk·ctx", idx, vectors, full_context),  # gensim's own
-                ContextScorer("deepwalk·ctx·prior", idx, vectors, full_context, self.bias),
+                ContextScorer("deepwalk·ctx·prior", idx, vectors, full_context, bias),
             ]
         if model == "content":
             return [SparseVectorScorer("content", content_vectors(self.items))]

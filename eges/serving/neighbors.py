@@ -102,10 +102,15 @@ def check_popularity_prior(prior: float) -> None:
         raise ValueError(f"--popularity-prior must be a finite number >= 0, not {prior}")
 
 
+def log_count_prior(counts: np.ndarray, prior: float) -> np.ndarray:
+    """``prior`` · ln(count) per item, the popularity prior added to H·Z (float64); a count of
+    0 (a cold item, never a candidate of ``--metric context``) gives 0."""
+    return prior * np.log(np.maximum(np.asarray(counts, dtype=np.float64), 1.0))
+
+
 def popularity_bias(emb: pa.Table, prior: float) -> torch.Tensor | None:
     """(M,) ``prior`` · ln(walk count) of the exported items (``embeddings.parquet``'s rows), the
-    popularity prior added to H·Z; None when ``prior`` is 0. Cold items (count 0) get 0 and are
-    never candidates of ``--metric context`` anyway.
+    popularity prior added to H·Z (:func:`log_count_prior`); None when ``prior`` is 0.
 
     Raises:
         ValueError: ``prior`` is negative or not finite; the export has no walk counts (written
@@ -119,8 +124,7 @@ def popularity_bias(emb: pa.Table, prior: float) -> torch.Tensor | None:
             "this export has no walk counts (it was written by an older version): train "
             "the run again, or serve H·Z alone with --popularity-prior 0"
         )
-    counts = emb["walk_count"].to_numpy().astype(np.float64)
-    return torch.from_numpy(prior * np.log(np.maximum(counts, 1.0))).float()
+    return torch.from_numpy(log_count_prior(emb["walk_count"].to_numpy(), prior)).float()
 
 
 def prepare(vectors: np.ndarray | torch.Tensor, metric: str) -> torch.Tensor:

@@ -167,15 +167,13 @@ def test_the_evaluations_h_dot_z_ranks_as_the_served_context_table(tmp_path, pri
     served table by --metric context rank the trained candidates the same way."""
     from eges.evaluation.evaluate import rank_queries, run_scorers
     from eges.training.items import load_items
-    from tests.train.test_neighbors import add_model, make_run, walk_counts
+    from tests.train.test_neighbors import add_model, make_run
 
     n = 120
     vectors = np.random.default_rng(4).normal(size=(n, 8)).astype(np.float32)
     run = make_run(tmp_path / "run", vectors)
     z = add_model(run, n, 8)
-    counts = np.concatenate([[0], walk_counts(n)])
-    bias = prior * np.log(np.maximum(counts, 1))
-    scorers = {s.name: s for s in run_scorers("m", run, load_items(run / "walks"), prior, bias)}
+    scorers = {s.name: s for s in run_scorers("m", run, load_items(run / "walks"), prior)}
     items = np.arange(1, n + 1)
     candidates = np.random.default_rng(0).permutation(items[np.abs(z[1:]).sum(1) > 0])
     position = {int(c): j for j, c in enumerate(candidates)}
@@ -188,6 +186,6 @@ def test_the_evaluations_h_dot_z_ranks_as_the_served_context_table(tmp_path, pri
         assert got[key] == pytest.approx(want[key]), key
     assert 0 < got["hr@10"] < 1
     if prior:  # without the prior the scorer ranks otherwise: the test can tell them apart
-        bare = run_scorers("b", run, load_items(run / "walks"), prior, 0 * bias)[1]
+        bare = run_scorers("b", run, load_items(run / "walks"), 0.0)[1]
         other = rank_queries(bare, items, relevant, candidates, ks, exclude_self=True)
         assert any(other[k] != pytest.approx(got[k]) for k in ("hr@1", "hr@5", "hr@10"))
