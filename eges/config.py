@@ -18,6 +18,7 @@ import argparse
 import copy
 import dataclasses
 import functools
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -363,7 +364,10 @@ class EvaluateConfig:
                     "evaluate.ks must be positive integers",
                 ),
                 (not unknown, f"evaluate.models: unknown {unknown} (known: {MODELS})"),
-                (self.popularity_prior >= 0, "evaluate.popularity_prior must be >= 0"),
+                (
+                    math.isfinite(self.popularity_prior) and self.popularity_prior >= 0,
+                    "evaluate.popularity_prior must be a finite number >= 0",
+                ),
             ]
         )
 

@@ -49,6 +49,8 @@ def test_roundtrip_through_yaml(tmp_path):
         ("data.format=xml", "data.format"),
         ("train.negatives_per=row", "train.negatives_per is 'row'; expected one of position, walk"),
         ("output.num_shards=0", "output.num_shards"),
+        ("evaluate.popularity_prior=-0.1", "evaluate.popularity_prior must be a finite number"),
+        ("evaluate.popularity_prior=.inf", "evaluate.popularity_prior must be a finite number"),
     ],
 )
 def test_bad_keys_and_values_are_named(override, message):
