@@ -2,18 +2,18 @@
 
     python bench/bench_train.py --walks out/ml-latest-small/walks --steps 150 --repeat 3 \
         --modes eges ges bge --procs 1 2 --batch-sizes 256 64 1024 4096 \
-        --negatives-per position walk --gensim
+        --negatives-per position walk --kernels auto torch --gensim
 
 Configurations are one factor at a time around a base (the first value of each list: 1
-process, adam, eges, batch 256, negatives per position): every other value of one list is the
-base with that one setting changed. Each configuration runs the real entry point (``torchrun
-eges/train.py``, or plain python for one process) into a fresh run directory. Throughput is the
-rate logged by rank
-0 at its last logged step (``pairs_per_s``, pairs since the epoch started over the time since
-then) times the number of processes (every rank trains on the same number of walks); peak RSS
-is the largest resident set of any one process of the configuration (``RUSAGE_CHILDREN`` of a
-fresh wrapper). With ``--repeat R`` the configurations and gensim run R rounds, interleaved, and
-the table shows medians (and gensim's ratio per round, as min–max) -- the machines are noisy.
+process, adam, eges, batch 256, negatives per position, kernel auto): every other value of one
+list is the base with that one setting changed. Each configuration runs the real entry point
+(``torchrun eges/train.py``, or plain python for one process) into a fresh run directory.
+Throughput is the rate logged by rank 0 at its last logged step (``pairs_per_s``, pairs since
+the epoch started over the time since then) times the number of processes (every rank trains on
+the same number of walks); peak RSS is the largest resident set of any one process of the
+configuration (``RUSAGE_CHILDREN`` of a fresh wrapper). With ``--repeat R`` the configurations
+and gensim run R rounds, interleaved, and the table shows medians (and gensim's ratio per
+round, as min–max) -- the machines are noisy.
 Prints a Markdown table.
 """
 
@@ -44,6 +44,7 @@ def run_one(walks: str, cfg: dict, steps: int, extra: list[str]) -> dict:
         f"train.shuffle_buffer={max(8192, cfg['batch'])}",
         f"train.embedding_dim={cfg['dim']}",
         f"train.num_negatives={cfg['negatives_k']}",
+        f"train.kernel={cfg['kernel']}",
         f"train.max_steps={steps}",
         f"train.log_every_n_steps={max(1, steps // 10)}",
         f"train.checkpoint_every_n_steps={10 * steps}",
@@ -75,6 +76,7 @@ def configurations(args: argparse.Namespace) -> list[dict]:
         "negatives": args.negatives_per,
         "dim": args.dims,
         "negatives_k": args.num_negatives,
+        "kernel": args.kernels,
     }
     base = {k: v[0] for k, v in axes.items()}
     out = [base]
@@ -134,6 +136,13 @@ def main() -> None:
     p.add_argument("--dims", type=int, nargs="+", default=[128], help="train.embedding_dim")
     p.add_argument("--num-negatives", type=int, nargs="+", default=[5], help="train.num_negatives")
     p.add_argument("--negatives-per", nargs="+", default=["position"], choices=["position", "walk"])
+    p.add_argument(
+        "--kernels",
+        nargs="+",
+        default=["auto"],
+        choices=["auto", "c", "torch"],
+        help="train.kernel",
+    )
     p.add_argument("--repeat", type=int, default=1, help="interleaved rounds; medians reported")
     p.add_argument("--set", action="append", default=[])
     p.add_argument(
@@ -167,13 +176,13 @@ def main() -> None:
     )
     gpu = any(r["gpu_peak_mb"] is not None for res in results for r in res)
     print(
-        "| model | processes | optimizer | batch (walks) | negatives per | d | K "
+        "| model | kernel | processes | optimizer | batch (walks) | negatives per | d | K "
         "| pairs/s (all ranks, median) | ÷ gensim (median; min–max over rounds) "
         "| peak RSS per process (MB) |"
         + (" GPU peak allocated (MB) |" if gpu else "")
         + " wall (s) |"
     )
-    print("|" + " --- |" * (12 if gpu else 11))
+    print("|" + " --- |" * (13 if gpu else 12))
     for cfg, res in zip(configs, results):
         rate = statistics.median(r["pairs_per_s"] for r in res)
         ratio = ""
@@ -183,14 +192,15 @@ def main() -> None:
             ratio = f"{rate / statistics.median(g):.2f} ({min(per_round):.2f}–{max(per_round):.2f})"
         gpu_cell = f" {max(r['gpu_peak_mb'] or 0 for r in res):,.0f} |" if gpu else ""
         print(
-            f"| {cfg['mode'].upper()} | {cfg['procs']} | {cfg['optimizer']} | {cfg['batch']} | "
+            f"| {cfg['mode'].upper()} | {cfg['kernel']} | {cfg['procs']} | {cfg['optimizer']} | "
+            f"{cfg['batch']} | "
             f"{cfg['negatives']} | {cfg['dim']} | {cfg['negatives_k']} | {rate:,.0f} | {ratio} | "
             f"{max(r['peak_rss_mb'] for r in res):,.0f} |{gpu_cell} "
             f"{statistics.median(r['wall_s'] for r in res):.1f} |"
         )
     for (dim, k), g in gensim.items():
         print(
-            f"| gensim Word2Vec sg, {workers} workers (no side info) | | | | | {dim} | {k} | "
+            f"| gensim Word2Vec sg, {workers} workers (no side info) | | | | | | {dim} | {k} | "
             f"{statistics.median(g):,.0f} | 1 ({min(g):,.0f}–{max(g):,.0f}) | |"
             + (" |" if gpu else "")
             + " train only |"

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from eges.training.dataset import WalkDataset  # noqa: E402
 from eges.training.items import load_items  # noqa: E402
 from eges.training.loss import walk_loss  # noqa: E402
+from eges.training.memory import retain_freed_memory  # noqa: E402
 from eges.training.model import EGES  # noqa: E402
 from eges.training.module import make_optimizer  # noqa: E402
 from eges.training.sampling import AliasSampler, walk_frequencies  # noqa: E402
@@ -44,7 +45,15 @@ def main() -> None:
     p.add_argument("--ops", type=int, default=0, help="print the top operators (torch.profiler)")
     p.add_argument("--num-negatives", type=int, default=5)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--kernel", choices=["auto", "c", "torch"], default="auto")
+    p.add_argument(
+        "--malloc-defaults",
+        action="store_true",
+        help="leave glibc's malloc thresholds as they are (the trainer raises them)",
+    )
     args = p.parse_args()
+    if not args.malloc_defaults:
+        retain_freed_memory()
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
@@ -86,7 +95,9 @@ def main() -> None:
         walks = walks.to(device, non_blocking=True)
         sync()
         t1 = time.perf_counter()
-        loss, n = walk_loss(model, walks, 5, sampler, args.num_negatives, args.negatives_per)
+        loss, n = walk_loss(
+            model, walks, 5, sampler, args.num_negatives, args.negatives_per, kernel=args.kernel
+        )
         sync()
         t2 = time.perf_counter()
         opt.zero_grad()
@@ -104,7 +115,8 @@ def main() -> None:
     where = torch.cuda.get_device_name(device) if cuda else f"{torch.get_num_threads()} threads"
     print(
         f"{args.mode}, {args.optimizer}, batch {args.batch_size}, d {args.dim}, K "
-        f"{args.num_negatives}, negatives per {args.negatives_per}: {pairs / total:,.0f} "
+        f"{args.num_negatives}, negatives per {args.negatives_per}, kernel {args.kernel}: "
+        f"{pairs / total:,.0f} "
         f"pairs/s, {where}; " + ", ".join(f"{k} {v / total:.0%}" for k, v in times.items())
     )
     if args.ops:

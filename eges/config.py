@@ -467,6 +467,10 @@ class TrainConfig:
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
     backend: Literal["auto", "gloo", "nccl"] = "auto"  # DDP backend; auto: nccl on GPU
     precision: str = "32-true"
+    # the step's loss and gradients: c — one C function compiled on first use (CPU, float32,
+    # negatives per position; eges/training/fused.py); torch — PyTorch operators (any device);
+    # auto — c where it applies and a C compiler is found, else torch
+    kernel: Literal["auto", "c", "torch"] = "auto"
     overwrite: bool = False  # replace an existing run directory instead of refusing
 
     def __post_init__(self) -> None:

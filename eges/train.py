@@ -96,6 +96,32 @@ def _check_precision(optimizer: str, world: int, precision: str) -> None:
         )
 
 
+def _check_kernel(t, gpu: bool) -> None:
+    """Say which form of the step trains (``train.kernel``); refuse ``c`` where it cannot."""
+    from eges.training import fused
+
+    if t.kernel == "torch":
+        log.info("training step: PyTorch operators (train.kernel=torch)")
+        return
+    why = (
+        "the device is a GPU"
+        if gpu
+        else "train.negatives_per is walk"
+        if t.negatives_per != "position"
+        else f"train.precision is {t.precision}"
+        if str(t.precision) not in ("32-true", "32")
+        else None
+    )
+    if why is None and fused.load() is None:
+        why = "no C compiler could build it (see the warning above)"
+    if why is None:
+        log.info("training step: the C kernel (train.kernel=%s)", t.kernel)
+    elif t.kernel == "c":
+        raise ConfigError(f"train.kernel=c cannot be used: {why}; use auto or torch")
+    else:
+        log.info("training step: PyTorch operators (train.kernel=auto: %s)", why)
+
+
 def _group_open() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
@@ -225,12 +251,14 @@ def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
     from eges.training.dataset import WalkDataset
     from eges.training.export import export_run
     from eges.training.items import load_items
+    from eges.training.memory import retain_freed_memory
     from eges.training.model import EGES
     from eges.training.module import EGESModule, RowSyncStrategy
     from eges.training.optim import resolve_optimizer
     from eges.training.sampling import AliasSampler, walk_frequencies
 
     t = cfg.train
+    retain_freed_memory()  # the step's MB-sized temporaries stay in the heap between steps
     rank, local_world, world = _world()
     run_dir = Path(t.output).resolve()
     walk_dir = Path(t.data)
@@ -266,6 +294,7 @@ def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
             f"{AUTO_SPARSE_ITEMS:,}",
         )
     _check_precision(optimizer, world, t.precision)
+    _check_kernel(t, gpu)
     # config.yaml and the export keep the settings as given (the evaluation compares them to
     # reuse a run); the export's training section records the optimiser used
     t = dataclasses.replace(t, optimizer=optimizer)

@@ -82,3 +82,10 @@ def test_readme_documents_the_images():
     assert "docker build -f docker/Dockerfile --target spark" in readme
     assert "docker build -f docker/Dockerfile --target train" in readme
     assert "docker compose -f docker/compose.yaml up" in readme
+
+
+def test_the_train_image_can_build_the_c_step_and_the_package_ships_its_source():
+    train = stages()["train"]
+    assert re.search(r"apt-get install [^\n]*\bgcc\b", " ".join(run_lines(train))), train
+    data = PYPROJECT["tool"]["setuptools"]["package-data"]["eges.training"]
+    assert "kernel.c" in data and (REPO / "eges" / "training" / "kernel.c").exists()

@@ -13,6 +13,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from eges.training import fused
 from eges.training.model import EGES, rows
 
 
@@ -25,6 +26,7 @@ def walk_loss(
     negatives_per: Literal["position", "walk"] = "position",
     item_dropout: float = 0.0,
     prior_offset: bool = False,
+    kernel: Literal["auto", "c", "torch"] = "torch",
 ) -> tuple[torch.Tensor, int]:
     """Skip-gram negative-sampling loss of every window pair of a batch of walks.
 
@@ -61,11 +63,22 @@ def walk_loss(
             direction shared by all vectors on those odds (every H along +c, every Z along
             −c), and on a small catalogue trained for few steps all vectors collapse onto
             it. A constant shift: rankings by H·Z are unchanged.
+        kernel: ``c``: the step in one C function (:mod:`eges.training.fused`; negatives per
+            position, CPU, float32); ``torch``: the PyTorch form below; ``auto``: ``c`` where
+            it applies and compiles, else ``torch``.
 
     Returns:
         (loss, number of pairs P): the loss is the mean over the P pairs (the reduction;
         multiply by P for their sum).
     """
+    offset = -math.log(num_negatives) if prior_offset else 0.0
+    if kernel != "torch" and negatives_per == "position" and fused.usable(model, walks):
+        return fused.walk_loss(model, walks, window, negatives, num_negatives, item_dropout, offset)
+    if kernel == "c":
+        raise RuntimeError(
+            "train.kernel=c needs negatives per position, float32 on CPU and a C compiler; "
+            "use train.kernel=auto to fall back to the PyTorch form"
+        )
     b, length = walks.shape
     flat = walks.reshape(-1)  # (N,) N = B*L
     drop = (
@@ -75,7 +88,6 @@ def walk_loss(
     )  # (N,)
     h = model(flat, drop)  # (N, D)
     hw = h.view(b, length, -1)  # (B, L, D)
-    offset = -math.log(num_negatives) if prior_offset else 0.0
     zc = rows(model.context, walks)  # (B, L, D)
     mask = pair_mask(walks, window)  # (B, L, L): pair (i, j) scores H_{w_bi}ᵀ Z_{w_bj}
     pairs = int(mask.sum())

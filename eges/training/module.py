@@ -106,6 +106,7 @@ class EGESModule(pl.LightningModule):
             self.cfg.negatives_per,
             self.cfg.item_dropout,
             self.cfg.prior_offset,
+            self.cfg.kernel,
         )
         self.pairs_seen += pairs
         self.log("loss", loss, prog_bar=True, batch_size=walks.shape[0])

@@ -113,20 +113,32 @@ def test_pair_mask_is_every_pair_within_the_window():
         assert got == brute_pairs(walks.tolist(), window)
 
 
+LOSS_CASES = [
+    ("eges", "position", False),
+    ("ges", "position", False),
+    ("bge", "position", False),
+    ("eges", "walk", False),
+    ("bge", "walk", False),
+    ("eges", "position", True),
+    ("bge", "walk", True),
+]
+
+
 @pytest.mark.parametrize(
-    "mode, per, prior",
-    [
-        ("eges", "position", False),
-        ("ges", "position", False),
-        ("bge", "position", False),
-        ("eges", "walk", False),
-        ("bge", "walk", False),
-        ("eges", "position", True),
-        ("bge", "walk", True),
+    "mode, per, prior, kernel, sparse",
+    [(*case, "torch", False) for case in LOSS_CASES]
+    # the C step (negatives per position only), dense and sparse gradients
+    + [
+        (*case, "c", sparse)
+        for case in LOSS_CASES
+        if case[1] == "position"
+        for sparse in (False, True)
     ],
 )
-def test_walk_loss_is_the_mean_over_pairs_of_skip_gram_with_shared_negatives(mode, per, prior):
-    model = make(mode)
+def test_walk_loss_is_the_mean_over_pairs_of_skip_gram_with_shared_negatives(
+    mode, per, prior, kernel, sparse
+):
+    model = make(mode, sparse=sparse)
     with torch.no_grad():  # Z starts at zero; A at zero: make both non-trivial
         model.context.weight.normal_()
         if model.attention is not None:
@@ -139,7 +151,7 @@ def test_walk_loss_is_the_mean_over_pairs_of_skip_gram_with_shared_negatives(mod
         assert shape == negs.shape
         return negs
 
-    loss, pairs = walk_loss(model, walks, 2, draw, 3, per, prior_offset=prior)
+    loss, pairs = walk_loss(model, walks, 2, draw, 3, per, prior_offset=prior, kernel=kernel)
     # reference: a loop over pairs; position p's negatives are negs[p] (per position) or
     # negs[its walk] (per walk) for each of its pairs; with the prior offset every score is
     # shifted by log(1/K), K = 3
@@ -160,9 +172,9 @@ def test_walk_loss_is_the_mean_over_pairs_of_skip_gram_with_shared_negatives(mod
     want = torch.autograd.grad(reference, params, allow_unused=True)
     for name, g, w in zip([n for n, p in model.named_parameters() if p.requires_grad], got, want):
         if w is None:
-            assert g is None or torch.count_nonzero(g) == 0, name
+            assert g is None or torch.count_nonzero(g.to_dense()) == 0, name
         else:
-            torch.testing.assert_close(g, w, msg=name)
+            torch.testing.assert_close(g.to_dense(), w.to_dense(), msg=name)
 
 
 def test_item_dropout_leaves_out_the_items_own_vector_where_it_has_side_info():

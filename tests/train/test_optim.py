@@ -22,14 +22,15 @@ WALKS = [
 FREQ = np.array([0, 5, 1, 4, 3, 2, 2])
 
 
-def steps(model, opt, batches, seed=0):
+def steps(model, opt, batches, seed=0, kernel="torch"):
     """Train on ``batches``: each item a list of walk batches whose losses are averaged."""
     sampler = AliasSampler(FREQ)
     gen = torch.Generator().manual_seed(seed)
     for walks in batches:
         opt.zero_grad()
         loss = sum(
-            walk_loss(model, w, 2, lambda s: sampler(s, generator=gen), 3)[0] for w in walks
+            walk_loss(model, w, 2, lambda s: sampler(s, generator=gen), 3, kernel=kernel)[0]
+            for w in walks
         ) / len(walks)
         loss.backward()
         opt.step()
@@ -39,10 +40,11 @@ def params(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters()}
 
 
-def test_same_steps_as_torch_sparse_adam():
+@pytest.mark.parametrize("kernel", ["torch", "c"])
+def test_same_steps_as_torch_sparse_adam(kernel):
     ours, theirs = make(sparse=True), make(sparse=True)
     batches = [[WALKS[i % 2]] for i in range(6)]
-    steps(ours, RowAdam(ours.parameters(), lr=0.05), batches)
+    steps(ours, RowAdam(ours.parameters(), lr=0.05), batches, kernel=kernel)
     steps(theirs, torch.optim.SparseAdam(list(theirs.parameters()), lr=0.05), batches)
     a, b = params(ours), params(theirs)
     assert a.keys() == b.keys()
@@ -79,13 +81,14 @@ def test_dense_gradients_and_bad_settings_are_refused():
         RowAdam(model.parameters(), betas=(0.9, 1.0))
 
 
-def _rank(rank: int, out: str) -> None:
+def _rank(rank: int, out: str, kernel: str) -> None:
     torch.set_num_threads(1)
     # a file store: no TCP store thread for rank 0 to take down while rank 1 still talks to it
     dist.init_process_group("gloo", init_method=f"file://{out}/store", rank=rank, world_size=2)
     model = make(sparse=True)
     # each rank its own walks and negatives, as the trainer's ranks
-    steps(model, RowAdam(model.parameters(), lr=0.05), [[WALKS[rank]]] * 4, seed=rank)
+    opt = RowAdam(model.parameters(), lr=0.05)
+    steps(model, opt, [[WALKS[rank]]] * 4, seed=rank, kernel=kernel)
     torch.save(params(model), f"{out}/rank{rank}.pt")
     dist.barrier()
     dist.destroy_process_group()
@@ -97,8 +100,9 @@ def _rank(rank: int, out: str) -> None:
     os._exit(0)
 
 
-def test_two_processes_apply_the_mean_gradient_and_stay_identical(tmp_path):
-    mp.spawn(_rank, args=(str(tmp_path),), nprocs=2, join=True)
+@pytest.mark.parametrize("kernel", ["torch", "c"])
+def test_two_processes_apply_the_mean_gradient_and_stay_identical(tmp_path, kernel):
+    mp.spawn(_rank, args=(str(tmp_path), kernel), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     for name in r0:
         assert torch.equal(r0[name], r1[name]), f"{name} differs between the ranks"
@@ -110,7 +114,9 @@ def test_two_processes_apply_the_mean_gradient_and_stay_identical(tmp_path):
     for _ in range(4):
         opt.zero_grad()
         loss = sum(
-            walk_loss(model, WALKS[r], 2, lambda s, g=gens[r]: sampler(s, generator=g), 3)[0]
+            walk_loss(
+                model, WALKS[r], 2, lambda s, g=gens[r]: sampler(s, generator=g), 3, kernel=kernel
+            )[0]
             for r in (0, 1)
         )
         (loss / 2).backward()

@@ -1,0 +1,244 @@
+/*
+ * One EGES training step's loss and gradients on CPU, written out as word2vec does:
+ * scores -> sigmoid -> coefficients -> row updates, with no intermediate (positions, K, D)
+ * tensors. Compiled and loaded by eges/training/fused.py, which documents the contract and
+ * falls back to the PyTorch form (eges/training/loss.py) where no C compiler is found.
+ *
+ * For every walk position n = b * L + i with item v = items[n] != 0:
+ *   H_n = sum over sources s of w_s * source_s, the sources being the item's own row W0[v]
+ *         (unless dropped) and, per side-information field with values, the mean of the
+ *         field's value rows; w = softmax of A[v] over the present sources (EGES) or equal
+ *         weights (A == NULL, GES; no field: BGE).
+ *   loss += -log sigmoid(H_n . Z[u] + offset) for every context u at 1..window positions
+ *           from i (padding excluded), and pp_n * sum_k -log sigmoid(-(H_n . Z[neg_nk] + offset))
+ *           where pp_n is the number of such contexts (K negatives per position, shared by its
+ *           pairs).
+ * The gradients of loss / P (P = sum of pp_n, the pairs) are added to the gradient tables.
+ *
+ * Three phases: pair counts; per position (in parallel) H, scores, coefficients and the
+ * gradient of H; then the additions to the gradient tables, in parallel by row ownership
+ * (thread t adds to the rows r with r % T == t, in position order), so that the result does
+ * not depend on the number of threads and no two threads write one row.
+ *
+ * Rows are read at their index in the tables and written at their index in the gradient
+ * tables, or at a compact index given per occurrence (sparse gradients: one gradient row per
+ * distinct row of the batch).
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+typedef struct {
+    int64_t n_walks, length, dim, window, negatives, fields, threads;
+    const int64_t *items;     /* (N,) N = n_walks * length, 0 = padding */
+    const int64_t *neg;       /* (N, K) */
+    const uint8_t *drop;      /* (N,) leave out W0 where a field has a value; or NULL */
+    float offset;
+    const float *w0;          /* (V + 1, D) */
+    const float *z;           /* (V + 1, D) */
+    const float *att;         /* (V + 1, fields + 1) or NULL */
+    const int64_t *const *side_off; /* per field (V + 2,) CSR offsets */
+    const int64_t *const *side_val; /* per field (nnz,) value indices */
+    const float *const *side_w;     /* per field (values + 1, D) */
+    /* gradient tables and their write rows (NULL: the row's own index) */
+    float *g_w0, *g_z, *g_att;
+    float *const *g_side;
+    const int64_t *item_row;  /* (N,) rows of g_w0 and g_att */
+    const int64_t *ctx_row;   /* (N,) rows of g_z for the positions as contexts */
+    const int64_t *neg_row;   /* (N, K) rows of g_z for the negatives */
+    const int64_t *const *bag_start; /* per field (N,) start of position n's values in side_row */
+    const int64_t *const *side_row;  /* per field (M,) rows of g_side */
+    /* workspaces */
+    float *h, *g_h;           /* (N, D) */
+    float *weights, *g_logit; /* (N, fields + 1) */
+    float *g_pos;             /* (N, 2 * window) */
+    float *g_neg;             /* (N, K) */
+    int64_t *pp;              /* (N,) */
+    double *loss_at;          /* (N,) each position's terms, summed in order at the end */
+} eges_step_t;
+
+static inline float dot(const float *a, const float *b, int64_t d) {
+    float s = 0.f;
+#pragma omp simd reduction(+ : s)
+    for (int64_t k = 0; k < d; k++) s += a[k] * b[k];
+    return s;
+}
+
+static inline void axpy(float a, const float *x, float *y, int64_t d) {
+#pragma omp simd
+    for (int64_t k = 0; k < d; k++) y[k] += a * x[k];
+}
+
+/* -log sigmoid(x), stable for large |x| */
+static inline double neg_log_sigmoid(double x) {
+    return x < 0 ? -x + log1p(exp(x)) : log1p(exp(-x));
+}
+
+static inline float sigmoid(float x) { return 1.f / (1.f + expf(-x)); }
+
+static inline int owns(int64_t row, int t, int threads) { return row % threads == t; }
+
+/* The sources of position n: their weights into s->weights[n], the field means into src
+ * (rows 1..fields; row 0 is W0[v]), the mask of present sources into present. */
+static void sources(const eges_step_t *s, int64_t n, float *src, uint8_t *present) {
+    const int64_t d = s->dim, nf = s->fields, ns = nf + 1, v = s->items[n];
+    float *w = s->weights + n * ns;
+    int any = 0;
+    for (int64_t f = 0; f < nf; f++) {
+        const int64_t lo = s->side_off[f][v], hi = s->side_off[f][v + 1];
+        float *mean = src + (f + 1) * d;
+        memset(mean, 0, d * sizeof(float));
+        present[f + 1] = hi > lo;
+        if (hi > lo) {
+            any = 1;
+            for (int64_t m = lo; m < hi; m++) axpy(1.f, s->side_w[f] + s->side_val[f][m] * d, mean, d);
+            const float inv = 1.f / (float)(hi - lo);
+            for (int64_t k = 0; k < d; k++) mean[k] *= inv;
+        }
+    }
+    memcpy(src, s->w0 + v * d, d * sizeof(float));
+    present[0] = !(s->drop && s->drop[n] && any);
+    float top = -INFINITY;
+    for (int64_t j = 0; j < ns; j++) {
+        w[j] = s->att ? s->att[v * ns + j] : 0.f;
+        if (present[j] && w[j] > top) top = w[j];
+    }
+    float total = 0.f;
+    for (int64_t j = 0; j < ns; j++) {
+        w[j] = present[j] ? expf(w[j] - top) : 0.f;
+        total += w[j];
+    }
+    for (int64_t j = 0; j < ns; j++) w[j] /= total;
+}
+
+/* Loss of the batch (summed over pairs, not divided by P); pairs into *pairs_out.
+ * With grad == 0 only the loss is computed. */
+double eges_step(eges_step_t *s, int grad, int64_t *pairs_out) {
+    const int64_t L = s->length, N = s->n_walks * L, d = s->dim, w = s->window, K = s->negatives;
+    const int64_t ns = s->fields + 1, slots = 2 * w;
+    const int threads = s->threads > 0 ? (int)s->threads : 1;
+    int64_t pairs = 0;
+    double loss = 0.0;
+
+    for (int64_t n = 0; n < N; n++) {
+        int64_t c = 0;
+        if (s->items[n]) {
+            const int64_t b = n / L, i = n % L;
+            const int64_t lo = i - w < 0 ? 0 : i - w, hi = i + w >= L ? L - 1 : i + w;
+            for (int64_t j = lo; j <= hi; j++) c += j != i && s->items[b * L + j] != 0;
+        }
+        s->pp[n] = c;
+        pairs += c;
+    }
+    *pairs_out = pairs;
+    const float scale = 1.f / (float)(pairs > 0 ? pairs : 1);
+
+#pragma omp parallel num_threads(threads)
+    {
+        float *src = malloc((size_t)(ns * d) * sizeof(float));
+        uint8_t *present = malloc((size_t)ns);
+#pragma omp for schedule(static)
+        for (int64_t n = 0; n < N; n++) {
+            const int64_t v = s->items[n];
+            float *gh = s->g_h + n * d, *h = s->h + n * d;
+            double loss_n = 0.0;
+            if (grad) memset(gh, 0, d * sizeof(float));
+            s->loss_at[n] = 0.0;
+            if (!v || !s->pp[n]) continue;
+            const int64_t b = n / L, i = n % L;
+            sources(s, n, src, present);
+            const float *wt = s->weights + n * ns;
+            memset(h, 0, d * sizeof(float));
+            for (int64_t j = 0; j < ns; j++)
+                if (present[j]) axpy(wt[j], src + j * d, h, d);
+            for (int64_t o = 0; o < slots; o++) { /* contexts at i - w .. i - 1, i + 1 .. i + w */
+                const int64_t j = o < w ? i - w + o : i + 1 + (o - w);
+                float *gp = s->g_pos + n * slots + o;
+                *gp = 0.f;
+                if (j < 0 || j >= L || !s->items[b * L + j]) continue;
+                const float *zu = s->z + s->items[b * L + j] * d;
+                const float x = dot(h, zu, d) + s->offset;
+                loss_n += neg_log_sigmoid(x);
+                if (grad) {
+                    *gp = (sigmoid(x) - 1.f) * scale;
+                    axpy(*gp, zu, gh, d);
+                }
+            }
+            const float weight = (float)s->pp[n];
+            for (int64_t k = 0; k < K; k++) {
+                const float *zu = s->z + s->neg[n * K + k] * d;
+                const float x = dot(h, zu, d) + s->offset;
+                loss_n += weight * neg_log_sigmoid(-x);
+                if (grad) {
+                    s->g_neg[n * K + k] = sigmoid(x) * weight * scale;
+                    axpy(s->g_neg[n * K + k], zu, gh, d);
+                }
+            }
+            s->loss_at[n] = loss_n;
+            if (grad && s->att) { /* softmax backward: w_j (dL/dw_j - sum_t w_t dL/dw_t) */
+                float *ga = s->g_logit + n * ns, mean = 0.f;
+                for (int64_t j = 0; j < ns; j++) {
+                    ga[j] = present[j] ? dot(gh, src + j * d, d) : 0.f;
+                    mean += wt[j] * ga[j];
+                }
+                for (int64_t j = 0; j < ns; j++) ga[j] = present[j] ? wt[j] * (ga[j] - mean) : 0.f;
+            }
+        }
+        free(src);
+        free(present);
+    }
+    for (int64_t n = 0; n < N; n++) loss += s->loss_at[n]; /* the same order on any threads */
+    if (!grad) return loss;
+
+#pragma omp parallel num_threads(threads)
+    {
+        int t = 0;
+#ifdef _OPENMP
+        t = omp_get_thread_num();
+        const int T = omp_get_num_threads();
+#else
+        const int T = 1;
+#endif
+        for (int64_t n = 0; n < N; n++) {
+            const int64_t v = s->items[n];
+            if (!v || !s->pp[n]) continue;
+            const int64_t b = n / L, i = n % L;
+            const float *h = s->h + n * d, *gh = s->g_h + n * d, *wt = s->weights + n * ns;
+            for (int64_t o = 0; o < slots; o++) {
+                const float g = s->g_pos[n * slots + o];
+                if (g == 0.f) continue;
+                const int64_t j = o < w ? i - w + o : i + 1 + (o - w);
+                const int64_t r = s->ctx_row ? s->ctx_row[b * L + j] : s->items[b * L + j];
+                if (owns(r, t, T)) axpy(g, h, s->g_z + r * d, d);
+            }
+            for (int64_t k = 0; k < K; k++) {
+                const int64_t r = s->neg_row ? s->neg_row[n * K + k] : s->neg[n * K + k];
+                if (owns(r, t, T)) axpy(s->g_neg[n * K + k], h, s->g_z + r * d, d);
+            }
+            const int64_t r = s->item_row ? s->item_row[n] : v;
+            if (owns(r, t, T)) {
+                if (wt[0] > 0.f) axpy(wt[0], gh, s->g_w0 + r * d, d);
+                if (s->att)
+                    for (int64_t j = 0; j < ns; j++) s->g_att[r * ns + j] += s->g_logit[n * ns + j];
+            }
+            for (int64_t f = 0; f < s->fields; f++) {
+                const int64_t lo = s->side_off[f][v], hi = s->side_off[f][v + 1];
+                if (hi == lo) continue;
+                const float c = wt[f + 1] / (float)(hi - lo);
+                for (int64_t m = 0; m < hi - lo; m++) {
+                    const int64_t rv = s->side_row ? s->side_row[f][s->bag_start[f][n] + m]
+                                                   : s->side_val[f][lo + m];
+                    if (owns(rv, t, T)) axpy(c, gh, s->g_side[f] + rv * d, d);
+                }
+            }
+        }
+    }
+    return loss;
+}
+
+/* The struct's size, so that the caller can check its layout matches this build's. */
+int64_t eges_step_size(void) { return (int64_t)sizeof(eges_step_t); }

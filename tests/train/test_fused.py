@@ -1,0 +1,136 @@
+"""The C training step (eges/training/fused.py): the PyTorch form's loss and gradients on
+batches like the trainer's, the same result on any number of threads, its build cache, and a
+clean fallback where no compiler works."""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from eges.config import TrainConfig
+from eges.training import fused
+from eges.training.loss import walk_loss
+from eges.training.model import EGES
+from eges.training.sampling import AliasSampler
+
+
+def catalogue(items=300, fields=(12, 40, 200), dim=32, mode="eges", sparse=False, seed=0):
+    """A random catalogue: per field 0-4 values per item (some items without any)."""
+    gen = torch.Generator().manual_seed(seed)
+    offsets, values = [], []
+    for size in fields:
+        lengths = torch.randint(0, 5, (items + 1,), generator=gen)
+        lengths[0] = 0
+        offsets.append(torch.cat([torch.zeros(2, dtype=torch.long), lengths.cumsum(0)])[:-1])
+        values.append(torch.randint(1, size + 1, (int(lengths.sum()),), generator=gen))
+    torch.manual_seed(seed)
+    model = EGES(items, list(fields), offsets, values, dim, mode, sparse=sparse)
+    with torch.no_grad():  # Z and A start at zero: make every term non-trivial
+        model.context.weight.normal_(0, 0.2)
+        if model.attention is not None:
+            model.attention.weight.normal_()
+    return model
+
+
+def batch(items=300, walks=64, length=12, seed=1):
+    """Walks with padded tails and some single-item walks (no pairs)."""
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.randint(1, items + 1, (walks, length), generator=gen)
+    ends = torch.randint(1, length + 1, (walks,), generator=gen)
+    return w * (torch.arange(length)[None] < ends[:, None])
+
+
+def loss_and_grads(model, walks, kernel, dropout=0.0, seed=7):
+    sampler = AliasSampler(np.r_[0, np.arange(1, model.num_items + 1)])
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)  # the same dropout draws and negatives for both forms
+    loss, pairs = walk_loss(
+        model, walks, 3, sampler, 5, item_dropout=dropout, prior_offset=True, kernel=kernel
+    )
+    (loss * 2.5).backward()  # an incoming gradient other than 1
+    grads = {n: p.grad.to_dense() for n, p in model.named_parameters() if p.grad is not None}
+    return loss.item(), pairs, grads
+
+
+@pytest.mark.parametrize("mode", ["eges", "ges", "bge"])
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("dropout", [0.0, 0.4])
+def test_c_step_equals_the_pytorch_form(mode, sparse, dropout):
+    model = catalogue(mode=mode, sparse=sparse)
+    walks = batch()
+    ref_loss, ref_pairs, ref = loss_and_grads(model, walks, "torch", dropout)
+    loss, pairs, got = loss_and_grads(model, walks, "c", dropout)
+    assert pairs == ref_pairs > 0
+    assert loss == pytest.approx(ref_loss, rel=1e-5)
+    assert got.keys() == ref.keys()
+    for name in ref:
+        torch.testing.assert_close(got[name], ref[name], rtol=1e-4, atol=1e-7, msg=name)
+    if sparse:  # one gradient row per distinct row, padding left out
+        g = model.context.weight.grad
+        rows = g._indices()[0].tolist()
+        assert g.is_sparse and len(rows) == len(set(rows)) and 0 not in rows
+
+
+def test_threads_do_not_change_the_result():
+    model, walks = catalogue(), batch(walks=256)
+    before = torch.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            results.append(loss_and_grads(model, walks, "c", 0.2))
+    finally:
+        torch.set_num_threads(before)
+    for loss, pairs, grads in results[1:]:
+        assert (loss, pairs) == results[0][:2]
+        for name, g in grads.items():
+            assert torch.equal(g, results[0][2][name]), name
+
+
+def test_the_build_is_cached_per_source_and_cpu(tmp_path, monkeypatch):
+    monkeypatch.setenv("EGES_KERNEL_CACHE", str(tmp_path))
+    fused.load.cache_clear()
+    try:
+        assert fused.load() is not None
+        built = list(tmp_path.glob("eges_kernel_*.so"))
+        assert len(built) == 1
+        fused.load.cache_clear()
+        stamp = built[0].stat().st_mtime_ns
+        assert fused.load() is not None
+        assert built[0].stat().st_mtime_ns == stamp  # loaded, not rebuilt
+        assert not list(tmp_path.glob(".*.tmp"))
+    finally:
+        fused.load.cache_clear()
+
+
+def test_without_a_working_compiler_auto_falls_back_and_c_is_refused(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("EGES_KERNEL_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", "false")  # a "compiler" that fails every build
+    fused.load.cache_clear()
+    try:
+        model, walks = catalogue(), batch()
+        with caplog.at_level(logging.WARNING, logger="eges.training.fused"):
+            loss, pairs, grads = loss_and_grads(model, walks, "auto")
+        assert "PyTorch form" in caplog.text and "could not compile" in caplog.text
+        ref_loss, ref_pairs, _ = loss_and_grads(model, walks, "torch")
+        assert (loss, pairs) == (ref_loss, ref_pairs)
+        with pytest.raises(RuntimeError, match="train.kernel=c needs"):
+            loss_and_grads(model, walks, "c")
+        assert not list(tmp_path.iterdir())  # nothing half-built left behind
+    finally:
+        fused.load.cache_clear()
+
+
+def test_the_trainer_refuses_kernel_c_where_it_cannot_run():
+    from eges.config import ConfigError
+    from eges.train import _check_kernel
+
+    _check_kernel(TrainConfig(kernel="c"), gpu=False)  # compiles here: accepted
+    with pytest.raises(ConfigError, match="negatives_per is walk"):
+        _check_kernel(TrainConfig(kernel="c", negatives_per="walk"), gpu=False)
+    with pytest.raises(ConfigError, match="GPU"):
+        _check_kernel(TrainConfig(kernel="c"), gpu=True)
+    with pytest.raises(ConfigError, match="precision"):
+        _check_kernel(TrainConfig(kernel="c", precision="bf16-mixed"), gpu=False)
+    _check_kernel(TrainConfig(kernel="auto", negatives_per="walk"), gpu=False)  # falls back
