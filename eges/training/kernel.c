@@ -73,12 +73,13 @@ static inline void axpy(float a, const float *x, float *y, int64_t d) {
     for (int64_t k = 0; k < d; k++) y[k] += a * x[k];
 }
 
-/* -log sigmoid(x), stable for large |x| */
-static inline double neg_log_sigmoid(double x) {
-    return x < 0 ? -x + log1p(exp(x)) : log1p(exp(-x));
+/* sigmoid(x), and log(1 + exp(sign * x)) into *softplus (sign +1 or -1): -log sigmoid(-x) or
+ * -log sigmoid(x); one exponential, stable for large |x| */
+static inline float sigmoid_softplus(float x, float sign, float *softplus) {
+    const float e = expf(-fabsf(x)), y = sign * x;
+    *softplus = (y > 0.f ? y : 0.f) + log1pf(e);
+    return x >= 0.f ? 1.f / (1.f + e) : e / (1.f + e);
 }
-
-static inline float sigmoid(float x) { return 1.f / (1.f + expf(-x)); }
 
 static inline int owns(int64_t row, int t, int threads) { return row % threads == t; }
 
@@ -162,9 +163,11 @@ double eges_step(eges_step_t *s, int grad, int64_t *pairs_out) {
                 if (j < 0 || j >= L || !s->items[b * L + j]) continue;
                 const float *zu = s->z + s->items[b * L + j] * d;
                 const float x = dot(h, zu, d) + s->offset;
-                loss_n += neg_log_sigmoid(x);
+                float nls;
+                const float sg = sigmoid_softplus(x, -1.f, &nls);
+                loss_n += nls;
                 if (grad) {
-                    *gp = (sigmoid(x) - 1.f) * scale;
+                    *gp = (sg - 1.f) * scale;
                     axpy(*gp, zu, gh, d);
                 }
             }
@@ -172,9 +175,11 @@ double eges_step(eges_step_t *s, int grad, int64_t *pairs_out) {
             for (int64_t k = 0; k < K; k++) {
                 const float *zu = s->z + s->neg[n * K + k] * d;
                 const float x = dot(h, zu, d) + s->offset;
-                loss_n += weight * neg_log_sigmoid(-x);
+                float nls;
+                const float sg = sigmoid_softplus(x, 1.f, &nls);
+                loss_n += weight * nls;
                 if (grad) {
-                    s->g_neg[n * K + k] = sigmoid(x) * weight * scale;
+                    s->g_neg[n * K + k] = sg * weight * scale;
                     axpy(s->g_neg[n * K + k], zu, gh, d);
                 }
             }
