@@ -68,7 +68,7 @@ class _Step(ctypes.Structure):
         ("g_h", _F32),
         ("weights", _F32),
         ("g_logit", _F32),
-        ("g_pos", _F32),
+        ("g_ctx", _F32),
         ("g_neg", _F32),
         ("pp", _I64),
         ("loss_at", ctypes.POINTER(ctypes.c_double)),
@@ -92,11 +92,15 @@ def _compiler() -> str | None:
     return None
 
 
-def _build(cc: str, out: Path) -> None:
-    """Compile kernel.c into ``out``; with OpenMP if the compiler has it."""
+def _build(cc: str, out: Path, openmp: bool = True) -> None:
+    """Compile kernel.c into ``out``: for this CPU and with OpenMP threads where the compiler
+    can, else with fewer flags (one thread without OpenMP)."""
     native = ["-march=native"] if platform.machine() in ("x86_64", "AMD64") else ["-mcpu=native"]
+    tries = [native + ["-fopenmp-simd"], ["-fopenmp-simd"], []]
+    if openmp:
+        tries.insert(0, native + ["-fopenmp"])
     errors = []
-    for flags in (native + ["-fopenmp"], native + ["-fopenmp-simd"], ["-fopenmp-simd"], []):
+    for flags in tries:
         tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
         done = subprocess.run(
             [cc, "-O3", "-fPIC", "-shared", "-std=c11", *flags, str(SOURCE), "-o", str(tmp), "-lm"],
@@ -125,10 +129,15 @@ def load() -> ctypes.CDLL | None:
         if not lib.exists():
             cache_dir.mkdir(parents=True, exist_ok=True)
             _build(cc, lib)
-        dll = ctypes.CDLL(str(lib))
+        return _open(lib)
     except OSError as e:
         log.warning("training with the PyTorch form of the step: %s", e)
         return None
+
+
+def _open(lib: Path) -> ctypes.CDLL | None:
+    """A built kernel, its functions typed; None if its layout is not this module's."""
+    dll = ctypes.CDLL(str(lib))
     dll.eges_step.restype = ctypes.c_double
     dll.eges_step.argtypes = [ctypes.POINTER(_Step), ctypes.c_int, _I64]
     dll.eges_step_size.restype = ctypes.c_int64
@@ -223,7 +232,7 @@ def walk_loss(
             "g_h": torch.empty(n, d),
             "weights": torch.empty(n, ns),
             "g_logit": torch.empty(n, ns),
-            "g_pos": torch.empty(n, 2 * window),
+            "g_ctx": torch.empty(n, d),
             "g_neg": torch.empty(n, num_negatives),
         }
         pp = torch.empty(n, dtype=torch.int64)

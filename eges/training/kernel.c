@@ -15,10 +15,11 @@
  *           pairs).
  * The gradients of loss / P (P = sum of pp_n, the pairs) are added to the gradient tables.
  *
- * Three phases: pair counts; per position (in parallel) H, scores, coefficients and the
- * gradient of H; then the additions to the gradient tables, in parallel by row ownership
- * (thread t adds to the rows r with r % T == t, in position order), so that the result does
- * not depend on the number of threads and no two threads write one row.
+ * Three phases: pair counts; per walk (in parallel) H, scores, coefficients, the gradient of
+ * H and, summed within the walk, that of each position as a context; then the additions to the
+ * gradient tables, in parallel by row ownership (each row is added to by one thread, in
+ * position order), so that the result does not depend on the number of threads and no two
+ * threads write one row.
  *
  * Rows are read at their index in the tables and written at their index in the gradient
  * tables, or at a compact index given per occurrence (sparse gradients: one gradient row per
@@ -55,7 +56,7 @@ typedef struct {
     /* workspaces */
     float *h, *g_h;           /* (N, D) */
     float *weights, *g_logit; /* (N, fields + 1) */
-    float *g_pos;             /* (N, 2 * window) */
+    float *g_ctx;             /* (N, D) gradient of Z at each position as a context */
     float *g_neg;             /* (N, K) */
     int64_t *pp;              /* (N,) */
     double *loss_at;          /* (N,) each position's terms, summed in order at the end */
@@ -81,7 +82,9 @@ static inline float sigmoid_softplus(float x, float sign, float *softplus) {
     return x >= 0.f ? 1.f / (1.f + e) : e / (1.f + e);
 }
 
-static inline int owns(int64_t row, int t, int threads) { return row % threads == t; }
+/* Thread t adds to blocks of 32 rows of its own: every row has one writer, and a thread's rows
+ * lie together (fewer pages and cache lines shared between the threads than row % T). */
+static inline int owns(int64_t row, int t, int threads) { return (row >> 5) % threads == t; }
 
 /* The sources of position n: their weights into s->weights[n], the field means into src
  * (rows 1..fields; row 0 is W0[v]), the mask of present sources into present. */
@@ -120,8 +123,10 @@ static void sources(const eges_step_t *s, int64_t n, float *src, uint8_t *presen
  * With grad == 0 only the loss is computed. */
 double eges_step(eges_step_t *s, int grad, int64_t *pairs_out) {
     const int64_t L = s->length, N = s->n_walks * L, d = s->dim, w = s->window, K = s->negatives;
-    const int64_t ns = s->fields + 1, slots = 2 * w;
+    const int64_t ns = s->fields + 1;
+#ifdef _OPENMP
     const int threads = s->threads > 0 ? (int)s->threads : 1;
+#endif
     int64_t pairs = 0;
     double loss = 0.0;
 
@@ -143,54 +148,56 @@ double eges_step(eges_step_t *s, int grad, int64_t *pairs_out) {
         float *src = malloc((size_t)(ns * d) * sizeof(float));
         uint8_t *present = malloc((size_t)ns);
 #pragma omp for schedule(static)
-        for (int64_t n = 0; n < N; n++) {
-            const int64_t v = s->items[n];
-            float *gh = s->g_h + n * d, *h = s->h + n * d;
-            double loss_n = 0.0;
-            if (grad) memset(gh, 0, d * sizeof(float));
-            s->loss_at[n] = 0.0;
-            if (!v || !s->pp[n]) continue;
-            const int64_t b = n / L, i = n % L;
-            sources(s, n, src, present);
-            const float *wt = s->weights + n * ns;
-            memset(h, 0, d * sizeof(float));
-            for (int64_t j = 0; j < ns; j++)
-                if (present[j]) axpy(wt[j], src + j * d, h, d);
-            for (int64_t o = 0; o < slots; o++) { /* contexts at i - w .. i - 1, i + 1 .. i + w */
-                const int64_t j = o < w ? i - w + o : i + 1 + (o - w);
-                float *gp = s->g_pos + n * slots + o;
-                *gp = 0.f;
-                if (j < 0 || j >= L || !s->items[b * L + j]) continue;
-                const float *zu = s->z + s->items[b * L + j] * d;
-                const float x = dot(h, zu, d) + s->offset;
-                float nls;
-                const float sg = sigmoid_softplus(x, -1.f, &nls);
-                loss_n += nls;
-                if (grad) {
-                    *gp = (sg - 1.f) * scale;
-                    axpy(*gp, zu, gh, d);
+        for (int64_t b = 0; b < s->n_walks; b++) { /* a walk at a time: its contexts' gradients */
+            if (grad) memset(s->g_ctx + b * L * d, 0, (size_t)(L * d) * sizeof(float));
+            for (int64_t i = 0; i < L; i++) {
+                const int64_t n = b * L + i, v = s->items[n];
+                float *gh = s->g_h + n * d, *h = s->h + n * d;
+                double loss_n = 0.0;
+                if (grad) memset(gh, 0, d * sizeof(float));
+                s->loss_at[n] = 0.0;
+                if (!v || !s->pp[n]) continue;
+                sources(s, n, src, present);
+                const float *wt = s->weights + n * ns;
+                memset(h, 0, d * sizeof(float));
+                for (int64_t j = 0; j < ns; j++)
+                    if (present[j]) axpy(wt[j], src + j * d, h, d);
+                const int64_t lo = i - w < 0 ? 0 : i - w, hi = i + w >= L ? L - 1 : i + w;
+                for (int64_t j = lo; j <= hi; j++) { /* the contexts */
+                    if (j == i || !s->items[b * L + j]) continue;
+                    const float *zu = s->z + s->items[b * L + j] * d;
+                    const float x = dot(h, zu, d) + s->offset;
+                    float nls;
+                    const float sg = sigmoid_softplus(x, -1.f, &nls);
+                    loss_n += nls;
+                    if (grad) {
+                        const float g = (sg - 1.f) * scale;
+                        axpy(g, zu, gh, d);
+                        axpy(g, h, s->g_ctx + (b * L + j) * d, d);
+                    }
                 }
-            }
-            const float weight = (float)s->pp[n];
-            for (int64_t k = 0; k < K; k++) {
-                const float *zu = s->z + s->neg[n * K + k] * d;
-                const float x = dot(h, zu, d) + s->offset;
-                float nls;
-                const float sg = sigmoid_softplus(x, 1.f, &nls);
-                loss_n += weight * nls;
-                if (grad) {
-                    s->g_neg[n * K + k] = sg * weight * scale;
-                    axpy(s->g_neg[n * K + k], zu, gh, d);
+                const float weight = (float)s->pp[n];
+                for (int64_t k = 0; k < K; k++) {
+                    const float *zu = s->z + s->neg[n * K + k] * d;
+                    const float x = dot(h, zu, d) + s->offset;
+                    float nls;
+                    const float sg = sigmoid_softplus(x, 1.f, &nls);
+                    loss_n += weight * nls;
+                    if (grad) {
+                        s->g_neg[n * K + k] = sg * weight * scale;
+                        axpy(s->g_neg[n * K + k], zu, gh, d);
+                    }
                 }
-            }
-            s->loss_at[n] = loss_n;
-            if (grad && s->att) { /* softmax backward: w_j (dL/dw_j - sum_t w_t dL/dw_t) */
-                float *ga = s->g_logit + n * ns, mean = 0.f;
-                for (int64_t j = 0; j < ns; j++) {
-                    ga[j] = present[j] ? dot(gh, src + j * d, d) : 0.f;
-                    mean += wt[j] * ga[j];
+                s->loss_at[n] = loss_n;
+                if (grad && s->att) { /* softmax backward: w_j (dL/dw_j - sum_t w_t dL/dw_t) */
+                    float *ga = s->g_logit + n * ns, mean = 0.f;
+                    for (int64_t j = 0; j < ns; j++) {
+                        ga[j] = present[j] ? dot(gh, src + j * d, d) : 0.f;
+                        mean += wt[j] * ga[j];
+                    }
+                    for (int64_t j = 0; j < ns; j++)
+                        ga[j] = present[j] ? wt[j] * (ga[j] - mean) : 0.f;
                 }
-                for (int64_t j = 0; j < ns; j++) ga[j] = present[j] ? wt[j] * (ga[j] - mean) : 0.f;
             }
         }
         free(src);
@@ -211,15 +218,9 @@ double eges_step(eges_step_t *s, int grad, int64_t *pairs_out) {
         for (int64_t n = 0; n < N; n++) {
             const int64_t v = s->items[n];
             if (!v || !s->pp[n]) continue;
-            const int64_t b = n / L, i = n % L;
             const float *h = s->h + n * d, *gh = s->g_h + n * d, *wt = s->weights + n * ns;
-            for (int64_t o = 0; o < slots; o++) {
-                const float g = s->g_pos[n * slots + o];
-                if (g == 0.f) continue;
-                const int64_t j = o < w ? i - w + o : i + 1 + (o - w);
-                const int64_t r = s->ctx_row ? s->ctx_row[b * L + j] : s->items[b * L + j];
-                if (owns(r, t, T)) axpy(g, h, s->g_z + r * d, d);
-            }
+            const int64_t rc = s->ctx_row ? s->ctx_row[n] : v; /* as a context of its walk */
+            if (owns(rc, t, T)) axpy(1.f, s->g_ctx + n * d, s->g_z + rc * d, d);
             for (int64_t k = 0; k < K; k++) {
                 const int64_t r = s->neg_row ? s->neg_row[n * K + k] : s->neg[n * K + k];
                 if (owns(r, t, T)) axpy(s->g_neg[n * K + k], h, s->g_z + r * d, d);

@@ -88,6 +88,20 @@ def test_threads_do_not_change_the_result():
             assert torch.equal(g, results[0][2][name]), name
 
 
+def test_a_build_without_openmp_gives_the_same_result(tmp_path, monkeypatch):
+    model, walks = catalogue(), batch(walks=128)
+    threaded = loss_and_grads(model, walks, "c", 0.2)
+    cc = fused._compiler()
+    fused._build(cc, tmp_path / "serial.so", openmp=False)
+    serial = fused._open(tmp_path / "serial.so")
+    assert not hasattr(serial, "GOMP_parallel")  # no OpenMP runtime behind it
+    monkeypatch.setattr(fused, "load", lambda: serial)
+    loss, pairs, grads = loss_and_grads(model, walks, "c", 0.2)
+    assert (loss, pairs) == threaded[:2]
+    for name, g in grads.items():
+        assert torch.equal(g, threaded[2][name]), name
+
+
 def test_the_build_is_cached_per_source_and_cpu(tmp_path, monkeypatch):
     monkeypatch.setenv("EGES_KERNEL_CACHE", str(tmp_path))
     fused.load.cache_clear()
