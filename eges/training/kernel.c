@@ -246,5 +246,43 @@ double eges_step(eges_step_t *s, int grad, int64_t *pairs_out) {
     return loss;
 }
 
+#define PREFETCH 4 /* rows ahead */
+
+/* Lazy Adam on the distinct rows idx (U,) of a table p (rows, d) with their gradient rows
+ * grad (U, d), moments m and v updated in place, as eges/training/optim.py's RowAdam:
+ * m = beta1 m + (1 - beta1) g; v = beta2 v + (1 - beta2) g^2; p -= step_size m / (sqrt(v) + eps).
+ * One pass over each row (no gathered copies); rows are distinct, so threads never share one. */
+void eges_row_adam(int64_t U, int64_t d, const int64_t *idx, const float *grad, float *p, float *m,
+                   float *v, double beta1, double beta2, float step_size, float eps,
+                   int64_t threads) {
+    /* 1 - beta from the doubles, as PyTorch's Adam: 1 - (float)0.999 is 1.3e-5 off 0.001 */
+    const float b1 = (float)beta1, b2 = (float)beta2;
+    const float c1 = (float)(1.0 - beta1), c2 = (float)(1.0 - beta2);
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads > 0 ? (int)threads : 1) schedule(static)
+#endif
+    for (int64_t u = 0; u < U; u++) {
+        const int64_t r = idx[u];
+        const float *g = grad + u * d;
+        if (u + PREFETCH < U) { /* rows far apart in large tables: ask for later ones early */
+            const int64_t q = idx[u + PREFETCH] * d;
+            for (int64_t k = 0; k < d; k += 16) {
+                __builtin_prefetch(p + q + k, 1);
+                __builtin_prefetch(m + q + k, 1);
+                __builtin_prefetch(v + q + k, 1);
+            }
+        }
+        float *pr = p + r * d, *mr = m + r * d, *vr = v + r * d;
+#pragma omp simd
+        for (int64_t k = 0; k < d; k++) {
+            const float mk = mr[k] * b1 + g[k] * c1;
+            const float vk = vr[k] * b2 + g[k] * g[k] * c2;
+            mr[k] = mk;
+            vr[k] = vk;
+            pr[k] -= step_size * mk / (sqrtf(vk) + eps);
+        }
+    }
+}
+
 /* The struct's size, so that the caller can check its layout matches this build's. */
 int64_t eges_step_size(void) { return (int64_t)sizeof(eges_step_t); }

@@ -128,7 +128,7 @@ class EGESModule(pl.LightningModule):
             attention = list(self.model.attention.parameters())
             rest = [p for p in self.model.parameters() if all(p is not a for a in attention)]
             params = [{"params": rest}, {"params": attention, "lr": self.cfg.attention_lr}]
-        opt = make_optimizer(params, self.cfg.optimizer, self.cfg.lr)
+        opt = make_optimizer(params, self.cfg.optimizer, self.cfg.lr, self.cfg.kernel != "torch")
         if self.cfg.lr_schedule == "constant":
             return opt
         # not trainer.estimated_stepping_batches: it builds the loader through
@@ -156,14 +156,15 @@ class EGESModule(pl.LightningModule):
         self.pairs_seen = checkpoint.get("pairs_seen", 0)
 
 
-def make_optimizer(params, name: str, lr: float) -> torch.optim.Optimizer:
+def make_optimizer(params, name: str, lr: float, native: bool = True) -> torch.optim.Optimizer:
     """The optimiser named by ``train.optimizer``.
 
     Dense Adam uses the fused kernel: one pass over each table instead of one per Adam
-    operation (the step-throughput comparison is in bench/results.md).
+    operation (the step-throughput comparison is in bench/results.md). RowAdam updates its rows
+    in C where it can unless ``native`` is False (``train.kernel: torch``).
     """
     if name == "sparse_adam":
-        return RowAdam(params, lr=lr)
+        return RowAdam(params, lr=lr, native=native)
     if name == "adagrad":
         return torch.optim.Adagrad(params, lr=lr)
     if name == "sgd":
