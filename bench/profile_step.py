@@ -75,7 +75,7 @@ def main() -> None:
     opt = (
         torch.optim.SparseAdam(list(model.parameters()), lr=0.01)
         if args.optimizer == "torch_sparse_adam"
-        else make_optimizer(model.parameters(), args.optimizer, 0.01)
+        else make_optimizer(model.parameters(), args.optimizer, 0.01, args.kernel != "torch")
     )
     batches = iter(ds)
     times = dict.fromkeys(["data", "forward", "backward", "optimizer"], 0.0)

@@ -4,14 +4,15 @@
 per walk position, H from the item's and its side information's rows, the scores against
 its contexts and negatives, their sigmoid coefficients, and the gradients added straight into
 the gradient rows — no (positions, K, D) tensors, no autograd graph, no per-operator dispatch.
-The same loss and gradients as the PyTorch form (tested against the per-pair reference, dense
-and sparse), so the optimisers, DDP's all-reduce and RowAdam's exchange are unchanged.
+The same loss and gradients as the PyTorch form up to rounding (tested against the per-pair
+reference, dense and sparse), so the optimisers, DDP's all-reduce and RowAdam's exchange are
+unchanged.
 
 The C source (``kernel.c``) ships with the package and is compiled on first use with the
-system's C compiler (``$CC``, else ``cc``/``gcc``; OpenMP when the compiler has it) into
-``$EGES_KERNEL_CACHE`` (default ``~/.cache/eges``), keyed by the source, the flags and the
-CPU. Without a compiler, ``train.kernel: auto`` falls back to the PyTorch form with a
-warning; ``train.kernel: c`` is then an error.
+system's C compiler (``$CC``, else ``cc``/``gcc``/``clang``; OpenMP when the compiler has it)
+into ``$EGES_KERNEL_CACHE`` (default ``~/.cache/eges``), keyed by the source, the compiler and
+its version, the flags and the CPU. Without a compiler, ``train.kernel: auto`` falls back to
+the PyTorch form with a warning; ``train.kernel: c`` is then an error.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from functools import cache
 from pathlib import Path
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from eges.training.model import EGES, gather_bags
 
@@ -116,6 +118,13 @@ def _build(cc: str, out: Path, openmp: bool = True) -> None:
     raise OSError(f"{cc} could not compile {SOURCE.name}: {errors[0][0]}")
 
 
+def _compiler_version(cc: str) -> str:
+    try:
+        return subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
+    except OSError:
+        return ""
+
+
 @cache
 def load() -> ctypes.CDLL | None:
     """The compiled kernel (built on first use), or None where it cannot be built."""
@@ -123,16 +132,26 @@ def load() -> ctypes.CDLL | None:
     if cc is None:
         log.warning("no C compiler found: training with the PyTorch form of the step")
         return None
-    source = SOURCE.read_bytes()
-    key = hashlib.sha256(source + " ".join([cc, *CFLAGS, _cpu_key()]).encode()).hexdigest()[:16]
-    cache_dir = Path(os.environ.get("EGES_KERNEL_CACHE", Path.home() / ".cache" / "eges"))
-    lib = cache_dir / f"eges_kernel_{key}.so"
     try:
-        if not lib.exists():
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            _build(cc, lib)
+        key = hashlib.sha256(
+            SOURCE.read_bytes()
+            + " ".join([cc, _compiler_version(cc), *CFLAGS, _cpu_key()]).encode()
+        ).hexdigest()[:16]
+        cache_dir = (
+            Path(os.environ["EGES_KERNEL_CACHE"])
+            if os.environ.get("EGES_KERNEL_CACHE")
+            else Path.home() / ".cache" / "eges"
+        )
+        lib = cache_dir / f"eges_kernel_{key}.so"
+        if lib.exists():
+            try:
+                return _open(lib)
+            except OSError:  # a damaged or foreign file under this name: build it again
+                pass
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        _build(cc, lib)
         return _open(lib)
-    except OSError as e:
+    except (OSError, RuntimeError) as e:  # RuntimeError: Path.home() without a home
         log.warning("training with the PyTorch form of the step: %s", e)
         return None
 
@@ -168,7 +187,7 @@ def usable(model: EGES, walks: torch.Tensor) -> bool:
     """Whether the C step can train ``model`` on ``walks`` (CPU, float32, no autocast)."""
     return (
         walks.device.type == "cpu"
-        and model.item.weight.dtype == torch.float32
+        and all(p.dtype == torch.float32 for p in model.parameters())
         and not torch.is_autocast_enabled("cpu")
         and load() is not None
     )
@@ -188,12 +207,13 @@ class _Loss(torch.autograd.Function):
     out, scaled by the incoming gradient."""
 
     @staticmethod
-    def forward(ctx, run: Callable[[bool], tuple[torch.Tensor, list]], *params):
-        loss, grads = run(any(ctx.needs_input_grad[1:]))
+    def forward(ctx, run: Callable[[bool], tuple[torch.Tensor, list]], grad: bool, *params):
+        loss, grads = run(grad and any(ctx.needs_input_grad[2:]))
         ctx.grads = grads
         return loss
 
     @staticmethod
+    @once_differentiable  # the gradients are numbers, not a graph: no second derivative
     def backward(ctx, grad):
         grads, ctx.grads = ctx.grads, None
         if grads is None:
@@ -201,7 +221,7 @@ class _Loss(torch.autograd.Function):
         g = float(grad)
         if g != 1.0:
             grads = [x * g if x is not None else None for x in grads]
-        return (None, *grads)
+        return (None, None, *grads)
 
 
 def walk_loss(
@@ -234,9 +254,10 @@ def walk_loss(
         else None
     )  # (N,)
     neg = negatives((n, num_negatives)).to(torch.int64).contiguous()  # (N, K)
+    _check_rows(model, flat, neg)
     nf, d = model.num_fields, model.item.embedding_dim
-    offsets = [getattr(model, f"side_offsets_{i}") for i in range(nf)]
-    values = [getattr(model, f"side_values_{i}") for i in range(nf)]
+    offsets = [getattr(model, f"side_offsets_{i}").contiguous() for i in range(nf)]
+    values = [getattr(model, f"side_values_{i}").contiguous() for i in range(nf)]
     side = [bag.weight for bag in model.side]
     att = model.attention.weight if model.attention is not None else None
     params = [model.item.weight, model.context.weight, *side] + ([att] if att is not None else [])
@@ -244,13 +265,14 @@ def walk_loss(
 
     def run(grad: bool) -> tuple[torch.Tensor, list]:
         ns = nf + 1
+        f32 = {"dtype": torch.float32}
         work = {
-            "h": torch.empty(n, d),
-            "g_h": torch.empty(n, d),
-            "weights": torch.empty(n, ns),
-            "g_logit": torch.empty(n, ns),
-            "g_ctx": torch.empty(n, d),
-            "g_neg": torch.empty(n, num_negatives),
+            "h": torch.empty(n, d, **f32),
+            "g_h": torch.empty(n, d, **f32),
+            "weights": torch.empty(n, ns, **f32),
+            "g_logit": torch.empty(n, ns, **f32),
+            "g_ctx": torch.empty(n, d, **f32),
+            "g_neg": torch.empty(n, num_negatives, **f32),
         }
         pp = torch.empty(n, dtype=torch.int64)
         loss_at = torch.empty(n, dtype=torch.float64)
@@ -269,8 +291,8 @@ def walk_loss(
             shapes = [len(item_ids), len(z_ids), *(len(i) for i in side_ids)]
         else:
             shapes = [p.shape[0] for p in (model.item.weight, model.context.weight, *side)]
-        gw0, gz, *gside = (torch.zeros(r, d) if grad else None for r in shapes)
-        gatt = torch.zeros(shapes[0], ns) if grad and att is not None else None
+        gw0, gz, *gside = (torch.zeros(r, d, **f32) if grad else None for r in shapes)
+        gatt = torch.zeros(shapes[0], ns, **f32) if grad and att is not None else None
         step = _Step(
             n_walks=b,
             length=length,
@@ -307,6 +329,9 @@ def walk_loss(
         pairs = ctypes.c_int64()
         total = dll.eges_step(ctypes.byref(step), int(grad), ctypes.byref(pairs))
         del keep
+        if grad and not sparse:  # padding rows get no gradient, as nn.Embedding's padding_idx
+            for g in (gz, *gside):
+                g[0] = 0
         nonlocal pair_count
         pair_count = pairs.value
         loss = torch.tensor(total / max(pair_count, 1), dtype=torch.float32)
@@ -319,8 +344,28 @@ def walk_loss(
         return loss, grads
 
     pair_count = 0
-    loss = _Loss.apply(run, *params)
+    # grad mode as the caller has it (inside the Function's forward it is always off)
+    loss = _Loss.apply(run, torch.is_grad_enabled(), *params)
     return loss, pair_count
+
+
+def _check_rows(model: EGES, flat: torch.Tensor, neg: torch.Tensor) -> None:
+    """Refuse item indices outside the tables (the C step does not check its reads and
+    writes); the side-information values are checked once per model."""
+    top = model.num_items
+    if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) > top):
+        raise IndexError(f"walk item index outside 0..{top}")
+    if neg.numel() and (int(neg.min()) < 1 or int(neg.max()) > top):
+        raise IndexError(f"negative item index outside 1..{top}")
+    if not getattr(model, "_side_rows_checked", False):
+        for i, bag in enumerate(model.side):
+            values = getattr(model, f"side_values_{i}")
+            offsets = getattr(model, f"side_offsets_{i}")
+            if values.numel() and (int(values.min()) < 0 or int(values.max()) >= len(bag.weight)):
+                raise IndexError(f"side-information value outside field {i}'s table")
+            if len(offsets) < top + 2 or int(offsets[-1]) > values.numel():
+                raise IndexError(f"side-information offsets of field {i} do not fit its values")
+        model._side_rows_checked = True
 
 
 def _sparse(ids: torch.Tensor, grad: torch.Tensor, shape: torch.Size) -> torch.Tensor:
@@ -354,9 +399,14 @@ def row_adam(
         all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
         and all(t.is_contiguous() for t in tensors)
         and p.dim() == 2
+        and m.shape == v.shape == p.shape
         and idx.dtype == torch.int64
+        and idx.dim() == 1
+        and grad.shape == (len(idx), p.shape[1])
     ):
         return False
+    if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= p.shape[0]):
+        raise IndexError(f"RowAdam: row index outside 0..{p.shape[0] - 1}")
     dll = load()
     if dll is None:
         return False

@@ -148,3 +148,51 @@ def test_the_trainer_refuses_kernel_c_where_it_cannot_run():
     with pytest.raises(ConfigError, match="precision"):
         _check_kernel(TrainConfig(kernel="c", precision="bf16-mixed"), gpu=False)
     _check_kernel(TrainConfig(kernel="auto", negatives_per="walk"), gpu=False)  # falls back
+
+
+def test_indices_outside_the_tables_are_refused_before_the_c_step_runs():
+    model = catalogue(items=50)
+    walks = batch(items=50)
+    bad = walks.clone()
+    bad[0, 0] = 51
+    with pytest.raises(IndexError, match="walk item"):
+        walk_loss(model, bad, 3, lambda s: torch.ones(s, dtype=torch.long), 5, kernel="c")
+    with pytest.raises(IndexError, match="negative item"):
+        walk_loss(model, walks, 3, lambda s: torch.zeros(s, dtype=torch.long), 5, kernel="c")
+    model.side_values_1[0] = 41  # field 1 has 40 values (1..40)
+    model._side_rows_checked = False
+    with pytest.raises(IndexError, match="field 1"):
+        walk_loss(model, walks, 3, lambda s: torch.ones(s, dtype=torch.long), 5, kernel="c")
+
+
+def test_without_grad_mode_no_gradient_is_computed_and_double_backward_is_refused():
+    model, walks = catalogue(), batch()
+    sampler = AliasSampler(np.r_[0, np.ones(model.num_items)])
+    with torch.no_grad():
+        loss, _ = walk_loss(model, walks, 3, sampler, 5, kernel="c")
+    assert not loss.requires_grad
+    loss, _ = walk_loss(model, walks, 3, sampler, 5, kernel="c")
+    (grad,) = torch.autograd.grad(loss, [model.context.weight], create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|does not require grad"):
+        grad.sum().backward()
+
+
+def test_a_side_value_0_is_padding_as_in_the_pytorch_form():
+    model, walks = catalogue(), batch()
+    model.side_values_0[:5] = 0  # a value of 0 (padding): its row stays zero, gets no gradient
+    _, _, ref = loss_and_grads(model, walks, "torch")
+    _, _, got = loss_and_grads(model, walks, "c")
+    for name in ref:
+        torch.testing.assert_close(got[name], ref[name], rtol=1e-4, atol=1e-7, msg=name)
+    assert not got["side.0.weight"][0].any()
+
+
+def test_row_adam_refuses_mismatched_state_and_rows_outside_the_table():
+    p, m, v = torch.zeros(10, 4), torch.zeros(10, 4), torch.zeros(10, 4)
+    grad, idx = torch.ones(2, 4), torch.tensor([1, 3])
+    assert fused.row_adam(p, m, v, idx, grad, (0.9, 0.999), 0.1, 1e-8)
+    assert p[1].ne(0).all() and not p[0].any()
+    assert not fused.row_adam(p, torch.zeros(9, 4), v, idx, grad, (0.9, 0.999), 0.1, 1e-8)
+    assert not fused.row_adam(p, m, v, idx, torch.ones(3, 4), (0.9, 0.999), 0.1, 1e-8)
+    with pytest.raises(IndexError, match="RowAdam"):
+        fused.row_adam(p, m, v, torch.tensor([1, 10]), grad, (0.9, 0.999), 0.1, 1e-8)
