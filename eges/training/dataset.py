@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
@@ -48,11 +49,18 @@ def _dist() -> tuple[int, int]:
     return 0, 1
 
 
-def pad_walks(lists: list, length: int) -> np.ndarray:
-    """Ragged walks -> (n, length) int64 array, 0-padded on the right."""
-    out = np.zeros((len(lists), length), dtype=np.int64)
-    for i, walk in enumerate(lists):
-        out[i, : len(walk)] = walk
+def pad_walks(walks: pa.Array, length: int) -> np.ndarray:
+    """A list array of ragged walks -> (n, length) int64 array, 0-padded on the right.
+
+    From the array's flat values and lengths, without a Python list per walk.
+    """
+    lengths = walks.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)  # (n,)
+    if len(lengths) and lengths.max() > length:
+        raise ValueError(f"a walk of {lengths.max()} items is longer than {length}")
+    out = np.zeros((len(walks), length), dtype=np.int64)
+    out[np.arange(length)[None, :] < lengths[:, None]] = walks.flatten().to_numpy(
+        zero_copy_only=False
+    )  # row-major: each row's first lengths[i] slots, in order
     return out
 
 
@@ -139,8 +147,8 @@ class WalkDataset(IterableDataset):
 
     # ------------------------------------------------------------------ reading
 
-    def _read(self, start: int, end: int) -> Iterator[list]:
-        """Walks [start, end) of this epoch's sequence, in chunks of python lists."""
+    def _read(self, start: int, end: int) -> Iterator[np.ndarray]:
+        """Walks [start, end) of this epoch's sequence, in padded (n, L) chunks."""
         offset = 0
         for shard in self.shard_order(self.epoch):
             s_lo, s_hi = offset, offset + shard.rows
@@ -158,7 +166,7 @@ class WalkDataset(IterableDataset):
                 if b_lo >= end:
                     break
                 lo, hi = max(start, b_lo) - b_lo, min(end, b_hi) - b_lo
-                yield batch.column(0).slice(lo, hi - lo).to_pylist()
+                yield pad_walks(batch.column(0).slice(lo, hi - lo), self.walk_length)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         info = get_worker_info()
@@ -169,25 +177,30 @@ class WalkDataset(IterableDataset):
         # resuming mid-epoch: the DataLoader took batch i from worker i % workers
         skip = self.worker_skip(worker, workers)
         block_size = (self.shuffle_buffer // self.batch_size) * self.batch_size
-        buffer: list = []
+        parts: list[np.ndarray] = []  # (n, L) chunks not yet shuffled
+        held = 0
         emitted = 0
         for chunk in self._read(start, end):
-            buffer.extend(chunk)
-            while len(buffer) >= block_size:
-                block, buffer = buffer[:block_size], buffer[block_size:]
+            parts.append(chunk)
+            held += len(chunk)
+            while held >= block_size:
+                rows = np.concatenate(parts)
+                block, rest = rows[:block_size], rows[block_size:]
+                parts, held = [rest], len(rest)
                 for batch in self._batches(block, rng):
                     emitted += 1
                     if emitted > skip:
                         yield batch
-        for batch in self._batches(buffer, rng):
+        rest = np.concatenate(parts) if parts else np.zeros((0, self.walk_length), np.int64)
+        for batch in self._batches(rest, rng):
             emitted += 1
             if emitted > skip:
                 yield batch
 
-    def _batches(self, block: list, rng: np.random.Generator) -> Iterator[torch.Tensor]:
-        if not block:
+    def _batches(self, walks: np.ndarray, rng: np.random.Generator) -> Iterator[torch.Tensor]:
+        """Shuffled batches of a block of padded walks (n, L)."""
+        if not len(walks):
             return
-        walks = pad_walks(block, self.walk_length)  # (n, L)
         walks = walks[rng.permutation(len(walks))]
         for i in range(0, len(walks), self.batch_size):
             yield torch.from_numpy(walks[i : i + self.batch_size])  # (B, L)

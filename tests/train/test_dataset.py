@@ -2,6 +2,7 @@
 
 import tracemalloc
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -122,3 +123,17 @@ def test_memory_does_not_grow_with_the_shards_read(tmp_path):
     small = peak_bytes(make_walk_dir(tmp_path / "small", [2000] * 2))
     large = peak_bytes(make_walk_dir(tmp_path / "large", [2000] * 32))  # 16x the walks
     assert large < 1.5 * small, (small, large)
+
+
+def test_pad_walks_from_the_flat_values_of_a_sliced_list_array():
+    import pyarrow as pa
+
+    from eges.training.dataset import pad_walks
+
+    walks = [[3, 1, 4], [1], [5, 9, 2, 6], [], [5, 3]]
+    array = pa.array([[0, 0]] + walks, type=pa.list_(pa.int32())).slice(1)  # offsets not at 0
+    got = pad_walks(array, 4)
+    assert got.dtype == np.int64 and got.shape == (5, 4)
+    assert got.tolist() == [w + [0] * (4 - len(w)) for w in walks]
+    with pytest.raises(ValueError, match="longer than 3"):
+        pad_walks(array, 3)
