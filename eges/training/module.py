@@ -110,7 +110,9 @@ class EGESModule(pl.LightningModule):
         )
         self.pairs_seen += pairs
         self.log("loss", loss, prog_bar=True, batch_size=walks.shape[0])
-        if self._t0 is not None:
+        # the rate only on the steps whose metrics go to the loggers: each self.log costs
+        # about 6% of a C step on ml-latest-small (bench/results.md)
+        if self._t0 is not None and (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
             elapsed = time.perf_counter() - self._t0
             if elapsed > 0:
                 self.log(
