@@ -54,7 +54,9 @@ def pad_walks(walks: pa.Array, length: int) -> np.ndarray:
 
     From the array's flat values and lengths, without a Python list per walk.
     """
-    lengths = walks.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)  # (n,)
+    if walks.null_count:
+        raise ValueError(f"{walks.null_count} walk(s) are null: not a walk job's output")
+    lengths = walks.value_lengths().to_numpy(zero_copy_only=False)  # (n,)
     if len(lengths) and lengths.max() > length:
         raise ValueError(f"a walk of {lengths.max()} items is longer than {length}")
     out = np.zeros((len(walks), length), dtype=np.int64)

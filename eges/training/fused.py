@@ -324,11 +324,10 @@ def walk_loss(
             loss_at=_ptr(loss_at, ctypes.POINTER(ctypes.c_double)),
             **{k: _ptr(v) for k, v in work.items()},
         )
-        # everything the struct points to stays referenced until the call returns
-        keep = (offsets, values, side, work, rows, side_row, bag_start, pp, loss_at)
+        # every tensor the struct points to is referenced by a local of this call (or is a
+        # parameter), so it outlives the call
         pairs = ctypes.c_int64()
         total = dll.eges_step(ctypes.byref(step), int(grad), ctypes.byref(pairs))
-        del keep
         if grad and not sparse:  # padding rows get no gradient, as nn.Embedding's padding_idx
             for g in (gz, *gside):
                 g[0] = 0

@@ -56,7 +56,7 @@ def _local_rows(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return idx, grad._values()  # (the C step's gradients; autograd drops the flag)
     # unique + index_add_ sums the rows about 1.3x faster than coalesce() on CPU; rounding
     # may differ between runs on CUDA, but each process's rows reach all processes as they are
-    idx, inverse = torch.unique(grad._indices()[0], return_inverse=True)
+    idx, inverse = torch.unique(idx, return_inverse=True)
     values = grad._values()
     return idx, values.new_zeros(len(idx), *values.shape[1:]).index_add_(0, inverse, values)
 
@@ -107,7 +107,8 @@ class RowAdam(torch.optim.Optimizer):
         lr, betas, eps: as :class:`torch.optim.Adam`.
         native: update the rows of float32 CPU tables in one C pass
             (:func:`eges.training.fused.row_adam`) where the C kernel is available; else, and
-            for any other table, with PyTorch operators. The same update either way.
+            for any other table, with PyTorch operators. The same update either way, up to
+            rounding.
     """
 
     def __init__(

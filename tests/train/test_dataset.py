@@ -137,3 +137,5 @@ def test_pad_walks_from_the_flat_values_of_a_sliced_list_array():
     assert got.tolist() == [w + [0] * (4 - len(w)) for w in walks]
     with pytest.raises(ValueError, match="longer than 3"):
         pad_walks(array, 3)
+    with pytest.raises(ValueError, match="1 walk"):  # refused, not padded into an empty walk
+        pad_walks(pa.array([[1, 2], None], type=pa.list_(pa.int32())), 4)
