@@ -42,8 +42,11 @@ format: install
 	$(VENV)/bin/ruff format .
 
 # The walk job on one config, e.g. make walks CONFIG=conf/ml-100k.yaml ARGS="--set walks.seed=7"
+# (the config's spark.driver.memory goes to spark-submit as --driver-memory: set in the job it
+# would come after the driver JVM started)
 walks: install
-	spark-submit jobs/walks.py --config $(CONFIG) $(ARGS)
+	submit="$$($(PY) jobs/walks.py --print-submit-args --config $(CONFIG) $(ARGS))" && \
+	spark-submit $$submit jobs/walks.py --config $(CONFIG) $(ARGS)
 
 # The main job: walks -> training (torchrun) -> evaluation against baselines -> report.
 # make demo                                      MovieLens 100K (fetched from the recbole wheel)
@@ -52,7 +55,8 @@ DEMO_CONFIG ?= conf/ml-100k.yaml
 NPROC ?= 2
 demo: install $(if $(findstring ml-100k,$(DEMO_CONFIG)),data-ml-100k)
 	@echo "== 1/3 walk job (Spark local mode): $(DEMO_CONFIG)"
-	spark-submit jobs/walks.py --config $(DEMO_CONFIG) --set output.overwrite=true $(ARGS)
+	submit="$$($(PY) jobs/walks.py --print-submit-args --config $(DEMO_CONFIG) $(ARGS))" && \
+	spark-submit $$submit jobs/walks.py --config $(DEMO_CONFIG) --set output.overwrite=true $(ARGS)
 	@echo "== 2/3 training (torchrun, $(NPROC) processes)"
 	torchrun --nproc-per-node=$(NPROC) eges/train.py --config $(DEMO_CONFIG) --set train.overwrite=true $(ARGS)
 	@echo "== 3/3 evaluation against baselines + report"

@@ -66,6 +66,7 @@ from eges.evaluation.baselines import (
     read_walks,
 )
 from eges.evaluation.metrics import auc, list_metrics, rank_metrics
+from eges.pipeline.cli import spark_submit_args
 from eges.quiet import close_log_file, current_log_file, setup_logging
 from eges.training.items import ItemTable, load_items, load_vocab
 from eges.training.sampling import walk_frequencies
@@ -124,7 +125,8 @@ def walk_output(cfg: Config, task: str, root: Path) -> Path:
         )
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     log.info("%s: walk job with split.kind=%s -> %s", task, TASK_SPLIT[task], out)
-    cmd = [str(submit), str(job), "--config", str(conf)]
+    # the driver's heap is fixed before the job reads its config: spark-submit must set it
+    cmd = [str(submit), *spark_submit_args(job_cfg.spark), str(job), "--config", str(conf)]
     # with a log file, Spark's progress bars and log lines go there and one line comes back
     # here; without one (a library call), the job's output shows as it comes
     details = current_log_file()

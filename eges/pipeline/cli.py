@@ -2,6 +2,8 @@
 
     eges walks --config conf/ml-latest-small.yaml [--output DIR] [--set k=v ...]
     spark-submit jobs/walks.py --config conf/ml-latest-small.yaml      # the same, via Spark
+    # with the config's spark.driver.memory as --driver-memory (what `make walks` runs):
+    spark-submit $(eges walks --print-submit-args --config X) jobs/walks.py --config X
 
 All logic lives in :func:`eges.pipeline.job.run_walk_job`; this module only wires it up.
 """
@@ -9,10 +11,48 @@ All logic lives in :func:`eges.pipeline.job.run_walk_job`; this module only wire
 from __future__ import annotations
 
 import argparse
+import re
+import shlex
 import sys
 
-from eges.config import ConfigError, add_config_arguments, config_from_args
+from eges.config import ConfigError, SparkConfig, add_config_arguments, config_from_args
 from eges.quiet import setup_logging
+
+DRIVER_MEMORY = "spark.driver.memory"
+
+
+def memory_bytes(text: str) -> int:
+    """A JVM memory string as Spark reads ``spark.driver.memory`` ("512m", "3g", "8gb"; no
+    unit: MiB) in bytes.
+
+    Raises:
+        ConfigError: for a string that is not one.
+    """
+    m = re.fullmatch(r"\s*(\d+)\s*([kmgtp]?)b?\s*", str(text), re.IGNORECASE)
+    if m is None:
+        raise ConfigError(
+            f"spark.conf.{DRIVER_MEMORY}={text!r} is not a JVM memory size such as 512m or 3g"
+        )
+    unit = m.group(2).lower() or "m"
+    return int(m.group(1)) * 1024 ** ("kmgtp".index(unit) + 1)
+
+
+def spark_submit_args(cfg: SparkConfig) -> list[str]:
+    """The spark-submit options the config needs before the driver starts: ``--driver-memory``
+    for its ``spark.driver.memory`` (set in code it comes too late, see
+    :mod:`eges.pipeline.spark`).
+
+    Returns:
+        e.g. ``["--driver-memory", "8g"]``; empty when the config sets no driver memory.
+
+    Raises:
+        ConfigError: when that setting is not a memory size.
+    """
+    memory = cfg.conf.get(DRIVER_MEMORY)
+    if memory is None:
+        return []
+    memory_bytes(memory)  # a bad value fails here, not as a JVM that does not start
+    return ["--driver-memory", str(memory)]
 
 
 def to_stderr(text: str) -> None:
@@ -65,6 +105,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(appended to; Spark's own log4j lines stay on stderr); the screen shows the job's "
         "stages, warnings and summary",
     )
+    p.add_argument(
+        "--print-submit-args",
+        action="store_true",
+        help="print the spark-submit options the config needs before the driver starts "
+        "(--driver-memory for spark.conf's spark.driver.memory) and exit",
+    )
     return p.parse_args(argv)
 
 
@@ -75,6 +121,13 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from_args(args, {"output.path": args.output})
     except ConfigError as exc:
         return error(str(exc))
+
+    if args.print_submit_args:  # before anything starts a JVM
+        try:
+            print(shlex.join(spark_submit_args(cfg.spark)))
+        except ConfigError as exc:
+            return error(str(exc))
+        return 0
 
     from eges.pipeline.ingest import InputError
     from eges.pipeline.job import run_walk_job, summary

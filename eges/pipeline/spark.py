@@ -8,6 +8,14 @@ always sets a master (``local[*]`` when ``--master`` is not given), so under spa
 master is spark-submit's and ``spark.master`` of the config is ignored (with a warning when they
 differ). Run as ``python jobs/walks.py`` (no spark-submit), the config's master applies, and a
 null master gives pyspark's default, ``local[*]``.
+
+``spark.driver.memory`` is the driver JVM's heap, fixed when that JVM starts. Run as ``python
+jobs/walks.py``, the JVM starts with the session, so the config's value applies. Under
+spark-submit the JVM is already running: the config's value cannot take effect, so it is not
+applied (``spark.conf`` would report a heap the driver does not have), and when the real heap
+differs from it a warning names the option that works, ``spark-submit --driver-memory``;
+:func:`eges.pipeline.cli.spark_submit_args` gives that option to this project's launchers
+(``make walks``, ``make demo``, the evaluation's walk jobs).
 """
 
 from __future__ import annotations
@@ -22,12 +30,16 @@ from pyspark.context import SparkContext
 from pyspark.sql import SparkSession
 
 from eges.config import SparkConfig
+from eges.pipeline.cli import DRIVER_MEMORY, memory_bytes
 
 log = logging.getLogger(__name__)
 
 MASTER = "spark.master"
 APP_NAME = "spark.app.name"
 SHUFFLE_PARTITIONS = "spark.sql.shuffle.partitions"
+# how far the real heap may be from spark.driver.memory without a warning: the JVM reports a
+# little less than -Xmx with some collectors (a survivor space is left out)
+HEAP_TOLERANCE = 0.15
 # settings the results depend on: applied whatever spark-submit or spark-defaults.conf say
 REQUIRED = {
     "spark.sql.session.timeZone": "UTC",
@@ -54,6 +66,49 @@ def submitted_settings() -> dict[str, str] | None:
     return dict(SparkConf().getAll())
 
 
+def configured_driver_memory(cfg: SparkConfig, extra: dict[str, str] | None = None) -> str | None:
+    """``spark.driver.memory`` of the config (or ``extra``); None when neither sets it."""
+    value = (extra or {}).get(DRIVER_MEMORY, cfg.conf.get(DRIVER_MEMORY))
+    return None if value is None else str(value)
+
+
+def check_driver_memory(heap_bytes: int, wanted: str | None, submitted: bool) -> bool:
+    """Warn when the driver's real heap is not the configured ``spark.driver.memory``.
+
+    Args:
+        heap_bytes: the driver JVM's maximum heap (``Runtime.getRuntime().maxMemory()``).
+        wanted: the config's ``spark.driver.memory``; None: nothing to check.
+        submitted: whether spark-submit started the driver (the warning names its option).
+
+    Returns:
+        True when the heap matches (or nothing was asked for), False after a warning.
+    """
+    if wanted is None:
+        return True
+    try:
+        want = memory_bytes(wanted)
+    except ValueError as exc:  # ConfigError
+        log.warning("%s", exc)
+        return False
+    if abs(heap_bytes - want) <= HEAP_TOLERANCE * want:
+        return True
+    how = (
+        f"under spark-submit the driver JVM starts before the config is read: pass "
+        f"spark-submit --driver-memory {wanted}"
+        if submitted
+        else "the driver JVM of this process was already running: set it before the first "
+        f"SparkSession, or run the job with spark-submit --driver-memory {wanted}"
+    )
+    log.warning(
+        "%s=%s of the config does not take effect: the driver's heap is %.1f GiB (%s)",
+        DRIVER_MEMORY,
+        wanted,
+        heap_bytes / 2**30,
+        how,
+    )
+    return False
+
+
 def resolve_settings(
     cfg: SparkConfig, submitted: dict[str, str] | None, extra: dict[str, str] | None = None
 ) -> dict[str, str]:
@@ -67,7 +122,8 @@ def resolve_settings(
         extra: further ``spark.*`` settings, treated like the config's.
 
     Returns:
-        ``spark.*`` key -> value, ``spark.master`` included when the config's master applies.
+        ``spark.*`` key -> value, ``spark.master`` included when the config's master applies;
+        under spark-submit never ``spark.driver.memory`` (the driver JVM already runs).
     """
     wanted = {
         APP_NAME: cfg.app_name,
@@ -102,6 +158,8 @@ def resolve_settings(
                 log.info(
                     "%s=%s from spark-submit wins over the config's %s", key, submitted[key], value
                 )
+            continue
+        if key == DRIVER_MEMORY:  # too late for this JVM: build_spark checks the real heap
             continue
         settings[key] = value
     return {**settings, **REQUIRED}
@@ -140,13 +198,17 @@ def build_spark(cfg: SparkConfig, extra: dict[str, str] | None = None) -> SparkS
         The active SparkSession.
     """
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    settings = resolve_settings(cfg, submitted_settings(), extra)
+    submitted = submitted_settings()
+    settings = resolve_settings(cfg, submitted, extra)
     builder = SparkSession.builder
     for key, value in settings.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(cfg.log_level)
     _quiet_known_warnings(spark)
+    heap = driver_heap_bytes(spark)
+    if DRIVER_MEMORY not in (submitted or {}):  # spark-submit's own setting did apply
+        check_driver_memory(heap, configured_driver_memory(cfg, extra), submitted is not None)
     # an existing session keeps its static conf: set the runtime settings on it
     for key, value in settings.items():
         if key in (MASTER, APP_NAME):
@@ -156,10 +218,16 @@ def build_spark(cfg: SparkConfig, extra: dict[str, str] | None = None) -> SparkS
         except Exception:  # static settings (e.g. spark.ui.enabled) cannot change at runtime
             log.debug("cannot set %s on a running session", key)
     log.info(
-        "Spark %s, master %s, %s=%s",
+        "Spark %s, master %s, %s=%s, driver heap %.1f GiB",
         spark.version,
         spark.sparkContext.master,
         SHUFFLE_PARTITIONS,
         spark.conf.get(SHUFFLE_PARTITIONS),
+        heap / 2**30,
     )
     return spark
+
+
+def driver_heap_bytes(spark: SparkSession) -> int:
+    """The driver JVM's maximum heap in bytes (what ``spark.driver.memory`` really gave)."""
+    return int(spark.sparkContext._jvm.java.lang.Runtime.getRuntime().maxMemory())
