@@ -181,12 +181,15 @@ def write_manifest(directory: str | Path, manifest: dict[str, Any]) -> Path:
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``path`` through a hidden temporary sibling and one rename: a reader sees the old
-    file or the new one, never a part; the temporary file never outlives a failure."""
+    """Write ``path`` (UTF-8, whatever the locale) through a hidden temporary sibling of its own
+    and one rename: a reader sees the old file or the new one, never a part; concurrent writers
+    each rename a complete file (the last rename wins); the temporary file never outlives a
+    failure."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # unique per writer
     try:
-        tmp.write_text(text)
+        with open(tmp, "x", encoding="utf-8") as f:  # "x": never someone else's file
+            f.write(text)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -196,19 +199,42 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
 # Owner of a temporary (``.tmp-``) or set-aside (``.old-``) sibling, encoded in its name when the
 # directory is created, so that it is known from the first instant:
 #     .<name>.tmp-<random>-<pid>-<host>     .<name>.old-<random>-<pid>-<host>
-# <host> is a digest of the host name and the pid namespace: a pid is only meaningful there.
+# <host> is a digest of the host name, the kernel's boot id and the pid namespace: a pid is only
+# meaningful there. The host name alone does not tell two hosts apart (cloned machines, default
+# container names), nor does the namespace (the initial one has the same inode on every kernel);
+# the boot id is random per boot of each kernel.
 _OWNED = re.compile(r"(?P<rand>[0-9a-f]{8})-(?P<pid>[0-9]+)-(?P<host>[0-9a-f]{8})")
 OwnerState = Literal["alive", "dead", "unknown"]
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+MACHINE_ID = Path("/etc/machine-id")
 
 
-def _host_key() -> str:
-    """This host and pid namespace, as 8 hex digits."""
+def _boot_id() -> str:
+    """This boot of this host's kernel: the boot id (Linux), else the machine id, else ""."""
+    for source in (BOOT_ID, MACHINE_ID):
+        try:
+            value = source.read_text(encoding="ascii").strip()
+        except (OSError, ValueError):
+            continue
+        if value:
+            return value
+    return ""
+
+
+def _host_key(boot_id: str | None = None) -> str:
+    """This host, boot and pid namespace, as 8 hex digits.
+
+    Args:
+        boot_id: the boot to name; None: this one (:func:`_boot_id`).
+    """
+    if boot_id is None:
+        boot_id = _boot_id()
     try:
         namespace = os.readlink("/proc/self/ns/pid")
     except OSError:
         namespace = ""
     return hashlib.blake2s(
-        f"{socket.gethostname()}|{namespace}".encode(), digest_size=4
+        f"{socket.gethostname()}|{boot_id}|{namespace}".encode(), digest_size=4
     ).hexdigest()
 
 
@@ -239,7 +265,7 @@ def _pid_alive(pid: int) -> bool:
 def owner_state(path: Path, prefix: str) -> OwnerState:
     """Whether the process that created the sibling ``path`` (name ``prefix`` + owner) lives.
 
-    ``dead`` only when it is provable: the owner ran on this host (same host name and pid
+    ``dead`` only when it is provable: the owner ran on this host (same host name, boot and pid
     namespace) and its pid no longer exists. A directory of another host, or named by an
     earlier version without an owner, is ``unknown``.
     """
@@ -398,7 +424,7 @@ def read_manifest(
             )
         raise IncompleteOutputError(f"{directory} has no {MANIFEST}: {missing}")
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise IncompleteOutputError(f"{path}: not valid JSON ({exc})") from None
     if kind is not None and (

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -238,3 +239,96 @@ def test_failed_body_removes_its_staging_directory(tmp_path, replace):
         (tmp / "partial").write_text("x")
         raise ValueError("body failed")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_host_of_the_same_name_after_another_boot_is_another_host(tmp_path):
+    """Two hosts with one host name, both in the initial pid namespace (whose inode is the same
+    on every kernel), differ by their boot id only: a staging directory of the other host, whose
+    pid says nothing about a process here, is left alone."""
+    if schema.BOOT_ID.is_file():
+        assert schema._boot_id() == schema.BOOT_ID.read_text().strip()
+    assert schema._host_key() == schema._host_key(schema._boot_id())
+    other = schema._host_key("3f2504e0-4f89-41d3-9a0c-0305e82c3301")
+    assert other != schema._host_key()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    final = tmp_path / "out"
+    theirs = tmp_path / f".out.tmp-0123abcd-{gone.pid}-{other}"
+    theirs.mkdir()
+    assert schema.owner_state(theirs, ".out.tmp-") == "unknown"
+    schema.recover_dir(final)
+    assert theirs.is_dir()
+
+
+def test_concurrent_writers_of_one_file_never_fail_nor_mix(tmp_path):
+    """Writers of one path (two evaluations writing one report) each rename a complete file of
+    their own; a reader sees one writer's whole text, never a part or a mix."""
+    path = tmp_path / "report.md"
+    texts = [f"writer {i}: " + chr(0x4E00 + i) * 100_000 + "\n" for i in range(6)]
+    errors: list[BaseException] = []
+    torn: list[int] = []
+    done = threading.Event()
+
+    def write(text: str) -> None:
+        try:
+            for _ in range(60):
+                schema.write_text_atomic(path, text)
+        except BaseException as exc:
+            errors.append(exc)
+
+    def read() -> None:
+        while not done.is_set():
+            try:
+                got = path.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                continue
+            except UnicodeDecodeError:  # cut inside a character: a part of a file
+                torn.append(-1)
+                continue
+            if got not in texts:
+                torn.append(len(got))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    writers = [threading.Thread(target=write, args=(t,)) for t in texts]
+    for t in writers:
+        t.start()
+    for t in writers:
+        t.join()
+    done.set()
+    reader.join()
+    assert errors == [] and torn == []
+    assert path.read_text(encoding="utf-8") in texts
+    assert [p.name for p in tmp_path.iterdir()] == ["report.md"]  # no temporary files left
+
+
+def test_text_is_written_as_utf8_whatever_the_locale(tmp_path):
+    """A report with titles in any script, written by a process whose locale is C (ASCII)."""
+    path = tmp_path / "report.md"
+    text = "| Amélie (2001) | 千と千尋の神隠し | Ç’est—ça |\n"
+    path.write_text("old\n")
+    code = (
+        "import locale, sys\n"
+        "from eges import schema\n"
+        "print(locale.getpreferredencoding(False))\n"
+        f"schema.write_text_atomic(sys.argv[1], {ascii(text)})\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LC_")}
+    env.pop("PYTHONIOENCODING", None)
+    env.update(LANG="C", LC_ALL="C", PYTHONUTF8="0", PYTHONCOERCECLOCALE="0")
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(path)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "utf" not in proc.stdout.lower()  # the locale really is not UTF-8
+    assert path.read_bytes().decode("utf-8") == text
+    # a text that cannot be written leaves the file as it was and nothing beside it
+    with pytest.raises(UnicodeEncodeError):
+        schema.write_text_atomic(path, "half \ud800")
+    assert path.read_bytes().decode("utf-8") == text
+    assert [p.name for p in tmp_path.iterdir()] == ["report.md"]
