@@ -10,12 +10,26 @@ A numeric field's vocabulary holds bucket labels, not raw values:
 
 A value is a plain decimal number (``12``, ``-3.5``, ``1e3``); anything else is not a number and
 is ignored (counted by the walk job, reported by ``eges embed``). At serving time a new
-item's
-value whose bucket no trained item carries — a year after the newest one, a price above every
-bin of a width scheme — maps to the **nearest** trained bucket.
+item's value whose bucket no trained item carries — a year after the newest one, a price above
+every bin of a width scheme — maps to the **nearest** trained bucket.
 
 The Spark side (:mod:`eges.pipeline.buckets`) computes the same labels; this module is their
-plain-Python twin and imports neither pyspark nor torch.
+plain-Python twin and imports neither pyspark nor torch. Both follow one rule, so a raw string
+gives the same bucket, number or null on either side:
+
+* **white space**: the characters with Unicode's White_Space property (:data:`WHITE_SPACE`:
+  ASCII tab to carriage return, space, U+0085, no-break space U+00A0, U+1680, U+2000–U+200A,
+  U+2028, U+2029, U+202F, U+205F, U+3000) around a number are ignored; inside one (``1 234``
+  with a no-break space) the value is not a number. Other characters that Python's
+  ``str.strip`` would remove (U+001C–U+001F) are not white space here. Values of fields that are
+  not numeric are trimmed of spaces (U+0020) only, as the walk job's ingest does.
+* **parsing**: the text, correctly rounded to a 64-bit float (Python's ``float``, Java's
+  ``Double.parseDouble``).
+* **width buckets**: the bucket is ``k = floor(x / width + 1e-9)`` in 64-bit floating point
+  (:data:`EDGE_NUDGE`), its label ``k × W`` computed exactly in decimal, where ``W`` is the
+  width's shortest decimal form rounded half-up to at most 9 decimals, written with ``W``'s
+  decimals (never a float formatted with ``%f``, whose last digits Java and Python round
+  differently).
 """
 
 from __future__ import annotations
@@ -24,8 +38,14 @@ import bisect
 import math
 import re
 from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Any
 
+# characters with Unicode's White_Space property: ignored around a numeric value on both sides
+WHITE_SPACE = (
+    "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
+    "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
 # a plain decimal number: what both sides accept (no "nan", "inf", "1_000", "12d", "1,5")
 NUMBER_PATTERN = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
 _NUMBER = re.compile(NUMBER_PATTERN)
@@ -41,8 +61,8 @@ MIN_WIDTH = 1e-3
 
 def parse_number(raw: str) -> float | None:
     """A side-info value as a number, or None when it is not a plain decimal number below
-    :data:`MAX_ABS` in magnitude (surrounding white space is ignored)."""
-    raw = raw.strip()
+    :data:`MAX_ABS` in magnitude (surrounding :data:`WHITE_SPACE` is ignored)."""
+    raw = raw.strip(WHITE_SPACE)
     if not _NUMBER.match(raw):
         return None
     x = float(raw)
@@ -56,6 +76,26 @@ def width_decimals(width: float) -> int | None:
     if float(width).is_integer():
         return None
     return min(9, len(repr(float(width)).split(".")[1]))
+
+
+def label_width(width: float) -> Decimal:
+    """``W``, the width the labels of a decimal width are multiples of: its shortest decimal
+    form, rounded half-up to :func:`width_decimals` decimals (the width itself when it has at
+    most 9)."""
+    d = width_decimals(width)
+    if d is None:
+        raise ValueError(f"a whole width's labels are integers: {width!r}")
+    return Decimal(repr(float(width))).quantize(Decimal(1).scaleb(-d), rounding=ROUND_HALF_UP)
+
+
+def width_label(k: int, width: float) -> str:
+    """The label of width bucket ``k``: ``k × width`` for a whole width, else ``k ×``
+    :func:`label_width` computed exactly and written with its decimals."""
+    if width_decimals(width) is None:
+        return str(k * int(width))
+    with localcontext() as ctx:
+        ctx.prec = 60  # |k × W| < 2^53 + W: about 26 digits, exact
+        return format(Decimal(k) * label_width(width), "f")
 
 
 def format_edge(x: float) -> str:
@@ -109,9 +149,7 @@ class NumericSpec:
     def label(self, x: float) -> str:
         """The label of the bucket holding ``x`` (the walk job writes the same)."""
         if self.width is not None:
-            k = math.floor(x / self.width + EDGE_NUDGE)
-            d = width_decimals(self.width)
-            return str(k * int(self.width)) if d is None else f"{k * self.width:.{d}f}"
+            return width_label(math.floor(x / self.width + EDGE_NUDGE), self.width)
         return self.labels()[bisect.bisect_right(self.edges, x)]
 
     def label_key(self, label: str) -> float | None:

@@ -2,7 +2,8 @@
 
 Runs on the catalogue after ingest and before the vocabularies are built: a numeric field's
 values are replaced by their bucket labels, values that are not numbers are dropped and counted,
-and quantile edges are learned from the catalogue's values.
+and quantile edges are learned from the catalogue's values. The rule that both sides follow
+(white space, parsing, labels) is in :mod:`eges.buckets`' docstring.
 """
 
 from __future__ import annotations
@@ -12,7 +13,16 @@ import logging
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from eges.buckets import EDGE_NUDGE, MAX_ABS, NUMBER_PATTERN, NumericSpec, width_decimals
+from eges.buckets import (
+    EDGE_NUDGE,
+    MAX_ABS,
+    MIN_WIDTH,
+    NUMBER_PATTERN,
+    WHITE_SPACE,
+    NumericSpec,
+    label_width,
+    width_decimals,
+)
 from eges.config import Bucket
 from eges.pipeline.ingest import clean_values, col
 
@@ -20,23 +30,29 @@ log = logging.getLogger(__name__)
 
 # relative error of the quantile edges (approxQuantile): exact below ~10k distinct values
 QUANTILE_ERROR = 1e-4
+# WHITE_SPACE as a Java regex character class (\uXXXX escapes); \z: the very end of the text
+_SPACE = "[" + "".join(f"\\u{ord(c):04x}" for c in WHITE_SPACE) + "]"
+_AROUND = rf"^{_SPACE}+|{_SPACE}+\z"
 
 
 def _number(v: Column) -> Column:
-    """A value as a double; null when it is not a plain decimal number below MAX_ABS (white
-    space around it ignored, as Python's str.strip)."""
-    v = F.regexp_replace(v, r"^\s+|\s+$", "")
+    """A value as a double; null when it is not a plain decimal number below MAX_ABS (the
+    WHITE_SPACE around it ignored, as :func:`eges.buckets.parse_number`)."""
+    v = F.regexp_replace(v, _AROUND, "")
     x = v.try_cast("double")
     return F.when(v.rlike(NUMBER_PATTERN) & (F.abs(x) < F.lit(MAX_ABS)), x)
 
 
 def _width_label(x: Column, width: float) -> Column:
+    """As :func:`eges.buckets.width_label`: k × W in exact decimal arithmetic, never a double
+    formatted by Java (which rounds its shortest form, not its exact value)."""
     k = F.floor(x / F.lit(width) + F.lit(EDGE_NUDGE))
-    d = width_decimals(width)
-    if d is None:
+    if width_decimals(width) is None:
         return (k * F.lit(int(width))).cast("string")
-    # format_string would write a null as "null": keep it null
-    return F.when(x.isNotNull(), F.format_string(f"%.{d}f", k.cast("double") * F.lit(width)))
+    w = label_width(width)
+    # |k| <= MAX_ABS / width + 1: its digits plus W's stay within a decimal's 38, so exact
+    digits = len(str(int(MAX_ABS / max(width, MIN_WIDTH)) + 2))
+    return (k.cast(f"decimal({digits},0)") * F.lit(w)).cast("string")
 
 
 def _quantile_label(x: Column, spec: NumericSpec) -> Column:

@@ -151,7 +151,7 @@ class Embedder:
             for f in self.fields:
                 ids = []
                 for value in item.get(f, []):
-                    value = value.strip()
+                    value = ml_rules.spark_trim(value)  # spaces only, as the walk job's ingest
                     if f in self.lowercase:
                         value = value.lower()
                     if f in self.numeric:
@@ -244,9 +244,12 @@ def read_new_items(
         ids, items = [], []
         for row in reader:
             ids.append(row["item_id"])
-            items.append(
-                {f: [v.strip() for v in (row.get(f) or "").split(sep) if v.strip()] for f in fields}
-            )
+            # values trimmed of spaces only, as the walk job trims them (a tab stays: a numeric
+            # field's value ignores any white space around the number, see eges.buckets)
+            values = {
+                f: [ml_rules.spark_trim(v) for v in (row.get(f) or "").split(sep)] for f in fields
+            }
+            items.append({f: [v for v in vs if v] for f, vs in values.items()})
     return ids, items
 
 

@@ -124,3 +124,60 @@ def test_spec_rejects_bad_schemes():
         NumericSpec(width=1e-4)  # below MIN_WIDTH: x / width could overflow 64 bits
     with pytest.raises(ValueError):
         NumericSpec(edges=(2.0, 1.0))
+
+
+# white space the two sides once read differently (Python's str.strip removed all of it, Spark's
+# \s only ASCII), and values whose label depends on digits beyond 9 decimals (Java's %f rounds
+# a double's shortest form, Python its exact value)
+PARITY_VALUES = [
+    "\u00a01994",  # no-break space: white space on both sides
+    "1994\u2003",  # em space
+    "\u3000 12.5\u2028",
+    "\t7 \n",
+    "1\u00a0234",  # inside a number: not a number on either side
+    "\x1c12",  # str.strip() removes U+001C, which is not White_Space: not a number
+    "12\x1f",
+    "\u00a0",
+    "0.69999999999",  # within 1e-9 widths of an edge
+    "6.9999999995",
+    "404008299523874.25",  # label k × 0.1 = …874.2 exactly, …874.3 from Java's %.1f
+    "839377688863220.2",
+    "-830660861759777.8",
+    "684920.4462803649",
+    "922062.5604792223",
+    "0.0000000005",
+]
+PARITY_WIDTHS = (1, 0.1, 0.25, 0.001, 0.0012345678905, 3.0000000005, 1234.5678901234567)
+
+
+def test_spark_and_python_read_the_same_strings_alike(spark):
+    """The same raw strings through the walk job's Spark path and the Python path of ``eges
+    embed`` (parse_number, NumericSpec.label, NumericMapper) give the same number or null and
+    the same bucket label."""
+    from pyspark.sql import functions as F
+
+    from eges.pipeline.buckets import _number
+
+    rows = [(f"i{k}", [v], []) for k, v in enumerate(PARITY_VALUES)]
+    df = frame(spark, rows)
+    parsed = {
+        r.item_id: r.x
+        for r in df.select("item_id", _number(F.col("price")[0]).alias("x")).collect()
+    }
+    for k, v in enumerate(PARITY_VALUES):
+        assert parsed[f"i{k}"] == parse_number(v), repr(v)
+    assert parse_number("\u00a01994") == 1994.0 and parse_number("\x1c12") is None
+    for width in PARITY_WIDTHS:
+        out, info = bucket_fields(df, {"price": Bucket(width=width)})
+        spec = NumericSpec(width=float(width))
+        got = labels(out, "price")
+        mapper = NumericMapper(spec, sorted({lab for labs in got.values() for lab in labs}))
+        for k, v in enumerate(PARITY_VALUES):
+            x = parse_number(v)
+            want = [] if x is None else [spec.label(x)]
+            assert got[f"i{k}"] == want, (width, v)
+            assert mapper.map(v) == ((want[0], True) if want else (None, False)), (width, v)
+        assert info["price"]["invalid_values"] == 4
+    assert NumericSpec(width=0.1).label(404008299523874.25) == "404008299523874.2"
+    # labels are exact multiples of the width rounded to 9 decimals: 810 × 0.001234568
+    assert NumericSpec(width=0.0012345678905).label(1.0) == "1.000000080"
