@@ -21,7 +21,9 @@ import logging
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -259,6 +261,70 @@ def parse_time(name: str, time_format: str) -> Column:
         secs = F.try_to_timestamp(raw, F.lit(time_format)).cast("double")
     bad = secs.isNull() | F.isnan(secs) | (F.abs(secs) == float("inf"))
     return F.when(bad, F.lit(None).cast("double")).otherwise(secs)
+
+
+# The events' time range is reported, and a range outside these bounds warned about: a wrong
+# time_format parses without an error (unix_ms on a column of seconds puts every event in
+# January 1970, and each user's events into one session). Behaviour logs of recommender systems
+# are from the web era; a log may run slightly ahead of this machine's clock, by a day at most.
+PLAUSIBLE_FROM = 631152000.0  # 1990-01-01 UTC
+PLAUSIBLE_AHEAD_S = 86400.0  # after now + 1 day: not yet happened
+
+
+def iso_time(ts: float) -> str:
+    """Seconds since the epoch as an ISO 8601 UTC time (``2023-11-14T22:13:20+00:00``)."""
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
+
+
+def implausible_times(first: float, last: float, now: float | None = None) -> str | None:
+    """Why the events' time range ``first``..``last`` (seconds) is not a plausible one.
+
+    Args:
+        first: the earliest event time.
+        last: the latest event time.
+        now: the current time (default: this machine's clock).
+
+    Returns:
+        A message naming the bound crossed and the likely cause; None when the range lies
+        within :data:`PLAUSIBLE_FROM` .. now + :data:`PLAUSIBLE_AHEAD_S`.
+    """
+    now = datetime.now(timezone.utc).timestamp() if now is None else now
+    problems = []
+    if first < PLAUSIBLE_FROM:
+        problems.append(f"before {iso_time(PLAUSIBLE_FROM)[:10]}")
+    if last > now + PLAUSIBLE_AHEAD_S:
+        problems.append(f"after {iso_time(now + PLAUSIBLE_AHEAD_S)[:10]} (in the future)")
+    if not problems:
+        return None
+    return (
+        f"event times run from {iso_time(first)} to {iso_time(last)}, "
+        f"{' and '.join(problems)}: check the data's time_format (unix_ms on a column of "
+        "seconds puts every event in January 1970 and each user's events in one session; "
+        "unix is seconds, unix_ms milliseconds)"
+    )
+
+
+def event_time_range(first: float | None, last: float | None) -> dict[str, Any] | None:
+    """The manifest's ``event_time`` entry for events from ``first`` to ``last`` (seconds);
+    logs a warning when the range is implausible (:func:`implausible_times`).
+
+    Returns:
+        ``first``/``last`` (ISO 8601, UTC), ``first_ts``/``last_ts`` (seconds) and, when the
+        range is implausible, ``warning``; None without events.
+    """
+    if first is None or last is None:
+        return None
+    entry: dict[str, Any] = {
+        "first": iso_time(first),
+        "last": iso_time(last),
+        "first_ts": first,
+        "last_ts": last,
+    }
+    warning = implausible_times(first, last)
+    if warning:
+        log.warning("%s", warning)
+        entry["warning"] = warning
+    return entry
 
 
 def event_rules(

@@ -26,7 +26,7 @@ from eges import __version__, schema
 from eges.config import Config
 from eges.pipeline.buckets import bucket_fields
 from eges.pipeline.graph import build_adjacency, build_edges
-from eges.pipeline.ingest import Ingested, col, ingest, split_drops
+from eges.pipeline.ingest import Ingested, col, event_time_range, ingest, split_drops
 from eges.pipeline.items import attach_names, build_vocab, encode_side_info, index_items
 from eges.pipeline.sessions import filter_events, sessionize
 from eges.pipeline.shards import (
@@ -144,6 +144,9 @@ def _write_outputs(
     spark.sparkContext.setCheckpointDir(str(tmp / "_checkpoints"))
     timer = _Timer()
     data, numeric, events, dropped, held = _ingest_and_split(spark, cfg, persisted)
+    # the kept events, before any split; said now, not after hours of walks, when implausible
+    span = held.all_events.agg(F.min("ts").alias("first"), F.max("ts").alias("last")).first()
+    event_time = event_time_range(span["first"], span["last"])
     timer.lap("ingest")
     items, num_items, sessions, stats = _items_and_sessions(cfg, data, events, dropped, persisted)
     timer.lap("sessions")
@@ -173,6 +176,7 @@ def _write_outputs(
         tables=tables,
         dropped=dropped,
         split_info=held.info,
+        event_time=event_time,
         timings={**timer.times, "total": round(time.perf_counter() - start, 3)},
     )
     schema.write_manifest(tmp, manifest)
@@ -405,9 +409,14 @@ def _manifest(
     tables: dict[str, Any],
     dropped: Counter,
     split_info: dict[str, Any],
+    event_time: dict[str, Any] | None,
     timings: dict[str, float],
 ) -> dict[str, Any]:
-    """The job's manifest, from what the stages counted and wrote (see :mod:`eges.schema`)."""
+    """The job's manifest, from what the stages counted and wrote (see :mod:`eges.schema`).
+
+    ``event_time`` (:func:`eges.pipeline.ingest.event_time_range`): the kept events' first and
+    last time, before any split; outputs of earlier versions have no such entry.
+    """
     return {
         "format": schema.FORMAT_NAME,
         "format_version": schema.FORMAT_VERSION,
@@ -438,6 +447,7 @@ def _manifest(
             "walk_steps": walk_stats["steps"] or 0,
             "walks_stopped_early": walk_stats["short"] or 0,
         },
+        "event_time": event_time,
         "dropped": dict(sorted(dropped.items())),
         "split": split_info,
         "walks": walk_table,
@@ -496,6 +506,11 @@ def summary(manifest: dict[str, Any], output: str | Path) -> str:
         "  side info " + ", ".join(_field_summary(f) for f in manifest["side_info_fields"]),
         "  stages    " + ", ".join(f"{k} {v:.1f}s" for k, v in t.items() if k != "total"),
     ]
+    span = manifest.get("event_time")  # absent in outputs of earlier versions
+    if span:
+        lines.insert(3, f"  times     {span['first']} .. {span['last']} (kept events, UTC)")
+        if span.get("warning"):
+            lines.insert(4, f"  WARNING   {span['warning']}")
     if manifest["dropped"]:
         lines.append("  dropped rows:")
         lines += [f"    {n:>10,}  {why}" for why, n in manifest["dropped"].items()]

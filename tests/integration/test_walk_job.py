@@ -7,6 +7,7 @@ import os
 import random
 import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -15,7 +16,7 @@ import pytest
 from eges import schema
 from eges.config import load_config
 from eges.pipeline.ingest import InputError
-from eges.pipeline.job import run_walk_job
+from eges.pipeline.job import run_walk_job, summary
 from eges.pipeline.shards import OutputExistsError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -65,10 +66,27 @@ def read_walks(out: Path) -> dict:
     return dict(zip(t["walk_id"].to_pylist(), t["items"].to_pylist()))
 
 
-def test_generic_logs_end_to_end_and_output_is_atomic(spark, logs, tmp_path):
+def kept_seconds(logs: Path) -> list[int]:
+    """The ``ts`` of the rows of the logs the walk job keeps (actions click and buy)."""
+    rows = [line.split(",") for line in (logs / "events.csv").read_text().splitlines()[1:]]
+    return [int(ts) for _, _, ts, action in rows if action in ("click", "buy")]
+
+
+def test_generic_logs_end_to_end_and_output_is_atomic(spark, logs, tmp_path, caplog):
     out = tmp_path / "walks"
     cfg = load_config(REPO / "conf" / "generic-example.yaml", config_args(logs, out))
-    manifest = run_walk_job(spark, cfg)
+    with caplog.at_level("WARNING", logger="eges.pipeline.ingest"):
+        manifest = run_walk_job(spark, cfg)
+    # the kept events' time range (November 2023), plausible: no warning
+    ts = kept_seconds(logs)
+    assert manifest["event_time"] == {
+        "first": datetime.fromtimestamp(min(ts), timezone.utc).isoformat(),
+        "last": datetime.fromtimestamp(max(ts), timezone.utc).isoformat(),
+        "first_ts": min(ts),
+        "last_ts": max(ts),
+    }
+    assert manifest["event_time"]["first"].startswith("2023-11-14T")
+    assert "event times" not in caplog.text and "WARNING" not in summary(manifest, out)
     assert manifest["counts"]["items"] == 70  # 60 with events at most + catalogue-only items
     assert manifest["counts"]["items_without_events"] >= 10
     assert any("action not in" in why for why in manifest["dropped"])
@@ -90,6 +108,30 @@ def test_generic_logs_end_to_end_and_output_is_atomic(spark, logs, tmp_path):
     assert schema.read_manifest(out)["seed"] == 99
     assert read_walks(out) != first
     assert [p.name for p in tmp_path.iterdir()] == ["walks"]
+
+
+def test_seconds_read_as_milliseconds_are_reported_and_warned(spark, logs, tmp_path, caplog):
+    """A wrong time_format parses without an error: with unix_ms on the logs' seconds every event
+    is in January 1970 and each user's events are one session. The manifest and the summary
+    show the range, and a warning says why it is wrong (the right format: the end-to-end test
+    above)."""
+    out = tmp_path / "walks"
+    cfg = load_config(
+        REPO / "conf" / "generic-example.yaml",
+        config_args(logs, out) + ["data.generic.time_format=unix_ms"],
+    )
+    with caplog.at_level("WARNING", logger="eges.pipeline.ingest"):
+        manifest = run_walk_job(spark, cfg)
+    span = schema.read_manifest(out)["event_time"]
+    ts = kept_seconds(logs)
+    assert span["first_ts"] == min(ts) / 1000 and span["last_ts"] == max(ts) / 1000
+    assert span["first"].startswith("1970-01-20T") and span["last"].startswith("1970-01-20T")
+    assert "event times run from 1970-01-20" in caplog.text and "time_format" in caplog.text
+    assert "before 1990-01-01" in span["warning"]
+    text = summary(manifest, out)
+    assert f"times     {span['first']} .. {span['last']}" in text
+    assert "  WARNING   event times run from 1970" in text
+    assert manifest["counts"]["sessions"] == manifest["counts"]["users"]  # the symptom
 
 
 def test_the_shipped_generic_example_prices_in_quantile_bins(spark, tmp_path):

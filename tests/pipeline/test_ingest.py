@@ -7,7 +7,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from eges.config import GenericConfig, MovieLensConfig, RecBoleConfig, SideInfoField
-from eges.pipeline.ingest import InputError, load_generic, load_movielens, load_recbole
+from eges.pipeline.ingest import (
+    InputError,
+    event_time_range,
+    implausible_times,
+    load_generic,
+    load_movielens,
+    load_recbole,
+)
 
 
 def write(path: Path, text: str) -> Path:
@@ -405,3 +412,15 @@ def test_column_names_with_dots_spaces_backticks_and_unicode(spark, tmp_path):
         "x.1": {"品牌 名": ["Ä"], "tag.s": ["a", "b"]},
         "x.2": {"品牌 名": ["B"], "tag.s": []},
     }
+
+
+def test_implausible_event_times_are_named():
+    """Before 1990 or after now + 1 day: a wrong time_format, most likely."""
+    now = 1_765_000_000.0  # 2025-12-06
+    assert implausible_times(631152000.0, now + 86_000, now) is None  # 1990-01-01 .. tomorrow
+    early = implausible_times(1_700_000.0, 1_710_000.0, now)  # seconds read as milliseconds
+    assert early.startswith("event times run from 1970-01-20T16:13:20+00:00 to 1970-01-20")
+    assert "before 1990-01-01" in early and "time_format" in early
+    late = implausible_times(1_700_000_000.0, now + 2 * 86_400, now)
+    assert "after 2025-12-07 (in the future)" in late and "before" not in late
+    assert event_time_range(None, None) is None
