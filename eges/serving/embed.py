@@ -23,13 +23,27 @@ Two layouts of ``new_items.csv`` (``--layout``; by default told apart by the hea
 
 Neighbours are printed as ``rank. id  name  score``, the name being the display name (title)
 the walk job kept in its item table, when the data has one.
+
+Input files are UTF-8, with or without the byte-order mark Excel writes. A header that lacks the
+expected columns but has them when split on another delimiter (``;``, a tab) is an error naming
+``--delimiter``. Each new id must occur once (ids are trimmed of spaces, as the walk job trims
+them); duplicates are refused, naming them. An id that is already in the run's export is
+embedded from its side information all the same, with a warning, and never listed as its own
+neighbour.
+
+``--output`` is written through a temporary file in its directory and one rename (a reader sees
+the old file or the new one, never a part). An existing file is replaced only with
+``--overwrite``, and only when it is a neighbour table (the schema written here); a path in the
+run's export directory is refused.
 """
 
 from __future__ import annotations
 
 import csv
 import logging
+import os
 import sys
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +71,10 @@ from eges.serving.neighbors import (
 from eges.training.export import EXPORT_DIR, load_model, read_embeddings
 
 log = logging.getLogger(__name__)
+
+ENCODING = "utf-8-sig"  # UTF-8; a byte-order mark (Excel's "CSV UTF-8") is read, not kept
+# delimiters tried when a header lacks its columns, to tell the user which --delimiter to pass
+OTHER_DELIMITERS = (",", ";", "\t", "|")
 
 
 @dataclass
@@ -187,18 +205,25 @@ class Embedder:
         return self._bias
 
     def most_similar(
-        self, vectors: torch.Tensor, top_k: int = 10, metric: str = "context"
+        self,
+        vectors: torch.Tensor,
+        top_k: int = 10,
+        metric: str = "context",
+        ids: list[str] | None = None,
     ) -> list[list[Neighbour]]:
         """The top exported items for each row of ``vectors``.
 
         ``context`` (default): trained items by H·Z plus the popularity prior, the skip-gram
         score of "seen together", as the default neighbour table; ``cosine``: every exported
-        item by cosine similarity.
+        item by cosine similarity. ``ids``: the raw id of each row; an exported item is never
+        its own neighbour.
         """
         if top_k < 1:
             raise ValueError("top_k must be >= 1")
         if metric not in ("context", "cosine"):
             raise ValueError(f"metric must be context or cosine, not {metric!r}")
+        position = {item_id: j for j, item_id in enumerate(self.item_ids)}
+        own = torch.tensor([position.get(i, -1) for i in ids or [None] * len(vectors)])
         # the same exact search as the neighbour table (eges.serving.neighbors), so rows agree
         if metric == "context":
             allowed = self._trained
@@ -206,20 +231,30 @@ class Embedder:
                 vectors.float(),
                 self._context,
                 min(top_k, int(allowed.sum())),
+                self_index=own,
                 allowed=allowed,
                 bias=self._prior_bias(),
             )
         else:
             idx, scores = exact_topk(
-                prepare(vectors, "cosine"), self._unit, min(top_k, self._unit.shape[0])
+                prepare(vectors, "cosine"),
+                self._unit,
+                min(top_k, self._unit.shape[0]),
+                self_index=own,
             )
         return [
             [
                 Neighbour(self.item_ids[j], float(s), self.names.get(self.item_ids[j]))
                 for s, j in zip(row_s, row_i)
+                if s != float("-inf")  # excluded: the item itself, or no candidate left
             ]
             for row_s, row_i in zip(scores.tolist(), idx.tolist())
         ]
+
+    def in_export(self, ids: list[str]) -> list[str]:
+        """The ids among ``ids`` that are already items of the run's export."""
+        known = set(self.item_ids)
+        return [i for i in ids if i in known]
 
 
 def read_new_items(
@@ -229,10 +264,13 @@ def read_new_items(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"new-items file not found: {path}")
-    with path.open(newline="", encoding="utf-8") as fh:
+    with path.open(newline="", encoding=ENCODING) as fh:
         reader = csv.DictReader(fh, delimiter=delimiter)
         if not reader.fieldnames or "item_id" not in reader.fieldnames:
-            raise ValueError(f"{path}: needs an item_id column; has {reader.fieldnames}")
+            raise ValueError(
+                f"{path}: needs an item_id column; has {reader.fieldnames}"
+                + delimiter_hint(path, delimiter)
+            )
         extra = [c for c in reader.fieldnames if c != "item_id" and c not in fields]
         if extra:
             log.warning(
@@ -243,14 +281,38 @@ def read_new_items(
             )
         ids, items = [], []
         for row in reader:
-            ids.append(row["item_id"])
+            ids.append(ml_rules.spark_trim(row["item_id"] or ""))
             # values trimmed of spaces only, as the walk job trims them (a tab stays: a numeric
             # field's value ignores any white space around the number, see eges.buckets)
             values = {
                 f: [ml_rules.spark_trim(v) for v in (row.get(f) or "").split(sep)] for f in fields
             }
             items.append({f: [v for v in vs if v] for f, vs in values.items()})
+    duplicates = sorted(i for i, n in Counter(ids).items() if n > 1)
+    if duplicates:
+        raise ValueError(
+            f"{path}: {len(duplicates)} item_id(s) occur more than once: "
+            f"{', '.join(map(repr, duplicates[:10]))}{' …' if len(duplicates) > 10 else ''} "
+            "(give each new item once)"
+        )
     return ids, items
+
+
+def delimiter_hint(path: Path, delimiter: str) -> str:
+    """`` (…: pass --delimiter X)`` when the header of ``path`` has the columns of a layout
+    (``item_id``, or ``movieId,title,genres``) once split on another delimiter X; else ""."""
+    with path.open(newline="", encoding=ENCODING) as fh:
+        line = fh.readline()
+    for other in OTHER_DELIMITERS:
+        if other == delimiter:
+            continue
+        header = next(csv.reader([line], delimiter=other), [])
+        if "item_id" in header or all(c in header for c in MOVIELENS_COLUMNS):
+            shown = "'\\t'" if other == "\t" else repr(other)
+            return (
+                f" (split on {shown} the header has the expected columns: pass --delimiter {shown})"
+            )
+    return ""
 
 
 MOVIELENS_COLUMNS = ["movieId", "title", "genres"]  # movies.csv, as the walk job requires
@@ -271,7 +333,7 @@ def detect_layout(path: str | Path, delimiter: str = ",") -> str:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"new-items file not found: {path}")
-    with path.open(newline="", encoding="utf-8") as fh:
+    with path.open(newline="", encoding=ENCODING) as fh:
         header = next(csv.reader(fh, delimiter=delimiter), [])
     return "movielens" if "movieId" in header and "item_id" not in header else "simple"
 
@@ -282,12 +344,15 @@ def _movielens_rows(
     """Rows of a MovieLens-style CSV with a canonical movieId; the others go to ``skipped``."""
     if not path.is_file():
         raise FileNotFoundError(f"file not found: {path}")
-    with path.open(newline="", encoding="utf-8") as fh:
+    with path.open(newline="", encoding=ENCODING) as fh:
         reader = csv.DictReader(fh, delimiter=delimiter)
         header = reader.fieldnames or []
         missing = [c for c in required if c not in header]
         if missing:
-            raise ValueError(f"{path}: missing column(s) {missing}; the header has {header}")
+            raise ValueError(
+                f"{path}: missing column(s) {missing}; the header has {header}"
+                + delimiter_hint(path, delimiter)
+            )
         ids, rows = [], []
         for line, row in enumerate(reader, 2):
             raw = row.get("movieId")
@@ -396,6 +461,49 @@ def load_new_items(
     return NewItems(ids, items, [None] * len(ids), [])
 
 
+def check_output(path: str | Path, run_dir: Path, overwrite: bool) -> Path:
+    """The ``--output`` file, checked before anything is computed.
+
+    Raises:
+        ValueError: the path is in the run's export directory; it exists and ``overwrite`` was
+            not given, or it is not a neighbour table (a directory, another file).
+    """
+    path = Path(path)
+    export = (run_dir / EXPORT_DIR).resolve()
+    resolved = path.resolve()
+    if resolved == export or export in resolved.parents:
+        raise ValueError(f"--output {path} is in the run's export directory {export}: refused")
+    if path.is_dir():
+        raise ValueError(f"--output {path} is a directory: --output names a parquet file")
+    if path.exists() or path.is_symlink():
+        if not overwrite:
+            raise ValueError(f"--output {path} exists: pass --overwrite to replace it")
+        try:
+            names = pq.read_schema(path).names
+        except (OSError, pa.ArrowException):
+            names = None
+        if names not in (NEIGHBORS_SCHEMA.names, NEIGHBORS_NAMES_SCHEMA.names):
+            raise ValueError(
+                f"--output {path} exists and is not a neighbour table: refusing to replace "
+                "it (choose another --output)"
+            )
+    if not path.parent.is_dir():
+        raise ValueError(f"--output {path}: the directory {path.parent} does not exist")
+    return path
+
+
+def write_table_atomic(table: pa.Table, path: Path) -> None:
+    """Write ``table`` as parquet through a temporary file beside ``path`` and one rename: a
+    reader sees the old file or the new one, never a part; the temporary file never outlives a
+    failure."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 NAME_WIDTH = 60  # longer display names are cut in the printed lines (not in --output)
 
 
@@ -458,6 +566,11 @@ def main(argv: list[str] | None = None) -> int:
         "neighbour table (item_id, neighbor_id, rank, score)",
     )
     p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="with --output: replace an existing neighbour table file",
+    )
+    p.add_argument(
         "--names",
         action="store_true",
         help="with --output: add neighbor_name, as eges.serving.neighbors --names",
@@ -465,6 +578,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     setup_logging(level=logging.WARNING)
     try:
+        output = check_output(args.output, Path(args.run), args.overwrite) if args.output else None
         emb = Embedder(args.run, args.popularity_prior)
         new = load_new_items(
             args.items, emb.fields, args.sep, args.layout, args.tags, args.delimiter
@@ -474,10 +588,18 @@ def main(argv: list[str] | None = None) -> int:
                 "--names: the run's walk output has no item names (its layout has "
                 "none, or it was written before names were kept)"
             )
+        existing = emb.in_export(new.ids)
+        if existing:
+            log.warning(
+                "%d new id(s) are already items of the run's export, embedded again from their "
+                "side information alone (never listed as their own neighbour): %s",
+                len(existing),
+                ", ".join(map(repr, existing[:10])) + (" …" if len(existing) > 10 else ""),
+            )
         known, neighbours = [], []
         if new.ids:
             vectors, known = emb.embed(new.items)
-            neighbours = emb.most_similar(vectors, args.top_k, args.metric)
+            neighbours = emb.most_similar(vectors, args.top_k, args.metric, new.ids)
     except (FileNotFoundError, ValueError, IncompleteOutputError) as exc:
         return fail(exc)
     rows = []
@@ -510,11 +632,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{dict(emb.nearest)}",
             file=sys.stderr,
         )
-    if args.output:
+    if output is not None:
         out_schema = NEIGHBORS_NAMES_SCHEMA if args.names else NEIGHBORS_SCHEMA
         if not args.names:
             rows = [{k: v for k, v in r.items() if k != "neighbor_name"} for r in rows]
-        pq.write_table(pa.Table.from_pylist(rows, schema=out_schema), args.output)
+        write_table_atomic(pa.Table.from_pylist(rows, schema=out_schema), output)
     return 0
 
 

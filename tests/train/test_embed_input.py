@@ -93,3 +93,83 @@ def test_values_are_trimmed_as_the_walk_job_trims_them(run, tmp_path, capsys):
     assert "n1: no known side-info value" in out
     assert "n2 (genre=Drama; year=\u00a01991\u2003)" in out
     assert "'genre': 1" in err and "'year (not a number)': 1" in err
+
+
+def embed(run: Path, items: Path, *args: str) -> int:
+    return embed_main(["--run", str(run), "--items", str(items), *args])
+
+
+def test_a_byte_order_mark_is_read_not_refused(run, tmp_path, capsys):
+    """Excel's "CSV UTF-8" starts with a byte-order mark: the header is still item_id."""
+    items = write(tmp_path / "bom.csv", "item_id,genre,year\nn1,Drama,1991\n", "utf-8-sig")
+    assert embed(run, items, "--top-k", "2") == 0
+    out = capsys.readouterr().out
+    assert "n1 (genre=Drama; year=1991)" in out and "  1. m" in out
+
+
+def test_duplicate_new_ids_are_refused_naming_them(run, tmp_path, capsys):
+    items = write(
+        tmp_path / "dup.csv",
+        "item_id,genre\nn1,Drama\nn2,Comedy\nn1,Action\n n2 ,Drama\nn3,Drama\n",
+    )
+    assert embed(run, items, "--output", str(tmp_path / "out.parquet")) == 2
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1 and "2 item_id(s) occur more than once: 'n1', 'n2'" in err
+    assert out == "" and not (tmp_path / "out.parquet").exists()
+
+
+def test_a_catalogue_id_is_warned_about_and_never_its_own_neighbour(run, tmp_path, capsys):
+    """m2 is a trained item of the run: embedded again from its side information, with a
+    warning, and never listed among its own neighbours, with either metric."""
+    items = write(tmp_path / "again.csv", "item_id,genre,year\nm2,Comedy|Action,1991\n")
+    for metric in ("cosine", "context"):
+        out = tmp_path / f"{metric}.parquet"
+        assert embed(run, items, "--top-k", "100", "--metric", metric, "--output", str(out)) == 0
+        err = capsys.readouterr().err
+        assert "1 new id(s) are already items of the run's export" in err and "'m2'" in err
+        table = pq.read_table(out).to_pylist()
+        assert table and all(r["item_id"] == "m2" for r in table)
+        assert "m2" not in {r["neighbor_id"] for r in table}
+        assert [r["rank"] for r in table] == list(range(1, len(table) + 1))
+
+
+def test_output_is_never_an_export_file_nor_replaced_without_overwrite(run, tmp_path, capsys):
+    items = write(tmp_path / "new.csv", "item_id,genre\nn1,Drama\n")
+    export = run / "export"
+    before = (export / "embeddings.parquet").read_bytes()
+    for bad in (export / "embeddings.parquet", export / "mine.parquet", export / "vocab" / "x"):
+        assert embed(run, items, "--output", str(bad), "--overwrite") == 2
+        assert "in the run's export directory" in capsys.readouterr().err
+    assert (export / "embeddings.parquet").read_bytes() == before
+    assert not (export / "mine.parquet").exists()
+
+    out = tmp_path / "out.parquet"
+    assert embed(run, items, "--top-k", "3", "--output", str(out)) == 0
+    assert pq.read_table(out).num_rows == 3
+    assert embed(run, items, "--top-k", "2", "--output", str(out)) == 2
+    assert "exists: pass --overwrite" in capsys.readouterr().err
+    assert pq.read_table(out).num_rows == 3
+    assert embed(run, items, "--top-k", "2", "--output", str(out), "--overwrite") == 0
+    assert pq.read_table(out).num_rows == 2
+    notes = write(tmp_path / "notes.txt", "mine")
+    assert embed(run, items, "--output", str(notes), "--overwrite") == 2
+    assert "is not a neighbour table" in capsys.readouterr().err
+    assert notes.read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.csv", "notes.txt", "out.parquet"]
+
+
+@pytest.mark.parametrize(
+    "header,delimiter,shown",
+    [
+        ("item_id;genre;year\nn1;Drama;1991\n", ";", "';'"),
+        ("movieId\ttitle\tgenres\n7\tNew (1991)\tDrama\n", "\t", "'\\t'"),
+    ],
+)
+def test_a_header_split_on_another_delimiter_names_the_option(
+    run, tmp_path, capsys, header, delimiter, shown
+):
+    items = write(tmp_path / "new.csv", header)
+    assert embed(run, items) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"pass --delimiter {shown}" in err
+    assert embed(run, items, "--delimiter", delimiter) == 0
