@@ -24,6 +24,9 @@ Two layouts of ``new_items.csv`` (``--layout``; by default told apart by the hea
 Neighbours are printed as ``rank. id  name  score``, the name being the display name (title)
 the walk job kept in its item table, when the data has one.
 
+``--popularity-prior`` (default 0.4, as ``eges neighbors``) applies to ``--metric context``
+only: given with ``--metric cosine``, or negative, it is refused.
+
 Input files are UTF-8, with or without the byte-order mark Excel writes. A header that lacks the
 expected columns but has them when split on another delimiter (``;``, a tab) is an error naming
 ``--delimiter``. Each new id must occur once (ids are trimmed of spaces, as the walk job trims
@@ -66,6 +69,7 @@ from eges.serving.neighbors import (
     exact_topk,
     popularity_bias,
     prepare,
+    resolve_popularity_prior,
     run_item_names,
 )
 from eges.training.export import EXPORT_DIR, load_model, read_embeddings
@@ -556,9 +560,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--popularity-prior",
         type=float,
-        default=POPULARITY_PRIOR,
-        help="context metric: add this times ln(walk count of the neighbour) to H·Z "
-        f"(default {POPULARITY_PRIOR}, as eges neighbors; 0: H·Z alone)",
+        help="context metric only: add this (>= 0) times ln(walk count of the neighbour) to "
+        f"H·Z (default {POPULARITY_PRIOR}, as eges neighbors; 0: H·Z alone)",
     )
     p.add_argument(
         "--output",
@@ -579,7 +582,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(level=logging.WARNING)
     try:
         output = check_output(args.output, Path(args.run), args.overwrite) if args.output else None
-        emb = Embedder(args.run, args.popularity_prior)
+        prior = resolve_popularity_prior(args.popularity_prior, args.metric)
+        emb = Embedder(args.run, prior)
         new = load_new_items(
             args.items, emb.fields, args.sep, args.layout, args.tags, args.delimiter
         )

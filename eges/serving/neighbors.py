@@ -22,7 +22,8 @@ The served score adds a popularity prior, ``--popularity-prior`` β times ln(wal
 (default 0.4): skip-gram's H·Z approaches log P(c | q) − log(K · P_noise(c)); negatives drawn
 from unigram^0.75 take 0.75 · ln(count of c) out of it, and giving part of that back ranks
 held-out co-occurrences and next items better (README, "Quality"); 0 serves H·Z alone. Exact
-search only. ``cosine`` (the default with hnsw) and ``dot`` compare exported vectors.
+search only; a prior given with another metric, or a negative one, is refused. ``cosine`` (the
+default with hnsw) and ``dot`` compare exported vectors.
 
 * **exact**: blocks of queries × all items with one matrix product each (torch; on the GPU when
   there is one), so memory is bounded by ``block_size × items``, not items².
@@ -30,8 +31,9 @@ search only. ``cosine`` (the default with hnsw) and ``dot`` compare exported vec
   catalogues where exact search is too slow; its recall@K against exact search on a sample of
   queries is measured and written to the manifest.
 
-Filters: ``--min-score`` drops weaker neighbours (an item may then have fewer than K);
-``--exclude`` never returns the listed items as neighbours (e.g. unavailable ones);
+Filters: ``--min-score`` drops weaker neighbours (an item may then have fewer than K; a score
+that is not a finite number is refused); ``--exclude`` never returns the listed items as
+neighbours (e.g. unavailable ones; a UTF-8 file, one raw id a line, whatever the locale);
 ``--same-field F`` keeps only neighbours sharing at least one value of side-info field F.
 
 New items need no recomputation: ``eges embed --output`` writes their neighbours in
@@ -40,7 +42,9 @@ the same schema, with the same exact search (:func:`exact_topk`).
 
 from __future__ import annotations
 
+import argparse
 import logging
+import math
 import sys
 import time
 from datetime import datetime, timezone
@@ -100,6 +104,35 @@ def check_popularity_prior(prior: float) -> None:
     """Raises ValueError unless ``prior`` is a finite number >= 0."""
     if not (np.isfinite(prior) and prior >= 0):
         raise ValueError(f"--popularity-prior must be a finite number >= 0, not {prior}")
+
+
+def resolve_popularity_prior(prior: float | None, metric: str) -> float:
+    """The ``--popularity-prior`` to use: the default when it was not given.
+
+    Raises:
+        ValueError: it was given with a metric other than ``context`` (which ignores it), or it
+            is negative or not finite.
+    """
+    if prior is None:
+        return POPULARITY_PRIOR
+    if metric != "context":
+        raise ValueError(
+            f"--popularity-prior is added to the context metric's H·Z only: it was given with "
+            f"--metric {metric}, which ignores it (leave it out, or use --metric context)"
+        )
+    check_popularity_prior(prior)
+    return prior
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a float that is a finite number (not nan, inf)."""
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(x):
+        raise argparse.ArgumentTypeError(f"must be a finite number, not {text!r}")
+    return x
 
 
 def log_count_prior(counts: np.ndarray, prior: float) -> np.ndarray:
@@ -311,6 +344,9 @@ def build_table(
         raise ValueError(f"--top-k {top_k} must be below the number of items ({n})")
     if block_size <= 0:
         raise ValueError(f"--block-size must be positive, got {block_size}")
+    if min_score is not None and not math.isfinite(min_score):
+        raise ValueError(f"--min-score must be a finite number, not {min_score}")
+    check_popularity_prior(popularity_prior)
     if method not in ("exact", "hnsw"):
         raise ValueError(f"--method must be exact or hnsw, not {method!r}")
     if device not in ("auto", "cpu", "cuda"):
@@ -496,14 +532,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--popularity-prior",
         type=float,
-        default=POPULARITY_PRIOR,
-        help="context metric: serve H·Z + this times ln(walk count of the neighbour) "
-        f"(default {POPULARITY_PRIOR}; 0: H·Z alone)",
+        help="context metric only: serve H·Z + this (>= 0) times ln(walk count of the "
+        f"neighbour) (default {POPULARITY_PRIOR}; 0: H·Z alone)",
     )
     p.add_argument("--method", choices=["exact", "hnsw"], default="exact")
     p.add_argument("--block-size", type=int, default=4096)
-    p.add_argument("--min-score", type=float)
-    p.add_argument("--exclude", help="file with one raw item id per line, never returned")
+    p.add_argument("--min-score", type=finite_float, help="drop neighbours scoring below this")
+    p.add_argument("--exclude", help="UTF-8 file with one raw item id per line, never returned")
     p.add_argument("--same-field", help="keep neighbours sharing a value of this field")
     p.add_argument("--output", help="output directory (default RUN/neighbors)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -521,13 +556,16 @@ def main(argv: list[str] | None = None) -> int:
             path = Path(args.exclude)
             if not path.is_file():
                 raise FileNotFoundError(f"--exclude file not found: {path}")
-            exclude = {line.strip() for line in path.read_text().splitlines() if line.strip()}
+            # UTF-8 whatever the locale (a byte-order mark is skipped)
+            text = path.read_text(encoding="utf-8-sig")
+            exclude = {line.strip() for line in text.splitlines() if line.strip()}
         metric = args.metric or ("context" if args.method == "exact" else "cosine")
+        prior = resolve_popularity_prior(args.popularity_prior, metric)
         m = build_table(
             args.run,
             args.top_k,
             metric=metric,
-            popularity_prior=args.popularity_prior,
+            popularity_prior=prior,
             method=args.method,
             block_size=args.block_size,
             min_score=args.min_score,

@@ -173,3 +173,17 @@ def test_a_header_split_on_another_delimiter_names_the_option(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"pass --delimiter {shown}" in err
     assert embed(run, items, "--delimiter", delimiter) == 0
+
+
+def test_embed_refuses_a_prior_with_the_cosine_metric_or_a_negative_one(run, tmp_path, capsys):
+    items = write(tmp_path / "new.csv", "item_id,genre\nn1,Drama\n")
+    for args in (
+        ["--metric", "cosine", "--popularity-prior", "0.4"],
+        ["--metric", "cosine", "--popularity-prior", "-3"],
+    ):
+        assert embed(run, items, *args) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "--popularity-prior is added to the context metric" in err
+    assert embed(run, items, "--popularity-prior", "-3") == 2
+    assert "popularity-prior must be a finite number >= 0" in capsys.readouterr().err
+    assert embed(run, items, "--metric", "cosine") == 0

@@ -1,6 +1,10 @@
 """The item-to-item neighbour table: exact search against a brute-force reference, filters,
 block-size invariance, the approximate index, and argument errors."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -10,6 +14,7 @@ import torch
 from eges import schema
 from eges.serving.neighbors import build_table, exact_topk, hnsw_topk, prepare, recall_at_k
 from eges.training.export import EXPORT_DIR, RUN_FORMAT
+from tests.conftest import REPO
 
 
 def brute(x: np.ndarray, k: int) -> np.ndarray:
@@ -85,8 +90,9 @@ def walk_counts(n: int) -> np.ndarray:
     return np.round(10 ** (3 * ((np.arange(n) * 37) % n) / n)).astype(np.int64)
 
 
-def make_run(root, vectors: np.ndarray, with_counts: bool = True):
+def make_run(root, vectors: np.ndarray, with_counts: bool = True, ids: list[str] | None = None):
     n = len(vectors)
+    ids = ids or [f"i{i}" for i in range(n)]
     walks = root / "walks"
     (walks / "items").mkdir(parents=True)
     # side-info field "g": item i has value 1 + i % 3, every fifth item none
@@ -94,7 +100,7 @@ def make_run(root, vectors: np.ndarray, with_counts: bool = True):
         pa.table(
             {
                 "item_idx": pa.array(np.arange(1, n + 1, dtype=np.int32)),
-                "item_id": pa.array([f"i{i}" for i in range(n)]),
+                "item_id": pa.array(ids),
                 "count": pa.array(np.ones(n, dtype=np.int64)),
                 "g": pa.array(
                     [[] if i % 5 == 0 else [1 + i % 3] for i in range(n)], pa.list_(pa.int32())
@@ -113,7 +119,7 @@ def make_run(root, vectors: np.ndarray, with_counts: bool = True):
         pa.table(
             {
                 "item_idx": pa.array(np.arange(1, n + 1, dtype=np.int32)),
-                "item_id": pa.array([f"i{i}" for i in range(n)]),
+                "item_id": pa.array(ids),
                 "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), d).cast(
                     pa.list_(pa.float32())
                 ),
@@ -276,3 +282,68 @@ def test_neighbors_cli_passes_the_prior_and_refuses_a_bad_one(vectors, tmp_path,
     assert m["settings"]["metric"] == "context" and m["settings"]["popularity_prior"] == 0
     assert main(["--run", str(run), "--top-k", "5", "--popularity-prior", "-1"]) != 0
     assert "popularity-prior must be a finite number >= 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "-inf", "NaN"])
+def test_min_score_must_be_a_finite_number(vectors, tmp_path, capsys, bad):
+    """--min-score nan kept no row (every comparison with nan is false) and exited 0."""
+    from eges.serving.neighbors import main
+
+    run = make_run(tmp_path / "run", vectors)
+    out = tmp_path / "nb"
+    with pytest.raises(SystemExit) as stop:
+        main(["--run", str(run), "--metric", "cosine", f"--min-score={bad}", "--output", str(out)])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --min-score: must be a finite number, not '{bad}'" in err
+    assert not out.exists()
+    with pytest.raises(ValueError, match="--min-score must be a finite number"):
+        build_table(run, 5, min_score=float(bad), output=out)
+
+
+def test_a_popularity_prior_is_refused_with_another_metric_or_negative(vectors, tmp_path, capsys):
+    """The prior is added to H·Z only: given with --metric cosine (or hnsw, whose default
+    metric is cosine) it would be ignored silently; a negative one is refused everywhere."""
+    from eges.serving.neighbors import main
+
+    run = make_run(tmp_path / "run", vectors)
+    out = str(tmp_path / "nb")
+    for args in (
+        ["--metric", "cosine", "--popularity-prior", "-3"],
+        ["--metric", "dot", "--popularity-prior", "0.4"],
+        ["--method", "hnsw", "--popularity-prior", "0"],
+    ):
+        assert main(["--run", str(run), "--top-k", "5", "--output", out, *args]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "--popularity-prior is added to the context metric" in err
+    assert not (tmp_path / "nb").exists()
+    assert main(["--run", str(run), "--top-k", "5", "--metric", "cosine", "--output", out]) == 0
+    with pytest.raises(ValueError, match="popularity-prior must be a finite number >= 0"):
+        build_table(run, 5, metric="cosine", popularity_prior=-3.0, output=out)
+
+
+def test_exclude_is_read_as_utf8_whatever_the_locale(vectors, tmp_path):
+    """Under LC_ALL=C (without Python's UTF-8 mode) the locale's encoding is ASCII: an exclude
+    file with a non-ASCII id is still read as UTF-8."""
+    ids = [f"é{i}" if i % 2 else f"i{i}" for i in range(len(vectors))]
+    run = make_run(tmp_path / "run", vectors, ids=ids)
+    exclude = tmp_path / "exclude.txt"
+    exclude.write_text("é1\né3\n", encoding="utf-8")
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0"}
+    env.pop("PYTHONIOENCODING", None)
+    out = tmp_path / "nb"
+    proc = subprocess.run(
+        [sys.executable, "-m", "eges", "neighbors", "--run", str(run), "--top-k", "5"]
+        + ["--metric", "cosine", "--exclude", str(exclude), "--output", str(out)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    table = pq.read_table(out / "neighbors.parquet")
+    neighbours = set(table["neighbor_id"].to_pylist())
+    assert not neighbours & {"é1", "é3"} and "é5" in neighbours
+    assert schema.read_manifest(out, kind=None)["settings"]["excluded"] == 2
