@@ -74,6 +74,7 @@ from eges.training.sampling import walk_frequencies
 log = logging.getLogger("eges.evaluation.evaluate")
 LOG_FILE = "evaluate.log"  # in the evaluation directory: every library's log lines
 
+REUSABLE_EXPORT_VERSION = 2  # the oldest run export reused (it has walk counts)
 TASK_SPLIT = {"link": "edges", "cold": "items", "next": "time"}
 LEARNED = ("eges", "ges", "bge")
 SEEDED = (*LEARNED, "deepwalk", "random")
@@ -165,8 +166,6 @@ def learned_run(cfg: Config, walk_dir: Path, run_dir: Path, mode: str, seed: int
     very walk output: its export records the digest of the walk manifest it read, and a walk
     job that rewrote ``walk_dir`` (another split, seed or data at the same path) changes it.
     """
-    from eges.training.export import EXPORT_VERSION
-
     t = dataclasses.replace(
         cfg.train, data=str(walk_dir), output=str(run_dir), mode=mode, seed=seed, overwrite=True
     )
@@ -176,7 +175,9 @@ def learned_run(cfg: Config, walk_dir: Path, run_dir: Path, mode: str, seed: int
         done = schema.read_manifest(export, kind=None)
         same_walks = done.get("walks_manifest_sha256") == schema.manifest_digest(walk_dir)
         same_settings = done.get("config", {}).get("train") == dataclasses.asdict(t)
-        current = done.get("format_version", 1) >= EXPORT_VERSION
+        # version 2 has the walk counts; its zero vectors (items without a usable side-info
+        # value) are left out when read, as version 3 does not write them
+        current = done.get("format_version", 1) >= REUSABLE_EXPORT_VERSION
         if same_walks and same_settings and current:
             log.info("reusing run %s", run_dir)
             return run_dir

@@ -13,9 +13,14 @@
       config.yaml
       manifest.json        written last
 
-Warm items (they occur in the walks) get the aggregated H_v; items with side information but no
-walks get the cold-start vector (mean of their side-info embeddings, paper §3.3.2); items with
-neither get no vector and are counted in the manifest.
+Warm items (they occur in the walks) get the aggregated H_v; items without walks get the
+cold-start vector (mean of their side-info embeddings, paper §3.3.2) when they have a usable
+side-info value, one that a walked item carries too (the others were never trained, and
+``eges embed`` ignores them as well). Items with neither get no vector: they are not in the
+export (no row, no neighbour, not covered by the evaluation) and are counted in the manifest
+(``items_without_vector``; ``without_usable_side_info`` of them have side-info values, none
+usable). Exports before format version 3 gave the latter a zero vector; :func:`read_embeddings`
+leaves such rows out.
 """
 
 from __future__ import annotations
@@ -39,7 +44,9 @@ from eges.training.model import EGES
 log = logging.getLogger(__name__)
 
 RUN_FORMAT = "eges-run"
-EXPORT_VERSION = 2  # 2: embeddings.parquet has walk_count
+# 2: embeddings.parquet has walk_count; 3: no row for an item without walks and without a
+# usable side-info value (version 2 gave it a zero vector, left out when read)
+EXPORT_VERSION = 3
 EXPORT_DIR = "export"
 CHUNK = 65536
 PROJECTOR_DIR = "projector"
@@ -52,7 +59,8 @@ PROJECTOR_MAX_ROWS = 50_000
 def item_vectors(
     model: EGES, items: ItemTable, walk_counts: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Vectors of every item that can have one.
+    """Vectors of every item that can have one: walked items, and items with a usable
+    side-info value (:func:`usable_side_info`).
 
     Returns:
         (item_idx (M,), vectors (M, D) float32, cold (M,) bool).
@@ -60,11 +68,7 @@ def item_vectors(
     model.eval()
     ids = torch.arange(1, items.num_items + 1)
     warm = torch.from_numpy(walk_counts[1:] > 0)
-    has_side = torch.zeros(items.num_items, dtype=torch.bool)
-    if model.num_fields:
-        for off in items.offsets[: model.num_fields]:
-            has_side |= off[2:] > off[1:-1]
-    cold = ~warm & has_side
+    cold = ~warm & usable_side_info(model, items)
     keep = warm | cold
     out = torch.zeros(items.num_items, model.item.embedding_dim, dtype=torch.float32)
     for lo in range(0, items.num_items, CHUNK):
@@ -74,6 +78,28 @@ def item_vectors(
         if c.any():
             out[lo : lo + CHUNK][c] = model.cold_start_items(chunk[c])
     return ids[keep].numpy(), out[keep].numpy(), cold[keep].numpy()
+
+
+def side_info_counts(model: EGES, items: ItemTable, trained_only: bool) -> torch.Tensor:
+    """(V,) side-info values of each item over the model's fields; with ``trained_only``, only
+    the values a walked item carries too (the trained ones, :meth:`EGES.mark_trained_values`)."""
+    total = torch.zeros(items.num_items, dtype=torch.long)
+    for i, (off, values) in enumerate(
+        zip(items.offsets[: model.num_fields], items.values[: model.num_fields])
+    ):
+        if trained_only:
+            kept = getattr(model, f"side_trained_{i}").cpu()[values].long()
+            cum = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(kept, 0)])
+            total += cum[off[2:]] - cum[off[1:-1]]
+        else:
+            total += off[2:] - off[1:-1]
+    return total
+
+
+def usable_side_info(model: EGES, items: ItemTable) -> torch.Tensor:
+    """(V,) bool: whether each item has a side-info value that was trained, so that its
+    cold-start vector is not the zero vector (the others are ignored by cold start)."""
+    return side_info_counts(model, items, trained_only=True) > 0
 
 
 COLLAPSED = 0.8  # mean pairwise cosine above which neighbour scores say little
@@ -344,6 +370,14 @@ def export_run(
                 "warm": int((~cold).sum()),
                 "cold": int(cold.sum()),
                 "items_without_vector": items.num_items - len(idx),
+                # of those: items with side-info values, none of them trained
+                "without_usable_side_info": int(
+                    (
+                        (torch.from_numpy(walk_counts[1:]) == 0)
+                        & (side_info_counts(model, items, trained_only=False) > 0)
+                        & ~usable_side_info(model, items)
+                    ).sum()
+                ),
             },
             "walks": str(walk_dir),
             "walks_manifest_sha256": walks_digest or schema.manifest_digest(walk_dir),
@@ -359,11 +393,25 @@ def export_run(
 
 
 def read_embeddings(run_dir: str | Path) -> tuple[pa.Table, np.ndarray]:
-    """The exported ``embeddings.parquet`` and its vectors as one (M, D) float32 array."""
+    """The exported ``embeddings.parquet`` and its vectors as one (M, D) float32 array.
+
+    A cold row with a zero vector (an item without a usable side-info value, which exports
+    before format version 3 wrote) is left out: such an item has no vector."""
     read_export_manifest(run_dir)
     table = pq.read_table(Path(run_dir) / EXPORT_DIR / "embeddings.parquet")
     column = table["vector"].combine_chunks()
     vectors = column.flatten().to_numpy().astype(np.float32).reshape(len(column), -1)
+    if "cold" in table.column_names:
+        empty = table["cold"].to_numpy(zero_copy_only=False) & ~vectors.any(1)
+        if empty.any():
+            log.info(
+                "%s: %d cold items without a usable side-info value have a zero vector (an "
+                "export before format version 3): left out",
+                run_dir,
+                int(empty.sum()),
+            )
+            keep = np.flatnonzero(~empty)
+            table, vectors = table.take(pa.array(keep)), vectors[keep]
     return table, vectors
 
 

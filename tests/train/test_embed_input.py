@@ -187,3 +187,74 @@ def test_embed_refuses_a_prior_with_the_cosine_metric_or_a_negative_one(run, tmp
     assert embed(run, items, "--popularity-prior", "-3") == 2
     assert "popularity-prior must be a finite number >= 0" in capsys.readouterr().err
     assert embed(run, items, "--metric", "cosine") == 0
+
+
+def test_an_item_without_usable_side_info_has_no_vector_anywhere(run, tmp_path, capsys):
+    """UNUSABLE was never walked and its only value (genre Western) no walked item carries: its
+    cold-start vector would be zero, whose context score is the prior alone. It has no vector:
+    not exported, no row of the neighbour table and never a neighbour, "no vector" from
+    ``eges embed`` for the same side information, and not covered by any scorer of the
+    evaluation."""
+    import numpy as np
+    from gensim.models import KeyedVectors
+
+    from eges.evaluation.evaluate import run_scorers
+    from eges.serving.neighbors import build_table
+    from eges.training.export import read_embeddings, read_export_manifest
+    from eges.training.items import load_items
+
+    manifest = read_export_manifest(run)
+    assert manifest["format_version"] == 3
+    counts = manifest["counts"]
+    assert counts["items_without_vector"] == 1 and counts["without_usable_side_info"] == 1
+    assert counts["cold"] == COLD - 1 and counts["vectors"] == WALKS + COLD - 1
+    emb, vectors = read_embeddings(run)
+    assert UNUSABLE not in emb["item_id"].to_pylist() and vectors.any(1).all()
+    assert UNUSABLE not in KeyedVectors.load(str(run / "export" / "embeddings.kv")).key_to_index
+
+    for metric in ("context", "cosine"):
+        out = tmp_path / metric
+        build_table(run, 5, metric=metric, output=out)
+        table = pq.read_table(out / "neighbors.parquet")
+        listed = set(table["item_id"].to_pylist()) | set(table["neighbor_id"].to_pylist())
+        assert UNUSABLE not in listed and f"m{WALKS + 1}" in listed
+
+    items = write(tmp_path / "new.csv", "item_id,genre\nn1,Western\n")
+    assert embed(run, items) == 0
+    assert "n1: no known side-info value (genre=Western): no vector" in capsys.readouterr().out
+
+    catalogue = load_items(manifest["walks"])
+    unusable, cold = catalogue.item_ids.index(UNUSABLE), catalogue.item_ids.index(f"m{WALKS + 1}")
+    scorers = run_scorers("eges", run, catalogue, popularity_prior=0.4, top_k=5)
+    assert [s.name for s in scorers] == ["eges", "eges·ctx", "eges·table", "eges·ctx·table"]
+    for scorer in scorers:
+        assert not scorer.covered(np.array([unusable]))[0], scorer.name
+        assert scorer.covered(np.array([cold]))[0], scorer.name
+
+
+def test_an_older_export_with_a_zero_vector_reads_as_no_vector(run, tmp_path):
+    """Exports of format version 2 gave such an item a zero vector: it is left out when read."""
+    import shutil
+
+    from eges.serving.neighbors import build_table
+    from eges.training.export import read_embeddings
+
+    old = tmp_path / "old"
+    shutil.copytree(run, old, ignore=shutil.ignore_patterns("neighbors*"))
+    path = old / "export" / "embeddings.parquet"
+    table = pq.read_table(path)
+    rows = table.to_pylist()
+    dim = len(rows[0]["vector"])
+    zero = {"item_idx": WALKS + COLD, "item_id": UNUSABLE, "vector": [0.0] * dim}
+    pq.write_table(
+        pa.Table.from_pylist(rows + [{**zero, "cold": True, "walk_count": 0}], table.schema), path
+    )
+    manifest = schema.read_manifest(old / "export", kind=None)
+    schema.write_manifest(old / "export", {**manifest, "format_version": 2})
+    emb, vectors = read_embeddings(old)
+    assert emb.num_rows == len(rows) == len(vectors) and UNUSABLE not in emb["item_id"].to_pylist()
+    build_table(old, 5, metric="context", output=tmp_path / "nb")
+    listed = pq.read_table(tmp_path / "nb" / "neighbors.parquet")
+    assert UNUSABLE not in set(listed["item_id"].to_pylist()) | set(
+        listed["neighbor_id"].to_pylist()
+    )
