@@ -1,8 +1,12 @@
-"""Shared fixtures: one local Spark session for the whole run, and the shared data location."""
+"""Shared fixtures: one local Spark session for the whole run, the shared data location, and a
+private build cache for the C training step."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +14,12 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("EGES_SHARED_DATA", REPO.parent / "shared" / "data"))
 ML_SMALL = SHARED_DATA / "ml-latest-small"
+
+# The C training step is compiled into a private directory of this test run (mode 0700, as
+# mkdtemp makes it), never into the user's ~/.cache; subprocesses (torchrun) inherit it.
+KERNEL_CACHE = tempfile.mkdtemp(prefix="eges-kernel-")
+os.environ["EGES_KERNEL_CACHE"] = KERNEL_CACHE
+atexit.register(shutil.rmtree, KERNEL_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

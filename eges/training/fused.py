@@ -9,10 +9,21 @@ reference, dense and sparse), so the optimisers, DDP's all-reduce and RowAdam's 
 unchanged.
 
 The C source (``kernel.c``) ships with the package and is compiled on first use with the
-system's C compiler (``$CC``, else ``cc``/``gcc``/``clang``; OpenMP when the compiler has it)
-into ``$EGES_KERNEL_CACHE`` (default ``~/.cache/eges``), keyed by the source, the compiler and
-its version, the flags and the CPU. Without a compiler, ``train.kernel: auto`` falls back to
-the PyTorch form with a warning; ``train.kernel: c`` is then an error.
+system's C compiler (``$CC``, else ``cc``/``gcc``/``clang``) into a private cache directory,
+``$EGES_KERNEL_CACHE`` (default ``~/.cache/eges``), which must belong to the user and be closed
+to group and others (created with mode 0700; any other directory is refused, never loaded
+from), with no directory above it that another user can change. A build is keyed by the
+source, the compiler and its version, its flags and the CPU, and written under a unique
+temporary name before an atomic rename, so processes building side by side — on one node or
+on nodes sharing the cache — never see each other's half-written file. The flavour built is
+logged: OpenMP threads for this CPU (``-march=native``) where the compiler has them; else
+OpenMP for any CPU of the architecture; else one thread. Without a usable build
+``train.kernel: auto`` falls back to the PyTorch form with a warning (also where the build has
+no threads and torch has several); ``train.kernel: c`` is then an error.
+
+``torch.utils.cpp_extension`` was considered: its ATen headers made a minimal operator take
+10 s to compile here against under 1 s for this file, it needs ninja, and its default cache
+(``~/.cache/torch_extensions``) is not checked for its owner or mode either.
 """
 
 from __future__ import annotations
@@ -23,8 +34,11 @@ import logging
 import os
 import platform
 import shutil
+import stat
 import subprocess
+import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -41,6 +55,12 @@ CFLAGS = ["-O3", "-fPIC", "-shared", "-std=c11"]
 _I64 = ctypes.POINTER(ctypes.c_int64)
 _F32 = ctypes.POINTER(ctypes.c_float)
 _PTRS = ctypes.POINTER(ctypes.c_void_p)
+# the C step's calls in this process (the trainer reports it; tests check the C step ran)
+steps_run = 0
+
+
+class UnsafeCacheError(OSError):
+    """The kernel cache directory could be written by another user: nothing is loaded from it."""
 
 
 class _Step(ctypes.Structure):
@@ -79,14 +99,101 @@ class _Step(ctypes.Structure):
     ]
 
 
-def _cpu_key() -> str:
-    """What a ``-march=native`` build depends on: the CPU's model and flags."""
+@dataclass(frozen=True)
+class Flavour:
+    """One way to build kernel.c: its name (logged), its flags, whether it runs threads."""
+
+    name: str
+    flags: tuple[str, ...]
+    threaded: bool
+
+
+def _cpu_key() -> str | None:
+    """What a ``-march=native`` build depends on: the CPU's model and flags; None where
+    unknown (then no build for this CPU only is made)."""
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        return platform.processor() or platform.machine()
+        return None
     wanted = ("model name", "flags", "Features", "CPU part")
-    return "|".join(sorted({ln for ln in lines if ln.split(":")[0].strip() in wanted}))
+    found = sorted({ln for ln in lines if ln.split(":")[0].strip() in wanted})
+    return "|".join(found) if found else None
+
+
+def flavours(cpu_key: str | None, openmp: bool = True) -> list[Flavour]:
+    """The builds to try, best first: for this CPU only where its key is known, OpenMP
+    threads unless ``openmp`` is False."""
+    native = ("-march=native",) if platform.machine() in ("x86_64", "AMD64") else ("-mcpu=native",)
+    tries = []
+    if openmp:
+        if cpu_key is not None:
+            tries.append(
+                Flavour("OpenMP threads, this CPU (-march=native)", native + ("-fopenmp",), True)
+            )
+        tries.append(Flavour("OpenMP threads, any CPU of the architecture", ("-fopenmp",), True))
+    if cpu_key is not None:
+        tries.append(
+            Flavour("one thread, this CPU (-march=native)", native + ("-fopenmp-simd",), False)
+        )
+    tries.append(Flavour("one thread, any CPU of the architecture", ("-fopenmp-simd",), False))
+    return tries
+
+
+def cache_key(source: bytes, cc: str, version: str, flavour: Flavour, cpu_key: str | None) -> str:
+    """The name of a build: the source, the compiler and its version, the flags, and the CPU
+    where the flags tie the build to it."""
+    cpu = cpu_key if any(f.endswith("=native") for f in flavour.flags) else platform.machine()
+    text = " ".join([cc, version, *CFLAGS, *flavour.flags, cpu or ""])
+    return hashlib.sha256(source + b"\0" + text.encode()).hexdigest()[:16]
+
+
+def cache_dir() -> Path:
+    """``$EGES_KERNEL_CACHE``, else ``~/.cache/eges``."""
+    env = os.environ.get("EGES_KERNEL_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "eges"
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` created (mode 0700) if missing, checked to be this user's alone.
+
+    Returns:
+        The directory's resolved path.
+
+    Raises:
+        UnsafeCacheError: the directory is not a directory owned by this user, is open to group
+            or others, or a directory above it can be changed by another user (group- or
+            world-writable without the sticky bit, or owned by another user than root).
+    """
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    real = Path(os.path.realpath(path))
+    uid = os.geteuid()
+    st = os.stat(real)
+    if not stat.S_ISDIR(st.st_mode):
+        raise UnsafeCacheError(f"kernel cache {path} is not a directory")
+    if st.st_uid != uid:
+        raise UnsafeCacheError(
+            f"kernel cache {path} belongs to uid {st.st_uid}, not to this user ({uid})"
+        )
+    if st.st_mode & 0o077:
+        raise UnsafeCacheError(
+            f"kernel cache {path} is open to group or others (mode {stat.S_IMODE(st.st_mode):o}); "
+            "`chmod 700` it or point EGES_KERNEL_CACHE at a private directory"
+        )
+    for parent in real.parents:
+        pst = os.stat(parent)
+        shared = pst.st_mode & 0o022 and not pst.st_mode & stat.S_ISVTX
+        if pst.st_uid not in (0, uid) or shared:
+            raise UnsafeCacheError(
+                f"{parent}, above the kernel cache {path}, can be changed by another user; "
+                "point EGES_KERNEL_CACHE at a private directory"
+            )
+    return real
+
+
+def _own_file(lib: Path) -> bool:
+    """Whether ``lib`` is a regular file of this user's that only they can write."""
+    st = os.lstat(lib)
+    return stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
 
 
 def _compiler() -> str | None:
@@ -96,26 +203,26 @@ def _compiler() -> str | None:
     return None
 
 
-def _build(cc: str, out: Path, openmp: bool = True) -> None:
-    """Compile kernel.c into ``out``: for this CPU and with OpenMP threads where the compiler
-    can, else with fewer flags (one thread without OpenMP)."""
-    native = ["-march=native"] if platform.machine() in ("x86_64", "AMD64") else ["-mcpu=native"]
-    tries = [native + ["-fopenmp-simd"], ["-fopenmp-simd"], []]
-    if openmp:
-        tries.insert(0, native + ["-fopenmp"])
-    errors = []
-    for flags in tries:
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+def _build(cc: str, out: Path, flavour: Flavour) -> None:
+    """Compile kernel.c as ``flavour`` into ``out``, through a temporary file of a unique name
+    in the same directory (no two builders share one) renamed into place only once the
+    compiler has succeeded."""
+    fd, name = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
         done = subprocess.run(
-            [cc, *CFLAGS, *flags, str(SOURCE), "-o", str(tmp), "-lm"],
+            [cc, *CFLAGS, *flavour.flags, str(SOURCE), "-o", str(tmp), "-lm"],
             capture_output=True,
             text=True,
         )
-        if done.returncode == 0:
-            os.replace(tmp, out)  # atomic: processes compiling side by side do not collide
-            return
-        errors.append(done.stderr.strip().splitlines()[-1:] or ["(no message)"])
-    raise OSError(f"{cc} could not compile {SOURCE.name}: {errors[0][0]}")
+        if done.returncode != 0:
+            last = done.stderr.strip().splitlines()[-1:] or ["(no message)"]
+            raise OSError(f"{cc} could not compile {SOURCE.name} ({flavour.name}): {last[0]}")
+        tmp.chmod(0o700)
+        os.replace(tmp, out)  # atomic: a reader sees no file or a whole one
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _compiler_version(cc: str) -> str:
@@ -127,69 +234,99 @@ def _compiler_version(cc: str) -> str:
 
 @cache
 def load() -> ctypes.CDLL | None:
-    """The compiled kernel (built on first use), or None where it cannot be built."""
+    """The compiled kernel (built on first use), or None where it cannot be built or loaded
+    (the reason logged as a warning). Its flavour is ``load().flavour``."""
     cc = _compiler()
     if cc is None:
         log.warning("no C compiler found: training with the PyTorch form of the step")
         return None
     try:
-        key = hashlib.sha256(
-            SOURCE.read_bytes()
-            + " ".join([cc, _compiler_version(cc), *CFLAGS, _cpu_key()]).encode()
-        ).hexdigest()[:16]
-        cache_dir = (
-            Path(os.environ["EGES_KERNEL_CACHE"])
-            if os.environ.get("EGES_KERNEL_CACHE")
-            else Path.home() / ".cache" / "eges"
-        )
-        lib = cache_dir / f"eges_kernel_{key}.so"
-        if lib.exists():
+        where = private_dir(cache_dir())
+        source, version, cpu = SOURCE.read_bytes(), _compiler_version(cc), _cpu_key()
+        if cpu is None:
+            log.warning("the CPU is unknown (no /proc/cpuinfo): building the C step for any CPU")
+        errors = []
+        for flavour in flavours(cpu):
+            lib = where / f"eges_kernel_{cache_key(source, cc, version, flavour, cpu)}.so"
+            if lib.exists():
+                if not _own_file(lib):
+                    raise UnsafeCacheError(f"{lib} is not this user's own file: not loaded")
+                dll = _open(lib, flavour)
+                if dll is not None:
+                    return dll
             try:
-                return _open(lib)
-            except OSError:  # a damaged or foreign file under this name: build it again
-                pass
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        _build(cc, lib)
-        return _open(lib)
+                _build(cc, lib, flavour)
+            except OSError as e:
+                errors.append(str(e))
+                continue
+            log.info("built the C training step: %s (%s)", flavour.name, lib)
+            dll = _open(lib, flavour)
+            if dll is not None:
+                return dll
+        log.warning("training with the PyTorch form of the step: %s", errors[0] if errors else "")
+        return None
     except (OSError, RuntimeError) as e:  # RuntimeError: Path.home() without a home
         log.warning("training with the PyTorch form of the step: %s", e)
         return None
 
 
-def _open(lib: Path) -> ctypes.CDLL | None:
-    """A built kernel, its functions typed; None if its layout is not this module's."""
-    dll = ctypes.CDLL(str(lib))
-    dll.eges_step.restype = ctypes.c_double
-    dll.eges_step.argtypes = [ctypes.POINTER(_Step), ctypes.c_int, _I64]
-    dll.eges_step_size.restype = ctypes.c_int64
-    dll.eges_row_adam.restype = None
-    dll.eges_row_adam.argtypes = [
-        ctypes.c_int64,
-        ctypes.c_int64,
-        _I64,
-        _F32,
-        _F32,
-        _F32,
-        _F32,
-        ctypes.c_double,
-        ctypes.c_double,
-        ctypes.c_float,
-        ctypes.c_float,
-        ctypes.c_int64,
-    ]
-    if dll.eges_step_size() != ctypes.sizeof(_Step):
-        log.warning("kernel layout mismatch: training with the PyTorch form of the step")
+def _open(lib: Path, flavour: Flavour) -> ctypes.CDLL | None:
+    """A built kernel, its functions typed; None if it is not a build of this module's kernel
+    (a damaged file, another layout or missing functions: the caller builds it again)."""
+    try:
+        dll = ctypes.CDLL(str(lib))
+        dll.eges_step.restype = ctypes.c_double
+        dll.eges_step.argtypes = [ctypes.POINTER(_Step), ctypes.c_int, _I64]
+        dll.eges_step_size.restype = ctypes.c_int64
+        dll.eges_threaded.restype = ctypes.c_int
+        dll.eges_row_adam.restype = None
+        dll.eges_row_adam.argtypes = [
+            ctypes.c_int64,
+            ctypes.c_int64,
+            _I64,
+            _F32,
+            _F32,
+            _F32,
+            _F32,
+            ctypes.c_double,
+            ctypes.c_double,
+            ctypes.c_float,
+            ctypes.c_float,
+            ctypes.c_int64,
+        ]
+    except (OSError, AttributeError) as e:  # not a library, or one without our functions
+        log.warning("ignoring %s: %s", lib.name, e)
         return None
+    if (
+        dll.eges_step_size() != ctypes.sizeof(_Step)
+        or bool(dll.eges_threaded()) != flavour.threaded
+    ):
+        log.warning("ignoring %s: not a build of this kernel", lib.name)
+        return None
+    dll.flavour = flavour
     return dll
 
 
-def usable(model: EGES, walks: torch.Tensor) -> bool:
-    """Whether the C step can train ``model`` on ``walks`` (CPU, float32, no autocast)."""
+def unusable_reason(kernel: str) -> str | None:
+    """Why the C step cannot train in this process (None: it can). ``auto`` also passes over
+    a build without threads when torch runs several."""
+    dll = load()
+    if dll is None:
+        return "it could not be built or loaded here (see the warning above)"
+    threads = torch.get_num_threads()
+    if kernel == "auto" and not dll.flavour.threaded and threads > 1:
+        return f"its build runs one thread (no OpenMP) and torch runs {threads}"
+    return None
+
+
+def usable(model: EGES, walks: torch.Tensor, kernel: str = "auto") -> bool:
+    """Whether the C step can train ``model`` on ``walks`` (CPU, float32, no autocast, a build
+    that ``kernel`` accepts: see :func:`unusable_reason`)."""
     return (
         walks.device.type == "cpu"
         and all(p.dtype == torch.float32 for p in model.parameters())
         and not torch.is_autocast_enabled("cpu")
-        and load() is not None
+        and unusable_reason(kernel) is None
     )
 
 
@@ -245,6 +382,7 @@ def walk_loss(
     dll = load()
     if dll is None:
         raise RuntimeError("the C training step is not available (no C compiler)")
+    global steps_run
     b, length = walks.shape
     flat = walks.reshape(-1).to(torch.int64).contiguous()  # (N,)
     n = flat.numel()
@@ -328,6 +466,8 @@ def walk_loss(
         # parameter), so it outlives the call
         pairs = ctypes.c_int64()
         total = dll.eges_step(ctypes.byref(step), int(grad), ctypes.byref(pairs))
+        if pairs.value < 0:
+            raise MemoryError("the C training step ran out of memory")
         if grad and not sparse:  # padding rows get no gradient, as nn.Embedding's padding_idx
             for g in (gz, *gside):
                 g[0] = 0
@@ -345,6 +485,7 @@ def walk_loss(
     pair_count = 0
     # grad mode as the caller has it (inside the Function's forward it is always off)
     loss = _Loss.apply(run, torch.is_grad_enabled(), *params)
+    steps_run += 1
     return loss, pair_count
 
 

@@ -17,9 +17,9 @@
  *
  * Three phases: pair counts; per walk (in parallel) H, scores, coefficients, the gradient of
  * H and, summed within the walk, that of each position as a context; then the additions to the
- * gradient tables, in parallel by row ownership (each row is added to by one thread, in
- * position order), so that the result does not depend on the number of threads and no two
- * threads write one row.
+ * gradient tables, bucketed once by the thread that owns their row and added in parallel by
+ * owner (each row is added to by one thread, in position order), so that the result does not
+ * depend on the number of threads and no two threads write one row.
  *
  * Rows are read at their index in the tables and written at their index in the gradient
  * tables, or at a compact index given per occurrence (sparse gradients: one gradient row per
@@ -84,7 +84,7 @@ static inline float sigmoid_softplus(float x, float sign, float *softplus) {
 
 /* Thread t adds to blocks of 32 rows of its own: every row has one writer, and a thread's rows
  * lie together (fewer pages and cache lines shared between the threads than row % T). */
-static inline int owns(int64_t row, int t, int threads) { return (row >> 5) % threads == t; }
+static inline int64_t owner(int64_t row, int64_t threads) { return (row >> 5) % threads; }
 
 /* The sources of position n: their weights into s->weights[n], the field means into src
  * (rows 1..fields; row 0 is W0[v]), the mask of present sources into present. */
@@ -119,6 +119,122 @@ static void sources(const eges_step_t *s, int64_t n, float *src, uint8_t *presen
     for (int64_t j = 0; j < ns; j++) w[j] /= total;
 }
 
+/* The additions of position n to the gradient tables, one "slot" each, in the order they are
+ * made: 0 its row of g_z as a context of its walk, 1..K its negatives' rows of g_z, K + 1 its
+ * row of g_w0 and g_att, then one per side-information value, field by field. */
+static int64_t slots(const eges_step_t *s, int64_t n) {
+    const int64_t v = s->items[n];
+    if (!v || !s->pp[n]) return 0;
+    int64_t c = s->negatives + 2;
+    for (int64_t f = 0; f < s->fields; f++) c += s->side_off[f][v + 1] - s->side_off[f][v];
+    return c;
+}
+
+/* The gradient row slot q of position n adds to; the field of a side value into *field. */
+static int64_t slot_row(const eges_step_t *s, int64_t n, int64_t q, int64_t *field) {
+    const int64_t v = s->items[n], K = s->negatives;
+    *field = -1;
+    if (q == 0) return s->ctx_row ? s->ctx_row[n] : v;
+    if (q <= K) return s->neg_row ? s->neg_row[n * K + q - 1] : s->neg[n * K + q - 1];
+    if (q == K + 1) return s->item_row ? s->item_row[n] : v;
+    int64_t m = q - K - 2;
+    for (int64_t f = 0; f < s->fields; f++) {
+        const int64_t lo = s->side_off[f][v], count = s->side_off[f][v + 1] - lo;
+        if (m < count) {
+            *field = f;
+            return s->side_row ? s->side_row[f][s->bag_start[f][n] + m] : s->side_val[f][lo + m];
+        }
+        m -= count;
+    }
+    return -1; /* not reached: q < slots(s, n) */
+}
+
+static void add_slot(const eges_step_t *s, int64_t n, int64_t q) {
+    const int64_t d = s->dim, ns = s->fields + 1, K = s->negatives, v = s->items[n];
+    const float *wt = s->weights + n * ns;
+    int64_t f;
+    const int64_t r = slot_row(s, n, q, &f);
+    if (q == 0) {
+        axpy(1.f, s->g_ctx + n * d, s->g_z + r * d, d);
+    } else if (q <= K) {
+        axpy(s->g_neg[n * K + q - 1], s->h + n * d, s->g_z + r * d, d);
+    } else if (q == K + 1) {
+        if (wt[0] > 0.f) axpy(wt[0], s->g_h + n * d, s->g_w0 + r * d, d);
+        if (s->att)
+            for (int64_t j = 0; j < ns; j++) s->g_att[r * ns + j] += s->g_logit[n * ns + j];
+    } else {
+        const int64_t bag = s->side_off[f][v + 1] - s->side_off[f][v];
+        axpy(wt[f + 1] / (float)bag, s->g_h + n * d, s->g_side[f] + r * d, d);
+    }
+}
+
+/* Phase 3: every addition to the gradient tables, by row owner. The additions are bucketed
+ * once by owner (a counting sort over T chunks of positions, which keeps position order within
+ * each bucket), then each owner's bucket is added in order by one thread: every row receives
+ * its additions in position order from one writer whatever the number of threads, and no
+ * thread scans the others' additions. Returns 0 where memory runs out. */
+static int scatter(const eges_step_t *s, int64_t N) {
+    const int64_t T = s->threads > 0 ? s->threads : 1;
+    if (T == 1) { /* one bucket: the additions in position order */
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t q = 0, m = slots(s, n); q < m; q++) add_slot(s, n, q);
+        return 1;
+    }
+    int64_t *count = calloc((size_t)(T * T), sizeof(int64_t)); /* [chunk * T + owner] */
+    int64_t *first = malloc((size_t)(T + 1) * sizeof(int64_t)); /* bucket o: first[o].. */
+    int64_t *ent_n = NULL;
+    int32_t *ent_q = NULL;
+    int ok = count && first;
+#pragma omp parallel num_threads((int)T) if (ok)
+    {
+#pragma omp for schedule(static)
+        for (int64_t c = 0; c < T; c++) {
+            if (!ok) continue;
+            int64_t f;
+            for (int64_t n = c * N / T; n < (c + 1) * N / T; n++)
+                for (int64_t q = 0, m = slots(s, n); q < m; q++)
+                    count[c * T + owner(slot_row(s, n, q, &f), T)]++;
+        }
+#pragma omp single
+        if (ok) {
+            int64_t at = 0;
+            for (int64_t o = 0; o < T; o++) {
+                first[o] = at;
+                for (int64_t c = 0; c < T; c++) {
+                    const int64_t k = count[c * T + o];
+                    count[c * T + o] = at; /* from here on: where chunk c's entries go */
+                    at += k;
+                }
+            }
+            first[T] = at;
+            ent_n = malloc((size_t)(at > 0 ? at : 1) * sizeof(int64_t));
+            ent_q = malloc((size_t)(at > 0 ? at : 1) * sizeof(int32_t));
+            ok = ent_n && ent_q;
+        }
+#pragma omp for schedule(static)
+        for (int64_t c = 0; c < T; c++) {
+            if (!ok) continue;
+            int64_t f;
+            for (int64_t n = c * N / T; n < (c + 1) * N / T; n++)
+                for (int64_t q = 0, m = slots(s, n); q < m; q++) {
+                    const int64_t at = count[c * T + owner(slot_row(s, n, q, &f), T)]++;
+                    ent_n[at] = n;
+                    ent_q[at] = (int32_t)q;
+                }
+        }
+#pragma omp for schedule(static)
+        for (int64_t o = 0; o < T; o++) {
+            if (!ok) continue;
+            for (int64_t e = first[o]; e < first[o + 1]; e++) add_slot(s, ent_n[e], ent_q[e]);
+        }
+    }
+    free(count);
+    free(first);
+    free(ent_n);
+    free(ent_q);
+    return ok;
+}
+
 /* Loss of the batch (summed over pairs, not divided by P); pairs into *pairs_out.
  * With grad == 0 only the loss is computed. */
 double eges_step(eges_step_t *s, int grad, int64_t *pairs_out) {
@@ -129,6 +245,7 @@ double eges_step(eges_step_t *s, int grad, int64_t *pairs_out) {
 #endif
     int64_t pairs = 0;
     double loss = 0.0;
+    int failed = 0;
 
     for (int64_t n = 0; n < N; n++) {
         int64_t c = 0;
@@ -147,8 +264,13 @@ double eges_step(eges_step_t *s, int grad, int64_t *pairs_out) {
     {
         float *src = malloc((size_t)(ns * d) * sizeof(float));
         uint8_t *present = malloc((size_t)ns);
+        if (!src || !present) {
+#pragma omp atomic write
+            failed = 1;
+        }
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < s->n_walks; b++) { /* a walk at a time: its contexts' gradients */
+            if (!src || !present) continue;
             if (grad) memset(s->g_ctx + b * L * d, 0, (size_t)(L * d) * sizeof(float));
             for (int64_t i = 0; i < L; i++) {
                 const int64_t n = b * L + i, v = s->items[n];
@@ -204,45 +326,7 @@ double eges_step(eges_step_t *s, int grad, int64_t *pairs_out) {
         free(present);
     }
     for (int64_t n = 0; n < N; n++) loss += s->loss_at[n]; /* the same order on any threads */
-    if (!grad) return loss;
-
-#pragma omp parallel num_threads(threads)
-    {
-        int t = 0;
-#ifdef _OPENMP
-        t = omp_get_thread_num();
-        const int T = omp_get_num_threads();
-#else
-        const int T = 1;
-#endif
-        for (int64_t n = 0; n < N; n++) {
-            const int64_t v = s->items[n];
-            if (!v || !s->pp[n]) continue;
-            const float *h = s->h + n * d, *gh = s->g_h + n * d, *wt = s->weights + n * ns;
-            const int64_t rc = s->ctx_row ? s->ctx_row[n] : v; /* as a context of its walk */
-            if (owns(rc, t, T)) axpy(1.f, s->g_ctx + n * d, s->g_z + rc * d, d);
-            for (int64_t k = 0; k < K; k++) {
-                const int64_t r = s->neg_row ? s->neg_row[n * K + k] : s->neg[n * K + k];
-                if (owns(r, t, T)) axpy(s->g_neg[n * K + k], h, s->g_z + r * d, d);
-            }
-            const int64_t r = s->item_row ? s->item_row[n] : v;
-            if (owns(r, t, T)) {
-                if (wt[0] > 0.f) axpy(wt[0], gh, s->g_w0 + r * d, d);
-                if (s->att)
-                    for (int64_t j = 0; j < ns; j++) s->g_att[r * ns + j] += s->g_logit[n * ns + j];
-            }
-            for (int64_t f = 0; f < s->fields; f++) {
-                const int64_t lo = s->side_off[f][v], hi = s->side_off[f][v + 1];
-                if (hi == lo) continue;
-                const float c = wt[f + 1] / (float)(hi - lo);
-                for (int64_t m = 0; m < hi - lo; m++) {
-                    const int64_t rv = s->side_row ? s->side_row[f][s->bag_start[f][n] + m]
-                                                   : s->side_val[f][lo + m];
-                    if (owns(rv, t, T)) axpy(c, gh, s->g_side[f] + rv * d, d);
-                }
-            }
-        }
-    }
+    if (failed || (grad && !scatter(s, N))) *pairs_out = -1; /* out of memory: the caller raises */
     return loss;
 }
 
@@ -282,6 +366,16 @@ void eges_row_adam(int64_t U, int64_t d, const int64_t *idx, const float *grad, 
             pr[k] -= step_size * mk / (sqrtf(vk) + eps);
         }
     }
+}
+
+/* Whether this build runs threads (OpenMP): a build without them is one thread whatever
+ * s->threads says. */
+int eges_threaded(void) {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
 }
 
 /* The struct's size, so that the caller can check its layout matches this build's. */

@@ -72,7 +72,7 @@ def walk_loss(
         multiply by P for their sum).
     """
     offset = -math.log(num_negatives) if prior_offset else 0.0
-    if kernel != "torch" and negatives_per == "position" and fused.usable(model, walks):
+    if kernel != "torch" and negatives_per == "position" and fused.usable(model, walks, kernel):
         return fused.walk_loss(model, walks, window, negatives, num_negatives, item_dropout, offset)
     if kernel == "c":
         raise RuntimeError(

@@ -2,7 +2,12 @@
 batches like the trainer's, the same result on any number of threads, its build cache, and a
 clean fallback where no compiler works."""
 
+import ctypes
 import logging
+import os
+import stat
+import subprocess
+import threading
 
 import numpy as np
 import pytest
@@ -72,12 +77,16 @@ def test_c_step_equals_the_pytorch_form(mode, sparse, dropout):
         assert g.is_sparse and len(rows) == len(set(rows)) and 0 not in rows
 
 
-def test_threads_do_not_change_the_result():
-    model, walks = catalogue(), batch(walks=256)
+@pytest.mark.parametrize("sparse", [False, True])
+def test_threads_do_not_change_the_result(sparse):
+    dll = fused.load()
+    # a serial build would pass the comparison below without running a second thread
+    assert dll.flavour.threaded and dll.eges_threaded() == 1, dll.flavour
+    model, walks = catalogue(sparse=sparse), batch(walks=256)
     before = torch.get_num_threads()
     try:
         results = []
-        for threads in (1, 2, 3):
+        for threads in (1, 2, 3, 5):
             torch.set_num_threads(threads)
             results.append(loss_and_grads(model, walks, "c", 0.2))
     finally:
@@ -88,18 +97,41 @@ def test_threads_do_not_change_the_result():
             assert torch.equal(g, results[0][2][name]), name
 
 
+def serial_build(where):
+    """The kernel built without OpenMP into ``where``."""
+    flavour = fused.flavours("cpu", openmp=False)[0]
+    assert not flavour.threaded
+    fused._build(fused._compiler(), where / "serial.so", flavour)
+    return fused._open(where / "serial.so", flavour)
+
+
 def test_a_build_without_openmp_gives_the_same_result(tmp_path, monkeypatch):
     model, walks = catalogue(), batch(walks=128)
     threaded = loss_and_grads(model, walks, "c", 0.2)
-    cc = fused._compiler()
-    fused._build(cc, tmp_path / "serial.so", openmp=False)
-    serial = fused._open(tmp_path / "serial.so")
+    serial = serial_build(tmp_path)
+    assert serial.eges_threaded() == 0
     assert not hasattr(serial, "GOMP_parallel")  # no OpenMP runtime behind it
     monkeypatch.setattr(fused, "load", lambda: serial)
     loss, pairs, grads = loss_and_grads(model, walks, "c", 0.2)
     assert (loss, pairs) == threaded[:2]
     for name, g in grads.items():
         assert torch.equal(g, threaded[2][name]), name
+
+
+def test_auto_passes_over_a_one_thread_build_when_torch_runs_several(tmp_path, monkeypatch):
+    serial = serial_build(tmp_path)
+    monkeypatch.setattr(fused, "load", lambda: serial)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert "one thread" in fused.unusable_reason("auto")
+        assert fused.unusable_reason("c") is None  # asked for: it runs
+        torch.set_num_threads(1)
+        assert fused.unusable_reason("auto") is None
+    finally:
+        torch.set_num_threads(before)
+    model, walks = catalogue(), batch()
+    assert not fused.usable(model, walks, "auto") or torch.get_num_threads() == 1
 
 
 def test_the_build_is_cached_per_source_and_cpu(tmp_path, monkeypatch):
@@ -114,8 +146,140 @@ def test_the_build_is_cached_per_source_and_cpu(tmp_path, monkeypatch):
         assert fused.load() is not None
         assert built[0].stat().st_mtime_ns == stamp  # loaded, not rebuilt
         assert not list(tmp_path.glob(".*.tmp"))
+        # another source: another build beside the first
+        changed = tmp_path / "src" / "kernel.c"
+        changed.parent.mkdir()
+        changed.write_text(fused.SOURCE.read_text() + "\n/* changed */\n")
+        monkeypatch.setattr(fused, "SOURCE", changed)
+        fused.load.cache_clear()
+        assert fused.load() is not None
+        assert len(list(tmp_path.glob("eges_kernel_*.so"))) == 2
     finally:
         fused.load.cache_clear()
+
+
+def test_the_cache_key_follows_source_compiler_flags_and_cpu():
+    native, portable = fused.flavours("cpu A")[0], fused.flavours("cpu A")[1]
+    assert "-march=native" in native.flags or "-mcpu=native" in native.flags
+    assert not any("native" in f for f in portable.flags)
+    key = fused.cache_key(b"src", "cc", "12", native, "cpu A")
+    assert fused.cache_key(b"src2", "cc", "12", native, "cpu A") != key
+    assert fused.cache_key(b"src", "cc", "13", native, "cpu A") != key
+    assert fused.cache_key(b"src", "cc", "12", portable, "cpu A") != key
+    assert fused.cache_key(b"src", "cc", "12", native, "cpu B") != key  # a build for this CPU
+    # a build for any CPU of the architecture is shared between CPUs
+    assert fused.cache_key(b"src", "cc", "12", portable, "cpu A") == fused.cache_key(
+        b"src", "cc", "12", portable, "cpu B"
+    )
+
+
+def test_an_unknown_cpu_gets_no_build_for_this_cpu_only():
+    for flavour in fused.flavours(None):
+        assert not any(f.endswith("=native") for f in flavour.flags), flavour
+    assert fused.flavours(None)[0].threaded
+
+
+def _planted(where, body):
+    """A shared library from C ``body``, under the name load() computes for the best flavour."""
+    cc, cpu = fused._compiler(), fused._cpu_key()
+    flavour = fused.flavours(cpu)[0]
+    key = fused.cache_key(fused.SOURCE.read_bytes(), cc, fused._compiler_version(cc), flavour, cpu)
+    lib = where / f"eges_kernel_{key}.so"
+    src = where.parent / "planted.c"
+    src.write_text(body)
+    subprocess.run([cc, "-shared", "-fPIC", str(src), "-o", str(lib)], check=True)
+    return lib
+
+
+PLANT = """
+#include <stdio.h>
+__attribute__((constructor)) static void planted(void) {
+    FILE *f = fopen("%s", "w");
+    if (f) { fputs("ran", f); fclose(f); }
+}
+"""
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o770, 0o755])
+def test_a_cache_open_to_others_is_refused_and_nothing_in_it_runs(
+    tmp_path, monkeypatch, caplog, mode
+):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    marker = tmp_path / "ran"
+    _planted(cache, PLANT % marker)
+    cache.chmod(mode)
+    monkeypatch.setenv("EGES_KERNEL_CACHE", str(cache))
+    fused.load.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger="eges.training.fused"):
+            assert fused.load() is None
+        assert "open to group or others" in caplog.text
+        assert not marker.exists()  # the planted library's constructor never ran
+        assert fused.unusable_reason("auto") is not None
+    finally:
+        fused.load.cache_clear()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a directory to another user")
+def test_a_cache_of_another_user_or_below_a_shared_directory_is_refused(tmp_path, monkeypatch):
+    other = tmp_path / "other"
+    other.mkdir(mode=0o700)
+    os.chown(other, 65534, 65534)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # world-writable without the sticky bit: cache can be swapped
+    (shared / "cache").mkdir(mode=0o700)
+    sticky = tmp_path / "sticky"
+    sticky.mkdir()
+    sticky.chmod(0o1777)  # as /tmp: others cannot rename what is not theirs
+    for where, refused in ((other, True), (shared / "cache", True), (sticky / "cache", False)):
+        monkeypatch.setenv("EGES_KERNEL_CACHE", str(where))
+        if refused:
+            with pytest.raises(fused.UnsafeCacheError):
+                fused.private_dir(where)
+        else:
+            assert fused.private_dir(where) == where.resolve()
+            assert stat.S_IMODE(where.stat().st_mode) == 0o700  # created private
+
+
+def test_a_foreign_library_under_the_computed_name_is_rebuilt_not_fatal(tmp_path, monkeypatch):
+    """A file of the user's own that is not this kernel (an old or damaged build): ignored and
+    built again, instead of an AttributeError that killed the trainer."""
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    lib = _planted(cache, "int unrelated(void) { return 1; }\n")
+    monkeypatch.setenv("EGES_KERNEL_CACHE", str(cache))
+    fused.load.cache_clear()
+    try:
+        dll = fused.load()
+        assert dll is not None and dll.eges_step_size() == ctypes.sizeof(fused._Step)
+        assert lib.exists()  # rebuilt in place
+    finally:
+        fused.load.cache_clear()
+
+
+def test_builds_side_by_side_in_one_process_do_not_collide(tmp_path):
+    """Builders with the same pid (threads here; containers on nodes sharing a cache) once
+    shared one temporary file name and failed at the rename, or renamed a partial file."""
+    flavour = fused.flavours(fused._cpu_key())[0]
+    out = tmp_path / "eges_kernel_same.so"
+    errors = []
+
+    def build():
+        try:
+            fused._build(fused._compiler(), out, flavour)
+        except Exception as e:  # noqa: BLE001 - any failure fails the test
+            errors.append(e)
+
+    threads = [threading.Thread(target=build) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert fused._open(out, flavour) is not None
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]  # no temporary file left
 
 
 def test_without_a_working_compiler_auto_falls_back_and_c_is_refused(tmp_path, monkeypatch, caplog):
