@@ -96,13 +96,18 @@ def _check_precision(optimizer: str, world: int, precision: str) -> None:
         )
 
 
-def _check_kernel(t, gpu: bool) -> None:
-    """Say which form of the step trains (``train.kernel``); refuse ``c`` where it cannot."""
+def _check_kernel(t, gpu: bool) -> str:
+    """Say which form of the step this process can train with (``train.kernel``); refuse ``c``
+    where it cannot. The ranks then agree on one form (:meth:`EGESModule.setup`).
+
+    Returns:
+        ``c`` or ``torch``.
+    """
     from eges.training import fused
 
     if t.kernel == "torch":
         log.info("training step: PyTorch operators (train.kernel=torch)")
-        return
+        return "torch"
     why = (
         "the device is a GPU"
         if gpu
@@ -110,16 +115,17 @@ def _check_kernel(t, gpu: bool) -> None:
         if t.negatives_per != "position"
         else f"train.precision is {t.precision}"
         if str(t.precision) not in ("32-true", "32")
-        else None
+        else fused.unusable_reason(t.kernel)
     )
-    if why is None and fused.load() is None:
-        why = "no C compiler could build it (see the warning above)"
     if why is None:
-        log.info("training step: the C kernel (train.kernel=%s)", t.kernel)
-    elif t.kernel == "c":
+        log.info(
+            "training step: the C kernel, %s (train.kernel=%s)", fused.load().flavour.name, t.kernel
+        )
+        return "c"
+    if t.kernel == "c":
         raise ConfigError(f"train.kernel=c cannot be used: {why}; use auto or torch")
-    else:
-        log.info("training step: PyTorch operators (train.kernel=auto: %s)", why)
+    log.info("training step: PyTorch operators (train.kernel=auto: %s)", why)
+    return "torch"
 
 
 def _group_open() -> bool:
@@ -248,6 +254,7 @@ def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
     from pytorch_lightning.strategies import DDPStrategy
     from torch.utils.data import DataLoader
 
+    from eges.training import fused
     from eges.training.dataset import WalkDataset
     from eges.training.export import export_run
     from eges.training.items import load_items
@@ -294,7 +301,7 @@ def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
             f"{AUTO_SPARSE_ITEMS:,}",
         )
     _check_precision(optimizer, world, t.precision)
-    _check_kernel(t, gpu)
+    kernel = _check_kernel(t, gpu)
     # config.yaml and the export keep the settings as given (the evaluation compares them to
     # reuse a run); the export's training section records the optimiser used
     t = dataclasses.replace(t, optimizer=optimizer)
@@ -311,7 +318,7 @@ def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
     model.mark_trained_values(torch.from_numpy(counts))
     pl.seed_everything(t.seed + rank, workers=True)
     loader = DataLoader(dataset, batch_size=None, num_workers=t.num_workers, pin_memory=gpu)
-    module = EGESModule(model, AliasSampler(counts, t.ns_exponent), t, loader)
+    module = EGESModule(model, AliasSampler(counts, t.ns_exponent), t, loader, kernel)
 
     # buffers (side-info tables, the sampler's alias table) never change: do not re-broadcast
     # them from rank 0 every step; sparse_adam exchanges the gradients itself (RowAdam)
@@ -375,6 +382,7 @@ def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
         )
     owns_group = not _group_open()
     start = time.perf_counter()
+    c_steps_before = fused.steps_run
     trainer.fit(module, ckpt_path=str(ckpt) if ckpt else None)
     seconds = time.perf_counter() - start
     if owns_group and _group_open():
@@ -395,6 +403,9 @@ def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
         # this rank's peak of allocated GPU memory (tensors; the CUDA context is extra)
         "gpu_peak_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if gpu else None,
         "optimizer": optimizer,
+        # the form of the step the ranks agreed on, and the C steps this rank ran
+        "kernel": module.kernel,
+        "c_steps": fused.steps_run - c_steps_before,
         "resumed_from": ckpt.name if ckpt else None,
     }
     if trainer.is_global_zero:

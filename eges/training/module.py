@@ -44,19 +44,33 @@ class EGESModule(pl.LightningModule):
         cfg: the ``train`` config section.
         loader: the training DataLoader over a :class:`eges.training.dataset.WalkDataset`; it is
             handed to Lightning through :meth:`train_dataloader`.
+        kernel: the form of the step this process can run (``c`` or ``torch``, as the trainer
+            decided it; default ``cfg.kernel``). Under DDP the ranks agree on one form in
+            :meth:`setup`.
     """
 
     def __init__(
-        self, model: EGES, sampler: AliasSampler, cfg: TrainConfig, loader: DataLoader | None = None
+        self,
+        model: EGES,
+        sampler: AliasSampler,
+        cfg: TrainConfig,
+        loader: DataLoader | None = None,
+        kernel: str | None = None,
     ) -> None:
         super().__init__()
         self.model = model
         self.sampler = sampler
         self.cfg = cfg
         self.loader = loader
+        self.kernel = kernel or cfg.kernel
         self.pairs_seen = 0
         self._t0: float | None = None
         self._pairs_at_t0 = 0
+
+    def setup(self, stage: str) -> None:
+        # before the optimisers are made (RowAdam's update follows the step's form)
+        if dist.is_available() and dist.is_initialized():
+            self.kernel = agree_on_kernel(self.kernel, self.cfg.kernel)
 
     def train_dataloader(self) -> DataLoader:
         # Lightning does not tell an IterableDataset the epoch. It calls this hook after it has
@@ -106,7 +120,7 @@ class EGESModule(pl.LightningModule):
             self.cfg.negatives_per,
             self.cfg.item_dropout,
             self.cfg.prior_offset,
-            self.cfg.kernel,
+            self.kernel,
         )
         self.pairs_seen += pairs
         self.log("loss", loss, prog_bar=True, batch_size=walks.shape[0])
@@ -130,7 +144,7 @@ class EGESModule(pl.LightningModule):
             attention = list(self.model.attention.parameters())
             rest = [p for p in self.model.parameters() if all(p is not a for a in attention)]
             params = [{"params": rest}, {"params": attention, "lr": self.cfg.attention_lr}]
-        opt = make_optimizer(params, self.cfg.optimizer, self.cfg.lr, self.cfg.kernel != "torch")
+        opt = make_optimizer(params, self.cfg.optimizer, self.cfg.lr, self.kernel != "torch")
         if self.cfg.lr_schedule == "constant":
             return opt
         # not trainer.estimated_stepping_batches: it builds the loader through
@@ -156,6 +170,50 @@ class EGESModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.pairs_seen = checkpoint.get("pairs_seen", 0)
+
+
+def agree_on_kernel(local: str, setting: str) -> str:
+    """The form of the step every rank of the default process group trains with.
+
+    The C step and the PyTorch form agree only up to rounding, and so do their row updates:
+    ranks that took different forms would drift apart (DDP and RowAdam keep models identical
+    only if every rank computes the same update). One process that cannot use the C step (no
+    compiler on its node, a refused cache) therefore makes all of them use the PyTorch form.
+
+    Args:
+        local: the form this process can run, ``c`` or ``torch`` (``auto``: as ``c``).
+        setting: ``train.kernel`` as given.
+
+    Returns:
+        ``c`` where every rank can run it, else ``torch``.
+
+    Raises:
+        RuntimeError: on every rank, where ``setting`` is ``c`` and some rank cannot run it.
+    """
+    world, rank = dist.get_world_size(), dist.get_rank()
+    device = (
+        torch.device("cuda", torch.cuda.current_device())
+        if dist.get_backend() == "nccl"
+        else torch.device("cpu")
+    )
+    able = torch.zeros(world, dtype=torch.int32, device=device)
+    able[rank] = int(local != "torch")
+    dist.all_reduce(able)
+    unable = [r for r, ok in enumerate(able.tolist()) if not ok]
+    if not unable:
+        return "c" if local != "torch" else "torch"
+    if len(unable) == world:
+        return "torch"
+    ranks = ", ".join(map(str, unable))
+    if setting == "c":
+        raise RuntimeError(f"train.kernel=c: rank(s) {ranks} cannot run the C step")
+    if rank == 0 or local != "torch":
+        log.warning(
+            "training step: PyTorch operators on every rank: rank(s) %s cannot run the C "
+            "step, and ranks must compute the same update",
+            ranks,
+        )
+    return "torch"
 
 
 def make_optimizer(params, name: str, lr: float, native: bool = True) -> torch.optim.Optimizer:

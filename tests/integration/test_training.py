@@ -90,6 +90,8 @@ def test_two_process_training_finishes_and_exports_once(run, walks):
     m = export_manifest(run)
     assert m["training"]["processes"] == 2 and m["training"]["steps"] == 100
     assert m["training"]["optimizer"] == "adam"  # auto: 9.7k items
+    # the C step trained (train.kernel auto), every step of rank 0
+    assert m["training"]["kernel"] == "c" and m["training"]["c_steps"] == 100
     items = schema.read_table(walks / "items").num_rows
     assert m["counts"]["items"] == items
     assert m["counts"]["vectors"] + m["counts"]["items_without_vector"] == items
@@ -157,29 +159,41 @@ def test_resume_continues_from_the_last_checkpoint(run, walks):
 
 
 @pytest.mark.slow
-def test_two_process_training_leaves_no_process_group_open(walks, tmp_path):
-    """The trainer destroys the gloo group it created: left open, a gloo worker thread could
+def test_two_process_training_agrees_on_the_step_and_leaves_no_process_group_open(walks, tmp_path):
+    """Rank 1's kernel cache is open to others, so it cannot use the C step: both ranks train
+    with the PyTorch form (different forms would let the models drift apart).
+
+    The trainer destroys the gloo group it created: left open, a gloo worker thread could
     take the GIL during the interpreter's shutdown and abort the process ("terminate called
     without an active exception"), which failed CI now and then (see eges/train.py)."""
+    shared = tmp_path / "shared-cache"
+    shared.mkdir()
+    shared.chmod(0o777)
     script = tmp_path / "train_then_check.py"
     script.write_text(
-        "import sys\n"
+        "import os, sys\n"
         "import torch.distributed as dist\n"
+        "if os.environ['RANK'] == '1':\n"
+        f"    os.environ['EGES_KERNEL_CACHE'] = {str(shared)!r}\n"
         "from eges.train import main\n"
         "rc = main(sys.argv[1:])\n"
         "print('process group open after training:', dist.is_initialized(), flush=True)\n"
         "sys.exit(rc or (3 if dist.is_initialized() else 0))\n"
     )
+    run = tmp_path / "run"
     proc = train_cli(
         "--data",
         str(walks),
         "--output",
-        str(tmp_path / "run"),
+        str(run),
         *sets(*TRAIN, "train.max_steps=5"),
         script=script,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert proc.stdout.count("process group open after training: False") == 2
+    assert "rank(s) 1 cannot run the C step" in proc.stdout + proc.stderr
+    training = export_manifest(run)["training"]
+    assert training["kernel"] == "torch" and training["c_steps"] == 0  # rank 0 could have
 
 
 @pytest.mark.slow
@@ -204,6 +218,7 @@ def test_two_process_sparse_adam_trains_checkpoints_and_resumes(walks, tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]
     m = export_manifest(run)
     assert m["training"]["optimizer"] == "sparse_adam" and m["training"]["processes"] == 2
+    assert m["training"]["kernel"] == "c" and m["training"]["c_steps"] == 15
     assert m["training"]["steps"] == 45 and m["training"]["resumed_from"] == "step-30.ckpt"
 
 
