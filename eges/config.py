@@ -499,6 +499,7 @@ class TrainConfig:
                 ),
                 (self.num_workers >= 0, "train.num_workers must be >= 0"),
                 (self.checkpoint_every_n_steps >= 1, "train.checkpoint_every_n_steps must be >= 1"),
+                (self.log_every_n_steps >= 1, "train.log_every_n_steps must be >= 1"),
             ]
         )
 

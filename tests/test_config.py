@@ -249,6 +249,8 @@ def test_a_new_nested_dataclass_needs_no_registry(data, path):
     "data, message",
     [
         ({"train": {"lr": 0}}, "train.lr must be > 0"),
+        # was a ZeroDivisionError in the first training step
+        ({"train": {"log_every_n_steps": 0}}, "train.log_every_n_steps must be >= 1"),
         (
             {"train": {"batch_size": 512, "shuffle_buffer": 256}},
             "train.shuffle_buffer must be >= train.batch_size",

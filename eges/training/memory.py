@@ -19,11 +19,17 @@ log = logging.getLogger(__name__)
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 32 << 20  # glibc's largest: allocations up to 32 MB come from the heap
-TRIM_THRESHOLD = 1 << 30  # give heap memory back only when 1 GB of it is free
+# give heap memory back once 256 MB of it is free: as few page faults as with 1 GB (a step's
+# temporaries are tens of MB; bench/results.md, 2026-12-06), and a process — and the DataLoader
+# workers forked from it — holds at most this much freed memory
+TRIM_THRESHOLD = 256 << 20
 
 
-def retain_freed_memory() -> bool:
+def retain_freed_memory(trim_threshold: int = TRIM_THRESHOLD) -> bool:
     """Raise glibc malloc's mmap and trim thresholds for this process (no-op elsewhere).
+
+    Args:
+        trim_threshold: bytes of free memory at the top of the heap kept for reuse.
 
     Returns:
         Whether the thresholds were set (False off glibc).
@@ -36,7 +42,7 @@ def retain_freed_memory() -> bool:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     ok = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
-        mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+        mallopt(_M_TRIM_THRESHOLD, trim_threshold)
     )
     if not ok:
         log.debug("mallopt refused the thresholds; the allocator keeps its defaults")
