@@ -445,7 +445,8 @@ class TrainConfig:
     # adam: dense gradients, every row updated each step (all-reduced whole under DDP);
     # sparse_adam: the rows a batch touched only (RowAdam; its own all_gather exchange under
     # DDP); auto: adam up to 50,000 items, sparse_adam above (eges/training/optim.py)
-    optimizer: Literal["auto", "adam", "sparse_adam", "adagrad", "sgd"] = "auto"
+    # rowwise_adagrad: the sharded tables' optimiser (train.sharding: sharded; auto picks it there)
+    optimizer: Literal["auto", "adam", "sparse_adam", "adagrad", "sgd", "rowwise_adagrad"] = "auto"
     lr: float = 0.01
     # linear: decays to lr * 1e-4 over the run's steps, as word2vec does; or constant
     lr_schedule: Literal["constant", "linear"] = "linear"
@@ -471,6 +472,10 @@ class TrainConfig:
     # negatives per position; eges/training/fused.py); torch — PyTorch operators (any device);
     # auto — c where it applies and a C compiler is found, else torch
     kernel: Literal["auto", "c", "torch"] = "auto"
+    # replicated: every process holds every table (DDP; the C step on CPU); sharded: the tables
+    # are split by row over the processes (TorchRec; row-wise Adagrad fused into the backward;
+    # eges/training/sharded.py), for catalogues one process cannot hold
+    sharding: Literal["replicated", "sharded"] = "replicated"
     overwrite: bool = False  # replace an existing run directory instead of refusing
 
     def __post_init__(self) -> None:
@@ -500,6 +505,23 @@ class TrainConfig:
                 (self.num_workers >= 0, "train.num_workers must be >= 0"),
                 (self.checkpoint_every_n_steps >= 1, "train.checkpoint_every_n_steps must be >= 1"),
                 (self.log_every_n_steps >= 1, "train.log_every_n_steps must be >= 1"),
+                (
+                    self.optimizer in ("auto", "rowwise_adagrad")
+                    if self.sharding == "sharded"
+                    else self.optimizer != "rowwise_adagrad",
+                    "train.optimizer=rowwise_adagrad goes with train.sharding=sharded, which "
+                    "trains with it alone (auto picks each path's optimiser)",
+                ),
+                (
+                    self.sharding == "replicated" or self.negatives_per == "position",
+                    "train.sharding=sharded draws negatives per position: "
+                    "leave train.negatives_per at position",
+                ),
+                (
+                    self.sharding == "replicated" or str(self.precision) in ("32-true", "32"),
+                    "train.sharding=sharded trains in 32-bit precision: "
+                    "leave train.precision at 32-true",
+                ),
             ]
         )
 

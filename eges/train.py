@@ -260,9 +260,10 @@ def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
     from eges.training.items import load_items
     from eges.training.memory import retain_freed_memory
     from eges.training.model import EGES
-    from eges.training.module import EGESModule, RowSyncStrategy
+    from eges.training.module import EGESModule, RowSyncStrategy, ShardedEGESModule
     from eges.training.optim import resolve_optimizer
     from eges.training.sampling import AliasSampler, walk_frequencies
+    from eges.training.sharded import SHARDED_OPTIMIZER, ShardedEGES, quiet_torchrec
 
     t = cfg.train
     retain_freed_memory()  # the step's MB-sized temporaries stay in the heap between steps
@@ -290,9 +291,25 @@ def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
         world_size=world,
     )
     counts = walk_frequencies([s.path for s in dataset.shards], items.num_items)
-    optimizer = resolve_optimizer(t.optimizer, items.num_items)
+    sharded = t.sharding == "sharded"
+    optimizer = SHARDED_OPTIMIZER if sharded else resolve_optimizer(t.optimizer, items.num_items)
     if ckpt is not None:
         optimizer = _resumed_optimizer(ckpt, t.optimizer, optimizer)
+        if (optimizer == SHARDED_OPTIMIZER) != sharded:
+            raise ConfigError(
+                f"--resume: {ckpt.name} was trained with "
+                f"{'sharded' if not sharded else 'replicated'} tables; resume with "
+                f"--set train.sharding={'sharded' if not sharded else 'replicated'}"
+            )
+    if sharded:
+        quiet_torchrec()
+        # the rows are updated inside the backward: "pre-optimisation state" does not exist
+        warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
+        log.info(
+            "tables sharded by row over %d process(es) (train.sharding=sharded), %s",
+            world,
+            "row-wise Adagrad fused into the backward",
+        )
     elif t.optimizer == "auto":
         log.info(
             "optimizer: %s (auto, %s items; dense Adam up to %s)",
@@ -301,28 +318,54 @@ def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
             f"{AUTO_SPARSE_ITEMS:,}",
         )
     _check_precision(optimizer, world, t.precision)
-    kernel = _check_kernel(t, gpu)
+    kernel = _check_kernel(t, gpu) if not sharded else "torch"
     # config.yaml and the export keep the settings as given (the evaluation compares them to
     # reuse a run); the export's training section records the optimiser used
     t = dataclasses.replace(t, optimizer=optimizer)
     torch.manual_seed(t.seed)  # identical initial weights on every rank
-    model = EGES(
-        items.num_items,
-        items.vocab_sizes,
-        items.offsets,
-        items.values,
-        t.embedding_dim,
-        t.mode,
-        sparse=optimizer == "sparse_adam",
+    model = (
+        EGES(
+            items.num_items,
+            items.vocab_sizes,
+            items.offsets,
+            items.values,
+            t.embedding_dim,
+            t.mode,
+            sparse=optimizer == "sparse_adam",
+        )
+        if not sharded
+        else None
     )
-    model.mark_trained_values(torch.from_numpy(counts))
+    if model is not None:
+        model.mark_trained_values(torch.from_numpy(counts))
     pl.seed_everything(t.seed + rank, workers=True)
     loader = DataLoader(dataset, batch_size=None, num_workers=t.num_workers, pin_memory=gpu)
-    module = EGESModule(model, AliasSampler(counts, t.ns_exponent), t, loader, kernel)
+    sampler = AliasSampler(counts, t.ns_exponent)
+    if sharded:
+        module = ShardedEGESModule(
+            lambda: ShardedEGES(
+                items.num_items,
+                items.vocab_sizes,
+                items.offsets,
+                items.values,
+                t.embedding_dim,
+                t.mode,
+                lr=t.lr,
+                seed=t.seed,
+                device=torch.device("cuda", torch.cuda.current_device()) if gpu else "cpu",
+            ),
+            sampler,
+            t,
+            loader,
+            run_dir / "checkpoints" / "tables",
+        )
+    else:
+        module = EGESModule(model, sampler, t, loader, kernel)
 
     # buffers (side-info tables, the sampler's alias table) never change: do not re-broadcast
-    # them from rank 0 every step; sparse_adam exchanges the gradients itself (RowAdam)
-    ddp = RowSyncStrategy if optimizer == "sparse_adam" else DDPStrategy
+    # them from rank 0 every step; sparse_adam exchanges the gradients itself (RowAdam), and
+    # sharded tables move their rows themselves (TorchRec)
+    ddp = RowSyncStrategy if optimizer in ("sparse_adam", SHARDED_OPTIMIZER) else DDPStrategy
     strategy = ddp(process_group_backend=backend, broadcast_buffers=False) if world > 1 else "auto"
     callbacks = [
         ModelCheckpoint(
@@ -385,6 +428,16 @@ def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
     c_steps_before = fused.steps_run
     trainer.fit(module, ckpt_path=str(ckpt) if ckpt else None)
     seconds = time.perf_counter() - start
+    shard_bytes = None
+    if sharded:  # collectives, before the group goes: the tables whole on rank 0, the bytes
+        model = module.sharded.replicated_model(counts)
+        shard_bytes = module.sharded.bytes_per_rank()
+        (log.info if rank == 0 else log.debug)(
+            "sharded tables per rank (bytes of tables + optimiser state): %s",
+            ", ".join(f"{b['tables'] + b['optimizer']:,}" for b in shard_bytes),
+        )
+        if module.own_group:
+            torch.distributed.destroy_process_group()
     if owns_group and _group_open():
         # Lightning leaves a gloo group open at exit; its worker threads may still be freeing
         # the last collective's tensors, which needs the GIL, and a thread that asks for it
@@ -407,10 +460,13 @@ def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
         "kernel": module.kernel,
         "c_steps": fused.steps_run - c_steps_before,
         "resumed_from": ckpt.name if ckpt else None,
+        "sharding": t.sharding,
+        # sharded: each rank's bytes of tables and optimiser state
+        "shard_bytes": shard_bytes,
     }
     if trainer.is_global_zero:
         stats["export"] = export_run(
-            module.model,
+            model,
             items,
             counts,
             cfg,

@@ -79,6 +79,29 @@ def rows(table: nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
     return _Rows.apply(table.weight, ids, table.padding_idx)
 
 
+def source_weights(
+    logits: torch.Tensor | None, present: torch.Tensor, drop_item: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The weights of each position's sources (its own vector, fields 1..n): the softmax of its
+    attention row over the sources present.
+
+    Args:
+        logits: (N, n + 1) rows of A (EGES), or None for equal weights (GES).
+        present: (N, n) which fields have a value.
+        drop_item: (N,) bool: leave out the item's own vector where a field is present.
+
+    Returns:
+        (N, n + 1), rows summing to 1.
+    """
+    own = torch.ones_like(present[:, :1])  # (N, 1)
+    if drop_item is not None:
+        own = ~(drop_item & present.any(1)).unsqueeze(1)
+    mask = torch.cat([own, present], 1)  # (N, n+1)
+    if logits is None:
+        logits = torch.zeros(mask.shape, device=present.device)
+    return torch.softmax(logits.masked_fill(~mask, float("-inf")), dim=1)  # (N, n+1)
+
+
 class EGES(nn.Module):
     """Item, side-info and context embeddings with per-item attention over the sources.
 
@@ -219,15 +242,8 @@ class EGES(nn.Module):
     def _weights(
         self, ids: torch.Tensor, present: torch.Tensor, drop_item: torch.Tensor | None = None
     ) -> torch.Tensor:
-        own = torch.ones_like(present[:, :1])  # (N, 1)
-        if drop_item is not None:  # leave out the item's own vector where a field is present
-            own = ~(drop_item & present.any(1)).unsqueeze(1)
-        mask = torch.cat([own, present], 1)  # (N, n+1)
-        if self.attention is not None:
-            logits = rows(self.attention, ids)  # (N, n+1)
-        else:  # ges: equal weights over the sources present
-            logits = torch.zeros(mask.shape, device=ids.device)
-        return torch.softmax(logits.masked_fill(~mask, float("-inf")), dim=1)  # (N, n+1)
+        logits = rows(self.attention, ids) if self.attention is not None else None
+        return source_weights(logits, present, drop_item)
 
     def forward(self, ids: torch.Tensor, drop_item: torch.Tensor | None = None) -> torch.Tensor:
         """H for warm items: (N,) item indices -> (N, D).

@@ -18,7 +18,12 @@ Gradient synchronisation under DDP — every parameter is an embedding table:
 from __future__ import annotations
 
 import logging
+import math
+import re
+import shutil
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
@@ -33,6 +38,7 @@ from eges.training.optim import OPTIMIZER_KEY, RowAdam
 from eges.training.sampling import AliasSampler
 
 log = logging.getLogger(__name__)
+SHARDED_KEY = "sharded_tables"  # a sharded run's checkpoint: the name of its tables' checkpoint
 
 
 class EGESModule(pl.LightningModule):
@@ -145,6 +151,10 @@ class EGESModule(pl.LightningModule):
             rest = [p for p in self.model.parameters() if all(p is not a for a in attention)]
             params = [{"params": rest}, {"params": attention, "lr": self.cfg.attention_lr}]
         opt = make_optimizer(params, self.cfg.optimizer, self.cfg.lr, self.kernel != "torch")
+        return self._with_schedule(opt)
+
+    def _with_schedule(self, opt: torch.optim.Optimizer):
+        """``opt`` with the configured learning-rate schedule, as configure_optimizers returns."""
         if self.cfg.lr_schedule == "constant":
             return opt
         # not trainer.estimated_stepping_batches: it builds the loader through
@@ -170,6 +180,106 @@ class EGESModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.pairs_seen = checkpoint.get("pairs_seen", 0)
+
+
+class ShardedEGESModule(EGESModule):
+    """The trainer's module with the tables sharded over the ranks (``train.sharding: sharded``,
+    :class:`eges.training.sharded.ShardedEGES`).
+
+    The tables are built in :meth:`setup`, once the process group exists (one process gets a
+    group of its own). The optimiser runs inside the backward pass, so the loop optimises
+    manually: each step sets the scheduled learning rate, runs the loss and its backward (which
+    updates the rows), and steps the fused optimiser only so that Lightning counts the step.
+    Checkpoints: Lightning's file (loop state, counters) on rank 0, and beside it the tables and
+    the optimiser state written by every rank through ``torch.distributed.checkpoint``
+    (``checkpoints/tables/step-N``), which a run on another number of processes reads.
+
+    Args:
+        build: makes the :class:`~eges.training.sharded.ShardedEGES` (called in :meth:`setup`).
+        sampler, cfg, loader: as :class:`EGESModule`.
+        checkpoint_dir: where the tables' checkpoints go.
+    """
+
+    def __init__(
+        self,
+        build: Callable[[], object],
+        sampler: AliasSampler,
+        cfg: TrainConfig,
+        loader: DataLoader | None,
+        checkpoint_dir: Path,
+    ) -> None:
+        super().__init__(None, sampler, cfg, loader, kernel="torch")
+        self.build = build
+        self.checkpoint_dir = Path(checkpoint_dir)
+        self.sharded = None
+        self.own_group = False
+        self._saved: str | None = None  # the tables' checkpoint written last
+        self.automatic_optimization = False
+
+    def setup(self, stage: str) -> None:
+        if not dist.is_initialized():  # one process: a group of one (the trainer ends it)
+            dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+            self.own_group = True
+        if self.sharded is None:
+            self.sharded = self.build()
+
+    def configure_optimizers(self):
+        return self._with_schedule(self.sharded.dmp.fused_optimizer)
+
+    def training_step(self, walks: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        opt = self.optimizers()
+        scheduler = self.lr_schedulers()
+        lr = opt.optimizer.param_groups[0]["lr"]
+        self.sharded.set_lr(lr)  # this step's rate, before its backward applies it
+        loss, pairs = self.sharded.walk_loss(
+            walks,
+            self.cfg.window,
+            self.sampler,
+            self.cfg.num_negatives,
+            self.cfg.item_dropout,
+            -math.log(self.cfg.num_negatives) if self.cfg.prior_offset else 0.0,
+        )
+        self.manual_backward(loss)  # the rows are updated here
+        opt.step()  # counts the step (the update already ran)
+        if scheduler is not None:
+            scheduler.step()
+        self.pairs_seen += pairs
+        self.log("loss", loss, prog_bar=True, batch_size=walks.shape[0])
+        self.log("lr-RowWiseAdagrad", lr, batch_size=walks.shape[0])
+        if self._t0 is not None and (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
+            elapsed = time.perf_counter() - self._t0
+            if elapsed > 0:
+                self.log(
+                    "pairs_per_s",
+                    (self.pairs_seen - self._pairs_at_t0) / elapsed,
+                    prog_bar=True,
+                    batch_size=walks.shape[0],
+                )
+        return loss
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        name = f"step-{self.global_step}"
+        if self._saved != name:  # both checkpoint callbacks may save one step
+            self.sharded.save(self.checkpoint_dir / name)  # every rank: its shards
+            self._saved = name
+        checkpoint[SHARDED_KEY] = name
+        # the fused optimiser's state is in the tables' checkpoint, by shard; rank 0's part
+        # alone in Lightning's file could not be restored
+        checkpoint["optimizer_states"] = []
+        if self.global_rank == 0:  # the tables of checkpoint files that are gone
+            files = self.checkpoint_dir.parent.glob("*.ckpt")
+            kept = {f"step-{m[1]}" for f in files if (m := re.search(r"step-(\d+)", f.name))}
+            for old in self.checkpoint_dir.glob("step-*"):
+                if old.name not in kept | {name}:
+                    shutil.rmtree(old, ignore_errors=True)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        name = checkpoint.get(SHARDED_KEY)
+        if name is None:
+            raise ValueError("this checkpoint was not trained with sharded tables")
+        self.sharded.load(self.checkpoint_dir / name)
 
 
 def agree_on_kernel(local: str, setting: str) -> str:

@@ -1,0 +1,281 @@
+"""Sharded tables (eges/training/sharded.py, TorchRec on gloo): two processes train as one
+process would on the mean of their losses, the same model and optimiser written out in plain
+PyTorch; checkpoints move between numbers of processes; each rank holds its share of the bytes."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from eges.config import ConfigError, TrainConfig
+from eges.training.loss import walk_loss
+from eges.training.model import EGES
+from eges.training.sharded import (
+    ATTENTION,
+    INIT_BLOCK,
+    Layout,
+    attention_width,
+    initial_rows,
+    side_table,
+)
+from eges.training.sharded import SHARDED_OPTIMIZER as SHARDED
+from tests.train.walkdir import make_complete_walk_dir
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytest.importorskip("torchrec", reason="the sharded path needs torchrec (make install)")
+
+ITEMS, FIELDS, DIM, WINDOW, K, LR, EPS, SEED = 300, (12, 40), 16, 3, 5, 0.05, 1e-8, 7
+STEPS, DROPOUT, OFFSET = 3, 0.3, -math.log(5)  # the prior offset log(1/K)
+
+
+def side_info(items=ITEMS, fields=FIELDS, seed=0):
+    """Per field 0-4 values per item (some items without any), as CSR offsets and values."""
+    gen = torch.Generator().manual_seed(seed)
+    offsets, values = [], []
+    for size in fields:
+        lengths = torch.randint(0, 5, (items + 1,), generator=gen)
+        lengths[0] = 0
+        offsets.append(torch.cat([torch.zeros(2, dtype=torch.long), lengths.cumsum(0)])[:-1])
+        values.append(torch.randint(1, size + 1, (int(lengths.sum()),), generator=gen))
+    return offsets, values
+
+
+def walks(step: int, rank: int) -> torch.Tensor:
+    """Rank ``rank``'s walks of a step: padded tails, some single-item walks."""
+    gen = torch.Generator().manual_seed(1000 * step + rank)
+    w = torch.randint(1, ITEMS + 1, (24, 8), generator=gen)
+    ends = torch.randint(1, 9, (24,), generator=gen)
+    return w * (torch.arange(8)[None] < ends[:, None])
+
+
+def negatives(step: int, rank: int):
+    gen = torch.Generator().manual_seed(5000 + 1000 * step + rank)
+    return lambda shape: torch.randint(1, ITEMS + 1, shape, generator=gen)
+
+
+def train_sharded(model, step: int, rank: int) -> None:
+    torch.manual_seed(100 * step + rank)  # the item-dropout draws
+    loss, _ = model.walk_loss(walks(step, rank), WINDOW, negatives(step, rank), K, DROPOUT, OFFSET)
+    loss.backward()  # the fused optimiser updates the rows
+
+
+def _worker(rank: int, world: int, out: str, job: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{out}/store-{job}", rank=rank, world_size=world
+    )
+    from eges.training.sharded import ShardedEGES
+
+    offsets, values = side_info()
+    model = ShardedEGES(ITEMS, list(FIELDS), offsets, values, DIM, "eges", LR, EPS, SEED)
+    result: dict = {"bytes": model.local_bytes()}
+    if job == "train":  # 2 processes, STEPS steps, a checkpoint
+        for step in range(STEPS):
+            train_sharded(model, step, rank)
+        model.save(f"{out}/ckpt-2")
+    elif job == "resume-1":  # 1 process: the 2-process checkpoint, then one more step
+        model.load(f"{out}/ckpt-2")
+        result["loaded"] = (model.full_tables(), model.full_optimizer_state())
+        train_sharded(model, STEPS, 0)
+        model.save(f"{out}/ckpt-1")
+    elif job == "resume-2":  # 2 processes: the 1-process checkpoint
+        model.load(f"{out}/ckpt-1")
+    tables, state = model.full_tables(), model.full_optimizer_state()
+    if rank == 0:
+        result["tables"], result["state"] = tables, state
+    torch.save(result, f"{out}/{job}-rank{rank}.pt")
+    dist.barrier()
+    dist.destroy_process_group()
+    os._exit(0)  # as tests/train/test_optim.py: no interpreter shutdown under live gloo threads
+
+
+def reference() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The same training in plain PyTorch: EGES from the same initial rows, each step the mean
+    of the two processes' losses (their draws), FBGEMM's row-wise Adagrad written out."""
+    offsets, values = side_info()
+    layout = Layout(ITEMS, FIELDS, DIM, "eges")
+    model = EGES(ITEMS, list(FIELDS), offsets, values, DIM, "eges")
+    tables = {
+        "item": model.item.weight,
+        "context": model.context.weight,
+        ATTENTION: model.attention.weight,
+        **{side_table(i): bag.weight for i, bag in enumerate(model.side)},
+    }
+    with torch.no_grad():
+        for name, weight in tables.items():
+            weight.copy_(initial_rows(layout, name, 0, weight.shape[0], SEED)[:, : weight.shape[1]])
+    state = {name: torch.zeros(w.shape[0]) for name, w in tables.items()}
+    for step in range(STEPS):
+        model.zero_grad(set_to_none=True)
+        losses = []
+        for rank in (0, 1):
+            torch.manual_seed(100 * step + rank)
+            losses.append(
+                walk_loss(
+                    model, walks(step, rank), WINDOW, negatives(step, rank), K,
+                    item_dropout=DROPOUT, prior_offset=True, kernel="torch",
+                )[0]
+            )  # fmt: skip
+        (sum(losses) / 2).backward()
+        with torch.no_grad():
+            for name, weight in tables.items():
+                g = weight.grad
+                width = attention_width(len(FIELDS)) if name == ATTENTION else g.shape[1]
+                touched = g.ne(0).any(1)
+                state[name][touched] += g[touched].pow(2).sum(1) / width
+                weight[touched] -= LR * g[touched] / (state[name][touched].sqrt() + EPS)[:, None]
+    return {n: w.detach() for n, w in tables.items()}, state
+
+
+def test_initial_rows_are_the_same_however_the_table_is_cut():
+    layout = Layout(INIT_BLOCK + 100, (12,), 8, "eges")
+    whole = initial_rows(layout, "item", 0, INIT_BLOCK + 101, SEED)
+    parts = [(0, 1000), (1000, INIT_BLOCK - 1000), (INIT_BLOCK, 101)]
+    cut = torch.cat([initial_rows(layout, "item", a, n, SEED) for a, n in parts])
+    assert torch.equal(whole, cut)
+    assert not whole[0].any() and whole[1:].abs().max() <= 0.5 / 8 and whole[1:].std() > 0.01
+    assert not initial_rows(layout, "context", 5, 10, SEED).any()  # Z starts at zero
+    assert initial_rows(layout, ATTENTION, 0, 3, SEED).shape == (3, 4)  # 2 sources, padded
+    other = initial_rows(layout, side_table(0), 0, 13, SEED + 1)
+    assert not torch.equal(other, initial_rows(layout, side_table(0), 0, 13, SEED))
+    with pytest.raises(IndexError):
+        initial_rows(layout, side_table(0), 10, 5, SEED)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sharded")
+    mp.spawn(_worker, args=(2, str(out), "train"), nprocs=2, join=True)
+    mp.spawn(_worker, args=(1, str(out), "resume-1"), nprocs=1, join=True)
+    mp.spawn(_worker, args=(2, str(out), "resume-2"), nprocs=2, join=True)
+    return out
+
+
+def test_two_processes_train_as_the_plain_pytorch_reference(runs):
+    trained = torch.load(runs / "train-rank0.pt")
+    ref_tables, ref_state = reference()
+    layout = Layout(ITEMS, FIELDS, DIM, "eges")
+    for name, ref in ref_tables.items():
+        got = trained["tables"][name]
+        init = initial_rows(layout, name, 0, got.shape[0], SEED)
+        assert (got - init).abs().max() > 1e-3, f"{name} did not train"
+        torch.testing.assert_close(got[:, : ref.shape[1]], ref, rtol=1e-5, atol=2e-7, msg=name)
+        torch.testing.assert_close(
+            trained["state"][name], ref_state[name], rtol=1e-4, atol=1e-9, msg=name
+        )
+
+
+def test_a_checkpoint_moves_from_two_processes_to_one_and_back(runs):
+    two = torch.load(runs / "train-rank0.pt")
+    one = torch.load(runs / "resume-1-rank0.pt")
+    tables, state = one["loaded"]
+    for name in two["tables"]:
+        assert torch.equal(tables[name], two["tables"][name]), name
+        assert torch.equal(state[name], two["state"][name]), name
+    back = torch.load(runs / "resume-2-rank0.pt")
+    for name in one["tables"]:
+        assert torch.equal(back["tables"][name], one["tables"][name]), name
+        assert torch.equal(back["state"][name], one["state"][name]), name
+    assert not torch.equal(one["tables"]["item"], two["tables"]["item"])  # the step ran
+
+
+def test_each_rank_holds_its_share_of_the_tables(runs):
+    per_rank = [torch.load(runs / f"train-rank{r}.pt")["bytes"] for r in (0, 1)]
+    layout = Layout(ITEMS, FIELDS, DIM, "eges")
+    total = sum(r * w * 4 for r, w in layout.tables().values())
+    assert sum(b["tables"] for b in per_rank) == total
+    for b in per_rank:
+        assert abs(b["tables"] - total / 2) <= 0.05 * total / 2, (b, total)
+        assert b["optimizer"] > 0
+    alone = torch.load(runs / "resume-1-rank0.pt")["bytes"]
+    assert alone["tables"] == total
+
+
+def trainer(*args: str, nproc: int = 1) -> subprocess.CompletedProcess:
+    launcher = [sys.executable] + (
+        ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+        if nproc > 1
+        else []
+    )
+    return subprocess.run(
+        [*launcher, str(REPO / "eges" / "train.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+
+
+def test_the_trainer_shards_over_two_processes_and_resumes_in_one(tmp_path):
+    walk_dir = make_complete_walk_dir(tmp_path / "walks", 400, 3)
+    conf = tmp_path / "conf.yaml"
+    conf.write_text("train: {accelerator: cpu, sharding: sharded}\n")
+    run = tmp_path / "run"
+    args = ["--config", str(conf), "--data", str(walk_dir), "--output", str(run)]
+    sets = [
+        f"--set={kv}"
+        for kv in (
+            "train.embedding_dim=16",
+            "train.batch_size=8",
+            "train.window=2",
+            "train.epochs=2",
+            "train.checkpoint_every_n_steps=10",
+        )
+    ]
+    first = trainer(*args, *sets, "--set=train.max_steps=20", nproc=2)
+    assert first.returncode == 0, first.stderr[-4000:]
+    # tables and optimiser state of every rank beside Lightning's files, those of checkpoint
+    # files Lightning removed removed too
+    files = sorted(p.name for p in (run / "checkpoints").glob("*.ckpt"))
+    assert files[-1] == "step-20.ckpt"
+    tables = sorted(p.name for p in (run / "checkpoints" / "tables").iterdir())
+    assert tables == sorted({f"step-{f.split('step-')[1].removesuffix('.ckpt')}" for f in files})
+    two = json.loads((run / "export" / "manifest.json").read_text())["training"]
+    assert (two["sharding"], two["optimizer"], two["processes"]) == ("sharded", SHARDED, 2)
+    total = sum(b["tables"] for b in two["shard_bytes"])
+    assert all(abs(b["tables"] - total / 2) <= 0.05 * total / 2 for b in two["shard_bytes"])
+    before = pq.read_table(run / "export" / "embeddings.parquet")
+    # the same run on one process, from the 2-process checkpoint
+    again = trainer(*args, *sets, "--set=train.max_steps=30", "--resume")
+    assert again.returncode == 0, again.stderr[-4000:]
+    one = json.loads((run / "export" / "manifest.json").read_text())["training"]
+    assert (one["steps"], one["processes"], one["resumed_from"]) == (30, 1, "step-20.ckpt")
+    assert one["shard_bytes"][0]["tables"] == total
+    after = pq.read_table(run / "export" / "embeddings.parquet")
+    assert after.num_rows == before.num_rows == 403  # 400 walked items, 3 cold
+    moved = np.abs(
+        np.stack(after["vector"].to_numpy(zero_copy_only=False))
+        - np.stack(before["vector"].to_numpy(zero_copy_only=False))
+    ).max()
+    assert moved > 0  # the 10 resumed steps trained
+    # a sharded checkpoint is not resumed on replicated tables
+    refused = trainer(
+        *args, *sets, "--set=train.max_steps=40", "--resume", "--set=train.sharding=replicated"
+    )
+    assert refused.returncode == 2 and "train.sharding=sharded" in refused.stderr
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"optimizer": "adam"}, "goes with train.sharding=sharded"),
+        ({"negatives_per": "walk"}, "negatives per position"),
+        ({"precision": "bf16-mixed"}, "32-bit precision"),
+    ],
+)
+def test_settings_the_sharded_tables_cannot_train_with_are_refused(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(sharding="sharded", **overrides)
+    TrainConfig(sharding="sharded", optimizer="rowwise_adagrad")
+    with pytest.raises(ConfigError, match="goes with train.sharding=sharded"):
+        TrainConfig(optimizer="rowwise_adagrad")
