@@ -36,8 +36,11 @@ from common import REPO, measured, train_cmd, trained
 def run_one(walks: str, cfg: dict, steps: int, extra: list[str]) -> dict:
     out = Path(tempfile.mkdtemp(prefix="eges-bench-")) / "run"
     procs = cfg["procs"]
+    # "sharded": the tables split by row over the processes (row-wise Adagrad, TorchRec)
+    sharded = cfg["optimizer"] == "sharded"
     sets = [
-        f"train.optimizer={cfg['optimizer']}",
+        "train.optimizer=auto" if sharded else f"train.optimizer={cfg['optimizer']}",
+        f"train.sharding={'sharded' if sharded else 'replicated'}",
         f"train.mode={cfg['mode']}",
         f"train.batch_size={cfg['batch']}",
         f"train.negatives_per={cfg['negatives']}",

@@ -128,21 +128,20 @@ class EGESModule(pl.LightningModule):
             self.cfg.prior_offset,
             self.kernel,
         )
+        self._log_step(loss, pairs, walks.shape[0])
+        # the logged loss is the mean per pair either way
+        return loss * pairs if self.cfg.loss_reduction == "sum" else loss
+
+    def _log_step(self, loss: torch.Tensor, pairs: int, walks: int) -> None:
+        """Count the step's pairs; log the loss, and the rate on the logging steps only (each
+        self.log costs about 6% of a C step on ml-latest-small, bench/results.md)."""
         self.pairs_seen += pairs
-        self.log("loss", loss, prog_bar=True, batch_size=walks.shape[0])
-        # the rate only on the steps whose metrics go to the loggers: each self.log costs
-        # about 6% of a C step on ml-latest-small (bench/results.md)
+        self.log("loss", loss, prog_bar=True, batch_size=walks)
         if self._t0 is not None and (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
             elapsed = time.perf_counter() - self._t0
             if elapsed > 0:
-                self.log(
-                    "pairs_per_s",
-                    (self.pairs_seen - self._pairs_at_t0) / elapsed,
-                    prog_bar=True,
-                    batch_size=walks.shape[0],
-                )
-        # the logged loss is the mean per pair either way
-        return loss * pairs if self.cfg.loss_reduction == "sum" else loss
+                rate = (self.pairs_seen - self._pairs_at_t0) / elapsed
+                self.log("pairs_per_s", rate, prog_bar=True, batch_size=walks)
 
     def configure_optimizers(self):
         params = self.model.parameters()
@@ -243,18 +242,8 @@ class ShardedEGESModule(EGESModule):
         opt.step()  # counts the step (the update already ran)
         if scheduler is not None:
             scheduler.step()
-        self.pairs_seen += pairs
-        self.log("loss", loss, prog_bar=True, batch_size=walks.shape[0])
         self.log("lr-RowWiseAdagrad", lr, batch_size=walks.shape[0])
-        if self._t0 is not None and (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
-            elapsed = time.perf_counter() - self._t0
-            if elapsed > 0:
-                self.log(
-                    "pairs_per_s",
-                    (self.pairs_seen - self._pairs_at_t0) / elapsed,
-                    prog_bar=True,
-                    batch_size=walks.shape[0],
-                )
+        self._log_step(loss, pairs, walks.shape[0])
         return loss
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

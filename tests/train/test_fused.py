@@ -20,8 +20,8 @@ from eges.training.model import EGES
 from eges.training.sampling import AliasSampler
 
 
-def catalogue(items=300, fields=(12, 40, 200), dim=32, mode="eges", sparse=False, seed=0):
-    """A random catalogue: per field 0-4 values per item (some items without any)."""
+def side_info(items: int, fields: tuple[int, ...], seed: int = 0):
+    """Per field 0-4 values per item (some items without any), as CSR offsets and values."""
     gen = torch.Generator().manual_seed(seed)
     offsets, values = [], []
     for size in fields:
@@ -29,6 +29,12 @@ def catalogue(items=300, fields=(12, 40, 200), dim=32, mode="eges", sparse=False
         lengths[0] = 0
         offsets.append(torch.cat([torch.zeros(2, dtype=torch.long), lengths.cumsum(0)])[:-1])
         values.append(torch.randint(1, size + 1, (int(lengths.sum()),), generator=gen))
+    return offsets, values
+
+
+def catalogue(items=300, fields=(12, 40, 200), dim=32, mode="eges", sparse=False, seed=0):
+    """A random catalogue (:func:`side_info`)."""
+    offsets, values = side_info(items, fields, seed)
     torch.manual_seed(seed)
     model = EGES(items, list(fields), offsets, values, dim, mode, sparse=sparse)
     with torch.no_grad():  # Z and A start at zero: make every term non-trivial

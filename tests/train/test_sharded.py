@@ -28,6 +28,7 @@ from eges.training.sharded import (
     side_table,
 )
 from eges.training.sharded import SHARDED_OPTIMIZER as SHARDED
+from tests.train.test_fused import side_info as random_side_info
 from tests.train.walkdir import make_complete_walk_dir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,16 +39,8 @@ ITEMS, FIELDS, DIM, WINDOW, K, LR, EPS, SEED = 300, (12, 40), 16, 3, 5, 0.05, 1e
 STEPS, DROPOUT, OFFSET = 3, 0.3, -math.log(5)  # the prior offset log(1/K)
 
 
-def side_info(items=ITEMS, fields=FIELDS, seed=0):
-    """Per field 0-4 values per item (some items without any), as CSR offsets and values."""
-    gen = torch.Generator().manual_seed(seed)
-    offsets, values = [], []
-    for size in fields:
-        lengths = torch.randint(0, 5, (items + 1,), generator=gen)
-        lengths[0] = 0
-        offsets.append(torch.cat([torch.zeros(2, dtype=torch.long), lengths.cumsum(0)])[:-1])
-        values.append(torch.randint(1, size + 1, (int(lengths.sum()),), generator=gen))
-    return offsets, values
+def side_info():
+    return random_side_info(ITEMS, FIELDS)
 
 
 def walks(step: int, rank: int) -> torch.Tensor:
