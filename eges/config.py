@@ -522,6 +522,20 @@ class TrainConfig:
                     "train.sharding=sharded trains in 32-bit precision: "
                     "leave train.precision at 32-true",
                 ),
+                (
+                    self.sharding == "replicated" or self.kernel != "c",
+                    "train.sharding=sharded computes the loss with PyTorch operators: "
+                    "train.kernel=c cannot be used",
+                ),
+                (
+                    self.sharding == "replicated" or self.attention_lr is None,
+                    "train.sharding=sharded has one learning rate: unset train.attention_lr",
+                ),
+                (
+                    self.sharding == "replicated" or self.loss_reduction == "mean",
+                    "train.sharding=sharded trains on the mean loss: "
+                    "leave train.loss_reduction at mean",
+                ),
             ]
         )
 

@@ -50,6 +50,7 @@ from eges.config import (  # noqa: E402
 )
 from eges.quiet import close_log_file, quiet_warnings, setup_logging  # noqa: E402
 from eges.training.optim import OPTIMIZER_KEY  # noqa: E402
+from eges.training.sharded import SHARDED_OPTIMIZER  # noqa: E402
 
 log = logging.getLogger("eges.train")
 
@@ -74,6 +75,12 @@ def _resumed_optimizer(ckpt: Path, asked: str, resolved: str) -> str:
         groups = (saved.get("optimizer_states") or [{}])[0].get("param_groups") or [{}]
         used = "adam" if "amsgrad" in groups[0] else None
     del saved
+    if (used == SHARDED_OPTIMIZER) != (resolved == SHARDED_OPTIMIZER):  # tables, not optimiser
+        way = "sharded" if used == SHARDED_OPTIMIZER else "replicated"
+        raise ConfigError(
+            f"--resume: {ckpt.name} was trained with {way} tables; resume with "
+            f"--set train.sharding={way}"
+        )
     if used is None or used == resolved:
         return resolved
     if asked == "auto":
@@ -263,7 +270,7 @@ def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
     from eges.training.module import EGESModule, RowSyncStrategy, ShardedEGESModule
     from eges.training.optim import resolve_optimizer
     from eges.training.sampling import AliasSampler, walk_frequencies
-    from eges.training.sharded import SHARDED_OPTIMIZER, ShardedEGES, quiet_torchrec
+    from eges.training.sharded import ShardedEGES, quiet_torchrec
 
     t = cfg.train
     retain_freed_memory()  # the step's MB-sized temporaries stay in the heap between steps
@@ -295,12 +302,6 @@ def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
     optimizer = SHARDED_OPTIMIZER if sharded else resolve_optimizer(t.optimizer, items.num_items)
     if ckpt is not None:
         optimizer = _resumed_optimizer(ckpt, t.optimizer, optimizer)
-        if (optimizer == SHARDED_OPTIMIZER) != sharded:
-            raise ConfigError(
-                f"--resume: {ckpt.name} was trained with "
-                f"{'sharded' if not sharded else 'replicated'} tables; resume with "
-                f"--set train.sharding={'sharded' if not sharded else 'replicated'}"
-            )
     if sharded:
         quiet_torchrec()
         # the rows are updated inside the backward: "pre-optimisation state" does not exist

@@ -10,8 +10,8 @@ unchanged.
 
 The C source (``kernel.c``) ships with the package and is compiled on first use with the
 system's C compiler (``$CC``, else ``cc``/``gcc``/``clang``) into a private cache directory,
-``$EGES_KERNEL_CACHE`` (default ``~/.cache/eges``), which must belong to the user and be closed
-to group and others (created with mode 0700; any other directory is refused, never loaded
+``$EGES_KERNEL_CACHE`` (default ``~/.cache/eges``), which must belong to the user and be
+writable by nobody else (created with mode 0700; any other directory is refused, never loaded
 from), with no directory above it that another user can change. A build is keyed by the
 source, the compiler and its version, its flags and the CPU, and written under a unique
 temporary name before an atomic rename, so processes building side by side — on one node or
@@ -154,17 +154,23 @@ def cache_dir() -> Path:
 
 
 def private_dir(path: Path) -> Path:
-    """``path`` created (mode 0700) if missing, checked to be this user's alone.
+    """``path`` created (mode 0700, and so any missing directory above it) if missing, checked
+    to be writable by this user alone.
 
     Returns:
         The directory's resolved path.
 
     Raises:
-        UnsafeCacheError: the directory is not a directory owned by this user, is open to group
-            or others, or a directory above it can be changed by another user (group- or
-            world-writable without the sticky bit, or owned by another user than root).
+        UnsafeCacheError: the directory is not a directory owned by this user, is writable by
+            group or others, or a directory above it can be changed by another user: owned by
+            another user than root, writable by others without the sticky bit, or writable by
+            a group other than this user's own (the private group of a umask-002 system).
     """
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    old = os.umask(0o077)  # missing parents too (mkdir's mode applies to the leaf only)
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    finally:
+        os.umask(old)
     real = Path(os.path.realpath(path))
     uid = os.geteuid()
     st = os.stat(real)
@@ -174,15 +180,21 @@ def private_dir(path: Path) -> Path:
         raise UnsafeCacheError(
             f"kernel cache {path} belongs to uid {st.st_uid}, not to this user ({uid})"
         )
-    if st.st_mode & 0o077:
+    if st.st_mode & 0o022:
         raise UnsafeCacheError(
-            f"kernel cache {path} is open to group or others (mode {stat.S_IMODE(st.st_mode):o}); "
-            "`chmod 700` it or point EGES_KERNEL_CACHE at a private directory"
+            f"kernel cache {path} is writable by group or others (mode "
+            f"{stat.S_IMODE(st.st_mode):o}); `chmod 700` it or point EGES_KERNEL_CACHE at a "
+            "private directory"
         )
     for parent in real.parents:
         pst = os.stat(parent)
-        shared = pst.st_mode & 0o022 and not pst.st_mode & stat.S_ISVTX
-        if pst.st_uid not in (0, uid) or shared:
+        sticky = pst.st_mode & stat.S_ISVTX
+        own_group = pst.st_uid == uid and pst.st_gid == os.getegid()
+        if (
+            pst.st_uid not in (0, uid)
+            or (pst.st_mode & 0o002 and not sticky)
+            or (pst.st_mode & 0o020 and not sticky and not own_group)
+        ):
             raise UnsafeCacheError(
                 f"{parent}, above the kernel cache {path}, can be changed by another user; "
                 "point EGES_KERNEL_CACHE at a private directory"
@@ -203,10 +215,16 @@ def _compiler() -> str | None:
     return None
 
 
-def _build(cc: str, out: Path, flavour: Flavour) -> None:
+def _build(cc: str, out: Path, flavour: Flavour) -> ctypes.CDLL | None:
     """Compile kernel.c as ``flavour`` into ``out``, through a temporary file of a unique name
     in the same directory (no two builders share one) renamed into place only once the
-    compiler has succeeded."""
+    compiler has succeeded.
+
+    Returns:
+        The new build, opened under its temporary name before the rename (a library this
+        process already loaded under ``out``'s name would otherwise be handed back by the
+        loader), or None if it is not a build of this kernel.
+    """
     fd, name = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".tmp", dir=out.parent)
     os.close(fd)
     tmp = Path(name)
@@ -220,7 +238,9 @@ def _build(cc: str, out: Path, flavour: Flavour) -> None:
             last = done.stderr.strip().splitlines()[-1:] or ["(no message)"]
             raise OSError(f"{cc} could not compile {SOURCE.name} ({flavour.name}): {last[0]}")
         tmp.chmod(0o700)
+        dll = _open(tmp, flavour)
         os.replace(tmp, out)  # atomic: a reader sees no file or a whole one
+        return dll
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -255,12 +275,11 @@ def load() -> ctypes.CDLL | None:
                 if dll is not None:
                     return dll
             try:
-                _build(cc, lib, flavour)
+                dll = _build(cc, lib, flavour)
             except OSError as e:
                 errors.append(str(e))
                 continue
             log.info("built the C training step: %s (%s)", flavour.name, lib)
-            dll = _open(lib, flavour)
             if dll is not None:
                 return dll
         log.warning("training with the PyTorch form of the step: %s", errors[0] if errors else "")

@@ -228,7 +228,9 @@ class ShardedEGESModule(EGESModule):
     def training_step(self, walks: torch.Tensor, batch_idx: int) -> torch.Tensor:
         opt = self.optimizers()
         scheduler = self.lr_schedulers()
-        lr = opt.optimizer.param_groups[0]["lr"]
+        # the schedule's rate (TorchRec's optimiser does not checkpoint its parameter groups,
+        # so after a resume only the scheduler knows it)
+        lr = scheduler.get_last_lr()[0] if scheduler is not None else self.cfg.lr
         self.sharded.set_lr(lr)  # this step's rate, before its backward applies it
         loss, pairs = self.sharded.walk_loss(
             walks,
@@ -239,11 +241,12 @@ class ShardedEGESModule(EGESModule):
             -math.log(self.cfg.num_negatives) if self.cfg.prior_offset else 0.0,
         )
         self.manual_backward(loss)  # the rows are updated here
+        # logged before the step is counted, as on the replicated path
+        self.log("lr-RowWiseAdagrad", lr, batch_size=walks.shape[0])
+        self._log_step(loss, pairs, walks.shape[0])
         opt.step()  # counts the step (the update already ran)
         if scheduler is not None:
             scheduler.step()
-        self.log("lr-RowWiseAdagrad", lr, batch_size=walks.shape[0])
-        self._log_step(loss, pairs, walks.shape[0])
         return loss
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -280,11 +283,12 @@ def agree_on_kernel(local: str, setting: str) -> str:
     compiler on its node, a refused cache) therefore makes all of them use the PyTorch form.
 
     Args:
-        local: the form this process can run, ``c`` or ``torch`` (``auto``: as ``c``).
+        local: the form this process can run, ``c`` or ``torch`` (the trainer resolves
+            ``auto`` first; a library caller's ``auto`` counts as able and stays ``auto``).
         setting: ``train.kernel`` as given.
 
     Returns:
-        ``c`` where every rank can run it, else ``torch``.
+        ``local`` where every rank can run the C step, else ``torch``.
 
     Raises:
         RuntimeError: on every rank, where ``setting`` is ``c`` and some rank cannot run it.
@@ -300,7 +304,7 @@ def agree_on_kernel(local: str, setting: str) -> str:
     dist.all_reduce(able)
     unable = [r for r, ok in enumerate(able.tolist()) if not ok]
     if not unable:
-        return "c" if local != "torch" else "torch"
+        return local  # c, or auto (the step then decides, where no rank is unable)
     if len(unable) == world:
         return "torch"
     ranks = ", ".join(map(str, unable))

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -267,8 +268,23 @@ class ShardedEGES:
             for name in self.layout.tables()
         }
         world = dist.get_world_size(self.group)
+        # the planner checks that the shards fit: this machine's memory per process (its
+        # defaults are 32 GB of GPU and 128 GB of host memory per rank)
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // max(local, 1)
+        gpu = (
+            torch.cuda.get_device_properties(self.device).total_memory
+            if self.device.type == "cuda"
+            else None
+        )
         planner = EmbeddingShardingPlanner(
-            topology=Topology(world_size=world, compute_device=self.device.type),
+            topology=Topology(
+                world_size=world,
+                compute_device=self.device.type,
+                hbm_cap=gpu,
+                ddr_cap=host,
+                local_world_size=local,
+            ),
             constraints=constraints,
             # a share of each device kept free; the model has no dense part to estimate
             storage_reservation=FixedPercentageStorageReservation(0.15),

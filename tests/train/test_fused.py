@@ -107,8 +107,7 @@ def serial_build(where):
     """The kernel built without OpenMP into ``where``."""
     flavour = fused.flavours("cpu", openmp=False)[0]
     assert not flavour.threaded
-    fused._build(fused._compiler(), where / "serial.so", flavour)
-    return fused._open(where / "serial.so", flavour)
+    return fused._build(fused._compiler(), where / "serial.so", flavour)
 
 
 def test_a_build_without_openmp_gives_the_same_result(tmp_path, monkeypatch):
@@ -206,8 +205,8 @@ __attribute__((constructor)) static void planted(void) {
 """
 
 
-@pytest.mark.parametrize("mode", [0o777, 0o770, 0o755])
-def test_a_cache_open_to_others_is_refused_and_nothing_in_it_runs(
+@pytest.mark.parametrize("mode", [0o777, 0o770, 0o730, 0o702])
+def test_a_cache_writable_by_others_is_refused_and_nothing_in_it_runs(
     tmp_path, monkeypatch, caplog, mode
 ):
     cache = tmp_path / "cache"
@@ -220,7 +219,7 @@ def test_a_cache_open_to_others_is_refused_and_nothing_in_it_runs(
     try:
         with caplog.at_level(logging.WARNING, logger="eges.training.fused"):
             assert fused.load() is None
-        assert "open to group or others" in caplog.text
+        assert "writable by group or others" in caplog.text
         assert not marker.exists()  # the planted library's constructor never ran
         assert fused.unusable_reason("auto") is not None
     finally:
@@ -239,14 +238,40 @@ def test_a_cache_of_another_user_or_below_a_shared_directory_is_refused(tmp_path
     sticky = tmp_path / "sticky"
     sticky.mkdir()
     sticky.chmod(0o1777)  # as /tmp: others cannot rename what is not theirs
-    for where, refused in ((other, True), (shared / "cache", True), (sticky / "cache", False)):
+    readable = tmp_path / "readable"  # 0755, as the default umask made it before
+    readable.mkdir()
+    readable.chmod(0o755)
+    group = tmp_path / "group"  # group-writable, the user's own group (umask 002 systems)
+    group.mkdir()
+    group.chmod(0o775)
+    other_group = tmp_path / "other-group"
+    other_group.mkdir()
+    other_group.chmod(0o775)
+    os.chown(other_group, os.geteuid(), 65534)
+    cases = (
+        (other, True),
+        (shared / "cache", True),
+        (sticky / "cache", False),
+        (readable, False),
+        (group / "cache", False),
+        (other_group / "cache", True),
+    )
+    for where, refused in cases:
         monkeypatch.setenv("EGES_KERNEL_CACHE", str(where))
         if refused:
             with pytest.raises(fused.UnsafeCacheError):
                 fused.private_dir(where)
         else:
             assert fused.private_dir(where) == where.resolve()
-            assert stat.S_IMODE(where.stat().st_mode) == 0o700  # created private
+            if where.name == "cache":
+                assert stat.S_IMODE(where.stat().st_mode) == 0o700  # created private
+    # missing directories above the cache are created private too, whatever the umask
+    old = os.umask(0o002)
+    try:
+        fused.private_dir(tmp_path / "new" / "deeper" / "cache")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "new" / "deeper").stat().st_mode) == 0o700
 
 
 def test_a_foreign_library_under_the_computed_name_is_rebuilt_not_fatal(tmp_path, monkeypatch):
@@ -260,7 +285,10 @@ def test_a_foreign_library_under_the_computed_name_is_rebuilt_not_fatal(tmp_path
     try:
         dll = fused.load()
         assert dll is not None and dll.eges_step_size() == ctypes.sizeof(fused._Step)
-        assert lib.exists()  # rebuilt in place
+        # the best flavour, rebuilt in place (not the loader's cached handle of the foreign
+        # file under the same name, which sent the process to a lesser flavour)
+        assert dll.flavour == fused.flavours(fused._cpu_key())[0]
+        assert lib.exists()
     finally:
         fused.load.cache_clear()
 

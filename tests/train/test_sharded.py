@@ -2,6 +2,7 @@
 process would on the mean of their losses, the same model and optimiser written out in plain
 PyTorch; checkpoints move between numbers of processes; each rank holds its share of the bytes."""
 
+import csv
 import json
 import math
 import os
@@ -223,6 +224,7 @@ def test_the_trainer_shards_over_two_processes_and_resumes_in_one(tmp_path):
             "train.window=2",
             "train.epochs=2",
             "train.checkpoint_every_n_steps=10",
+            "train.log_every_n_steps=1",
         )
     ]
     first = trainer(*args, *sets, "--set=train.max_steps=20", nproc=2)
@@ -251,6 +253,12 @@ def test_the_trainer_shards_over_two_processes_and_resumes_in_one(tmp_path):
         - np.stack(before["vector"].to_numpy(zero_copy_only=False))
     ).max()
     assert moved > 0  # the 10 resumed steps trained
+    with (run / "logs" / "metrics.csv").open() as fh:
+        rows = [r for r in csv.DictReader(fh) if r.get("lr-RowWiseAdagrad")]
+    # the resumed steps go on with the decayed rate (TorchRec's optimiser does not checkpoint
+    # its rate: it came back as train.lr, 0.01, before the scheduler's was used)
+    first = min(rows, key=lambda r: int(r["step"]))
+    assert int(first["step"]) >= 20 and float(first["lr-RowWiseAdagrad"]) < 0.005, first
     # a sharded checkpoint is not resumed on replicated tables
     refused = trainer(
         *args, *sets, "--set=train.max_steps=40", "--resume", "--set=train.sharding=replicated"
@@ -264,6 +272,9 @@ def test_the_trainer_shards_over_two_processes_and_resumes_in_one(tmp_path):
         ({"optimizer": "adam"}, "goes with train.sharding=sharded"),
         ({"negatives_per": "walk"}, "negatives per position"),
         ({"precision": "bf16-mixed"}, "32-bit precision"),
+        ({"kernel": "c"}, "train.kernel=c cannot be used"),
+        ({"attention_lr": 0.1}, "one learning rate"),
+        ({"loss_reduction": "sum"}, "mean loss"),
     ],
 )
 def test_settings_the_sharded_tables_cannot_train_with_are_refused(overrides, message):
