@@ -180,20 +180,26 @@ def write_manifest(directory: str | Path, manifest: dict[str, Any]) -> Path:
     )
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``path`` (UTF-8, whatever the locale) through a hidden temporary sibling of its own
-    and one rename: a reader sees the old file or the new one, never a part; concurrent writers
-    each rename a complete file (the last rename wins); the temporary file never outlives a
-    failure."""
+@contextmanager
+def replaced_atomically(path: str | Path) -> Iterator[Path]:
+    """A hidden temporary sibling of ``path``, unique to this writer, to write in; renamed onto
+    ``path`` when the block ends without an error, removed otherwise. A reader sees the old file
+    or the new one, never a part; concurrent writers each rename a complete file (the last
+    rename wins)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # unique per writer
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        with open(tmp, "x", encoding="utf-8") as f:  # "x": never someone else's file
-            f.write(text)
+        yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return path
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``path`` (UTF-8, whatever the locale) through :func:`replaced_atomically`."""
+    with replaced_atomically(path) as tmp, open(tmp, "x", encoding="utf-8") as f:
+        f.write(text)  # "x": never someone else's file
+    return Path(path)
 
 
 # Owner of a temporary (``.tmp-``) or set-aside (``.old-``) sibling, encoded in its name when the

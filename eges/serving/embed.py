@@ -44,11 +44,10 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 import sys
-import uuid
 from collections import Counter
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import pyarrow as pa
@@ -56,6 +55,7 @@ import pyarrow.parquet as pq
 import torch
 
 from eges import movielens as ml_rules
+from eges import schema
 from eges.buckets import NumericMapper, NumericSpec
 from eges.cli import fail, parser
 from eges.quiet import setup_logging
@@ -226,8 +226,11 @@ class Embedder:
             raise ValueError("top_k must be >= 1")
         if metric not in ("context", "cosine"):
             raise ValueError(f"metric must be context or cosine, not {metric!r}")
-        position = {item_id: j for j, item_id in enumerate(self.item_ids)}
-        own = torch.tensor([position.get(i, -1) for i in ids or [None] * len(vectors)])
+        own = (
+            torch.tensor([self._row.get(i, -1) for i in ids])
+            if ids is not None
+            else torch.full((len(vectors),), -1)
+        )
         # the same exact search as the neighbour table (eges.serving.neighbors), so rows agree
         if metric == "context":
             allowed = self._trained
@@ -255,10 +258,14 @@ class Embedder:
             for row_s, row_i in zip(scores.tolist(), idx.tolist())
         ]
 
+    @cached_property
+    def _row(self) -> dict[str, int]:
+        """Raw id -> row of the export (built on first use)."""
+        return {item_id: j for j, item_id in enumerate(self.item_ids)}
+
     def in_export(self, ids: list[str]) -> list[str]:
         """The ids among ``ids`` that are already items of the run's export."""
-        known = set(self.item_ids)
-        return [i for i in ids if i in known]
+        return [i for i in ids if i in self._row]
 
 
 def read_new_items(
@@ -496,18 +503,6 @@ def check_output(path: str | Path, run_dir: Path, overwrite: bool) -> Path:
     return path
 
 
-def write_table_atomic(table: pa.Table, path: Path) -> None:
-    """Write ``table`` as parquet through a temporary file beside ``path`` and one rename: a
-    reader sees the old file or the new one, never a part; the temporary file never outlives a
-    failure."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 NAME_WIDTH = 60  # longer display names are cut in the printed lines (not in --output)
 
 
@@ -640,7 +635,8 @@ def main(argv: list[str] | None = None) -> int:
         out_schema = NEIGHBORS_NAMES_SCHEMA if args.names else NEIGHBORS_SCHEMA
         if not args.names:
             rows = [{k: v for k, v in r.items() if k != "neighbor_name"} for r in rows]
-        write_table_atomic(pa.Table.from_pylist(rows, schema=out_schema), output)
+        with schema.replaced_atomically(output) as tmp:  # a reader never sees a part
+            pq.write_table(pa.Table.from_pylist(rows, schema=out_schema), tmp)
     return 0
 
 
