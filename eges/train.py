@@ -8,8 +8,9 @@ CPU (gloo) or GPU (nccl) is chosen automatically (``train.accelerator``, ``train
 Checkpoints go to ``RUN/checkpoints`` every ``train.checkpoint_every_n_steps`` steps and at each
 epoch end; ``--resume`` continues from the newest one. Metrics (loss, pairs/s, learning rate) go
 to ``RUN/logs/metrics.csv`` and, with the ``tensorboard`` extra installed, to
-``RUN/logs/tensorboard`` (``tensorboard --logdir RUN/logs``). Rank 0 alone writes the export, into a
-temporary sibling that replaces ``RUN/export`` in one rename when complete. With
+``RUN/logs/tensorboard`` (``tensorboard --logdir RUN/logs``). The export is written into a
+temporary sibling that replaces ``RUN/export`` in one rename when complete: by rank 0 alone
+with replicated tables, by every rank its own rows with sharded ones (``train.sharding``). With
 ``train.overwrite`` the previous checkpoints and logs are deleted at the start (``--resume``
 then continues the new run, never the old one); the previous export stays in place, complete,
 until the new one replaces it, also when the new run fails or is killed.
@@ -430,23 +431,12 @@ def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
     trainer.fit(module, ckpt_path=str(ckpt) if ckpt else None)
     seconds = time.perf_counter() - start
     shard_bytes = None
-    if sharded:  # collectives, before the group goes: the tables whole on rank 0, the bytes
-        model = module.sharded.replicated_model(counts)
+    if sharded:  # a collective: each rank's bytes
         shard_bytes = module.sharded.bytes_per_rank()
         (log.info if rank == 0 else log.debug)(
             "sharded tables per rank (bytes of tables + optimiser state): %s",
             ", ".join(f"{b['tables'] + b['optimizer']:,}" for b in shard_bytes),
         )
-        if module.own_group:
-            torch.distributed.destroy_process_group()
-    if owns_group and _group_open():
-        # Lightning leaves a gloo group open at exit; its worker threads may still be freeing
-        # the last collective's tensors, which needs the GIL, and a thread that asks for it
-        # while the interpreter shuts down aborts the process ("terminate called without an
-        # active exception", SIGABRT). Destroying the group joins those threads now (measured:
-        # 9 -> 6 threads per rank). Only after a successful fit: after a failure a collective
-        # may still wait for a lost peer, and destroying would wait for gloo's timeout.
-        torch.distributed.destroy_process_group()
     stats = {
         "steps": trainer.global_step,
         "epochs_completed": trainer.current_epoch,
@@ -465,7 +455,33 @@ def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
         # sharded: each rank's bytes of tables and optimiser state
         "shard_bytes": shard_bytes,
     }
-    if trainer.is_global_zero:
+    if sharded:
+        from eges.training.parts import export_partitioned
+
+        # every rank writes its own rows (a collective, before the group goes)
+        manifest = export_partitioned(
+            module.sharded,
+            items,
+            counts,
+            cfg,
+            run_dir,
+            extra={"training": dict(stats)},
+            walks_digest=walks_digest,
+            bytes_per_rank=shard_bytes,
+        )
+        if manifest is not None:
+            stats["export"] = manifest
+        if module.own_group:
+            torch.distributed.destroy_process_group()
+    if owns_group and _group_open():
+        # Lightning leaves a gloo group open at exit; its worker threads may still be freeing
+        # the last collective's tensors, which needs the GIL, and a thread that asks for it
+        # while the interpreter shuts down aborts the process ("terminate called without an
+        # active exception", SIGABRT). Destroying the group joins those threads now (measured:
+        # 9 -> 6 threads per rank). Only after a successful fit: after a failure a collective
+        # may still wait for a lost peer, and destroying would wait for gloo's timeout.
+        torch.distributed.destroy_process_group()
+    if trainer.is_global_zero and not sharded:
         stats["export"] = export_run(
             model,
             items,

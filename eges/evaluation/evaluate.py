@@ -208,12 +208,13 @@ def run_scorers(
     import pyarrow.parquet as pq
 
     from eges.serving.neighbors import build_table, log_count_prior
-    from eges.training.export import load_model, read_embeddings
+    from eges.training.export import read_context, read_embeddings
 
     emb, vectors = read_embeddings(run_dir)
     idx = emb["item_idx"].to_numpy()
-    model, _ = load_model(run_dir)
-    context = model.context.weight.detach().numpy()
+    # (V + 1, D): Z by item index; an item without a vector has no trained row (zero)
+    context = np.zeros((items.num_items + 1, vectors.shape[1]), dtype=np.float32)
+    context[idx] = read_context(run_dir, idx)
     bias = np.zeros(len(context))  # (V + 1,): the prior of the served score, per item index
     bias[idx] = log_count_prior(emb["walk_count"].to_numpy(), popularity_prior)
     scorers: list[Scorer] = [

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from eges import schema
 from eges.config import AUTO_SPARSE_ITEMS, Config
@@ -210,11 +209,12 @@ def plot_loss(runs: dict[str, Path], path: Path) -> bool:
 
 
 def plot_weights(run: Path, path: Path) -> bool:
-    export = run / "export"
-    if not (export / "weights.parquet").exists():
+    from eges.training.export import EMBEDDINGS, WEIGHTS, read_export_table
+
+    weights = read_export_table(run, WEIGHTS)
+    if weights is None:
         return False
-    weights = pq.read_table(export / "weights.parquet")
-    warm = pq.read_table(export / "embeddings.parquet", columns=["item_idx", "cold"])
+    warm = read_export_table(run, EMBEDDINGS, columns=["item_idx", "cold"])
     warm_idx = set(np.asarray(warm["item_idx"])[~np.asarray(warm["cold"])].tolist())
     keep = np.isin(weights["item_idx"].to_numpy(), list(warm_idx))
     cols = [c for c in weights.column_names if c.startswith("weight_")]

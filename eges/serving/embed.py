@@ -128,7 +128,7 @@ class Embedder:
         # item_id -> display name, kept by the walk job (empty: the data has none)
         self.names: dict[str, str] = run_item_names(self.run_dir)
         self._unit = prepare(vectors, "cosine")
-        self._context, self._trained = context_candidates(self.model, emb["item_idx"].to_numpy())
+        self._context, self._trained = context_candidates(self.run_dir, emb["item_idx"].to_numpy())
         # the walk counts give the popularity prior, computed when first needed
         self._counts = emb.select([c for c in emb.column_names if c == "walk_count"])
         self._bias: torch.Tensor | None = None

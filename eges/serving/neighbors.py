@@ -61,7 +61,7 @@ from eges import schema
 from eges.cli import fail, parser
 from eges.config import POPULARITY_PRIOR
 from eges.quiet import setup_logging
-from eges.training.export import load_model, read_embeddings, read_export_manifest
+from eges.training.export import read_context, read_embeddings, read_export_manifest
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +92,12 @@ def run_item_names(run_dir: str | Path, export: dict[str, Any] | None = None) ->
     return schema.item_names(items)
 
 
-def context_candidates(model: Any, item_idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+def context_candidates(
+    run_dir: str | Path, item_idx: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The context rows Z of the exported items, for ``--metric context``: ((M, D) Z, (M,) which
     items were trained). A cold item has no trained context row and is never a neighbour."""
-    rows = torch.from_numpy(np.asarray(item_idx).astype(np.int64))
-    z = model.context.weight.detach().float()[rows]  # (M, D)
+    z = torch.from_numpy(read_context(run_dir, item_idx))  # (M, D)
     return z, z.abs().sum(1) > 0
 
 
@@ -381,8 +382,7 @@ def build_table(
     if metric == "context":
         if method != "exact":
             raise ValueError("--metric context needs --method exact")
-        model, _ = load_model(run_dir)
-        candidates, allowed = context_candidates(model, emb["item_idx"].to_numpy())
+        candidates, allowed = context_candidates(run_dir, emb["item_idx"].to_numpy())
         bias = popularity_bias(emb, popularity_prior)
     if exclude:
         unknown = exclude - set(ids)

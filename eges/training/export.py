@@ -1,4 +1,6 @@
-"""Export a trained model to its run directory (rank 0 only).
+"""Export a trained model to its run directory (rank 0 only; sharded tables are exported by
+every rank, each its own rows, in parts: :mod:`eges.training.parts`, whose layout the readers
+here accept too).
 
     RUN/export/
       embeddings.parquet   item_idx, item_id, vector list<float32>, cold (vector from side info)
@@ -50,6 +52,9 @@ EXPORT_VERSION = 3
 EXPORT_DIR = "export"
 CHUNK = 65536
 PROJECTOR_DIR = "projector"
+EMBEDDINGS = "embeddings"  # embeddings.parquet, or embeddings/part-*.parquet when partitioned
+WEIGHTS = "weights"  # likewise
+CONTEXT_COLUMN = "context"  # Z rows, in a partitioned export's embeddings (no model.pt tables)
 # rows written for the projector: its t-SNE and UMAP run on at most 10k and PCA on 50k points
 # in the browser, and 50k rows of 128 floats are ~60 MB of TSV; above, a seeded uniform sample
 PROJECTOR_MAX_ROWS = 50_000
@@ -105,11 +110,10 @@ def usable_side_info(model: EGES, items: ItemTable) -> torch.Tensor:
 COLLAPSED = 0.8  # mean pairwise cosine above which neighbour scores say little
 
 
-def mean_pairwise_cosine(vectors: np.ndarray) -> float | None:
-    """Mean cosine over all pairs of distinct rows, exactly, in O(N·D): with unit rows u_i,
-    Σ_{i≠j} u_i·u_j = |Σ u_i|² − N. Zero rows are left out; None for fewer than two rows.
-
-    Near 1 the vectors have collapsed onto one direction and every neighbour scores alike."""
+def unit_sum(vectors: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """(Σ of the rows scaled to unit length (D,) float64, how many of them, all rows): the
+    parts of :func:`mean_pairwise_cosine`, which add up over pieces of a table. Zero rows are
+    left out of the first two."""
     vectors = np.asarray(vectors)
     total = np.zeros(vectors.shape[1] if vectors.ndim == 2 else 0, dtype=np.float64)
     n = 0
@@ -119,9 +123,23 @@ def mean_pairwise_cosine(vectors: np.ndarray) -> float | None:
         x = x[norms > 0] / norms[norms > 0, None]
         total += x.sum(0)
         n += len(x)
+    return total, n, len(vectors)
+
+
+def cosine_from_sum(total: np.ndarray, n: int) -> float | None:
+    """Mean pairwise cosine of n unit rows summing to ``total``: with unit rows u_i,
+    Σ_{i≠j} u_i·u_j = |Σ u_i|² − n. None for fewer than two rows."""
     if n < 2:
         return None
     return float((total @ total - n) / (n * (n - 1)))
+
+
+def mean_pairwise_cosine(vectors: np.ndarray) -> float | None:
+    """Mean cosine over all pairs of distinct rows, exactly, in O(N·D). Zero rows are left
+    out; None for fewer than two rows.
+
+    Near 1 the vectors have collapsed onto one direction and every neighbour scores alike."""
+    return cosine_from_sum(*unit_sum(vectors)[:2])
 
 
 @torch.no_grad()
@@ -146,9 +164,15 @@ def vector_health(
             ]
             or [torch.zeros(0, vectors.shape[1])]
         ).numpy()
+    return health_from_sums({name: unit_sum(v) for name, v in groups.items()})
+
+
+def health_from_sums(sums: dict[str, tuple[np.ndarray, int, int]]) -> dict[str, Any]:
+    """:func:`vector_health`'s report from each group's :func:`unit_sum` (summed over the
+    parts of a partitioned export); logs a warning for each collapsed group."""
     out: dict[str, Any] = {
-        name: {"vectors": len(v), "mean_pairwise_cosine": mean_pairwise_cosine(v)}
-        for name, v in groups.items()
+        name: {"vectors": rows, "mean_pairwise_cosine": cosine_from_sum(total, n)}
+        for name, (total, n, rows) in sums.items()
     }
     out["collapsed"] = [
         name for name, g in out.items() if (g["mean_pairwise_cosine"] or 0.0) > COLLAPSED
@@ -203,6 +227,14 @@ def side_info_strings(
     return joined.to_pylist()
 
 
+def projector_rows(total: int, max_rows: int = PROJECTOR_MAX_ROWS, seed: int = 0) -> np.ndarray:
+    """Which of ``total`` exported rows (in item order) the projector shows: all, or above
+    ``max_rows`` a uniform sample drawn with ``seed``, sorted."""
+    if total <= max_rows:
+        return np.arange(total)
+    return np.sort(np.random.default_rng(seed).choice(total, size=max_rows, replace=False))
+
+
 def write_projector(
     out: Path,
     idx: np.ndarray,
@@ -214,6 +246,7 @@ def write_projector(
     seed: int = 0,
     max_rows: int = PROJECTOR_MAX_ROWS,
     names: dict[str, str] | None = None,
+    total: int | None = None,
 ) -> dict[str, Any]:
     """TensorBoard embedding-projector files of the exported vectors in ``out``.
 
@@ -221,17 +254,20 @@ def write_projector(
     ``item_id``, ``name`` when the walk output has display names, ``cold`` and one column per
     side-info field, values joined by "|"), and
     ``projector_config.pbtxt`` pointing at both (paths relative to it, as the projector wants).
-    Above ``max_rows`` vectors a uniform sample (seeded, in item order) is written.
+    Above ``max_rows`` vectors a uniform sample (seeded, in item order) is written
+    (:func:`projector_rows`); with ``total``, the rows given are already that sample of
+    ``total`` exported vectors (a partitioned export reads only those from its parts).
 
     Returns:
         The manifest entry: rows written, of how many, and whether they are a sample.
     """
     import pyarrow.csv as pacsv
 
-    total = len(idx)
-    rows = np.arange(total)
-    if total > max_rows:
-        rows = np.sort(np.random.default_rng(seed).choice(total, size=max_rows, replace=False))
+    if total is None:
+        total = len(idx)
+        rows = projector_rows(total, max_rows, seed)
+    else:
+        rows = np.arange(len(idx))
     out.mkdir()
     # full float32 precision, written by Arrow (far faster than formatting in Python)
     pacsv.write_csv(
@@ -267,7 +303,7 @@ def write_projector(
     if total > max_rows:
         entry["note"] = (
             f"a uniform sample (seed {seed}) of {len(rows):,} of the {total:,} "
-            f"exported vectors; embeddings.parquet has them all"
+            f"exported vectors; the embeddings have them all"
         )
         log.info("projector: %s", entry["note"])
     return entry
@@ -283,6 +319,110 @@ def model_metadata(model: EGES, items: ItemTable) -> dict[str, Any]:
         "embedding_dim": model.item.embedding_dim,
         "mode": model.mode,
     }
+
+
+def vector_column(vectors: np.ndarray) -> pa.Array:
+    """(M, D) float32 rows as a parquet list<float32> column."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1]).cast(
+        pa.list_(pa.float32())
+    )
+
+
+def embeddings_table(
+    idx: np.ndarray,
+    item_ids: list[str],
+    vectors: np.ndarray,
+    cold: np.ndarray,
+    walk_counts: np.ndarray,
+    context: np.ndarray | None = None,
+) -> pa.Table:
+    """The rows of ``embeddings``: item_idx, item_id, vector, cold, walk_count, and in a
+    partitioned export each item's context row Z (zero for an untrained item)."""
+    cols = {
+        "item_idx": pa.array(idx.astype(np.int32)),
+        "item_id": pa.array(item_ids, pa.string()),
+        "vector": vector_column(vectors),
+        "cold": pa.array(cold, pa.bool_()),
+        # occurrences in the training walks: the popularity prior of served H·Z
+        "walk_count": pa.array(walk_counts[idx].astype(np.int64)),
+    }
+    if context is not None:
+        cols[CONTEXT_COLUMN] = vector_column(context)
+    return pa.table(cols)
+
+
+def write_vocabs(out: Path, walk_dir: Path, fields: list[str]) -> dict[str, pa.Table]:
+    """Copy the side-info vocabularies of the walk output to ``out/vocab/<field>.parquet``.
+
+    Returns:
+        field -> its vocabulary (value, index)."""
+    (out / "vocab").mkdir()
+    vocabs = {}
+    for f in fields:
+        table = schema.read_table(walk_dir / schema.VOCAB_DIR / f, schema.VOCAB_SCHEMA)
+        pq.write_table(table, out / "vocab" / f"{f}.parquet")
+        vocabs[f] = table
+    return vocabs
+
+
+def export_manifest(
+    model: EGES,
+    items: ItemTable,
+    walk_counts: np.ndarray,
+    cfg: Config,
+    out: Path,
+    counts: dict[str, int],
+    health: dict[str, Any],
+    projector: dict[str, Any],
+    extra: dict[str, Any] | None,
+    walks_digest: str | None,
+    layout: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write ``config.yaml`` and, last, the manifest of an export in ``out``.
+
+    Args:
+        model: holds at least the side-info tables and which values were trained.
+        counts: ``vectors`` exported and how many of them are ``cold``.
+        layout: how the vectors are stored, for a partitioned export (its parts).
+
+    Returns:
+        The manifest.
+    """
+    walk_dir = Path(cfg.train.data)
+    (out / schema.CONFIG_FILE).write_text(cfg.to_yaml())
+    manifest = {
+        "format": RUN_FORMAT,
+        "format_version": EXPORT_VERSION,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "mode": model.mode,
+        "fields": items.fields[: model.num_fields],
+        **(layout or {}),
+        "counts": {
+            "items": items.num_items,
+            "vectors": counts["vectors"],
+            "warm": counts["vectors"] - counts["cold"],
+            "cold": counts["cold"],
+            "items_without_vector": items.num_items - counts["vectors"],
+            # of those: items with side-info values, none of them trained
+            "without_usable_side_info": int(
+                (
+                    (torch.from_numpy(walk_counts[1:]) == 0)
+                    & (side_info_counts(model, items, trained_only=False) > 0)
+                    & ~usable_side_info(model, items)
+                ).sum()
+            ),
+        },
+        "walks": str(walk_dir),
+        "walks_manifest_sha256": walks_digest or schema.manifest_digest(walk_dir),
+        "health": health,
+        "projector": projector,
+        "versions": {"eges": __version__, "torch": torch.__version__},
+        **(extra or {}),
+        "config": cfg.to_dict(),
+    }
+    schema.write_manifest(out, manifest)
+    return manifest
 
 
 def export_run(
@@ -317,35 +457,19 @@ def export_run(
         idx, vectors, cold = item_vectors(model, items, walk_counts)
         item_ids = [items.item_ids[i] for i in idx]
         pq.write_table(
-            pa.table(
-                {
-                    "item_idx": pa.array(idx.astype(np.int32)),
-                    "item_id": pa.array(item_ids),
-                    "vector": pa.FixedSizeListArray.from_arrays(
-                        pa.array(vectors.reshape(-1)), vectors.shape[1]
-                    ).cast(pa.list_(pa.float32())),
-                    "cold": pa.array(cold),
-                    # occurrences in the training walks: the popularity prior of served H·Z
-                    "walk_count": pa.array(walk_counts[idx].astype(np.int64)),
-                }
-            ),
-            tmp / "embeddings.parquet",
+            embeddings_table(idx, item_ids, vectors, cold, walk_counts),
+            tmp / (EMBEDDINGS + ".parquet"),
         )
         kv = KeyedVectors(vector_size=vectors.shape[1])
         kv.add_vectors(item_ids, vectors)
         kv.save(str(tmp / "embeddings.kv"))
         if model.num_fields:
-            pq.write_table(source_weights(model, items), tmp / "weights.parquet")
+            pq.write_table(source_weights(model, items), tmp / (WEIGHTS + ".parquet"))
         torch.save(
             {"state_dict": model.state_dict(), **model_metadata(model, items)}, tmp / "model.pt"
         )
         walk_dir = Path(cfg.train.data)
-        (tmp / "vocab").mkdir()
-        vocabs = {}
-        for f in items.fields:
-            table = schema.read_table(walk_dir / schema.VOCAB_DIR / f, schema.VOCAB_SCHEMA)
-            pq.write_table(table, tmp / "vocab" / f"{f}.parquet")
-            vocabs[f] = table
+        vocabs = write_vocabs(tmp, walk_dir, items.fields)
         projector = write_projector(
             tmp / PROJECTOR_DIR,
             idx,
@@ -357,50 +481,51 @@ def export_run(
             seed=cfg.train.seed,
             names=schema.item_names(walk_dir / schema.ITEMS_DIR),
         )
-        (tmp / schema.CONFIG_FILE).write_text(cfg.to_yaml())
-        manifest = {
-            "format": RUN_FORMAT,
-            "format_version": EXPORT_VERSION,
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "mode": model.mode,
-            "fields": items.fields[: model.num_fields],
-            "counts": {
-                "items": items.num_items,
-                "vectors": len(idx),
-                "warm": int((~cold).sum()),
-                "cold": int(cold.sum()),
-                "items_without_vector": items.num_items - len(idx),
-                # of those: items with side-info values, none of them trained
-                "without_usable_side_info": int(
-                    (
-                        (torch.from_numpy(walk_counts[1:]) == 0)
-                        & (side_info_counts(model, items, trained_only=False) > 0)
-                        & ~usable_side_info(model, items)
-                    ).sum()
-                ),
-            },
-            "walks": str(walk_dir),
-            "walks_manifest_sha256": walks_digest or schema.manifest_digest(walk_dir),
-            "health": vector_health(model, idx, vectors, cold),
-            "projector": projector,
-            "versions": {"eges": __version__, "torch": torch.__version__},
-            **(extra or {}),
-            "config": cfg.to_dict(),
-        }
-        schema.write_manifest(tmp, manifest)
+        manifest = export_manifest(
+            model,
+            items,
+            walk_counts,
+            cfg,
+            tmp,
+            counts={"vectors": len(idx), "cold": int(cold.sum())},
+            health=vector_health(model, idx, vectors, cold),
+            projector=projector,
+            extra=extra,
+            walks_digest=walks_digest,
+        )
     log.info("exported %d vectors (%d cold) to %s", len(idx), int(cold.sum()), final)
     return manifest
 
 
+def export_path(run_dir: str | Path, name: str) -> Path:
+    """Where an export keeps ``embeddings`` or ``weights``: ``name.parquet``, or the folder
+    ``name/`` of a partitioned export's parts (one or more ``part-*.parquet``)."""
+    folder = Path(run_dir) / EXPORT_DIR / name
+    return folder if folder.is_dir() else folder.with_name(name + ".parquet")
+
+
+def read_export_table(run_dir: str | Path, name: str, columns: list[str] | None = None) -> pa.Table:
+    """``embeddings`` or ``weights`` of an export, its parts in order (item order), or None
+    when the export has no such table (``weights`` of a model without side information)."""
+    path = export_path(run_dir, name)
+    if not path.is_dir():
+        return pq.read_table(path, columns=columns) if path.exists() else None
+    parts = sorted(path.glob("part-*.parquet"))
+    return pa.concat_tables(pq.read_table(part, columns=columns) for part in parts)
+
+
 def read_embeddings(run_dir: str | Path) -> tuple[pa.Table, np.ndarray]:
-    """The exported ``embeddings.parquet`` and its vectors as one (M, D) float32 array.
+    """The exported embeddings (``embeddings.parquet`` or a partitioned export's parts, less
+    their context rows: :func:`read_context`) and their vectors as one (M, D) float32 array.
 
     A cold row with a zero vector (an item without a usable side-info value, which exports
     before format version 3 wrote) is left out: such an item has no vector."""
     read_export_manifest(run_dir)
-    table = pq.read_table(Path(run_dir) / EXPORT_DIR / "embeddings.parquet")
-    column = table["vector"].combine_chunks()
-    vectors = column.flatten().to_numpy().astype(np.float32).reshape(len(column), -1)
+    path = export_path(run_dir, EMBEDDINGS)
+    first = min(path.glob("part-*.parquet")) if path.is_dir() else path
+    names = [n for n in pq.read_schema(first).names if n != CONTEXT_COLUMN]
+    table = read_export_table(run_dir, EMBEDDINGS, columns=names)
+    vectors = vector_array(table["vector"])
     if "cold" in table.column_names:
         empty = table["cold"].to_numpy(zero_copy_only=False) & ~vectors.any(1)
         if empty.any():
@@ -415,6 +540,30 @@ def read_embeddings(run_dir: str | Path) -> tuple[pa.Table, np.ndarray]:
     return table, vectors
 
 
+def vector_array(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A list<float32> column of equal-length rows as an (M, D) float32 array."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    return column.flatten().to_numpy().astype(np.float32).reshape(len(column), -1)
+
+
+def read_context(run_dir: str | Path, item_idx: np.ndarray) -> np.ndarray:
+    """The trained context rows Z of ``item_idx`` (M,), (M, D) float32: from the partitioned
+    export's parts, or from ``model.pt``. An item without a row (untrained) gets zeros."""
+    item_idx = np.asarray(item_idx, dtype=np.int64)
+    if not export_path(run_dir, EMBEDDINGS).is_dir():
+        model, _ = load_model(run_dir)
+        return model.context.weight.detach().float().numpy()[item_idx]
+    table = read_export_table(run_dir, EMBEDDINGS, columns=["item_idx", CONTEXT_COLUMN])
+    have = table["item_idx"].to_numpy().astype(np.int64)  # ascending: parts in item order
+    z = vector_array(table[CONTEXT_COLUMN])
+    pos = np.minimum(np.searchsorted(have, item_idx), max(len(have) - 1, 0))
+    found = (have[pos] == item_idx) if len(have) else np.zeros(len(item_idx), dtype=bool)
+    out = np.zeros((len(item_idx), z.shape[1] if z.ndim == 2 else 0), dtype=np.float32)
+    out[found] = z[pos[found]]
+    return out
+
+
 def read_export_manifest(run_dir: str | Path) -> dict[str, Any]:
     """The export manifest of a run; refuses an export that did not finish."""
     return schema.read_manifest(
@@ -423,16 +572,21 @@ def read_export_manifest(run_dir: str | Path) -> dict[str, Any]:
 
 
 def load_model(run_dir: str | Path, map_location: str = "cpu") -> tuple[EGES, dict[str, Any]]:
-    """The exported model, ready for :meth:`EGES.cold_start` (no side-info tables attached)."""
+    """The exported model, ready for :meth:`EGES.cold_start` (no side-info lists attached).
+
+    A partitioned export's ``model.pt`` has the side-info tables only (``side_only``): its
+    item, attention and context tables have the padding row alone (the vectors and context rows
+    are in the parts: :func:`read_embeddings`, :func:`read_context`)."""
     read_export_manifest(run_dir)
     blob = torch.load(
         Path(run_dir) / EXPORT_DIR / "model.pt", map_location=map_location, weights_only=True
     )
     n = len(blob["vocab_sizes"])
+    rows = 0 if blob.get("side_only") else blob["num_items"]
     model = EGES(
-        blob["num_items"],
+        rows,
         blob["vocab_sizes"],
-        [torch.zeros(blob["num_items"] + 2, dtype=torch.long)] * n,
+        [torch.zeros(rows + 2, dtype=torch.long)] * n,
         [torch.zeros(0, dtype=torch.long)] * n,
         blob["embedding_dim"],
         blob["mode"],

@@ -513,6 +513,40 @@ class ShardedEGES:
         dist.all_gather_object(parts, self.local_bytes(), group=self.group)
         return parts
 
+    @_torchrec_quiet()
+    def item_range(self) -> tuple[int, int]:
+        """The rows [lo, hi) of W⁰ this rank holds (row-wise: one slice per rank; Z and A
+        are cut at the same rows), item 0 (padding) left out."""
+        ranges = [(r0, r0 + len(t)) for table, t, (r0, _) in self._local_shards() if table == ITEM]
+        if not ranges:
+            return (1, 1)
+        lo, hi = min(r for r, _ in ranges), max(r for _, r in ranges)
+        return max(lo, 1), max(hi, 1)
+
+    @torch.no_grad()
+    @_torchrec_quiet()
+    def side_model(self, walk_counts) -> EGES:
+        """On every rank, a plain :class:`~eges.training.model.EGES` with the trained side-info
+        tables (whole: their size is the vocabularies', not the catalogue's) and the catalogue's
+        side-info lists, but no item rows (its W⁰, A and Z hold the padding row alone): what
+        cold start needs (:meth:`EGES.cold_start_items`, :meth:`EGES.cold_start`). A
+        collective."""
+        layout = self.layout
+        model = EGES(0, list(layout.vocab_sizes), *self._csr, layout.embedding_dim, layout.mode)
+        rank = dist.get_rank(self.group)
+        src = dist.get_global_rank(self.group, 0)
+        for key, value in self.dmp.state_dict().items():
+            table = key.split(".")[-2]
+            if not table.startswith("side_"):
+                continue
+            full = torch.empty(value.size(), device=self.device)
+            value.gather(dst=0, out=full if rank == 0 else None)
+            dist.broadcast(full, src=src, group=self.group)
+            model.side[int(table.removeprefix("side_"))].weight.copy_(full.cpu())
+        model.mark_trained_values(torch.as_tensor(walk_counts))
+        model.eval()
+        return model
+
     def replicated_model(self, walk_counts, dst: int = 0) -> EGES | None:
         """The trained tables as a plain :class:`~eges.training.model.EGES` on rank ``dst``
         (None elsewhere; a collective), for the export and serving, which read one model.

@@ -18,6 +18,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from eges.config import ConfigError, TrainConfig
+from eges.training.export import read_embeddings
 from eges.training.loss import walk_loss
 from eges.training.model import EGES
 from eges.training.sharded import (
@@ -195,6 +196,132 @@ def test_each_rank_holds_its_share_of_the_tables(runs):
     assert alone["tables"] == total
 
 
+EXPORT_ITEMS = 400  # walked items of the export's walk output (and 6 never walked)
+
+
+def _export_worker(rank: int, world: int, out: str) -> None:
+    """Train the walk output's items a few steps on sharded tables and export them as parts
+    (each rank its rows); rank 0 also exports the same tables gathered whole, as the
+    replicated path would (``RUN/export`` of ``ref``)."""
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{out}/store-export", rank=rank, world_size=world
+    )
+    from eges.config import from_dict
+    from eges.training.export import export_run
+    from eges.training.items import load_items
+    from eges.training.parts import export_partitioned
+    from eges.training.sampling import walk_frequencies
+    from eges.training.sharded import ShardedEGES
+
+    walk_dir = Path(out) / "walks"
+    items = load_items(walk_dir)
+    counts = walk_frequencies(sorted((walk_dir / "walks").glob("*.parquet")), items.num_items)
+    model = ShardedEGES(
+        items.num_items, items.vocab_sizes, items.offsets, items.values, DIM, "eges", LR,
+        EPS, SEED,
+    )  # fmt: skip
+    for step in range(STEPS):
+        gen = torch.Generator().manual_seed(1000 * step + rank)
+        w = torch.randint(1, EXPORT_ITEMS + 1, (24, 8), generator=gen)  # walked items only
+        torch.manual_seed(100 * step + rank)
+        loss, _ = model.walk_loss(
+            w, WINDOW, lambda shape: torch.randint(1, EXPORT_ITEMS + 1, shape, generator=gen), K,
+            offset=OFFSET,
+        )  # fmt: skip
+        loss.backward()
+    cfg = from_dict({"train": {"data": str(walk_dir), "embedding_dim": DIM, "seed": SEED}})
+    export_partitioned(model, items, counts, cfg, Path(out) / "parts")
+    whole = model.replicated_model(counts)
+    if rank == 0:
+        export_run(whole, items, counts, cfg, Path(out) / "ref")
+    dist.barrier()
+    dist.destroy_process_group()
+    os._exit(0)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    out = tmp_path_factory.mktemp("parts")
+    make_complete_walk_dir(out / "walks", EXPORT_ITEMS, 6)
+    mp.spawn(_export_worker, args=(2, str(out)), nprocs=2, join=True)
+    return out / "parts", out / "ref"
+
+
+def test_each_rank_exports_its_own_rows_as_the_whole_tables_would(exported):
+    from eges.training.export import (
+        load_model,
+        read_context,
+        read_embeddings,
+        read_export_manifest,
+        read_export_table,
+    )
+
+    parts, ref = exported
+    manifest = read_export_manifest(parts)
+    assert manifest["layout"] == "parts"
+    files = sorted(p.name for p in (parts / "export" / "embeddings").iterdir())
+    assert files == ["part-00000.parquet", "part-00001.parquet"]
+    rows = [pq.read_metadata(parts / "export" / "embeddings" / f).num_rows for f in files]
+    assert [p["rows"] for p in manifest["parts"]] == rows and min(rows) > 150
+    assert not (parts / "export" / "embeddings.kv").exists()
+    got, vectors = read_embeddings(parts)
+    want, ref_vectors = read_embeddings(ref)
+    for column in ("item_idx", "item_id", "cold", "walk_count"):
+        assert got[column].to_pylist() == want[column].to_pylist(), column
+    assert got["cold"].to_numpy(zero_copy_only=False).sum() > 0  # cold rows exported too
+    np.testing.assert_allclose(vectors, ref_vectors, rtol=1e-5, atol=1e-7)
+    idx = want["item_idx"].to_numpy()
+    np.testing.assert_array_equal(read_context(parts, idx), read_context(ref, idx))
+    assert np.abs(read_context(parts, idx)).sum() > 0
+    weights, ref_weights = read_export_table(parts, "weights"), read_export_table(ref, "weights")
+    assert weights.column_names == ref_weights.column_names
+    assert weights["item_id"].to_pylist() == ref_weights["item_id"].to_pylist()
+    for column in weights.column_names[2:]:  # weight_item, weight_<field>...
+        np.testing.assert_allclose(
+            weights[column].to_numpy(), ref_weights[column].to_numpy(), rtol=1e-6, err_msg=column
+        )
+    ref_manifest = read_export_manifest(ref)
+    assert manifest["counts"] == ref_manifest["counts"]
+    for group in ("warm", "cold", "side_info_only"):
+        a, b = manifest["health"][group], ref_manifest["health"][group]
+        assert a["vectors"] == b["vectors"]
+        assert a["mean_pairwise_cosine"] == pytest.approx(b["mean_pairwise_cosine"], abs=1e-6)
+    for name in ("metadata.tsv", "projector_config.pbtxt"):
+        projector = parts / "export" / "projector" / name
+        assert projector.read_text() == (ref / "export" / "projector" / name).read_text()
+    # cold start of a new item: the side-info tables alone
+    model, meta = load_model(parts)
+    ref_model, _ = load_model(ref)
+    assert meta["side_only"] and model.item.weight.shape[0] == 1
+    new = [
+        [torch.tensor([1, 2]), torch.tensor([3])],
+        [torch.tensor([2]), torch.tensor([], dtype=torch.long)],
+    ]
+    torch.testing.assert_close(model.cold_start(new), ref_model.cold_start(new))
+
+
+def test_eges_embed_and_neighbors_serve_a_partitioned_export(exported, tmp_path):
+    from eges.serving.embed import Embedder
+    from eges.serving.neighbors import build_table
+
+    parts, ref = exported
+    tables = {}
+    for run in (parts, ref):
+        build_table(run, 10, metric="context", output=tmp_path / run.name)
+        tables[run.name] = pq.read_table(tmp_path / run.name / "neighbors.parquet")
+    assert tables["parts"]["neighbor_id"].to_pylist() == tables["ref"]["neighbor_id"].to_pylist()
+    np.testing.assert_allclose(
+        tables["parts"]["score"].to_numpy(), tables["ref"]["score"].to_numpy(), rtol=1e-5
+    )
+    new = [{"genre": ["Drama", "Comedy"], "year": ["1991"]}, {"genre": ["Action"]}]
+    got, want = Embedder(parts), Embedder(ref)
+    vectors, known = got.embed(new)
+    assert all(known)
+    torch.testing.assert_close(vectors, want.embed(new)[0])
+    assert got.most_similar(vectors, 5) == want.most_similar(vectors, 5)
+
+
 def trainer(*args: str, nproc: int = 1) -> subprocess.CompletedProcess:
     launcher = [sys.executable] + (
         ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
@@ -239,19 +366,24 @@ def test_the_trainer_shards_over_two_processes_and_resumes_in_one(tmp_path):
     assert (two["sharding"], two["optimizer"], two["processes"]) == ("sharded", SHARDED, 2)
     total = sum(b["tables"] for b in two["shard_bytes"])
     assert all(abs(b["tables"] - total / 2) <= 0.05 * total / 2 for b in two["shard_bytes"])
-    before = pq.read_table(run / "export" / "embeddings.parquet")
+    # each rank wrote its own rows
+    assert [
+        p["path"] for p in json.loads((run / "export" / "manifest.json").read_text())["parts"]
+    ] == [
+        "embeddings/part-00000.parquet",
+        "embeddings/part-00001.parquet",
+    ]
+    before, before_vectors = read_embeddings(run)
     # the same run on one process, from the 2-process checkpoint
     again = trainer(*args, *sets, "--set=train.max_steps=30", "--resume")
     assert again.returncode == 0, again.stderr[-4000:]
     one = json.loads((run / "export" / "manifest.json").read_text())["training"]
     assert (one["steps"], one["processes"], one["resumed_from"]) == (30, 1, "step-20.ckpt")
     assert one["shard_bytes"][0]["tables"] == total
-    after = pq.read_table(run / "export" / "embeddings.parquet")
+    after, after_vectors = read_embeddings(run)
     assert after.num_rows == before.num_rows == 403  # 400 walked items, 3 cold
-    moved = np.abs(
-        np.stack(after["vector"].to_numpy(zero_copy_only=False))
-        - np.stack(before["vector"].to_numpy(zero_copy_only=False))
-    ).max()
+    assert len(json.loads((run / "export" / "manifest.json").read_text())["parts"]) == 1
+    moved = np.abs(after_vectors - before_vectors).max()
     assert moved > 0  # the 10 resumed steps trained
     with (run / "logs" / "metrics.csv").open() as fh:
         rows = [r for r in csv.DictReader(fh) if r.get("lr-RowWiseAdagrad")]
