@@ -4,7 +4,7 @@ Replicated training (:class:`eges.training.model.EGES` under DDP) keeps every ta
 process, so one process's memory bounds the catalogue. Here each rank holds a slice of the rows
 and the rows a batch needs travel to and from their owner (TorchRec's all-to-all):
 
-* W⁰ (``item``) and Z (``context``): one ``EmbeddingCollection``, sharded row-wise;
+* W⁰ (``item``) and Z (``context``): an ``EmbeddingCollection`` each, sharded row-wise;
 * A (``attention``, EGES only): a collection of its own (a collection's tables share one width),
   its n + 1 columns padded to a multiple of 4, sharded row-wise;
 * the side-information fields (``side_<i>``): an ``EmbeddingBagCollection`` with mean pooling,
@@ -179,7 +179,11 @@ class Tables(nn.Module):
                 name=name, num_embeddings=rows, embedding_dim=width, feature_names=[name]
             )
 
-        self.ec = EmbeddingCollection(tables=[config(ITEM), config(CONTEXT)], device=meta)
+        # W⁰ and Z in collections of their own: FBGEMM keeps a collection's tables in one
+        # buffer, and torch.distributed.checkpoint copies a table that is a view of a larger
+        # buffer before writing it (peak memory + that table); alone, a shard is its buffer
+        self.ec = EmbeddingCollection(tables=[config(ITEM)], device=meta)
+        self.ctx = EmbeddingCollection(tables=[config(CONTEXT)], device=meta)
         self.att = (
             EmbeddingCollection(tables=[config(ATTENTION)], device=meta)
             if ATTENTION in tables
@@ -322,8 +326,14 @@ class ShardedEGES:
     def reset_parameters(self, seed: int) -> None:
         """Write the initial weights (:func:`initial_rows`) into this rank's shards."""
         for table, tensor, (r0, c0) in self._local_shards():
-            rows = initial_rows(self.layout, table, r0, tensor.shape[0], seed)
-            tensor.copy_(rows[:, c0 : c0 + tensor.shape[1]])
+            if table in (CONTEXT, ATTENTION):  # zeros (initial_rows), without a copy
+                tensor.zero_()
+                continue
+            # a block at a time: a shard-sized temporary would double the peak memory
+            for lo in range(0, tensor.shape[0], INIT_BLOCK):
+                n = min(INIT_BLOCK, tensor.shape[0] - lo)
+                rows = initial_rows(self.layout, table, r0 + lo, n, seed)
+                tensor[lo : lo + n].copy_(rows[:, c0 : c0 + tensor.shape[1]])
 
     def set_lr(self, lr: float) -> None:
         """The learning rate of the next backward passes."""
@@ -350,15 +360,16 @@ class ShardedEGES:
 
         n, k = negatives.shape
         ones = torch.ones(n, dtype=torch.long, device=ids.device)
-        seq = self.tables.ec(
+        own = self.tables.ec(
+            KeyedJaggedTensor.from_lengths_sync(keys=[ITEM], values=ids, lengths=ones)
+        )[ITEM].values()  # (N, D)
+        z = self.tables.ctx(
             KeyedJaggedTensor.from_lengths_sync(
-                keys=[ITEM, CONTEXT],
-                values=torch.cat([ids, torch.cat([ids[:, None], negatives], 1).reshape(-1)]),
-                lengths=torch.cat([ones, ones * (1 + k)]),
+                keys=[CONTEXT],
+                values=torch.cat([ids[:, None], negatives], 1).reshape(-1),
+                lengths=ones * (1 + k),
             )
-        )
-        own = seq[ITEM].values()  # (N, D)
-        z = seq[CONTEXT].values().view(n, 1 + k, -1)  # (N, 1 + K, D)
+        )[CONTEXT].values().view(n, 1 + k, -1)  # (N, 1 + K, D)
         logits = None
         if self.tables.att is not None:
             logits = self.tables.att(
