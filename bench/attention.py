@@ -27,6 +27,9 @@ from eges.training.sampling import walk_frequencies  # noqa: E402
 
 def describe(run: Path) -> None:
     model, meta = load_model(run)
+    if meta.get("side_only"):  # sharded tables export the softmax weights, not A
+        print(f"{run}: a partitioned export has no attention table (see its weights/ parts)")
+        return
     if model.attention is None:
         print(f"{run}: mode {model.mode}, no attention")
         return

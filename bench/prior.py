@@ -26,7 +26,7 @@ from eges.config import load_config  # noqa: E402
 from eges.evaluation import evaluate as ev  # noqa: E402
 from eges.evaluation.baselines import ContextScorer, deepwalk  # noqa: E402
 from eges.serving.neighbors import log_count_prior  # noqa: E402
-from eges.training.export import load_model, read_embeddings  # noqa: E402
+from eges.training.export import read_context, read_embeddings  # noqa: E402
 
 METRICS = {"link": ["auc"], "cold": ["hr@50", "recall@50"], "next": ["hr@50"]}
 
@@ -49,8 +49,10 @@ def h_and_z(models: ev.Models, task: str, name: str, seed: int):
         return idx, vectors, full
     run = models.root / task / "runs" / f"{name}-seed{seed}"
     emb, vectors = read_embeddings(run)
-    model, _ = load_model(run)
-    return emb["item_idx"].to_numpy(), vectors, model.context.weight.detach().numpy()
+    idx = emb["item_idx"].to_numpy()
+    full = np.zeros((models.items.num_items + 1, vectors.shape[1]), dtype=np.float32)
+    full[idx] = read_context(run, idx)  # Z rows (an item without a vector has none trained)
+    return idx, vectors, full
 
 
 def main() -> None:

@@ -474,8 +474,10 @@ class TrainConfig:
     kernel: Literal["auto", "c", "torch"] = "auto"
     # replicated: every process holds every table (DDP; the C step on CPU); sharded: the tables
     # are split by row over the processes (TorchRec; row-wise Adagrad fused into the backward;
-    # eges/training/sharded.py), for catalogues one process cannot hold
-    sharding: Literal["replicated", "sharded"] = "replicated"
+    # eges/training/sharded.py), for catalogues one process cannot hold; auto: sharded when
+    # the replicated tables would take more than half of a process's memory (and the settings
+    # and installed packages allow it), else replicated; a resume follows its checkpoint
+    sharding: Literal["auto", "replicated", "sharded"] = "auto"
     overwrite: bool = False  # replace an existing run directory instead of refusing
 
     def __post_init__(self) -> None:
@@ -513,26 +515,26 @@ class TrainConfig:
                     "trains with it alone (auto picks each path's optimiser)",
                 ),
                 (
-                    self.sharding == "replicated" or self.negatives_per == "position",
+                    self.sharding != "sharded" or self.negatives_per == "position",
                     "train.sharding=sharded draws negatives per position: "
                     "leave train.negatives_per at position",
                 ),
                 (
-                    self.sharding == "replicated" or str(self.precision) in ("32-true", "32"),
+                    self.sharding != "sharded" or str(self.precision) in ("32-true", "32"),
                     "train.sharding=sharded trains in 32-bit precision: "
                     "leave train.precision at 32-true",
                 ),
                 (
-                    self.sharding == "replicated" or self.kernel != "c",
+                    self.sharding != "sharded" or self.kernel != "c",
                     "train.sharding=sharded computes the loss with PyTorch operators: "
                     "train.kernel=c cannot be used",
                 ),
                 (
-                    self.sharding == "replicated" or self.attention_lr is None,
+                    self.sharding != "sharded" or self.attention_lr is None,
                     "train.sharding=sharded has one learning rate: unset train.attention_lr",
                 ),
                 (
-                    self.sharding == "replicated" or self.loss_reduction == "mean",
+                    self.sharding != "sharded" or self.loss_reduction == "mean",
                     "train.sharding=sharded trains on the mean loss: "
                     "leave train.loss_reduction at mean",
                 ),

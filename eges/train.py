@@ -65,17 +65,51 @@ TENSORBOARD_HINT = (
 )
 
 
-def _resumed_optimizer(ckpt: Path, asked: str, resolved: str) -> str:
-    """The optimiser to resume ``ckpt`` with: the one it was trained with (Adam's and RowAdam's
-    states do not fit each other). ``auto`` follows the checkpoint; another explicit choice is
-    refused. Checkpoints older than the stored name count as Adam when their parameter groups
-    are Adam's (they have ``amsgrad``)."""
+def _checkpoint_optimizer(ckpt: Path) -> str | None:
+    """The optimiser ``ckpt`` was trained with (None if it does not say). Checkpoints older
+    than the stored name count as Adam when their parameter groups are Adam's (``amsgrad``)."""
     saved = torch.load(ckpt, map_location="cpu", mmap=True, weights_only=False)
     used = saved.get(OPTIMIZER_KEY)
     if used is None:
         groups = (saved.get("optimizer_states") or [{}])[0].get("param_groups") or [{}]
         used = "adam" if "amsgrad" in groups[0] else None
-    del saved
+    return used
+
+
+def _resolve_sharding(t, items, local_world: int, gpu: bool, ckpt: Path | None) -> str:
+    """``train.sharding``, ``auto`` decided (and said why): as the resumed checkpoint was
+    trained, else by the catalogue's size against a process's memory
+    (:func:`eges.training.sharded.choose_sharding`). Each rank decides alone (no process group
+    exists yet); :func:`eges.training.module.check_same_sharding` stops ranks that differ."""
+    from eges.training.sharded import choose_sharding, process_memory, torchrec_available
+
+    if t.sharding != "auto":
+        return t.sharding
+    if ckpt is not None:  # a checkpoint that does not name its optimiser is replicated's
+        way = "sharded" if _checkpoint_optimizer(ckpt) == SHARDED_OPTIMIZER else "replicated"
+        log.info("tables: %s, as %s was trained (train.sharding=auto)", way, ckpt.name)
+        return way
+    size = (items.num_items, t.embedding_dim, len(items.fields), t.mode)
+    memory = process_memory(gpu, local_world)
+    way, why = choose_sharding(*size, memory)
+    if way == "sharded":  # can it run? (importing torchrec takes seconds: only when needed)
+        try:  # the settings the sharded path refuses (TrainConfig's checks)
+            dataclasses.replace(t, sharding="sharded")
+            blocked = torchrec_available()
+        except ConfigError as exc:
+            blocked = str(exc)
+        way, why = choose_sharding(*size, memory, blocked)
+    (log.warning if "cannot run" in why else log.info)(
+        "tables: %s (train.sharding=auto: %s)", way, why
+    )
+    return way
+
+
+def _resumed_optimizer(ckpt: Path, asked: str, resolved: str) -> str:
+    """The optimiser to resume ``ckpt`` with: the one it was trained with (Adam's and RowAdam's
+    states do not fit each other). ``auto`` follows the checkpoint; another explicit choice is
+    refused."""
+    used = _checkpoint_optimizer(ckpt)
     if (used == SHARDED_OPTIMIZER) != (resolved == SHARDED_OPTIMIZER):  # tables, not optimiser
         way = "sharded" if used == SHARDED_OPTIMIZER else "replicated"
         raise ConfigError(
@@ -299,6 +333,7 @@ def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
         world_size=world,
     )
     counts = walk_frequencies([s.path for s in dataset.shards], items.num_items)
+    t = dataclasses.replace(t, sharding=_resolve_sharding(t, items, local_world, gpu, ckpt))
     sharded = t.sharding == "sharded"
     optimizer = SHARDED_OPTIMIZER if sharded else resolve_optimizer(t.optimizer, items.num_items)
     if ckpt is not None:

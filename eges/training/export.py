@@ -504,13 +504,26 @@ def export_path(run_dir: str | Path, name: str) -> Path:
     return folder if folder.is_dir() else folder.with_name(name + ".parquet")
 
 
-def read_export_table(run_dir: str | Path, name: str, columns: list[str] | None = None) -> pa.Table:
-    """``embeddings`` or ``weights`` of an export, its parts in order (item order), or None
-    when the export has no such table (``weights`` of a model without side information)."""
+def export_parts(run_dir: str | Path, name: str) -> list[Path]:
+    """The parquet files of ``embeddings`` or ``weights``, in item order: the single file, or a
+    partitioned export's parts ([] when the export has no such table)."""
     path = export_path(run_dir, name)
     if not path.is_dir():
-        return pq.read_table(path, columns=columns) if path.exists() else None
+        return [path] if path.exists() else []
     parts = sorted(path.glob("part-*.parquet"))
+    if not parts:
+        raise schema.IncompleteOutputError(f"{path} has no part-*.parquet: an incomplete export")
+    return parts
+
+
+def read_export_table(
+    run_dir: str | Path, name: str, columns: list[str] | None = None
+) -> pa.Table | None:
+    """``embeddings`` or ``weights`` of an export, its parts in order (item order), or None
+    when the export has no such table (``weights`` of a model without side information)."""
+    parts = export_parts(run_dir, name)
+    if not parts:
+        return None
     return pa.concat_tables(pq.read_table(part, columns=columns) for part in parts)
 
 
@@ -521,9 +534,10 @@ def read_embeddings(run_dir: str | Path) -> tuple[pa.Table, np.ndarray]:
     A cold row with a zero vector (an item without a usable side-info value, which exports
     before format version 3 wrote) is left out: such an item has no vector."""
     read_export_manifest(run_dir)
-    path = export_path(run_dir, EMBEDDINGS)
-    first = min(path.glob("part-*.parquet")) if path.is_dir() else path
-    names = [n for n in pq.read_schema(first).names if n != CONTEXT_COLUMN]
+    parts = export_parts(run_dir, EMBEDDINGS)
+    if not parts:
+        raise schema.IncompleteOutputError(f"{run_dir}: the export has no embeddings")
+    names = [n for n in pq.read_schema(parts[0]).names if n != CONTEXT_COLUMN]
     table = read_export_table(run_dir, EMBEDDINGS, columns=names)
     vectors = vector_array(table["vector"])
     if "cold" in table.column_names:
@@ -541,10 +555,15 @@ def read_embeddings(run_dir: str | Path) -> tuple[pa.Table, np.ndarray]:
 
 
 def vector_array(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """A list<float32> column of equal-length rows as an (M, D) float32 array."""
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    return column.flatten().to_numpy().astype(np.float32).reshape(len(column), -1)
+    """A list<float32> column of equal-length rows as an (M, D) float32 array (a chunk at a
+    time: one list array holds at most 2³¹ floats, 16.7M rows of 128)."""
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    arrays = [
+        c.flatten().to_numpy().astype(np.float32).reshape(len(c), -1) for c in chunks if len(c)
+    ]
+    if not arrays:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
 
 
 def read_context(run_dir: str | Path, item_idx: np.ndarray) -> np.ndarray:

@@ -75,6 +75,7 @@ class EGESModule(pl.LightningModule):
 
     def setup(self, stage: str) -> None:
         # before the optimisers are made (RowAdam's update follows the step's form)
+        check_same_sharding(False)
         if dist.is_available() and dist.is_initialized():
             self.kernel = agree_on_kernel(self.kernel, self.cfg.kernel)
 
@@ -219,6 +220,7 @@ class ShardedEGESModule(EGESModule):
         if not dist.is_initialized():  # one process: a group of one (the trainer ends it)
             dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
             self.own_group = True
+        check_same_sharding(True)
         if self.sharded is None:
             self.sharded = self.build()
 
@@ -274,6 +276,36 @@ class ShardedEGESModule(EGESModule):
         self.sharded.load(self.checkpoint_dir / name)
 
 
+def _every_rank(flag: bool) -> list[bool]:
+    """``flag`` of every rank of the default process group, in rank order (a collective)."""
+    world, rank = dist.get_world_size(), dist.get_rank()
+    device = (
+        torch.device("cuda", torch.cuda.current_device())
+        if dist.get_backend() == "nccl"
+        else torch.device("cpu")
+    )
+    flags = torch.zeros(world, dtype=torch.int32, device=device)
+    flags[rank] = int(flag)
+    dist.all_reduce(flags)
+    return [bool(f) for f in flags.tolist()]
+
+
+def check_same_sharding(sharded: bool) -> None:
+    """Raise on every rank unless all ranks chose the same tables (``train.sharding: auto``
+    decides on each rank from its own memory and packages): replicated and sharded ranks
+    would wait on each other's collectives. The first collective of both modules' set-up."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    flags = _every_rank(sharded)
+    if len(set(flags)) > 1:
+        ranks = [r for r, f in enumerate(flags) if f]
+        raise RuntimeError(
+            f"train.sharding=auto chose sharded tables on rank(s) {ranks} and replicated ones "
+            "on the others (their memory or installed packages differ): set train.sharding "
+            "to replicated or sharded"
+        )
+
+
 def agree_on_kernel(local: str, setting: str) -> str:
     """The form of the step every rank of the default process group trains with.
 
@@ -294,15 +326,7 @@ def agree_on_kernel(local: str, setting: str) -> str:
         RuntimeError: on every rank, where ``setting`` is ``c`` and some rank cannot run it.
     """
     world, rank = dist.get_world_size(), dist.get_rank()
-    device = (
-        torch.device("cuda", torch.cuda.current_device())
-        if dist.get_backend() == "nccl"
-        else torch.device("cpu")
-    )
-    able = torch.zeros(world, dtype=torch.int32, device=device)
-    able[rank] = int(local != "torch")
-    dist.all_reduce(able)
-    unable = [r for r, ok in enumerate(able.tolist()) if not ok]
+    unable = [r for r, ok in enumerate(_every_rank(local != "torch")) if not ok]
     if not unable:
         return local  # c, or auto (the step then decides, where no rank is unable)
     if len(unable) == world:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
-from contextlib import nullcontext
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +83,8 @@ class _Writer:
     """One parquet part written a chunk at a time; the first error is kept, not raised (the
     rank goes on with the lookups the other ranks wait for), and reported by :meth:`close`."""
 
+    error: str | None
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self.writer: pq.ParquetWriter | None = None
@@ -95,16 +97,75 @@ class _Writer:
             if self.writer is None:
                 self.writer = pq.ParquetWriter(self.path, table.schema)
             self.writer.write_table(table, row_group_size=CHUNK)
-        except OSError as exc:
-            self.error = f"{self.path}: {exc}"
+        except Exception as exc:  # noqa: BLE001 - reported to every rank by write_part
+            self.error = f"{self.path}: {type(exc).__name__}: {exc}"
 
     def close(self) -> str | None:
         try:
             if self.writer is not None:
                 self.writer.close()
-        except OSError as exc:
-            self.error = self.error or f"{self.path}: {exc}"
+        except Exception as exc:  # noqa: BLE001 - as write
+            self.error = self.error or f"{self.path}: {type(exc).__name__}: {exc}"
         return self.error
+
+
+class _Part:
+    """This rank's part of the export, written a chunk of items at a time."""
+
+    def __init__(
+        self,
+        sharded: ShardedEGES,
+        side: EGES,
+        items: ItemTable,
+        walk_counts: np.ndarray,
+        out: Path,
+        rank: int,
+    ) -> None:
+        self.sharded, self.side, self.items, self.walk_counts = sharded, side, items, walk_counts
+        self.usable = usable_side_info(side, items).numpy() if side.num_fields else None  # (V,)
+        self.fields = items.fields[: side.num_fields]
+        self.emb = _Writer(out / EMBEDDINGS / part_name(rank))
+        self.wts = _Writer(out / WEIGHTS / part_name(rank)) if side.num_fields else None
+        groups = ("warm", "cold", "side_info_only") if side.num_fields else ("warm", "cold")
+        dim = sharded.layout.embedding_dim
+        self.sums = {name: (np.zeros(dim), 0, 0) for name in groups}  # unit_sum per group
+        self.rows = self.cold = 0
+
+    def add(self, ids: torch.Tensor, looked_up: tuple) -> None:
+        """Write the items ``ids`` from their rows (:meth:`ShardedEGES.lookup`)."""
+        own, z, _, logits, means, present = looked_up
+        h = self.sharded.embed(own, logits, means, present).float().cpu().numpy()  # (N, D)
+        idx = ids.cpu().numpy()
+        warm = self.walk_counts[idx] > 0
+        cold = ~warm & (self.usable[idx - 1] if self.usable is not None else False)
+        if cold.any():
+            h[cold] = self.side.cold_start_items(torch.from_numpy(idx[cold])).numpy()
+        keep = warm | cold
+        self.emb.write(
+            embeddings_table(
+                idx[keep],
+                [self.items.item_ids[i] for i in idx[keep]],
+                h[keep],
+                cold[keep],
+                self.walk_counts,
+                context=z.float().cpu().numpy()[keep],
+            )
+        )
+        if self.wts is not None:
+            weights = source_weights(logits, present).float().cpu().numpy()  # (N, n + 1)
+            self.wts.write(_weights_table(idx, self.items, weights, self.fields))
+        groups = {"warm": h[warm], "cold": h[cold]}
+        if self.side.num_fields and warm.any():
+            warm_ids = torch.from_numpy(idx[warm])
+            groups["side_info_only"] = self.side.cold_start_items(warm_ids).numpy()
+        for name, vectors in groups.items():
+            self.sums[name] = tuple(a + b for a, b in zip(self.sums[name], unit_sum(vectors)))
+        self.rows += int(keep.sum())
+        self.cold += int(cold.sum())
+
+    def close(self) -> list[str]:
+        """The errors of writing the files, if any."""
+        return [e for e in (self.emb.close(), self.wts.close() if self.wts else None) if e]
 
 
 @torch.no_grad()
@@ -116,7 +177,8 @@ def write_part(
     out: Path,
 ) -> dict[str, Any]:
     """Write this rank's rows of ``embeddings`` (and ``weights``) into ``out``; a collective
-    (the lookups of every chunk are taken by all ranks together).
+    (the lookups of every chunk are taken by all ranks together, also by a rank past its rows
+    or whose part failed).
 
     Returns:
         This rank's summary: ``rows`` written, ``cold`` among them, the health sums
@@ -126,59 +188,29 @@ def write_part(
     rank = dist.get_rank(sharded.group)
     lo, hi = sharded.item_range()
     hi = min(hi, items.num_items + 1)
-    steps = torch.tensor([math.ceil(max(hi - lo, 0) / CHUNK)])
+    # on the tables' device: NCCL reduces GPU tensors only
+    steps = torch.tensor([math.ceil(max(hi - lo, 0) / CHUNK)], device=sharded.device)
     dist.all_reduce(steps, op=dist.ReduceOp.MAX, group=sharded.group)
-    usable = usable_side_info(side, items).numpy() if side.num_fields else None  # (V,)
-    fields = items.fields[: side.num_fields]
-    emb = _Writer(out / EMBEDDINGS / part_name(rank))
-    wts = _Writer(out / WEIGHTS / part_name(rank)) if side.num_fields else None
-    dim = sharded.layout.embedding_dim
-    sums = {name: (np.zeros(dim), 0, 0) for name in ("warm", "cold", "side_info_only")}
-    rows = cold_rows = 0
+    part = _Part(sharded, side, items, walk_counts, out, rank)
+    failed: str | None = None
     for step in range(int(steps)):
         a, b = lo + step * CHUNK, min(hi, lo + (step + 1) * CHUNK)
-        # a rank past its rows still takes part in the lookups, with the padding row
-        ids = torch.arange(a, b) if a < b else torch.zeros(1, dtype=torch.long)
+        ids = torch.arange(a, b) if a < b else torch.zeros(1, dtype=torch.long)  # padding row
         ids = ids.to(sharded.device)
-        own, z, _, logits, means, present = sharded.lookup(ids, ids.new_zeros(len(ids), 0))
-        if a >= b:
+        looked_up = sharded.lookup(ids, ids.new_zeros(len(ids), 0))
+        if a >= b or failed:
             continue
-        h = sharded.embed(own, logits, means, present).float().cpu().numpy()  # (N, D)
-        idx = ids.cpu().numpy()
-        warm = walk_counts[idx] > 0
-        cold = ~warm & (usable[idx - 1] if usable is not None else False)
-        if cold.any():
-            h[cold] = side.cold_start_items(torch.from_numpy(idx[cold])).numpy()
-        keep = warm | cold
-        emb.write(
-            embeddings_table(
-                idx[keep],
-                [items.item_ids[i] for i in idx[keep]],
-                h[keep],
-                cold[keep],
-                walk_counts,
-                context=z.float().cpu().numpy()[keep],
-            )
-        )
-        if wts is not None:
-            weights = source_weights(logits, present).float().cpu().numpy()  # (N, n + 1)
-            wts.write(_weights_table(idx, items, weights, fields))
-        groups = {"warm": h[warm], "cold": h[cold]}
-        if side.num_fields and warm.any():
-            groups["side_info_only"] = side.cold_start_items(torch.from_numpy(idx[warm])).numpy()
-        for name, vectors in groups.items():
-            sums[name] = tuple(a + b for a, b in zip(sums[name], unit_sum(vectors)))
-        rows += int(keep.sum())
-        cold_rows += int(cold.sum())
-    errors = [e for e in (emb.close(), wts.close() if wts else None) if e]
-    if not side.num_fields:
-        del sums["side_info_only"]
+        try:
+            part.add(ids, looked_up)
+        except Exception as exc:  # noqa: BLE001 - reported to every rank, not raised here
+            failed = f"items {a}..{b - 1}: {type(exc).__name__}: {exc}"
+    errors = [e for e in (failed, *part.close()) if e]
     return {
         "rank": rank,
-        "rows": rows,
-        "cold": cold_rows,
+        "rows": part.rows,
+        "cold": part.cold,
         "items": [lo, hi],
-        "sums": sums,
+        "sums": part.sums,
         "error": "; ".join(errors) or None,
     }
 
@@ -307,22 +339,36 @@ def export_partitioned(
     side = sharded.side_model(walk_counts)
     final = run_dir / EXPORT_DIR
     manifest = None
-    with schema.staged_dir(final, replace=True) if rank == 0 else nullcontext(None) as staged:
-        box = [str(staged) if rank == 0 else None]
+
+    def told(error: Exception | None) -> None:
+        """Rank 0's error (or None) told to every rank; raised on all of them."""
+        box = [None if error is None else f"{type(error).__name__}: {error}"]
+        dist.broadcast_object_list(box, src=src, group=group)
+        if error is not None:
+            raise error
+        if box[0] is not None:
+            raise OSError(f"rank 0 could not write the export: {box[0]}")
+
+    with ExitStack() as stack:
+        tmp, error = None, None
+        if rank == 0:  # stages the directory, which is published when the block ends well
+            try:
+                tmp = stack.enter_context(schema.staged_dir(final, replace=True))
+                (tmp / EMBEDDINGS).mkdir()
+                if side.num_fields:
+                    (tmp / WEIGHTS).mkdir()
+            except Exception as exc:  # noqa: BLE001 - told to the other ranks, then raised
+                error = exc
+        told(error)
+        box = [str(tmp) if rank == 0 else None]
         dist.broadcast_object_list(box, src=src, group=group)
         tmp = Path(box[0])
-        if rank == 0:
-            (tmp / EMBEDDINGS).mkdir()
-            if side.num_fields:
-                (tmp / WEIGHTS).mkdir()
-        dist.barrier(group=group)
         summary = write_part(sharded, side, items, walk_counts, tmp)
         summaries: list = [None] * dist.get_world_size(group)
         dist.all_gather_object(summaries, summary, group=group)
         failed = [f"rank {s['rank']}: {s['error']}" for s in summaries if s["error"]]
         if failed:
             raise OSError("the export's parts could not be written: " + "; ".join(failed))
-        error = None
         if rank == 0:
             try:
                 manifest = _finish(
@@ -331,12 +377,7 @@ def export_partitioned(
                 )  # fmt: skip
             except Exception as exc:  # noqa: BLE001 - told to the other ranks, then raised
                 error = exc
-        box = [None if error is None else f"{type(error).__name__}: {error}"]
-        dist.broadcast_object_list(box, src=src, group=group)
-        if error is not None:
-            raise error
-        if box[0] is not None:
-            raise OSError(f"rank 0 could not finish the export: {box[0]}")
+        told(error)
     if rank == 0:
         c = manifest["counts"]
         log.info(

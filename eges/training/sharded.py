@@ -93,6 +93,66 @@ def quiet_torchrec() -> None:
             logger.addFilter(_Drop(start))
 
 
+# sharding=auto shards the tables when the replicated ones would take more than this share of
+# a process's memory (the rest: item ids, side-info lists, batches, the export's chunks)
+AUTO_SHARD_SHARE = 0.5
+# bytes per table number on the replicated path: the number and Adam's two moments
+REPLICATED_COPIES = 3
+
+
+def replicated_bytes(num_items: int, embedding_dim: int, num_fields: int, mode: Mode) -> int:
+    """What one process of the replicated path holds for the item tables: W⁰, Z and A
+    (EGES), each number with Adam's two moments (float32)."""
+    width = 2 * embedding_dim + (num_fields + 1 if mode == "eges" and num_fields else 0)
+    return (num_items + 1) * width * 4 * REPLICATED_COPIES
+
+
+def process_memory(gpu: bool, local_world: int) -> int:
+    """Bytes of memory one process may use: its GPU's, or this machine's divided among the
+    processes started on it."""
+    if gpu:
+        return torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // max(local_world, 1)
+
+
+def torchrec_available() -> str | None:
+    """None when torchrec and FBGEMM import, else why not."""
+    try:
+        import fbgemm_gpu  # noqa: F401
+        import torchrec  # noqa: F401
+    except Exception as exc:  # noqa: BLE001 - any failure to load means: not available
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def choose_sharding(
+    num_items: int,
+    embedding_dim: int,
+    num_fields: int,
+    mode: Mode,
+    memory: int,
+    blocked: str | None = None,
+) -> tuple[str, str]:
+    """``train.sharding: auto``: ``sharded`` when the replicated tables
+    (:func:`replicated_bytes`) would take more than :data:`AUTO_SHARD_SHARE` of a process's
+    ``memory``, unless ``blocked`` says why the sharded path cannot run (then ``replicated``,
+    which may not fit).
+
+    Returns:
+        (``replicated`` or ``sharded``, why, in words).
+    """
+    need = replicated_bytes(num_items, embedding_dim, num_fields, mode)
+    what = (
+        f"replicated tables of {num_items:,} items at d {embedding_dim}: {need / 2**30:.1f} GiB "
+        f"per process, of {memory / 2**30:.1f} GiB"
+    )
+    if need <= AUTO_SHARD_SHARE * memory:
+        return "replicated", what
+    if blocked:
+        return "replicated", f"{what}, but the sharded path cannot run here ({blocked})"
+    return "sharded", what
+
+
 def side_table(field: int) -> str:
     return f"side_{field}"
 
@@ -363,13 +423,17 @@ class ShardedEGES:
         own = self.tables.ec(
             KeyedJaggedTensor.from_lengths_sync(keys=[ITEM], values=ids, lengths=ones)
         )[ITEM].values()  # (N, D)
-        z = self.tables.ctx(
-            KeyedJaggedTensor.from_lengths_sync(
-                keys=[CONTEXT],
-                values=torch.cat([ids[:, None], negatives], 1).reshape(-1),
-                lengths=ones * (1 + k),
-            )
-        )[CONTEXT].values().view(n, 1 + k, -1)  # (N, 1 + K, D)
+        z = (
+            self.tables.ctx(
+                KeyedJaggedTensor.from_lengths_sync(
+                    keys=[CONTEXT],
+                    values=torch.cat([ids[:, None], negatives], 1).reshape(-1),
+                    lengths=ones * (1 + k),
+                )
+            )[CONTEXT]
+            .values()
+            .view(n, 1 + k, -1)
+        )  # (N, 1 + K, D)
         logits = None
         if self.tables.att is not None:
             logits = self.tables.att(
@@ -560,8 +624,9 @@ class ShardedEGES:
 
     def replicated_model(self, walk_counts, dst: int = 0) -> EGES | None:
         """The trained tables as a plain :class:`~eges.training.model.EGES` on rank ``dst``
-        (None elsewhere; a collective), for the export and serving, which read one model.
-        Every table is gathered whole on that rank, so the catalogue must fit its memory.
+        (None elsewhere; a collective): every table gathered whole on that rank, so the
+        catalogue must fit its memory. For tests and small catalogues; the trainer's export
+        writes each rank's rows instead (:mod:`eges.training.parts`).
 
         Args:
             walk_counts: (V + 1,) occurrences of each item in the walks (which side-info

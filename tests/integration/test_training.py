@@ -90,6 +90,7 @@ def test_two_process_training_finishes_and_exports_once(run, walks):
     m = export_manifest(run)
     assert m["training"]["processes"] == 2 and m["training"]["steps"] == 100
     assert m["training"]["optimizer"] == "adam"  # auto: 9.7k items
+    assert m["training"]["sharding"] == "replicated"  # auto: 9.7k items fit any process
     # the C step trained (train.kernel auto), every step of rank 0
     assert m["training"]["kernel"] == "c" and m["training"]["c_steps"] == 100
     items = schema.read_table(walks / "items").num_rows

@@ -180,13 +180,20 @@ CASES = [  # (what each rank can run, train.kernel, what each rank must train wi
 def _agree(rank: int, out: str) -> None:
     import torch.distributed as dist
 
-    from eges.training.module import agree_on_kernel
+    from eges.training.module import agree_on_kernel, check_same_sharding
 
     dist.init_process_group("gloo", init_method=f"file://{out}/store", rank=rank, world_size=2)
     results = []
     for local, setting, _ in CASES:
         try:
             results.append(agree_on_kernel(local[rank], setting))
+        except RuntimeError as e:
+            results.append(f"error: {e}")
+    # train.sharding=auto decided on each rank: the same choice passes, different ones stop all
+    for sharded in ([True, True], [False, False], [True, False]):
+        try:
+            check_same_sharding(sharded[rank])
+            results.append("same")
         except RuntimeError as e:
             results.append(f"error: {e}")
     (Path(out) / f"rank{rank}").write_text("\n".join(results))
@@ -202,4 +209,9 @@ def test_the_ranks_agree_on_one_form_of_the_step(tmp_path):
     got = [(tmp_path / f"rank{r}").read_text().splitlines() for r in (0, 1)]
     for case, (_, _, expected) in enumerate(CASES):
         assert [got[r][case].split(":")[0] for r in (0, 1)] == expected, CASES[case]
-    assert all("rank(s) 1 cannot run the C step" in got[r][-1] for r in (0, 1))
+    assert all("rank(s) 1 cannot run the C step" in got[r][len(CASES) - 1] for r in (0, 1))
+    for r in (0, 1):
+        assert got[r][len(CASES) :][:2] == ["same", "same"]
+        assert got[r][-1].startswith(
+            "error: train.sharding=auto chose sharded tables on rank(s) [0]"
+        )

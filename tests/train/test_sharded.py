@@ -375,10 +375,14 @@ def test_the_trainer_shards_over_two_processes_and_resumes_in_one(tmp_path):
     ]
     before, before_vectors = read_embeddings(run)
     # the same run on one process, from the 2-process checkpoint
-    again = trainer(*args, *sets, "--set=train.max_steps=30", "--resume")
+    # (auto follows the checkpoint: sharded, though 400 items fit any process)
+    again = trainer(
+        *args, *sets, "--set=train.max_steps=30", "--resume", "--set=train.sharding=auto"
+    )
     assert again.returncode == 0, again.stderr[-4000:]
     one = json.loads((run / "export" / "manifest.json").read_text())["training"]
     assert (one["steps"], one["processes"], one["resumed_from"]) == (30, 1, "step-20.ckpt")
+    assert one["sharding"] == "sharded"
     assert one["shard_bytes"][0]["tables"] == total
     after, after_vectors = read_embeddings(run)
     assert after.num_rows == before.num_rows == 403  # 400 walked items, 3 cold
@@ -396,6 +400,20 @@ def test_the_trainer_shards_over_two_processes_and_resumes_in_one(tmp_path):
         *args, *sets, "--set=train.max_steps=40", "--resume", "--set=train.sharding=replicated"
     )
     assert refused.returncode == 2 and "train.sharding=sharded" in refused.stderr
+
+
+def test_auto_shards_the_tables_when_the_replicated_ones_would_not_fit():
+    from eges.training.sharded import choose_sharding, replicated_bytes
+
+    gib = 2**30
+    # W⁰, Z (128 each) and A (3 fields + the item) per row, with Adam's two moments
+    assert replicated_bytes(999_999, 128, 3, "eges") == 1_000_000 * 260 * 4 * 3
+    assert replicated_bytes(999_999, 128, 3, "ges") == 1_000_000 * 256 * 4 * 3
+    assert choose_sharding(1_000_000, 128, 3, "eges", 12 * gib)[0] == "replicated"  # 2.9 GiB
+    way, why = choose_sharding(10_000_000, 128, 3, "eges", 12 * gib)  # 29 GiB
+    assert way == "sharded" and "10,000,000 items" in why and "12.0 GiB" in why
+    way, why = choose_sharding(10_000_000, 128, 3, "eges", 12 * gib, blocked="no torchrec")
+    assert way == "replicated" and "cannot run here (no torchrec)" in why
 
 
 @pytest.mark.parametrize(
