@@ -366,6 +366,35 @@ def write_vocabs(out: Path, walk_dir: Path, fields: list[str]) -> dict[str, pa.T
     return vocabs
 
 
+def write_vocabs_and_projector(
+    out: Path,
+    cfg: Config,
+    items: ItemTable,
+    idx: np.ndarray,
+    item_ids: list[str],
+    vectors: np.ndarray,
+    cold: np.ndarray,
+    total: int | None = None,
+) -> dict[str, Any]:
+    """``out/vocab`` (:func:`write_vocabs`) and ``out/projector`` (:func:`write_projector`,
+    whose ``total`` says the rows given are already its sample); returns the projector's
+    manifest entry."""
+    walk_dir = Path(cfg.train.data)
+    vocabs = write_vocabs(out, walk_dir, items.fields)
+    return write_projector(
+        out / PROJECTOR_DIR,
+        idx,
+        item_ids,
+        vectors,
+        cold,
+        items,
+        vocabs,
+        seed=cfg.train.seed,
+        names=schema.item_names(walk_dir / schema.ITEMS_DIR),
+        total=total,
+    )
+
+
 def export_manifest(
     model: EGES,
     items: ItemTable,
@@ -468,19 +497,7 @@ def export_run(
         torch.save(
             {"state_dict": model.state_dict(), **model_metadata(model, items)}, tmp / "model.pt"
         )
-        walk_dir = Path(cfg.train.data)
-        vocabs = write_vocabs(tmp, walk_dir, items.fields)
-        projector = write_projector(
-            tmp / PROJECTOR_DIR,
-            idx,
-            item_ids,
-            vectors,
-            cold,
-            items,
-            vocabs,
-            seed=cfg.train.seed,
-            names=schema.item_names(walk_dir / schema.ITEMS_DIR),
-        )
+        projector = write_vocabs_and_projector(tmp, cfg, items, idx, item_ids, vectors, cold)
         manifest = export_manifest(
             model,
             items,

@@ -42,7 +42,6 @@ from eges.training.export import (
     CHUNK,
     EMBEDDINGS,
     EXPORT_DIR,
-    PROJECTOR_DIR,
     PROJECTOR_MAX_ROWS,
     WEIGHTS,
     embeddings_table,
@@ -53,8 +52,7 @@ from eges.training.export import (
     unit_sum,
     usable_side_info,
     vector_array,
-    write_projector,
-    write_vocabs,
+    write_vocabs_and_projector,
 )
 from eges.training.items import ItemTable
 from eges.training.model import EGES, source_weights
@@ -255,24 +253,13 @@ def _finish(
         {"state_dict": side.state_dict(), **model_metadata(side, items), "side_only": True},
         tmp / "model.pt",
     )
-    walk_dir = Path(cfg.train.data)
-    vocabs = write_vocabs(tmp, walk_dir, items.fields)
     total = sum(s["rows"] for s in summaries)
     parts = [tmp / EMBEDDINGS / part_name(s["rank"]) for s in summaries if s["rows"]]
     idx, vectors, cold = read_projector_sample(
         parts, total, cfg.train.embedding_dim, PROJECTOR_MAX_ROWS, cfg.train.seed
     )
-    projector = write_projector(
-        tmp / PROJECTOR_DIR,
-        idx,
-        [items.item_ids[i] for i in idx],
-        vectors,
-        cold,
-        items,
-        vocabs,
-        seed=cfg.train.seed,
-        names=schema.item_names(walk_dir / schema.ITEMS_DIR),
-        total=total,
+    projector = write_vocabs_and_projector(
+        tmp, cfg, items, idx, [items.item_ids[i] for i in idx], vectors, cold, total=total
     )
     sums: dict[str, tuple] = {}
     for s in summaries:
