@@ -107,12 +107,16 @@ def replicated_bytes(num_items: int, embedding_dim: int, num_fields: int, mode: 
     return (num_items + 1) * width * 4 * REPLICATED_COPIES
 
 
+def host_memory(local_world: int) -> int:
+    """Bytes of this machine's memory per process started on it."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // max(local_world, 1)
+
+
 def process_memory(gpu: bool, local_world: int) -> int:
-    """Bytes of memory one process may use: its GPU's, or this machine's divided among the
-    processes started on it."""
+    """Bytes of memory one process may use: its GPU's, or :func:`host_memory`."""
     if gpu:
         return torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // max(local_world, 1)
+    return host_memory(local_world)
 
 
 def torchrec_available() -> str | None:
@@ -335,7 +339,7 @@ class ShardedEGES:
         # the planner checks that the shards fit: this machine's memory per process (its
         # defaults are 32 GB of GPU and 128 GB of host memory per rank)
         local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-        host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // max(local, 1)
+        host = host_memory(local)
         gpu = (
             torch.cuda.get_device_properties(self.device).total_memory
             if self.device.type == "cuda"
