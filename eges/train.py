@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import logging
 import os
 import re
@@ -506,6 +507,15 @@ def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
         )
         if manifest is not None:
             stats["export"] = manifest
+        # TorchRec's modules and the fused optimiser (which Lightning keeps, with its scheduler)
+        # hold the process group: a group destroyed while they live keeps its gloo threads
+        # until the interpreter exits, which then aborts now and then ("terminate called
+        # without an active exception": 2 runs of 20)
+        module.sharded = None
+        trainer.strategy.optimizers = []
+        trainer.strategy.lr_scheduler_configs = []
+        trainer.strategy._lightning_optimizers = []
+        gc.collect()
         if module.own_group:
             torch.distributed.destroy_process_group()
     if owns_group and _group_open():
