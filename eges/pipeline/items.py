@@ -7,11 +7,62 @@ deterministic and frequent entries get small indices.
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from eges.pipeline.ingest import col
 from eges.schema import NAME_COLUMN
+
+
+def dense_index(
+    df: DataFrame,
+    order: list[Column],
+    name: str,
+    *,
+    start: int = 1,
+    columns: list[str] | None = None,
+) -> DataFrame:
+    """``df`` with column ``name`` (int): each row's position in ``order``, from ``start``.
+
+    ``order`` must be a total order (ties broken by a unique column), so the positions do not
+    depend on partitioning. No task sees more than one partition of the rows, unlike
+    ``row_number()`` over a window without partitioning: a distributed sort (range-partitioned),
+    then the rows of each partition are counted and each partition's offset is added to the
+    position inside it, as ``RDD.zipWithIndex`` does. The sorted rows are cached between the two
+    passes: sorting again could draw other range bounds.
+
+    Args:
+        df: the rows.
+        order: sort columns (``F.col("count").desc()``, ``F.col("item_id")``).
+        name: the new column.
+        start: position of the first row.
+        columns: the result's columns in order (default: ``name``, then ``df``'s).
+
+    Returns:
+        The rows with their positions, cached (the caller unpersists it when done).
+    """
+    # monotonically_increasing_id() is the partition index << 33 + the row's place in it
+    ordered = (
+        df.orderBy(*order)
+        .withColumn("_pid", F.spark_partition_id())
+        .withColumn("_pos", F.monotonically_increasing_id())
+        .persist()
+    )
+    offsets, total = [], start
+    for row in sorted(ordered.groupBy("_pid").count().collect()):
+        offsets.append((row["_pid"], total))
+        total += row["count"]
+    offsets_df = df.sparkSession.createDataFrame(offsets, "_pid int, _offset long")
+    position = F.col("_offset") + F.col("_pos") - F.shiftleft(F.col("_pid").cast("long"), 33)
+    result = (
+        ordered.join(F.broadcast(offsets_df), "_pid")
+        .withColumn(name, position.cast("int"))
+        .select(*[col(c) for c in (columns or [name, *df.columns])])
+        .persist()
+    )
+    result.count()
+    ordered.unpersist()
+    return result
 
 
 def index_items(side_info: DataFrame, events: DataFrame) -> DataFrame:
@@ -26,7 +77,7 @@ def index_items(side_info: DataFrame, events: DataFrame) -> DataFrame:
 
     Returns:
         ``item_idx``, ``item_id``, ``count`` (events) and the side-info columns (empty arrays for
-        items that have none).
+        items that have none), cached.
     """
     counts = events.groupBy("item_id").agg(F.count(F.lit(1)).alias("count"))
     fields = [c for c in side_info.columns if c != "item_id"]
@@ -35,11 +86,7 @@ def index_items(side_info: DataFrame, events: DataFrame) -> DataFrame:
         F.coalesce("count", F.lit(0).cast("long")).alias("count"),
         *[F.coalesce(col(f), F.array().cast("array<string>")).alias(f) for f in fields],
     )
-    # A global order needs one partition; the item table is small next to the events.
-    order = Window.orderBy(F.col("count").desc(), F.col("item_id"))
-    return items.withColumn("item_idx", F.row_number().over(order).cast("int")).select(
-        "item_idx", "item_id", "count", *[col(f) for f in fields]
-    )
+    return dense_index(items, [F.col("count").desc(), F.col("item_id")], "item_idx")
 
 
 def attach_names(items: DataFrame, names: DataFrame | None) -> DataFrame:
@@ -66,15 +113,20 @@ def build_vocab(items: DataFrame, field: str) -> DataFrame:
         field: field name.
 
     Returns:
-        ``value`` string, ``index`` int (from 1), ``count`` bigint (items having the value).
+        ``value`` string, ``index`` int (from 1), ``count`` bigint (items having the value),
+        cached.
     """
     values = (
         items.select(F.explode(col(field)).alias("value"))
         .groupBy("value")
         .agg(F.count(F.lit(1)).alias("count"))
     )
-    order = Window.orderBy(F.col("count").desc(), F.col("value"))
-    return values.select("value", F.row_number().over(order).cast("int").alias("index"), "count")
+    return dense_index(
+        values,
+        [F.col("count").desc(), F.col("value")],
+        "index",
+        columns=["value", "index", "count"],
+    )
 
 
 def encode_side_info(items: DataFrame, vocabs: dict[str, DataFrame]) -> DataFrame:

@@ -165,24 +165,6 @@ def resolve_settings(
     return {**settings, **REQUIRED}
 
 
-# Spark loggers whose WARN lines are known and harmless here: WindowExec warns of "No Partition
-# Defined for Window operation" each time the item table and vocabularies get their dense,
-# deterministic indices; that global order over one partition is intended (items/vocabularies
-# are small next to the events; see eges/pipeline/items.py).
-QUIET_SPARK_LOGGERS = ("org.apache.spark.sql.execution.window.WindowExec",)
-
-
-def _quiet_known_warnings(spark: SparkSession) -> None:
-    """Raise :data:`QUIET_SPARK_LOGGERS` to ERROR in the driver's log4j (where they log)."""
-    try:
-        jvm = spark.sparkContext._jvm
-        level = jvm.org.apache.logging.log4j.Level.ERROR
-        for name in QUIET_SPARK_LOGGERS:
-            jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(name, level)
-    except Exception as exc:  # another logging backend: the warnings just stay
-        log.debug("could not quiet %s: %s", QUIET_SPARK_LOGGERS, exc)
-
-
 def build_spark(cfg: SparkConfig, extra: dict[str, str] | None = None) -> SparkSession:
     """Get or create the SparkSession for a walk job.
 
@@ -205,7 +187,6 @@ def build_spark(cfg: SparkConfig, extra: dict[str, str] | None = None) -> SparkS
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(cfg.log_level)
-    _quiet_known_warnings(spark)
     heap = driver_heap_bytes(spark)
     if DRIVER_MEMORY not in (submitted or {}):  # spark-submit's own setting did apply
         check_driver_memory(heap, configured_driver_memory(cfg, extra), submitted is not None)

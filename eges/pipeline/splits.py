@@ -20,11 +20,12 @@ partitioning. All functions are ``DataFrame -> DataFrame`` without I/O.
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from eges.pipeline.graph import build_edges
 from eges.pipeline.ingest import col
+from eges.pipeline.items import dense_index
 
 
 def _key(seed: int, *cols: str):
@@ -76,7 +77,7 @@ def sample_non_edges(edges: DataFrame, n: int, seed: int, oversample: int = 3) -
     """
     spark = edges.sparkSession
     nodes = edges.select(F.col("src").alias("node")).union(edges.select("dst")).distinct()
-    nodes = nodes.withColumn("_rank", F.row_number().over(Window.orderBy("node")) - 1).persist()
+    nodes = dense_index(nodes, [F.col("node")], "_rank", start=0)
     num_nodes = nodes.count()
     existing = undirected_pairs(edges).select("src", "dst")
     for attempt in range(4):
