@@ -277,7 +277,7 @@ class WalksConfig:
     walks_per_node: int = 20
     walk_length: int = 10  # nodes per walk, start node included
     seed: int = 42
-    checkpoint_every: int = 3  # truncate the Spark lineage every this many steps
+    checkpoint_every: int = 3  # write the walkers as a reliable checkpoint every this many steps
 
     def __post_init__(self) -> None:
         """Check this section's values (on every construction).

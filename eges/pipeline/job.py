@@ -44,7 +44,7 @@ from eges.pipeline.splits import (
     sample_non_edges,
     time_cutoff,
 )
-from eges.pipeline.walks import random_walks
+from eges.pipeline.walks import WALK_ADJACENCY_COLUMNS, random_walks
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +230,12 @@ def _items_and_sessions(
     Raises:
         ValueError: no item is left.
     """
-    items = attach_names(index_items(data.side_info, events), data.names).persist()
+    ranked = index_items(data.side_info, events)  # cached
+    items = attach_names(ranked, data.names)
+    if items is not ranked:  # cache the copy with the names instead
+        items = items.persist()
+        items.count()
+        ranked.unpersist()
     persisted.append(items)
     num_items = items.count()
     if num_items == 0:
@@ -289,7 +294,10 @@ def _graph(
     held.train_edges = edges
     # spark-submit's --conf spark.sql.shuffle.partitions wins over the config's (see spark.py)
     partitions = cfg.spark.graph_partitions or int(spark.conf.get("spark.sql.shuffle.partitions"))
-    adjacency = build_adjacency(edges, partitions).checkpoint(eager=True)
+    # the walks read neither the weights nor anything but these columns (their alias tables)
+    adjacency = (
+        build_adjacency(edges, partitions).select(*WALK_ADJACENCY_COLUMNS).checkpoint(eager=True)
+    )
     start_nodes = adjacency.count()
     if start_nodes == 0:
         raise ValueError(
@@ -309,15 +317,21 @@ def _walks(
         (the walk table's manifest entry, the written walks' ``steps`` and ``short`` (stopped
         before ``walk_length``) counts).
     """
-    walks = random_walks(
-        adjacency,
-        walks_per_node=cfg.walks.walks_per_node,
-        walk_length=cfg.walks.walk_length,
-        seed=cfg.walks.seed,
-        num_items=num_items,
-        checkpoint_every=cfg.walks.checkpoint_every,
-    )
-    walk_table = write_walk_shards(walks, tmp, cfg.output.num_shards, cfg.walks.seed)
+    steps: list[DataFrame] = []
+    try:
+        walks = random_walks(
+            adjacency,
+            walks_per_node=cfg.walks.walks_per_node,
+            walk_length=cfg.walks.walk_length,
+            seed=cfg.walks.seed,
+            num_items=num_items,
+            checkpoint_every=cfg.walks.checkpoint_every,
+            persisted=steps,
+        )
+        walk_table = write_walk_shards(walks, tmp, cfg.output.num_shards, cfg.walks.seed)
+    finally:
+        for df in steps:
+            df.unpersist()
     _check(tmp, walk_table, schema.WALK_SCHEMA)
     walk_stats = (
         spark.read.parquet(str(tmp / schema.WALKS_DIR))
@@ -348,7 +362,7 @@ def _write_tables(
         Table name (``vocab/<field>``, ``items``, ``edges``, ``eval/<name>``) -> manifest entry.
     """
     tables: dict[str, Any] = {}
-    vocabs = {f: build_vocab(items, f).persist() for f in data.fields}
+    vocabs = {f: build_vocab(items, f) for f in data.fields}  # cached
     persisted.extend(vocabs.values())
     for field, vocab in vocabs.items():
         tables[f"vocab/{field}"] = write_table(

@@ -1,8 +1,11 @@
 """Weighted random walks: validity, transition frequencies, determinism (paper §2; walks
 identical for any partitioning)."""
 
+import random
+
 import pytest
 
+from eges.alias import alias_table
 from eges.pipeline.graph import build_adjacency
 from eges.pipeline.walks import random_walks
 
@@ -106,3 +109,68 @@ def test_same_seed_same_walks_whatever_the_partitioning(spark):
 
 def test_other_seed_other_walks(spark):
     assert walks_of(spark, GRAPH, seed=1) != walks_of(spark, GRAPH, seed=2)
+
+
+# Spark's xxhash64 (XXH64 of each 8-byte long, chained through the seed, first seed 42), written
+# out so that the walks can be checked against the documented rule by a plain Python walker.
+_M = (1 << 64) - 1
+_P1, _P2, _P3 = 0x9E3779B185EBCA87, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9
+_P4, _P5 = 0x85EBCA77C2B2AE63, 0x27D4EB2F165667C5
+
+
+def _rotl(x, r):
+    return ((x << r) | (x >> (64 - r))) & _M
+
+
+def _hash_long(value, seed):
+    h = (seed + _P5 + 8) & _M
+    k = _rotl((value & _M) * _P2 & _M, 31) * _P1 & _M
+    h = (_rotl(h ^ k, 27) * _P1 + _P4) & _M
+    h = (h ^ (h >> 33)) * _P2 & _M
+    h = (h ^ (h >> 29)) * _P3 & _M
+    return h ^ (h >> 32)  # unsigned
+
+
+def _xxhash64(*values):
+    h = 42
+    for v in values:
+        h = _hash_long(v, h)
+    return h
+
+
+def reference_walks(edges, *, walks_per_node, walk_length, seed, num_items):
+    """The walks by the module's rule, one walker at a time in Python."""
+    out = {}
+    nbrs = {}
+    for s, d, w in sorted(edges):
+        nbrs.setdefault(s, []).append((d, w))
+    tables = {}
+    for s, row in nbrs.items():
+        prob, alias = alias_table([w for _, w in row])
+        tables[s] = ([d for d, _ in row], prob, alias)
+    for r in range(walks_per_node):
+        for start in nbrs:
+            walk_id = r * num_items + start - 1
+            path = [start]
+            for step in range(1, walk_length):
+                if path[-1] not in tables:
+                    break
+                dst, prob, alias = tables[path[-1]]
+                h0 = _xxhash64(seed, walk_id, step, 0)
+                k = (h0 - (h0 >> 63 << 64)) % len(dst)  # pmod of the signed long
+                u = (_xxhash64(seed, walk_id, step, 1) >> 11) * 2.0**-53
+                path.append(dst[k] if u < prob[k] else dst[alias[k]])
+            out[walk_id] = path
+    return out
+
+
+def test_walks_follow_the_documented_rule_exactly(spark):
+    # a sink (5), short walks, hubs: every walk equals the plain Python walker's, node for node
+    rng = random.Random(4)
+    edges = {(rng.randint(1, 40), rng.randint(1, 40)) for _ in range(300)}
+    edges = [(s, d, rng.randint(1, 9)) for s, d in sorted(edges) if s != d and s % 5]
+    kw = dict(walks_per_node=3, walk_length=7, seed=13, num_items=40)
+    got = walks_of(spark, edges, **kw)
+    expected = reference_walks(edges, **kw)
+    assert any(len(p) < 7 for p in expected.values())
+    assert got == expected
