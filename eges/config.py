@@ -18,6 +18,7 @@ import argparse
 import copy
 import dataclasses
 import functools
+import logging
 import math
 import types
 import typing
@@ -277,7 +278,9 @@ class WalksConfig:
     walks_per_node: int = 20
     walk_length: int = 10  # nodes per walk, start node included
     seed: int = 42
-    checkpoint_every: int = 3  # write the walkers as a reliable checkpoint every this many steps
+    # no longer used (every step is now written as a reliable table); accepted so that configs
+    # that set it still load, with a warning
+    checkpoint_every: int | None = None
 
     def __post_init__(self) -> None:
         """Check this section's values (on every construction).
@@ -289,9 +292,13 @@ class WalksConfig:
             [
                 (self.walks_per_node >= 1, "walks.walks_per_node must be >= 1"),
                 (self.walk_length >= 2, "walks.walk_length must be >= 2 (start node + one step)"),
-                (self.checkpoint_every >= 1, "walks.checkpoint_every must be >= 1"),
             ]
         )
+        if self.checkpoint_every is not None:
+            logging.getLogger(__name__).warning(
+                "walks.checkpoint_every has no effect any more: every walk step is written as a "
+                "reliable table; remove it from the config"
+            )
 
 
 @dataclass(frozen=True)
@@ -556,8 +563,12 @@ class Config:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict (YAML/JSON-serialisable) of every value, defaults included."""
-        return dataclasses.asdict(self)
+        """Plain nested dict (YAML/JSON-serialisable) of every value, defaults included (less
+        keys that no longer have an effect and are not set)."""
+        out = dataclasses.asdict(self)
+        if out["walks"]["checkpoint_every"] is None:
+            del out["walks"]["checkpoint_every"]
+        return out
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)

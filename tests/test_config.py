@@ -58,6 +58,14 @@ def test_bad_keys_and_values_are_named(override, message):
         load_config(None, [override])
 
 
+def test_a_key_that_no_longer_has_an_effect_loads_with_a_warning(caplog):
+    cfg = load_config(None, ["walks.checkpoint_every=3"])
+    assert "walks.checkpoint_every has no effect" in caplog.text
+    assert cfg.walks.walk_length == 10
+    # not written back into resolved configs when unset
+    assert "checkpoint_every" not in load_config(None).to_dict()["walks"]
+
+
 def test_bad_files(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.yaml")

@@ -44,7 +44,7 @@ from eges.pipeline.splits import (
     sample_non_edges,
     time_cutoff,
 )
-from eges.pipeline.walks import WALK_ADJACENCY_COLUMNS, random_walks
+from eges.pipeline.walks import prepare_adjacency, walk_steps
 
 log = logging.getLogger(__name__)
 
@@ -294,10 +294,8 @@ def _graph(
     held.train_edges = edges
     # spark-submit's --conf spark.sql.shuffle.partitions wins over the config's (see spark.py)
     partitions = cfg.spark.graph_partitions or int(spark.conf.get("spark.sql.shuffle.partitions"))
-    # the walks read neither the weights nor anything but these columns (their alias tables)
-    adjacency = (
-        build_adjacency(edges, partitions).select(*WALK_ADJACENCY_COLUMNS).checkpoint(eager=True)
-    )
+    adjacency = prepare_adjacency(build_adjacency(edges, partitions))
+    persisted.append(adjacency)
     start_nodes = adjacency.count()
     if start_nodes == 0:
         raise ValueError(
@@ -317,21 +315,28 @@ def _walks(
         (the walk table's manifest entry, the written walks' ``steps`` and ``short`` (stopped
         before ``walk_length``) counts).
     """
-    steps: list[DataFrame] = []
+    steps_dir = tmp / "_walk_steps"
     try:
-        walks = random_walks(
+        rows = walk_steps(
             adjacency,
             walks_per_node=cfg.walks.walks_per_node,
             walk_length=cfg.walks.walk_length,
             seed=cfg.walks.seed,
             num_items=num_items,
-            checkpoint_every=cfg.walks.checkpoint_every,
-            persisted=steps,
+            steps_dir=str(steps_dir),
         )
-        walk_table = write_walk_shards(walks, tmp, cfg.output.num_shards, cfg.walks.seed)
+        walk_table = write_walk_shards(
+            rows,
+            tmp,
+            cfg.output.num_shards,
+            cfg.walks.seed,
+            walk_length=cfg.walks.walk_length,
+        )
     finally:
-        for df in steps:
-            df.unpersist()
+        adjacency.unpersist()
+        shutil.rmtree(steps_dir, ignore_errors=True)
+        if steps_dir.exists():  # it would be published with the output
+            log.warning("could not remove the walk steps' tables %s; delete them", steps_dir)
     _check(tmp, walk_table, schema.WALK_SCHEMA)
     walk_stats = (
         spark.read.parquet(str(tmp / schema.WALKS_DIR))

@@ -22,6 +22,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from eges import schema
+from eges.pipeline.walks import assemble
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,9 @@ def describe(root: Path, name: str) -> dict[str, Any]:
     return {"path": name, "rows": sum(e["rows"] for e in entries), "files": entries}
 
 
-def write_walk_shards(walks: DataFrame, out: Path, num_shards: int, seed: int) -> dict[str, Any]:
+def write_walk_shards(
+    walks: DataFrame, out: Path, num_shards: int, seed: int, *, walk_length: int | None = None
+) -> dict[str, Any]:
     """Write walks as up to ``num_shards`` parquet files of similar size, in seeded shuffled order.
 
     A walk's shard is ``pmod(h, num_shards)`` with ``h = xxhash64(seed, walk_id)``, and rows are
@@ -106,13 +109,25 @@ def write_walk_shards(walks: DataFrame, out: Path, num_shards: int, seed: int) -
     output file per shard value), and the files are renamed ``shard-00000.parquet`` … in shard
     order; a shard that no walk hashes to (possible only with very few walks) has no file, so the
     numbering stays contiguous. Spark's marker and checksum files are removed.
+
+    Args:
+        walks: ``walk_id``, ``items``; or, with ``walk_length``, the ``walk_id``, ``step``,
+            ``node`` rows of :func:`eges.pipeline.walks.walk_steps`, which are sent to their
+            shard and put together there (one shuffle for both).
+        out: the (temporary) output directory.
+        num_shards: the most files to write.
+        seed: the walk seed.
+        walk_length: nodes per walk, when ``walks`` are step rows.
     """
     spark_dir = out / f"_{schema.WALKS_DIR}_spark"
     order = F.xxhash64(F.lit(seed).cast("long"), F.col("walk_id"))
+    sharded = walks.withColumn("shard", F.pmod(order, F.lit(num_shards)).cast("int")).repartition(
+        num_shards, "shard"
+    )
+    if walk_length is not None:  # grouped by (shard, walk_id): no second shuffle
+        sharded = assemble(sharded, walk_length, keys=("shard",))
     (
-        walks.select("walk_id", "items", order.alias("_order"))
-        .withColumn("shard", F.pmod(F.col("_order"), F.lit(num_shards)))
-        .repartition(num_shards, "shard")
+        sharded.select("walk_id", "items", "shard", order.alias("_order"))
         .sortWithinPartitions("shard", "_order", "walk_id")
         .drop("_order")
         .write.option("maxRecordsPerFile", 0)  # one file per shard whatever the session says

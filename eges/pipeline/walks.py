@@ -6,11 +6,10 @@ out-edges.
 
 The walk advances one step per Spark join of the walkers that are still going with the adjacency
 rows (hash-partitioned by ``src``; see :mod:`eges.pipeline.graph`). A walker is only
-``(walk_id, node)``: each step shuffles 12 bytes per walker whatever the step, and its result is
-kept as that step's table (cached, or written as a reliable checkpoint every
-``checkpoint_every`` steps). The walks are put together once, at the end, from the step tables
-(:func:`assemble`). A walker at a node without out-edges finds no adjacency row and drops out of
-the later steps: its walk ends there.
+``(walk_id, node)``: each step shuffles 12 bytes per walker whatever the step, and writes its
+result as that step's parquet table, which the next step reads. The walks are put together once,
+at the end, from the step tables (:func:`assemble`). A walker at a node without out-edges finds
+no adjacency row and drops out of the later steps: its walk ends there.
 
 The randomness of step ``t`` of walk ``w`` is ``xxhash64(seed, w, t, stream)``, a counter-based
 hash: it depends on nothing but those values, so the walks are identical for any number of
@@ -22,7 +21,6 @@ table in O(1): column ``k = hash₀ mod degree``, then ``dst[k]`` if ``u < prob[
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame
@@ -33,6 +31,7 @@ log = logging.getLogger(__name__)
 _U53 = 2.0**-53
 # what a step reads of an adjacency row; the weights were only needed to build the alias table
 WALK_ADJACENCY_COLUMNS = ("src", "dst", "prob", "alias")
+STEP_SCHEMA = "walk_id bigint, node int"  # a step's table
 
 
 def _hash(seed: int, step: int, stream: int) -> Column:
@@ -42,6 +41,37 @@ def _hash(seed: int, step: int, stream: int) -> Column:
         F.lit(step).cast("long"),
         F.lit(stream).cast("long"),
     )
+
+
+def prepare_adjacency(adjacency: DataFrame) -> DataFrame:
+    """The adjacency as the steps read it: a reliable checkpoint, cached (memory, then disk).
+
+    Only :data:`WALK_ADJACENCY_COLUMNS`, sorted by ``src`` within the hash partitions of
+    :func:`eges.pipeline.graph.build_adjacency`. The checkpoint is taken with adaptive query
+    execution off: an adaptive plan does not know its partitioning before it runs, and the
+    checkpoint would then lose it. With it known, a step shuffles and sorts only the walkers,
+    and reads the adjacency where it lies (no exchange, no sort of the adjacency per step). The
+    caller unpersists the result when the walks are written.
+
+    Args:
+        adjacency: output of :func:`eges.pipeline.graph.build_adjacency` (a checkpoint
+            directory must be set).
+    """
+    spark = adjacency.sparkSession
+    key = "spark.sql.adaptive.enabled"
+    before = spark.conf.get(key)
+    spark.conf.set(key, "false")
+    try:
+        saved = (
+            adjacency.select(*WALK_ADJACENCY_COLUMNS)
+            .sortWithinPartitions("src")
+            .checkpoint(eager=True)
+        )
+        cached = saved.persist(StorageLevel.MEMORY_AND_DISK)
+        cached.count()
+        return cached
+    finally:
+        spark.conf.set(key, before)
 
 
 def start_walkers(adjacency: DataFrame, walks_per_node: int, num_items: int) -> DataFrame:
@@ -88,23 +118,78 @@ def walk_step(walkers: DataFrame, adjacency: DataFrame, seed: int, step: int) ->
     return joined.select("walk_id", pick.alias("node"))
 
 
-def assemble(steps: list[DataFrame]) -> DataFrame:
-    """The walks from the step tables: ``steps[t]`` holds ``walk_id``, ``node`` after step ``t``
-    (``steps[0]``: the start nodes).
+def walk_steps(
+    adjacency: DataFrame,
+    *,
+    walks_per_node: int,
+    walk_length: int,
+    seed: int,
+    num_items: int,
+    steps_dir: str,
+) -> DataFrame:
+    """Run every step of the walks, writing each step's walkers to ``steps_dir/step=T``.
 
-    One shuffle of ``(walk_id, step, node)`` rows, grouped by walk and ordered by step.
+    Each step is computed when it is reached and written as parquet (``walk_id``, ``node``: 12
+    bytes a walker before compression); the next step reads it back. A written step is a
+    reliable checkpoint: the lineage never spans more than one step, and a lost executor costs
+    at most the step under way.
+
+    Args:
+        adjacency: ``src``, ``dst``, ``prob``, ``alias`` rows (see
+            :func:`eges.pipeline.graph.build_adjacency`), best materialised (checkpointed).
+        walks_per_node: walks started at every node with out-edges.
+        walk_length: nodes per walk, the start included.
+        seed: walk seed.
+        num_items: the number of items (for walk ids).
+        steps_dir: a directory that does not exist yet, on storage every executor can write
+            and read (the output's file system).
 
     Returns:
-        ``walk_id`` bigint, ``items`` array<int>.
+        ``walk_id`` bigint, ``step`` int (0: the start node), ``node`` int: one row per node of
+        every walk, read lazily from the written steps.
     """
-    rows = None
-    for t, df in enumerate(steps):
-        part = df.select("walk_id", F.lit(t).cast("int").alias("step"), "node")
-        rows = part if rows is None else rows.unionByName(part)
-    grouped = rows.groupBy("walk_id").agg(
-        F.array_sort(F.collect_list(F.struct("step", "node"))).alias("_path")
+    spark = adjacency.sparkSession
+    start = start_walkers(adjacency, walks_per_node, num_items)
+    walkers = start
+    for step in range(1, walk_length):
+        path = f"{steps_dir}/step={step}"
+        walk_step(walkers, adjacency, seed, step).write.parquet(path)
+        walkers = spark.read.schema(STEP_SCHEMA).parquet(path)  # no schema inference job
+        going = walkers.count()  # from the parquet footers
+        log.info("walks: step %d/%d done, %d walkers still going", step, walk_length - 1, going)
+        if going == 0:
+            break
+    rows = start.select("walk_id", F.lit(0).alias("step"), "node")
+    if walk_length > 1:
+        written = spark.read.schema(f"{STEP_SCHEMA}, step int").parquet(steps_dir)
+        rows = rows.unionByName(written)
+    return rows
+
+
+def assemble(rows: DataFrame, walk_length: int, keys: tuple[str, ...] = ()) -> DataFrame:
+    """The walks from their ``(walk_id, step, node)`` rows.
+
+    One aggregation by walk: the node of step ``t`` is the ``t``-th of ``walk_length`` fixed-width
+    aggregates (no per-walk object lists to sort), and a walk that stopped early has nulls after
+    its last node, which are left out.
+
+    Args:
+        rows: output of :func:`walk_steps` (more columns allowed).
+        walk_length: nodes per walk, the start included.
+        keys: further grouping columns, functions of ``walk_id`` (e.g. its shard), kept in the
+            result; an input already partitioned by them is not shuffled again.
+
+    Returns:
+        ``keys``, ``walk_id`` bigint, ``items`` array<int>.
+    """
+    nodes = [
+        F.max(F.when(F.col("step") == t, F.col("node"))).alias(f"_n{t}") for t in range(walk_length)
+    ]
+    grouped = rows.groupBy(*keys, "walk_id").agg(*nodes)
+    items = F.filter(
+        F.array(*[F.col(f"_n{t}") for t in range(walk_length)]), lambda x: x.isNotNull()
     )
-    return grouped.select("walk_id", F.transform("_path", lambda x: x["node"]).alias("items"))
+    return grouped.select(*keys, "walk_id", items.alias("items"))
 
 
 def random_walks(
@@ -114,50 +199,22 @@ def random_walks(
     walk_length: int,
     seed: int,
     num_items: int,
-    checkpoint_every: int,
-    checkpoint: Callable[[DataFrame, int], DataFrame] | None = None,
-    persisted: list[DataFrame] | None = None,
+    steps_dir: str,
 ) -> DataFrame:
-    """All walks of the graph.
+    """All walks of the graph (:func:`walk_steps`, then :func:`assemble`).
 
-    Every step is computed when it is reached: its walkers are cached (memory, then disk), or
-    written as a reliable checkpoint every ``checkpoint_every`` steps, so that a lost cache block
-    is recomputed from the last checkpoint at most. The result is lazy: it reads the step tables,
-    which stay cached until the caller unpersists them (``persisted``).
-
-    Args:
-        adjacency: ``src``, ``dst``, ``prob``, ``alias`` rows (see
-            :func:`eges.pipeline.graph.build_adjacency`), best materialised (checkpointed).
-        walks_per_node: walks started at every node with out-edges.
-        walk_length: nodes per walk, the start included.
-        seed: walk seed.
-        num_items: the number of items (for walk ids).
-        checkpoint_every: write a reliable checkpoint of the walkers every this many steps.
-        checkpoint: ``(df, step) -> df`` that materialises ``df`` reliably (default: Spark's
-            ``DataFrame.checkpoint``; a checkpoint directory must be set).
-        persisted: the cached step tables are appended to it, for the caller to unpersist once
-            the walks are written.
+    The result is read from the step tables in ``steps_dir``: keep the directory until the walks
+    are written, then delete it.
 
     Returns:
         ``walk_id`` bigint, ``items`` array<int>.
     """
-    if checkpoint is None:
-
-        def checkpoint(df: DataFrame, _step: int) -> DataFrame:
-            return df.checkpoint(eager=True)
-
-    steps = [start_walkers(adjacency, walks_per_node, num_items)]
-    for step in range(1, walk_length):
-        walkers = walk_step(steps[-1], adjacency, seed, step)
-        if step % checkpoint_every == 0:
-            walkers = checkpoint(walkers, step)
-        else:
-            walkers = walkers.persist(StorageLevel.MEMORY_AND_DISK)
-            if persisted is not None:
-                persisted.append(walkers)
-        going = walkers.count()
-        steps.append(walkers)
-        log.info("walks: step %d/%d done, %d walkers still going", step, walk_length - 1, going)
-        if going == 0:
-            break
-    return assemble(steps)
+    rows = walk_steps(
+        adjacency,
+        walks_per_node=walks_per_node,
+        walk_length=walk_length,
+        seed=seed,
+        num_items=num_items,
+        steps_dir=steps_dir,
+    )
+    return assemble(rows, walk_length)

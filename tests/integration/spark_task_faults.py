@@ -55,7 +55,12 @@ def main(workdir: Path) -> None:
         ("faulty", adjacency.mapInPandas(flaky(markers), ADJACENCY_SCHEMA)),
     ]:
         walks = random_walks(
-            adj, walks_per_node=3, walk_length=8, seed=5, num_items=NODES, checkpoint_every=3
+            adj,
+            walks_per_node=3,
+            walk_length=8,
+            seed=5,
+            num_items=NODES,
+            steps_dir=str(workdir / f"steps-{name}"),
         )
         out[name] = sorted([r.walk_id, list(r.items)] for r in walks.collect())
     out["injected_failures"] = len(list(markers.iterdir()))

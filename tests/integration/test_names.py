@@ -64,7 +64,6 @@ def run(spark, tmp_path_factory) -> tuple[Path, Path]:
                 f"output.path={walks}",
                 "walks.walks_per_node=5",
                 "walks.walk_length=5",
-                "walks.checkpoint_every=10",
                 "spark.graph_partitions=1",
                 "output.num_shards=1",
             ],

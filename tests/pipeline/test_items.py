@@ -17,9 +17,14 @@ def rows_of(spark, n, parts, seed=0):
 
 @pytest.mark.parametrize("parts", [1, 3, 7])
 @pytest.mark.parametrize("start", [0, 1])
-def test_positions_follow_the_order_whatever_the_partitioning(spark, parts, start):
+@pytest.mark.parametrize("adaptive", ["false", "true"])  # the job runs with it on
+def test_positions_follow_the_order_whatever_the_partitioning(spark, parts, start, adaptive):
     rows, df = rows_of(spark, 2_000, parts)
-    out = dense_index(df, [F.col("count").desc(), F.col("item_id")], "idx", start=start)
+    spark.conf.set("spark.sql.adaptive.enabled", adaptive)
+    try:
+        out = dense_index(df, [F.col("count").desc(), F.col("item_id")], "idx", start=start)
+    finally:
+        spark.conf.set("spark.sql.adaptive.enabled", "false")
     try:
         assert out.columns == ["idx", "item_id", "count"]
         got = [(r.item_id, r["count"]) for r in out.orderBy("idx").collect()]

@@ -70,3 +70,30 @@ def test_shards_are_a_seeded_shuffle_of_similar_size(spark, walks, tmp_path):
     first = pq.read_table(tmp_path / "a" / a["files"][0]["path"])["walk_id"].to_pylist()
     other = pq.read_table(tmp_path / "c" / c["files"][0]["path"])["walk_id"].to_pylist()
     assert set(first) != set(other)  # another seed deals the walks out differently
+
+
+def test_step_rows_are_put_together_in_the_shards_shuffle(spark, tmp_path):
+    # the job's path: (walk_id, step, node) rows, assembled after the one shuffle to the shards,
+    # give the same files as the assembled walks
+    walks = spark.range(2000).select(
+        F.col("id").alias("walk_id"),
+        F.array(*[((F.col("id") * (t + 3)) % 101 + 1).cast("int") for t in range(4)]).alias(
+            "items"
+        ),
+    )
+    walks = walks.withColumn(  # walks of 2 to 4 nodes
+        "items", F.slice("items", 1, (F.col("walk_id") % 3 + 2).cast("int"))
+    )
+    rows = walks.select("walk_id", F.posexplode("items").alias("step", "node")).select(
+        "walk_id", F.col("step").cast("int"), "node"
+    )
+    (tmp_path / "walks").mkdir()
+    (tmp_path / "rows").mkdir()
+    a = write_walk_shards(walks, tmp_path / "walks", 3, seed=5)
+    b = write_walk_shards(rows.repartition(5), tmp_path / "rows", 3, seed=5, walk_length=4)
+    assert a == b and a["rows"] == 2000
+    for f in a["files"]:
+        assert (
+            pq.read_table(tmp_path / "walks" / f["path"]).to_pylist()
+            == pq.read_table(tmp_path / "rows" / f["path"]).to_pylist()
+        )

@@ -2,12 +2,13 @@
 identical for any partitioning)."""
 
 import random
+import tempfile
 
 import pytest
 
 from eges.alias import alias_table
 from eges.pipeline.graph import build_adjacency
-from eges.pipeline.walks import random_walks
+from eges.pipeline.walks import prepare_adjacency, random_walks, start_walkers, walk_step
 
 EDGE_SCHEMA = "src int, dst int, weight long"
 
@@ -20,22 +21,21 @@ def walks_of(
     walk_length=6,
     seed=7,
     partitions=2,
-    checkpoint_every=2,
     num_items=None,
 ):
     df = spark.createDataFrame(edges, EDGE_SCHEMA)
     n = num_items or max(max(e[0], e[1]) for e in edges)
     adjacency = build_adjacency(df, partitions).localCheckpoint()
-    walks = random_walks(
-        adjacency,
-        walks_per_node=walks_per_node,
-        walk_length=walk_length,
-        seed=seed,
-        num_items=n,
-        checkpoint_every=checkpoint_every,
-        checkpoint=lambda d, _s: d.localCheckpoint(),
-    )
-    return {r.walk_id: list(r["items"]) for r in walks.collect()}
+    with tempfile.TemporaryDirectory() as tmp:
+        walks = random_walks(
+            adjacency,
+            walks_per_node=walks_per_node,
+            walk_length=walk_length,
+            seed=seed,
+            num_items=n,
+            steps_dir=f"{tmp}/steps",
+        )
+        return {r.walk_id: list(r["items"]) for r in walks.collect()}
 
 
 # A small graph with a sink (5 has no out-edge), a cycle and a hub.
@@ -97,8 +97,8 @@ def test_hub_with_many_neighbours_is_sampled_by_weight(spark):
 
 
 def test_same_seed_same_walks_whatever_the_partitioning(spark):
-    one = walks_of(spark, GRAPH, partitions=1, checkpoint_every=1)
-    eight = walks_of(spark, GRAPH, partitions=8, checkpoint_every=4)
+    one = walks_of(spark, GRAPH, partitions=1)
+    eight = walks_of(spark, GRAPH, partitions=8)
     spark.conf.set("spark.sql.shuffle.partitions", "7")
     try:
         seven = walks_of(spark, GRAPH, partitions=3)
@@ -174,3 +174,31 @@ def test_walks_follow_the_documented_rule_exactly(spark):
     expected = reference_walks(edges, **kw)
     assert any(len(p) < 7 for p in expected.values())
     assert got == expected
+
+
+def test_a_step_shuffles_and_sorts_the_walkers_only(spark, tmp_path):
+    # the adjacency keeps its hash partitioning and order through the checkpoint, also under
+    # adaptive query execution (on by default outside the tests)
+    spark.sparkContext.setCheckpointDir(str(tmp_path / "checkpoints"))
+    settings = {"spark.sql.adaptive.enabled": "true", "spark.sql.autoBroadcastJoinThreshold": "-1"}
+    before = {k: spark.conf.get(k) for k in settings}
+    for k, v in settings.items():
+        spark.conf.set(k, v)
+    try:
+        adjacency = prepare_adjacency(build_adjacency(spark.createDataFrame(GRAPH, EDGE_SCHEMA), 3))
+        step = walk_step(start_walkers(adjacency, 2, 5), adjacency, seed=1, step=1)
+        plan = step._jdf.queryExecution().executedPlan().toString()
+        assert "SortMergeJoin" in plan
+        assert plan.count("Exchange hashpartitioning") == 1, plan  # the walkers'
+        assert "Exchange hashpartitioning(node" in plan and "Sort [src" not in plan, plan
+        assert sorted(step.columns) == ["node", "walk_id"] and step.count() == 8
+    finally:
+        adjacency.unpersist()
+        for k, v in before.items():
+            spark.conf.set(k, v)
+
+
+def test_walks_stop_when_no_walker_is_left(spark, tmp_path):
+    # a chain 1 -> 2 -> 3: every walker is stuck after two steps; later steps are not run
+    walks = walks_of(spark, [(1, 2, 1), (2, 3, 1)], walks_per_node=2, walk_length=6, num_items=3)
+    assert walks == {0: [1, 2, 3], 3: [1, 2, 3], 1: [2, 3], 4: [2, 3]}
