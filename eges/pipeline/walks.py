@@ -21,6 +21,7 @@ table in O(1): column ``k = hash₀ mod degree``, then ``dst[k]`` if ``u < prob[
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame
@@ -192,29 +193,19 @@ def assemble(rows: DataFrame, walk_length: int, keys: tuple[str, ...] = ()) -> D
     return grouped.select(*keys, "walk_id", items.alias("items"))
 
 
-def random_walks(
-    adjacency: DataFrame,
-    *,
-    walks_per_node: int,
-    walk_length: int,
-    seed: int,
-    num_items: int,
-    steps_dir: str,
-) -> DataFrame:
+def random_walks(adjacency: DataFrame, *, walk_length: int, **steps: Any) -> DataFrame:
     """All walks of the graph (:func:`walk_steps`, then :func:`assemble`).
 
     The result is read from the step tables in ``steps_dir``: keep the directory until the walks
     are written, then delete it.
 
+    Args:
+        adjacency: as for :func:`walk_steps`.
+        walk_length: nodes per walk, the start included.
+        steps: the other keyword arguments of :func:`walk_steps` (``walks_per_node``, ``seed``,
+            ``num_items``, ``steps_dir``).
+
     Returns:
         ``walk_id`` bigint, ``items`` array<int>.
     """
-    rows = walk_steps(
-        adjacency,
-        walks_per_node=walks_per_node,
-        walk_length=walk_length,
-        seed=seed,
-        num_items=num_items,
-        steps_dir=steps_dir,
-    )
-    return assemble(rows, walk_length)
+    return assemble(walk_steps(adjacency, walk_length=walk_length, **steps), walk_length)
