@@ -232,12 +232,13 @@ def _items_and_sessions(
     """
     ranked = index_items(data.side_info, events)  # cached
     items = attach_names(ranked, data.names)
-    if items is not ranked:  # cache the copy with the names instead
+    named = items is not ranked
+    if named:  # cache the copy with the names instead
         items = items.persist()
-        items.count()
-        ranked.unpersist()
     persisted.append(items)
     num_items = items.count()
+    if named:
+        ranked.unpersist()
     if num_items == 0:
         raise ValueError(
             f"no items: every event and catalogue row was dropped (dropped: {dict(dropped)})"
