@@ -219,12 +219,16 @@ def main() -> int:
     num_items = manifest["counts"]["items"]
     spark.sparkContext.setCheckpointDir(str(args.out / "_adjacency"))
     edges = spark.read.parquet(str(args.run / schema.EDGES_DIR))
-    # the baseline's adjacency as its job made it: whole rows, checkpointed under adaptive query
-    # execution (on by default); ours as the job prepares it now
-    full = build_adjacency(edges, args.partitions).checkpoint(eager=True)
+    # each adjacency as its job made it: an earlier baseline's whole rows, checkpointed under
+    # adaptive query execution (on by default); a later one's and ours by prepare_adjacency
     current = load_walks_module(REPO, "current_walks")
+    baseline = load_walks_module(args.baseline, "baseline_walks")
+    if hasattr(baseline, "prepare_adjacency"):  # a baseline with the constant-size steps
+        base_adjacency = baseline.prepare_adjacency(build_adjacency(edges, args.partitions))
+    else:
+        base_adjacency = build_adjacency(edges, args.partitions).checkpoint(eager=True)
     impls = {
-        "baseline": (load_walks_module(args.baseline, "baseline_walks"), full),
+        "baseline": (baseline, base_adjacency),
         "this tree": (current, current.prepare_adjacency(build_adjacency(edges, args.partitions))),
     }
     results: dict[str, list[dict]] = {name: [] for name in impls}
