@@ -7,7 +7,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 CONFIG ?= conf/ml-latest-small.yaml
 ARGS ?=
 
-.PHONY: install test lint format walks demo data-ml-100k clean
+.PHONY: install test lint format docs walks demo data-ml-100k clean
 
 install: $(VENV)/.installed
 
@@ -51,6 +51,10 @@ lint: install
 format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+# The configuration reference, generated from eges/config.py (a test fails when it is stale)
+docs: install
+	$(PY) -m eges.config_reference --markdown > docs/configuration.md
 
 # The walk job on one config, e.g. make walks CONFIG=conf/ml-100k.yaml ARGS="--set walks.seed=7"
 # (the config's spark.driver.memory goes to spark-submit as --driver-memory: set in the job it

@@ -9,6 +9,7 @@ Every command is the ``main(argv)`` of one module, in the order of the stages::
     eges neighbors  eges.serving.neighbors     the item-to-item neighbour table of a run
     eges evaluate   eges.evaluation.evaluate   EGES against simpler models, with a report
     eges synth      eges.synth                 a generated log with planted communities
+    eges config     eges.config_reference      the configuration reference
 
 The commands share :func:`parser` (program name and description), :func:`fail` (a user error is
 one ``error: …`` line on stderr and exit status 2, never a stack trace) and the logging set-up of
@@ -45,13 +46,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "EGES, GES, BGE and baselines on held-out splits, with a report",
     ),
     "synth": ("eges.synth", "a generated MovieLens-layout log with planted communities"),
+    "config": ("eges.config_reference", "every configuration key: type, default, checks, help"),
 }
 
 
 def parser(command: str, doc: str | None) -> argparse.ArgumentParser:
     """The argument parser of ``eges <command>``, described by the first paragraph of ``doc``."""
     return argparse.ArgumentParser(
-        prog=f"eges {command}", description=(doc or "").split("\n\n")[0].strip()
+        prog=f"eges {command}",
+        description=(doc or "").split("\n\n")[0].strip(),
     )
 
 

@@ -135,8 +135,8 @@ class SideInfoField:
 class MovieLensConfig:
     """MovieLens CSV layout (ml-latest-small, ml-25m, ml-20m)."""
 
-    ratings: str = "ratings.csv"
-    movies: str = "movies.csv"
+    ratings: str = "ratings.csv"  # userId, movieId, rating, timestamp (every rating is an event)
+    movies: str = "movies.csv"  # movieId, title "Name (YYYY)", genres "A|B"
     tags: str | None = "tags.csv"  # None: no tag field
     sep: str = ","  # field delimiter of the three files (";" for a semicolon export)
     # the year of a title's "(YYYY)" as a numeric field: width 1 keeps each year, 10 makes
@@ -160,7 +160,7 @@ class MovieLensConfig:
 class RecBoleConfig:
     """RecBole atomic files ``<dataset>.inter``, ``.item`` and optionally ``.link`` + ``.kg``."""
 
-    dataset: str = "ml-100k"
+    dataset: str = "ml-100k"  # file name stem: <path>/<dataset>.inter, .item, .link, .kg
     # output field name -> column of the .item file (token_seq columns are multi-valued)
     item_fields: dict[str, str] = field(
         default_factory=lambda: {"year": "release_year", "genres": "class"}
@@ -193,20 +193,20 @@ class RecBoleConfig:
 class GenericConfig:
     """A generic e-commerce layout: an events file and an items file, columns named here."""
 
-    events: str = "events.csv"
-    items: str | None = "items.csv"
-    file_format: Literal["csv", "parquet"] = "csv"
-    delimiter: str = ","
-    user_col: str = "user_id"
-    item_col: str = "item_id"
-    time_col: str = "timestamp"
+    events: str = "events.csv"  # the behaviour log, one row per event (under data.path)
+    items: str | None = "items.csv"  # item side information, one row per item; None: none
+    file_format: Literal["csv", "parquet"] = "csv"  # of both files
+    delimiter: str = ","  # CSV field delimiter
+    user_col: str = "user_id"  # events: who (sessions are per user)
+    item_col: str = "item_id"  # events: which item (any string or number)
+    time_col: str = "timestamp"  # events: when (see time_format)
     # unix (seconds, may be fractional), unix_ms, or a Spark datetime pattern such as
     # "yyyy-MM-dd HH:mm:ss"
     time_format: str = "unix"
-    behavior_col: str | None = None
+    behavior_col: str | None = None  # events: the behaviour type (click, buy...); None: none
     behaviors: list[str] = field(default_factory=list)  # keep only these; empty keeps all
     items_item_col: str | None = None  # item id column of the items file (default item_col)
-    side_info: list[SideInfoField] = field(default_factory=list)
+    side_info: list[SideInfoField] = field(default_factory=list)  # the items file's fields
     # column of the items file holding a display name (title); written to the item table's
     # ``name`` column for eges.serving.embed / eges.serving.neighbors --names. None: no names
     name_column: str | None = None
@@ -238,8 +238,9 @@ class GenericConfig:
 class DataConfig:
     """Where the behaviour logs and item side information come from."""
 
+    # the input layout: MovieLens CSVs, RecBole atomic files, or a generic events + items file
     format: Literal["movielens", "recbole", "generic"] = "movielens"
-    path: str = "../shared/data/ml-latest-small"
+    path: str = "../shared/data/ml-latest-small"  # directory of the input files
     movielens: MovieLensConfig = field(default_factory=MovieLensConfig)
     recbole: RecBoleConfig = field(default_factory=RecBoleConfig)
     generic: GenericConfig = field(default_factory=GenericConfig)
@@ -275,9 +276,9 @@ class SessionsConfig:
 class WalksConfig:
     """Weighted random walks (paper: length 10, 20 walks per node)."""
 
-    walks_per_node: int = 20
+    walks_per_node: int = 20  # walks started at every item with out-edges
     walk_length: int = 10  # nodes per walk, start node included
-    seed: int = 42
+    seed: int = 42  # the walks are a function of the graph and this seed alone
     # no longer used (every step is now written as a reliable table); accepted so that configs
     # that set it still load, with a warning
     checkpoint_every: int | None = None
@@ -306,11 +307,13 @@ class SplitConfig:
     """A hold-out split for the evaluation (see ``eges/pipeline/splits.py``); ``none`` for a
     production run. ``eges.evaluation.evaluate`` sets ``kind`` itself, one walk output per task."""
 
+    # none: train on everything (production); edges: hide item pairs (link prediction);
+    # items: hold out items (cold start); time: hold out the latest events (next item)
     kind: Literal["none", "edges", "items", "time"] = "none"
     edge_fraction: float = 1 / 3  # edges: share of connected item pairs hidden (paper: 1/3)
     item_fraction: float = 0.1  # items: share of items (with events and side info) held out
     time_fraction: float = 0.2  # time: share of events, the latest, held out
-    seed: int = 0
+    seed: int = 0  # which edges or items are held out
 
     def __post_init__(self) -> None:
         """Check this section's values (on every construction).
@@ -341,13 +344,15 @@ class EvaluateConfig:
     Training settings come from the ``train`` section; the walk settings from ``walks``.
     """
 
-    output: str = "out/eval"
+    output: str = "out/eval"  # the report's directory
+    # link: held-out item pairs; cold: held-out items from side information; next: next item
     tasks: list[Literal["link", "cold", "next"]] = field(
         default_factory=lambda: ["link", "cold", "next"]
     )
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])  # training seeds, learned models
+    # which of eges, ges, bge, deepwalk, content, cooccurrence, popularity, random to compare
     models: list[str] = field(default_factory=lambda: list(MODELS))
-    ks: list[int] = field(default_factory=lambda: [10, 50])
+    ks: list[int] = field(default_factory=lambda: [10, 50])  # the K of HR@K and recall@K
     run: str | None = None  # a full-data run for the plots (loss, weights); None: train.output
     examples: int = 5  # cold-start example queries in the report
     # β of the served score H·Z + β·ln(walk count) (eges neighbors --popularity-prior), given
@@ -383,7 +388,7 @@ class EvaluateConfig:
 class OutputConfig:
     """The walk job's output directory."""
 
-    path: str = "out/walks"
+    path: str = "out/walks"  # the output directory (published atomically when complete)
     num_shards: int = 8  # walk parquet files of similar size
     overwrite: bool = False  # replace an existing output atomically instead of refusing
 
@@ -400,11 +405,12 @@ class OutputConfig:
 class SparkConfig:
     """Spark session settings. ``master`` None keeps what spark-submit (or local[*]) gives."""
 
+    # local[2], spark://host:7077...; under spark-submit its --master wins; None: local[*]
     master: str | None = None
-    app_name: str = "eges-walks"
-    shuffle_partitions: int = 8
+    app_name: str = "eges-walks"  # the application's name in Spark's UI
+    shuffle_partitions: int = 8  # spark.sql.shuffle.partitions: tasks per shuffle stage
     graph_partitions: int | None = None  # adjacency hash partitions; None: shuffle_partitions
-    log_level: str = "WARN"
+    log_level: str = "WARN"  # Spark's log level on screen (the job's own log has everything)
     conf: dict[str, str] = field(default_factory=dict)  # any other spark.* setting
 
     def __post_init__(self) -> None:
@@ -438,8 +444,8 @@ class TrainConfig:
     output: str = "out/run"  # run directory: checkpoints, logs, exports
     mode: Literal["eges", "ges", "bge"] = "eges"  # EGES; GES = equal weights; BGE = item only
     embedding_dim: int = 128  # paper: 160
-    window: int = 5
-    num_negatives: int = 5
+    window: int = 5  # skip-gram window: contexts up to this many positions either side
+    num_negatives: int = 5  # K: negative samples per (item, context) pair
     # position: K draws per walk position, shared by its pairs; walk: K draws per walk, shared
     # by all its positions: faster, measurably worse embeddings (training/loss.py, bench/results.md)
     negatives_per: Literal["position", "walk"] = "position"
@@ -447,14 +453,14 @@ class TrainConfig:
     # trains out of H·Z the served score's popularity prior gives back (bench/results.md)
     ns_exponent: float = 0.75
     batch_size: int = 256  # walks per batch; every window pair of those walks is used
-    epochs: int = 1
+    epochs: int = 1  # passes over the walk shards
     max_steps: int = -1  # -1: run all epochs
     # adam: dense gradients, every row updated each step (all-reduced whole under DDP);
     # sparse_adam: the rows a batch touched only (RowAdam; its own all_gather exchange under
     # DDP); auto: adam up to 50,000 items, sparse_adam above (eges/training/optim.py)
     # rowwise_adagrad: the sharded tables' optimiser (train.sharding: sharded; auto picks it there)
     optimizer: Literal["auto", "adam", "sparse_adam", "adagrad", "sgd", "rowwise_adagrad"] = "auto"
-    lr: float = 0.01
+    lr: float = 0.01  # learning rate (the start of the linear schedule)
     # linear: decays to lr * 1e-4 over the run's steps, as word2vec does; or constant
     lr_schedule: Literal["constant", "linear"] = "linear"
     # mean: the loss is the mean over a batch's pairs; sum: their sum (word2vec's per-pair step:
@@ -469,12 +475,12 @@ class TrainConfig:
     attention_lr: float | None = None  # learning rate of EGES' attention rows A (None: lr)
     shuffle_buffer: int = 8192  # walks shuffled together in memory
     num_workers: int = 0  # DataLoader workers per process
-    seed: int = 42
-    checkpoint_every_n_steps: int = 500
-    log_every_n_steps: int = 20
-    accelerator: Literal["auto", "cpu", "gpu"] = "auto"
+    seed: int = 42  # initial vectors, negatives, shuffling
+    checkpoint_every_n_steps: int = 500  # also at the end of every epoch
+    log_every_n_steps: int = 20  # loss and throughput to metrics.csv / TensorBoard
+    accelerator: Literal["auto", "cpu", "gpu"] = "auto"  # auto: a GPU when one is visible
     backend: Literal["auto", "gloo", "nccl"] = "auto"  # DDP backend; auto: nccl on GPU
-    precision: str = "32-true"
+    precision: str = "32-true"  # Lightning's precision ("bf16-mixed" on a GPU that has it)
     # the step's loss and gradients: c — one C function compiled on first use (CPU, float32,
     # negatives per position; eges/training/fused.py); torch — PyTorch operators (any device);
     # auto — c where it applies and a C compiler is found, else torch
@@ -754,7 +760,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override any config key, e.g. --set walks.walk_length=5",
+        help="override any config key, e.g. --set walks.walk_length=5 (every key, its default "
+        "and checks: eges config [PREFIX], or docs/configuration.md)",
     )
 
 
