@@ -20,6 +20,7 @@ import dataclasses
 import functools
 import logging
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -669,6 +670,19 @@ def _nested_dataclasses(cls: type) -> dict[str, tuple[type, str]]:
     return nested
 
 
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def _as_float(v: Any) -> Any:
+    """A float field's value: ints and numbers written as text (``1e-7``) become floats;
+    anything else is left for the type check to reject."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        return float(v)
+    if isinstance(v, str) and _FLOAT.fullmatch(v.strip()):
+        return float(v)
+    return v
+
+
 def from_dict(data: dict[str, Any]) -> Config:
     """Build a validated :class:`Config` from a nested dict (unknown keys are errors).
 
@@ -679,18 +693,12 @@ def from_dict(data: dict[str, Any]) -> Config:
     """
     _check_keys(Config, data, "")
     try:
-        # YAML writes 1 for 1.0: accept ints where floats are expected
+        # YAML writes 1 for 1.0: accept ints where floats are expected; and YAML 1.1 reads
+        # 1e-7 (no dot) as a string: accept that too where a float is expected
         cfg = dacite.from_dict(
             Config,
             data,
-            config=dacite.Config(
-                strict=True,
-                type_hooks={
-                    float: lambda v: (
-                        float(v) if isinstance(v, int) and not isinstance(v, bool) else v
-                    )
-                },
-            ),
+            config=dacite.Config(strict=True, type_hooks={float: _as_float}),
         )
     except dacite.WrongTypeError as exc:
         if get_origin(exc.field_type) is Literal:  # a choice: name the allowed values

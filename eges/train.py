@@ -171,6 +171,38 @@ def _check_kernel(t, gpu: bool) -> str:
     return "torch"
 
 
+# the run's last steps must be at least this share below a constant score's loss
+LEARNED_MARGIN = 0.02
+
+
+def learning_diagnostics(loss: dict[str, float] | None) -> tuple[str, str | None]:
+    """(the loss line of the summary, a warning when training did not move the loss).
+
+    Args:
+        loss: :meth:`eges.training.module.EGESModule.loss_summary`.
+    """
+    if loss is None:
+        return "loss: no step was trained", "no training step ran (train.max_steps, or no walks)"
+    line = (
+        f"loss {loss['start']:.3f} over the first {loss['window']} steps -> {loss['end']:.3f} "
+        f"over the last; a constant score gives {loss['constant']:.3f}"
+    )
+    if loss["end"] > loss["constant"] * (1 - LEARNED_MARGIN):
+        return line, (
+            f"training barely learned: the loss ended at {loss['end']:.3f}, within "
+            f"{LEARNED_MARGIN:.0%} of a constant score's {loss['constant']:.3f} (what a model "
+            "that knows nothing about the items reaches). Too few steps, too small a "
+            "train.lr, or walks that carry little signal; the vectors are exported, but check "
+            "them before serving"
+        )
+    if loss["end"] > loss["start"]:
+        return line, (
+            f"the loss rose from {loss['start']:.3f} to {loss['end']:.3f}: train.lr may be "
+            "too large"
+        )
+    return line, None
+
+
 def _group_open() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
@@ -438,7 +470,9 @@ def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
         precision=t.precision,
         callbacks=callbacks,
         logger=make_loggers(run_dir, rank),
-        log_every_n_steps=t.log_every_n_steps,
+        # a run shorter than the interval logs every epoch's batches still (Lightning would
+        # log none of them, and warn so for every run of a small log)
+        log_every_n_steps=max(1, min(t.log_every_n_steps, len(dataset))),
         default_root_dir=run_dir,
         enable_model_summary=rank == 0,
         enable_progress_bar=progress_bar,
@@ -490,6 +524,8 @@ def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
         "sharding": t.sharding,
         # sharded: each rank's bytes of tables and optimiser state
         "shard_bytes": shard_bytes,
+        # this rank's loss at the start and the end, and a constant score's
+        "loss": module.loss_summary(),
     }
     if sharded:
         from eges.training.parts import export_partitioned
@@ -586,6 +622,10 @@ def _main(args: argparse.Namespace) -> int:
             f"exported {e['vectors']:,} vectors ({e['warm']:,} warm, {e['cold']:,} cold) to "
             f"{Path(cfg.train.output) / 'export'}"
         )
+        line, warning = learning_diagnostics(stats["loss"])
+        print(line)
+        if warning:
+            log.warning(warning)
         health = stats["export"].get("health", {})
         cosines = [
             f"{name} {g['mean_pairwise_cosine']:.3f}"

@@ -51,11 +51,22 @@ def test_roundtrip_through_yaml(tmp_path):
         ("output.num_shards=0", "output.num_shards"),
         ("evaluate.popularity_prior=-0.1", "evaluate.popularity_prior must be a finite number"),
         ("evaluate.popularity_prior=.inf", "evaluate.popularity_prior must be a finite number"),
+        ("train.lr=fast", "train.lr"),
+        ("train.lr=1e-7x", "train.lr"),
     ],
 )
 def test_bad_keys_and_values_are_named(override, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         load_config(None, [override])
+
+
+@pytest.mark.parametrize(
+    "text, value", [("1e-7", 1e-7), ("2E3", 2000.0), ("+1.5e-2", 0.015), ("3", 3.0)]
+)
+def test_a_float_written_without_a_dot_is_a_float(text, value):
+    # YAML 1.1 reads 1e-7 as the string "1e-7"
+    lr = load_config(None, [f"train.lr={text}"]).train.lr
+    assert isinstance(lr, float) and lr == value
 
 
 def test_a_key_that_no_longer_has_an_effect_loads_with_a_warning(caplog):

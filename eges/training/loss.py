@@ -17,6 +17,18 @@ from eges.training import fused
 from eges.training.model import EGES, rows
 
 
+def constant_model_loss(num_negatives: int) -> float:
+    """The per-pair loss of the best model that gives every pair the same score.
+
+    With one true context and K negatives per pair, a constant score s has
+    loss −log σ(s) − K log σ(−s), least at σ(s) = 1/(1 + K): ln(1 + K) + K ln(1 + 1/K)
+    (2.703 for K = 5). A run whose loss stays there has learned nothing about the items. With
+    ``train.prior_offset`` the initial (near-zero) vectors start exactly there.
+    """
+    k = num_negatives
+    return math.log1p(k) + k * math.log1p(1 / k)
+
+
 def walk_loss(
     model: EGES,
     walks: torch.Tensor,

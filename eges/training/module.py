@@ -22,6 +22,7 @@ import math
 import re
 import shutil
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,12 +33,13 @@ from pytorch_lightning.strategies import DDPStrategy
 from torch.utils.data import DataLoader
 
 from eges.config import TrainConfig
-from eges.training.loss import walk_loss
+from eges.training.loss import constant_model_loss, walk_loss
 from eges.training.model import EGES
 from eges.training.optim import OPTIMIZER_KEY, RowAdam
 from eges.training.sampling import AliasSampler
 
 log = logging.getLogger(__name__)
+LOSS_WINDOW = 20  # steps averaged for the loss at the start and at the end of a run
 SHARDED_KEY = "sharded_tables"  # a sharded run's checkpoint: the name of its tables' checkpoint
 
 
@@ -72,6 +74,10 @@ class EGESModule(pl.LightningModule):
         self.pairs_seen = 0
         self._t0: float | None = None
         self._pairs_at_t0 = 0
+        # this process's step losses (detached: no device sync per step), first and last steps
+        self._loss_head: list[torch.Tensor] = []
+        self._loss_tail: deque[torch.Tensor] = deque(maxlen=LOSS_WINDOW)
+        self._loss_steps = 0
 
     def setup(self, stage: str) -> None:
         # before the optimisers are made (RowAdam's update follows the step's form)
@@ -137,12 +143,33 @@ class EGESModule(pl.LightningModule):
         """Count the step's pairs; log the loss, and the rate on the logging steps only (each
         self.log costs about 6% of a C step on ml-latest-small, bench/results.md)."""
         self.pairs_seen += pairs
+        value = loss.detach()
+        if len(self._loss_head) < LOSS_WINDOW:
+            self._loss_head.append(value)
+        self._loss_tail.append(value)
+        self._loss_steps += 1
         self.log("loss", loss, prog_bar=True, batch_size=walks)
         if self._t0 is not None and (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
             elapsed = time.perf_counter() - self._t0
             if elapsed > 0:
                 rate = (self.pairs_seen - self._pairs_at_t0) / elapsed
                 self.log("pairs_per_s", rate, prog_bar=True, batch_size=walks)
+
+    def loss_summary(self) -> dict[str, float] | None:
+        """This process's mean loss over the first and the last :data:`LOSS_WINDOW` steps of
+        this run (after a resume: of the resumed part; a run of fewer than twice as many steps:
+        its first and last half), and the loss of a constant score
+        (:func:`eges.training.loss.constant_model_loss`); None before any step."""
+        if not self._loss_head:
+            return None
+        window = min(LOSS_WINDOW, max(1, self._loss_steps // 2))
+        return {
+            "start": torch.stack(self._loss_head[:window]).float().mean().item(),
+            "end": torch.stack(list(self._loss_tail)[-window:]).float().mean().item(),
+            "constant": constant_model_loss(self.cfg.num_negatives),
+            "window": window,
+            "steps": self._loss_steps,
+        }
 
     def configure_optimizers(self):
         params = self.model.parameters()

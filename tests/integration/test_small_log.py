@@ -42,3 +42,25 @@ def test_default_config_keeps_a_small_catalogues_vectors_apart(small_walks):
     without = train_health(small_walks, "no-offset", prior_offset=False)
     assert without["warm"]["mean_pairwise_cosine"] > 0.8
     assert "warm" in without["collapsed"]
+
+
+def test_training_reports_its_loss_against_a_constant_score(small_walks, capsys, caplog):
+    from eges.train import main
+
+    common = ["--config", "conf/ml-latest-small.yaml", "--data", str(small_walks / "walks")]
+    assert main([*common, "--output", str(small_walks / "diag")]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("loss "))
+    start, end, constant = (float(w) for w in line.replace(";", " ").split() if "." in w)
+    assert constant == pytest.approx(2.703, abs=1e-3)  # K = 5
+    assert end < start and end < constant * 0.98
+    assert "barely learned" not in caplog.text
+    # 13 steps, fewer than train.log_every_n_steps (20): logged still, and no warning about it
+    assert "smaller than the logging interval" not in caplog.text
+    metrics = (small_walks / "diag" / "logs" / "metrics.csv").read_text().splitlines()
+    assert "loss" in metrics[0].split(",") and len(metrics) > 1
+    # the same run with a learning rate too small to move anything: it says so
+    caplog.clear()
+    flat = ["--set", "train.lr=1e-7", "--set", "train.lr_schedule=constant"]
+    assert main([*common, "--output", str(small_walks / "flat"), *flat]) == 0
+    assert "training barely learned" in caplog.text
