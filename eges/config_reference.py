@@ -1,8 +1,10 @@
-"""The configuration reference, generated from the typed config (:mod:`eges.config`).
+"""Every configuration key: its type, default, allowed values and help (all keys, or those
+under PREFIX).
 
-Every key of every section, with its type, default, allowed values, the checks its section
-makes, and its help: the comments written next to the field in ``eges/config.py`` (above it or
-on its line), or the ``Attributes:`` of its dataclass's docstring. ``eges config [PREFIX]``
+Generated from the typed config (:mod:`eges.config`): every key of every section, with its
+type, default, allowed values, the checks its section makes, and its help: the comments written
+next to the field in ``eges/config.py`` (above it or on its line), or the ``Attributes:`` of its
+dataclass's docstring. ``eges config [PREFIX]``
 prints it; ``docs/configuration.md`` is this module's Markdown (``make docs`` rewrites it, and a
 test fails when it is stale).
 """

@@ -421,6 +421,13 @@ def read_manifest(
     """
     directory = Path(directory)
     path = directory / MANIFEST
+    if not directory.exists():
+        what = "walk output" if kind == FORMAT_NAME else "directory"
+        raise IncompleteOutputError(
+            f"{what} {directory} does not exist" + (f": {missing}" if missing else "")
+        )
+    if not directory.is_dir():
+        raise IncompleteOutputError(f"{directory} is a file, not an output directory")
     if not path.is_file():
         if missing is None:
             missing = (

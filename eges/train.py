@@ -211,6 +211,20 @@ class RunExistsError(FileExistsError):
     """The run directory already holds a run and neither --resume nor overwrite was given."""
 
 
+class TrainingInterrupted(Exception):
+    """Training stopped by Ctrl-C (SIGINT); says what was kept and how to go on."""
+
+    def __init__(self, step: int, checkpoint: Path | None) -> None:
+        kept = (
+            f"the newest checkpoint, {checkpoint}, holds step {_checkpoint_step(checkpoint)}; "
+            "run the same command with --resume to continue from it"
+            if checkpoint is not None
+            else "no checkpoint was written yet (train.checkpoint_every_n_steps): "
+            "the next run starts over"
+        )
+        super().__init__(f"interrupted at step {step}: {kept}; nothing was exported")
+
+
 def _world() -> tuple[int, int, int]:
     """(global rank, local world size, world size) from torchrun's environment."""
     return (
@@ -218,6 +232,12 @@ def _world() -> tuple[int, int, int]:
         int(os.environ.get("LOCAL_WORLD_SIZE", 1)),
         int(os.environ.get("WORLD_SIZE", 1)),
     )
+
+
+def _checkpoint_step(ckpt: Path) -> int:
+    """The step a checkpoint's name gives (``step-120``, ``epoch-0-step-120``); -1 if none."""
+    match = re.search(r"step-(\d+)", ckpt.stem)
+    return int(match.group(1)) if match else -1
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -229,8 +249,7 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     """
 
     def key(path: Path) -> tuple[int, int]:
-        match = re.search(r"step-(\d+)", path.stem)
-        return (int(match.group(1)) if match else -1, path.stem.startswith("step-"))
+        return (_checkpoint_step(path), path.stem.startswith("step-"))
 
     for ckpt in sorted((run_dir / "checkpoints").glob("*.ckpt"), key=key, reverse=True):
         # torch.save writes a zip whose central directory comes last: a checkpoint cut short
@@ -259,12 +278,51 @@ def tensorboard_available() -> bool:
     return True
 
 
-def make_loggers(run_dir: Path, rank: int = 0) -> list:
-    """Lightning loggers of a run: CSV (``RUN/logs/metrics.csv``) and, when the package is
-    installed, TensorBoard (``RUN/logs/tensorboard``); without it one info line (rank 0)."""
-    from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+def _resumable_csv_logger(run_dir: Path, resumed_step: int | None):
+    """Lightning's CSV logger writing ``RUN/logs/metrics.csv``. Lightning deletes an existing
+    file when its logger starts; on a resume from step N this one keeps the rows of the steps
+    before N (the later ones are trained again) and appends to them."""
+    import csv
+    import warnings
 
-    loggers = [CSVLogger(run_dir, name=LOG_DIR, version="")]
+    from pytorch_lightning.loggers import CSVLogger
+    from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+
+    class Writer(ExperimentWriter):
+        def __init__(self, log_dir: str) -> None:
+            path = Path(log_dir) / self.NAME_METRICS_FILE
+            kept: list[dict[str, str]] = []
+            if resumed_step is not None and path.is_file():
+                with path.open(newline="") as f:
+                    kept = [r for r in csv.DictReader(f) if float(r["step"]) < resumed_step]
+            with warnings.catch_warnings():  # "... will be deleted": not these rows
+                warnings.filterwarnings("ignore", message="Experiment logs directory")
+                super().__init__(log_dir)
+            if kept:
+                self.metrics_keys = sorted(set().union(*kept))
+                with path.open("w", newline="") as f:
+                    writer = csv.DictWriter(f, fieldnames=self.metrics_keys)
+                    writer.writeheader()
+                    writer.writerows(kept)
+
+    class Logger(CSVLogger):
+        @property
+        def experiment(self):
+            if self._experiment is None:
+                self._fs.makedirs(self.root_dir, exist_ok=True)
+                self._experiment = Writer(log_dir=self.log_dir)
+            return self._experiment
+
+    return Logger(run_dir, name=LOG_DIR, version="")
+
+
+def make_loggers(run_dir: Path, rank: int = 0, resumed_step: int | None = None) -> list:
+    """Lightning loggers of a run: CSV (``RUN/logs/metrics.csv``, continued on a resume from
+    step ``resumed_step``) and, when the package is installed, TensorBoard
+    (``RUN/logs/tensorboard``); without it one info line (rank 0)."""
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    loggers = [_resumable_csv_logger(run_dir, resumed_step)]
     if tensorboard_available():
         # version="": the events go straight into RUN/logs/tensorboard, no version_N folders
         # (train.overwrite deletes RUN/logs; --resume adds an event file beside the old ones)
@@ -469,7 +527,7 @@ def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
         max_steps=t.max_steps,
         precision=t.precision,
         callbacks=callbacks,
-        logger=make_loggers(run_dir, rank),
+        logger=make_loggers(run_dir, rank, _checkpoint_step(ckpt) if ckpt else None),
         # a run shorter than the interval logs every epoch's batches still (Lightning would
         # log none of them, and warn so for every run of a small log)
         log_every_n_steps=max(1, min(t.log_every_n_steps, len(dataset))),
@@ -498,7 +556,12 @@ def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
     owns_group = not _group_open()
     start = time.perf_counter()
     c_steps_before = fused.steps_run
-    trainer.fit(module, ckpt_path=str(ckpt) if ckpt else None)
+    try:
+        trainer.fit(module, ckpt_path=str(ckpt) if ckpt else None)
+    except SystemExit:  # Lightning's answer to Ctrl-C: shut down, then exit(1)
+        if trainer.interrupted:
+            raise TrainingInterrupted(trainer.global_step, latest_checkpoint(run_dir)) from None
+        raise
     seconds = time.perf_counter() - start
     shard_bytes = None
     if sharded:  # a collective: each rank's bytes
@@ -607,6 +670,10 @@ def _main(args: argparse.Namespace) -> int:
         stats = train(cfg, resume=args.resume)
     except (ConfigError, schema.IncompleteOutputError, RunExistsError, FileNotFoundError) as exc:
         return fail(exc)
+    except TrainingInterrupted as exc:
+        if _world()[0] == 0:  # one message, not one per process
+            print(exc, file=sys.stderr)
+        return 130  # the shell's status for a process stopped by SIGINT
     except OSError as exc:  # unwritable run directory, disk full (checkpoint or export)
         return fail(
             f"cannot write the run {args.output or 'directory'}: {exc}; the export is "

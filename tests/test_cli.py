@@ -1,6 +1,7 @@
 """One command-line face: ``eges <command>`` (the installed console script) and
 ``python -m eges <command>`` list and run every command; user errors are one line, exit 2."""
 
+import re
 import shutil
 import subprocess
 import sys
@@ -34,6 +35,8 @@ def test_each_command_has_its_own_help(command):
     proc = run(command, "--help")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(f"usage: eges {command} "), proc.stdout[:200]
+    # commands, not the modules behind them
+    assert not re.search(r"\beges\.[a-z_]+", proc.stdout), proc.stdout
 
 
 def test_unknown_command_and_no_command_are_one_line_errors():

@@ -45,6 +45,7 @@ from __future__ import annotations
 import csv
 import logging
 import sys
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
@@ -506,21 +507,39 @@ def check_output(path: str | Path, run_dir: Path, overwrite: bool) -> Path:
 NAME_WIDTH = 60  # longer display names are cut in the printed lines (not in --output)
 
 
+def display_width(text: str) -> int:
+    """Terminal columns of ``text``: 2 for East Asian wide and full-width characters, 0 for
+    combining marks, 1 for the others."""
+    return sum(
+        0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1
+        for c in text
+    )
+
+
+def fit(text: str, width: int) -> str:
+    """``text`` cut to at most ``width`` columns (an ellipsis marks the cut), then padded to
+    exactly ``width`` columns."""
+    if display_width(text) > width:
+        while display_width(text) > width - 1:
+            text = text[:-1]
+        text += "…"
+    return text + " " * (width - display_width(text))
+
+
 def format_neighbours(neighbours: list[Neighbour]) -> list[str]:
     """``rank. id  name  score`` lines (``rank. id  score`` when no neighbour has a name)."""
     if not neighbours:
         return []
-    id_width = max(8, *(len(n.item_id) for n in neighbours))
+    id_width = max(8, *(display_width(n.item_id) for n in neighbours))
     names = [n.name or "" for n in neighbours]
     if not any(names):
         return [
-            f"  {rank:>3}. {n.item_id:<{id_width}}  {n.score:.3f}"
+            f"  {rank:>3}. {fit(n.item_id, id_width)}  {n.score:.3f}"
             for rank, n in enumerate(neighbours, 1)
         ]
-    names = [x if len(x) <= NAME_WIDTH else x[: NAME_WIDTH - 1] + "…" for x in names]
-    width = max(len(x) for x in names)
+    width = min(NAME_WIDTH, max(display_width(x) for x in names))
     return [
-        f"  {rank:>3}. {n.item_id:<{id_width}}  {name:<{width}}  {n.score:.3f}"
+        f"  {rank:>3}. {fit(n.item_id, id_width)}  {fit(name, width)}  {n.score:.3f}"
         for rank, (n, name) in enumerate(zip(neighbours, names), 1)
     ]
 
@@ -571,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--names",
         action="store_true",
-        help="with --output: add neighbor_name, as eges.serving.neighbors --names",
+        help="with --output: add neighbor_name, as eges neighbors --names does",
     )
     args = p.parse_args(argv)
     setup_logging(level=logging.WARNING)

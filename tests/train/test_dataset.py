@@ -139,3 +139,11 @@ def test_pad_walks_from_the_flat_values_of_a_sliced_list_array():
         pad_walks(array, 3)
     with pytest.raises(ValueError, match="1 walk"):  # refused, not padded into an empty walk
         pad_walks(pa.array([[1, 2], None], type=pa.list_(pa.int32())), 4)
+
+
+def test_a_missing_or_mistyped_walk_directory_is_named_as_such(tmp_path):
+    with pytest.raises(schema.IncompleteOutputError, match="walk output .*nowhere does not exist"):
+        schema.read_manifest(tmp_path / "nowhere")
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(schema.IncompleteOutputError, match="is a file, not an output directory"):
+        schema.read_manifest(tmp_path / "afile")

@@ -64,3 +64,18 @@ def test_names_without_names_is_a_clear_error(vectors, tmp_path, capsys):
         build_table(run, 4, names=True)
     assert main(["--run", str(run), "--top-k", "4", "--names"]) == 2
     assert "has no item names" in capsys.readouterr().err
+
+
+def test_printed_columns_line_up_for_wide_characters():
+    from eges.serving.embed import NAME_WIDTH, Neighbour, display_width, format_neighbours
+
+    names = ["华为 Mate 60 Pro 手机", "Nike Air Max", "Café ́au lait", "枕" * 80, None]
+    lines = format_neighbours(
+        [Neighbour(f"id{i}", 0.5 - i / 10, name) for i, name in enumerate(names)]
+    )
+    # the score starts in the same terminal column on every line
+    starts = {display_width(line[: line.rindex(" ") + 1]) for line in lines}
+    assert len(starts) == 1
+    assert display_width("华为") == 4 and display_width("é́") == 1
+    long = next(line for line in lines if "枕" in line)
+    assert "…" in long and display_width(long) < 10 + 8 + NAME_WIDTH + 10
