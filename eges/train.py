@@ -316,6 +316,28 @@ def _resumable_csv_logger(run_dir: Path, resumed_step: int | None):
     return Logger(run_dir, name=LOG_DIR, version="")
 
 
+def stderr_progress_bar():
+    """Lightning's training progress bar, on stderr (where tqdm puts its bars by default) so
+    that stdout carries only the run's summary; Lightning's own writes to stdout."""
+    from pytorch_lightning.callbacks import TQDMProgressBar
+    from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm
+
+    class StderrProgressBar(TQDMProgressBar):
+        def init_train_tqdm(self) -> Tqdm:  # Lightning's bar, but for the file
+            return Tqdm(
+                desc=self.train_description,
+                position=2 * self.process_position,
+                disable=self.is_disabled,
+                leave=True,
+                dynamic_ncols=True,
+                file=sys.stderr,
+                smoothing=0,
+                bar_format=self.BAR_FORMAT,
+            )
+
+    return StderrProgressBar()
+
+
 def make_loggers(run_dir: Path, rank: int = 0, resumed_step: int | None = None) -> list:
     """Lightning loggers of a run: CSV (``RUN/logs/metrics.csv``, continued on a resume from
     step ``resumed_step``) and, when the package is installed, TensorBoard
@@ -518,6 +540,8 @@ def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
         # the learning rate of every parameter group (lr-Adam, lr-RowAdam, ...) at each logged step
         LearningRateMonitor(logging_interval="step"),
     ]
+    if progress_bar:
+        callbacks.append(stderr_progress_bar())
     trainer = pl.Trainer(
         accelerator="gpu" if gpu else "cpu",
         devices=local_world,
@@ -671,8 +695,8 @@ def _main(args: argparse.Namespace) -> int:
     except (ConfigError, schema.IncompleteOutputError, RunExistsError, FileNotFoundError) as exc:
         return fail(exc)
     except TrainingInterrupted as exc:
-        if _world()[0] == 0:  # one message, not one per process
-            print(exc, file=sys.stderr)
+        if _world()[0] == 0:  # one message, not one per process; below the progress bar
+            print(f"\n{exc}", file=sys.stderr)
         return 130  # the shell's status for a process stopped by SIGINT
     except OSError as exc:  # unwritable run directory, disk full (checkpoint or export)
         return fail(

@@ -75,3 +75,13 @@ def test_ctrl_c_says_how_to_resume_and_the_resumed_metrics_keep_the_earlier_step
     # the steps before the checkpoint are still there, the later ones once, up to the stop
     assert [s for s in after if s < ckpt] == [s for s in before if s < ckpt]
     assert max(after) >= stop - 5 and len(after) == len(set(after))
+
+
+def test_stdout_carries_only_the_summary_and_the_bar_goes_to_stderr(tmp_path):
+    walk_dir = make_complete_walk_dir(tmp_path / "walks", walks=60, cold_items=5)
+    cmd = train_cmd(walk_dir, tmp_path / "run", "--set", "train.epochs=2")
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    firsts = [line.split()[0] for line in done.stdout.splitlines() if line.strip()]
+    assert firsts == ["trained", "exported", "loss", "mean"], done.stdout
+    assert "it/s" in done.stderr or "Epoch" in done.stderr  # the bar, where it belongs
