@@ -9,10 +9,12 @@ and the trainer).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 # (start of the message, category, why it is harmless here)
@@ -44,11 +46,34 @@ SCREEN_LOGGERS = ("eges", "__main__", "jobs")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+# loggers of this project whose INFO lines go to the log file only, for now (details_only)
+_DETAILS: list[str] = []
+
+
 class _ScreenFilter(logging.Filter):
-    """This project's INFO lines and everybody's warnings and errors."""
+    """This project's INFO lines (less those of :func:`details_only`) and everybody's warnings
+    and errors."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or record.name.split(".")[0] in SCREEN_LOGGERS
+        if record.levelno >= logging.WARNING:
+            return True
+        if any(record.name == d or record.name.startswith(f"{d}.") for d in _DETAILS):
+            return False
+        return record.name.split(".")[0] in SCREEN_LOGGERS
+
+
+@contextlib.contextmanager
+def details_only(*loggers: str) -> Iterator[None]:
+    """Inside the block, the INFO lines of ``loggers`` (and their children) go to the log file
+    only; their warnings still show. For a command that runs another's stages many times
+    (the evaluation trains and exports every model): its own progress lines are the screen's.
+    """
+    _DETAILS.extend(loggers)
+    try:
+        yield
+    finally:
+        for name in loggers:
+            _DETAILS.remove(name)
 
 
 def setup_logging(log_file: str | Path | None = None, level: int = logging.INFO) -> Path | None:

@@ -67,7 +67,7 @@ from eges.evaluation.baselines import (
 )
 from eges.evaluation.metrics import auc, list_metrics, rank_metrics
 from eges.pipeline.cli import spark_submit_args
-from eges.quiet import close_log_file, current_log_file, setup_logging
+from eges.quiet import close_log_file, current_log_file, details_only, setup_logging
 from eges.training.items import ItemTable, load_items, load_vocab
 from eges.training.sampling import walk_frequencies
 
@@ -76,6 +76,8 @@ LOG_FILE = "evaluate.log"  # in the evaluation directory: every library's log li
 
 REUSABLE_EXPORT_VERSION = 2  # the oldest run export reused (it has walk counts)
 TASK_SPLIT = {"link": "edges", "cold": "items", "next": "time"}
+# the stages the evaluation runs for every model: their INFO lines go to evaluate.log only
+PER_MODEL_LOGGERS = ("eges.train", "eges.training", "eges.serving")
 LEARNED = ("eges", "ges", "bge")
 SEEDED = (*LEARNED, "deepwalk", "random")
 CURVE_KS = [1, 2, 5, 10, 20, 50, 100]  # cold-start hit rate vs K (report plot)
@@ -192,7 +194,8 @@ def learned_run(cfg: Config, walk_dir: Path, run_dir: Path, mode: str, seed: int
         )
     from eges.train import train
 
-    train(dataclasses.replace(cfg, train=t), progress_bar=False)
+    with details_only(*PER_MODEL_LOGGERS):
+        train(dataclasses.replace(cfg, train=t), progress_bar=False)
     return run_dir
 
 
@@ -224,13 +227,14 @@ def run_scorers(
     tables = (("cosine", "·table"), ("context", "·ctx·table")) if len(idx) > 1 else ()
     for metric, suffix in tables:
         out = run_dir / f"neighbors-{metric}"
-        build_table(
-            run_dir,
-            min(top_k, len(idx) - 1),
-            metric=metric,
-            popularity_prior=popularity_prior,
-            output=out,
-        )
+        with details_only(*PER_MODEL_LOGGERS):
+            build_table(
+                run_dir,
+                min(top_k, len(idx) - 1),
+                metric=metric,
+                popularity_prior=popularity_prior,
+                output=out,
+            )
         scorers.append(
             TableScorer(f"{name}{suffix}", pq.read_table(out / "neighbors.parquet"), items.item_ids)
         )

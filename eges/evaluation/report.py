@@ -13,6 +13,7 @@ trained:
 from __future__ import annotations
 
 import csv
+import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -171,6 +172,12 @@ def summary_text(results: dict[str, Any], root: Path) -> str:
 # --------------------------------------------------------------------------- plots
 
 
+def _font_properties(**kwargs):
+    from matplotlib.font_manager import FontProperties
+
+    return FontProperties(**kwargs)
+
+
 def _plt():
     import matplotlib
 
@@ -234,6 +241,38 @@ def plot_weights(run: Path, path: Path) -> bool:
     return True
 
 
+@functools.cache
+def _font_charmaps() -> tuple[tuple[str, frozenset[int]], ...]:
+    """(font file, its characters) for matplotlib's default font first, then every font it
+    knows of."""
+    from matplotlib import font_manager, ft2font
+
+    default = font_manager.findfont(font_manager.FontProperties())
+    out = []
+    for file in dict.fromkeys([default, *(f.fname for f in font_manager.fontManager.ttflist)]):
+        try:
+            out.append((file, frozenset(ft2font.FT2Font(file).get_charmap())))
+        except (OSError, RuntimeError, ValueError):  # a font FreeType cannot read
+            continue
+    return tuple(out)
+
+
+def drawable_labels(labels: list[str], fallbacks: list[str]) -> tuple[list[str], str | None]:
+    """Labels every character of which a font here can draw, and that font's file.
+
+    ``labels`` in matplotlib's default font when it has all their glyphs, else in the first
+    installed font that has them; when none has, ``fallbacks`` (ids) in the default font. A
+    plot of item names in a script no font here covers thus shows ids, not empty boxes and a
+    "Glyph missing" warning per character.
+    """
+    chars = {ord(c) for text in labels for c in text if not c.isspace()}
+    fonts = _font_charmaps()
+    for file, charmap in fonts:
+        if chars <= charmap:
+            return labels, file
+    return fallbacks, fonts[0][0] if fonts else None
+
+
 def plot_projection(run: Path, path: Path) -> bool:
     from eges.training.export import read_embeddings, read_export_manifest
     from eges.training.items import load_items, load_vocab
@@ -265,11 +304,16 @@ def plot_projection(run: Path, path: Path) -> bool:
     fig, ax = plt.subplots(figsize=(6.5, 5))
     other = ~np.isin(first, top)
     ax.scatter(xy[other, 0], xy[other, 1], s=3, c="lightgrey", label="other")
-    for v in top:
+    field = items.fields[f]
+    labels, font = drawable_labels(
+        [names.get(int(v), str(v)) for v in top], [f"{field} #{v}" for v in top]
+    )
+    for v, label in zip(top, labels):
         m = first == v
-        ax.scatter(xy[m, 0], xy[m, 1], s=4, label=names.get(int(v), str(v)))
-    ax.set_title(f"EGES item vectors, PCA, coloured by first {items.fields[f]} value")
-    ax.legend(markerscale=3, fontsize=7, loc="best")
+        ax.scatter(xy[m, 0], xy[m, 1], s=4, label=label)
+    ax.set_title(f"EGES item vectors, PCA, coloured by first {field} value")
+    prop = {"fname": font} if font else {}
+    ax.legend(markerscale=3, loc="best", prop=_font_properties(size=7, **prop))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

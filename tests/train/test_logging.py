@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from eges.quiet import close_log_file, current_log_file, setup_logging
+from eges.quiet import close_log_file, current_log_file, details_only, setup_logging
 from tests.train.walkdir import make_complete_walk_dir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -91,3 +91,23 @@ def test_a_refused_run_writes_nothing_in_the_run_directory(tmp_path):
     proc = trainer(make_complete_walk_dir(tmp_path / "walks", 40, 3), run)
     assert proc.returncode == 2 and "already has export" in proc.stderr, proc.stderr
     assert [p.name for p in run.iterdir()] == ["export"]
+
+
+def test_details_only_sends_a_stages_info_lines_to_the_file(tmp_path, capsys):
+    path = tmp_path / "details.log"
+    try:
+        setup_logging(path)
+        with details_only("eges.train", "eges.serving"):
+            logging.getLogger("eges.train").info("per-model detail")
+            logging.getLogger("eges.serving.neighbors").info("table detail")
+            logging.getLogger("eges.training").info("sibling, not a child")
+            logging.getLogger("eges.train").warning("a warning still shows")
+        logging.getLogger("eges.train").info("after the block")
+    finally:
+        close_log_file()
+    err = capsys.readouterr().err
+    assert "per-model detail" not in err and "table detail" not in err
+    assert "sibling, not a child" in err and "a warning still shows" in err
+    assert "after the block" in err
+    text = path.read_text()
+    assert "per-model detail" in text and "table detail" in text
