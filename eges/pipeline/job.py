@@ -316,7 +316,8 @@ def _walks(
         (the walk table's manifest entry, the written walks' ``steps`` and ``short`` (stopped
         before ``walk_length``) counts).
     """
-    steps_dir = tmp / "_walk_steps"
+    # no leading "_" or ".": Spark would warn that it ignores the path when reading it back
+    steps_dir = tmp / "walk_steps.tmp"
     try:
         rows = walk_steps(
             adjacency,

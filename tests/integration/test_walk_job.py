@@ -236,6 +236,8 @@ def test_spark_submit_settings_win_over_the_config(logs, tmp_path):
     assert manifest["spark_shuffle_partitions"] == 3
     assert "spark     master local[1], shuffle partitions 3" in proc.stdout
     assert "spark.master local[2] of the config is ignored" in proc.stdout  # the log says so
+    # the job's own reads raise no warning (a "_" directory was "ignored" before)
+    assert "All paths were ignored" not in proc.stdout + proc.stderr
 
 
 def test_spark_submit_errors_go_to_stderr(tmp_path):
