@@ -693,7 +693,8 @@ def _main(args: argparse.Namespace) -> int:
             setup_logging(args.log_file or Path(cfg.train.output) / LOG_FILE)
         stats = train(cfg, resume=args.resume)
     except (ConfigError, schema.IncompleteOutputError, RunExistsError, FileNotFoundError) as exc:
-        return fail(exc)
+        # every process of a node finds the same error: its first one says it
+        return fail(exc) if int(os.environ.get("LOCAL_RANK", 0)) == 0 else 2
     except TrainingInterrupted as exc:
         if _world()[0] == 0:  # one message, not one per process; below the progress bar
             print(f"\n{exc}", file=sys.stderr)

@@ -290,3 +290,19 @@ def test_failed_overwrite_keeps_the_previous_export(walks, tmp_path):
     assert export_manifest(run)["config"]["train"]["seed"] == 7
     assert not (read_embeddings(run)[1] == vectors).all()
     assert [p.name for p in run.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_config_error_under_torchrun_is_said_once(walks, tmp_path):
+    proc = subprocess.run(
+        command(walks, tmp_path / "run", "--set", "train.nope=1", launcher=torchrun(2)),
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    # both processes refuse the config; the first of the node says so (torchrun then adds its
+    # own summary of the failed processes, which is not ours to change)
+    assert len(errors) == 1, proc.stderr[-3000:]
+    assert errors[0].startswith("error: unknown config key 'train.nope'")
