@@ -8,8 +8,8 @@ number of items), builds the adjacency once per implementation, as its job does 
 whole rows, weights included, checkpointed under adaptive execution; ours:
 ``prepare_adjacency``), and runs, in interleaved rounds, the walks of this tree and of
 ``--baseline`` (a checkout of an earlier version, e.g. ``git worktree add /tmp/old <commit>``),
-each written to shards as its job does (this tree's ``write_walk_shards`` for both: the baseline
-hands it walks, this tree the step rows). Reports per implementation:
+each written to shards as its job does (each version's own ``write_walk_shards``: the baseline's
+takes walks, this tree's the step rows). Reports per implementation:
 
 - the walk stage's steps/s (walk steps written ÷ seconds of walking and writing the shards);
 - the time in ``random_walks`` (this tree: ``walk_steps``) and in ``write_walk_shards``;
@@ -38,12 +38,12 @@ from common import REPO
 from eges import schema
 from eges.config import SparkConfig
 from eges.pipeline.graph import build_adjacency
-from eges.pipeline.shards import write_walk_shards
 from eges.pipeline.spark import build_spark
 
 
-def load_walks_module(root: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, root / "eges" / "pipeline" / "walks.py")
+def load_module(root: Path, name: str, file: str = "walks.py"):
+    """``eges/pipeline/<file>`` of the checkout at ``root``, as module ``name``."""
+    spec = importlib.util.spec_from_file_location(name, root / "eges" / "pipeline" / file)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -126,9 +126,17 @@ def run_once(spark, module, adjacency, args, num_items: int, out: Path) -> dict:
     else:
         walks = module.random_walks(adjacency, checkpoint_every=args.checkpoint_every, **common)
     t1 = time.perf_counter()
-    table = write_walk_shards(
-        walks, out, args.shards, args.seed, walk_length=args.walk_length if layered else None
+    shards = load_module(
+        args.baseline if module.__name__ == "baseline_walks" else REPO,
+        f"{module.__name__}_shards",
+        "shards.py",
     )
+    if layered:
+        table = shards.write_walk_shards(
+            walks, out, args.shards, args.seed, walk_length=args.walk_length
+        )
+    else:
+        table = shards.write_walk_shards(walks, out, args.shards, args.seed)
     seconds = time.perf_counter() - t0
     shutil.rmtree(out / "_steps", ignore_errors=True)
     lengths = (
@@ -221,8 +229,8 @@ def main() -> int:
     edges = spark.read.parquet(str(args.run / schema.EDGES_DIR))
     # each adjacency as its job made it: an earlier baseline's whole rows, checkpointed under
     # adaptive query execution (on by default); a later one's and ours by prepare_adjacency
-    current = load_walks_module(REPO, "current_walks")
-    baseline = load_walks_module(args.baseline, "baseline_walks")
+    current = load_module(REPO, "current_walks")
+    baseline = load_module(args.baseline, "baseline_walks")
     if hasattr(baseline, "prepare_adjacency"):  # a baseline with the constant-size steps
         base_adjacency = baseline.prepare_adjacency(build_adjacency(edges, args.partitions))
     else:

@@ -97,3 +97,64 @@ def test_step_rows_are_put_together_in_the_shards_shuffle(spark, tmp_path):
             pq.read_table(tmp_path / "walks" / f["path"]).to_pylist()
             == pq.read_table(tmp_path / "rows" / f["path"]).to_pylist()
         )
+
+
+@pytest.mark.parametrize("n", [3, 8, 64])
+def test_partition_keys_send_shard_i_to_partition_i(spark, n):
+    from eges.pipeline.shards import partition_keys
+
+    keys = partition_keys(spark, n)
+    assert len(set(keys)) == n
+    placed = (
+        spark.createDataFrame([(i, k) for i, k in enumerate(keys)], "shard int, key long")
+        .repartition(n, "key")
+        .select("shard", F.spark_partition_id().alias("p"))
+        .collect()
+    )
+    assert sorted((r["shard"], r["p"]) for r in placed) == [(i, i) for i in range(n)]
+    # the check can fail: the shard numbers as their own keys crowd some partitions
+    crowded = (
+        spark.range(n)
+        .select(F.col("id").cast("int").alias("shard"))
+        .repartition(n, "shard")
+        .groupBy(F.spark_partition_id())
+        .count()
+    )
+    assert crowded.count() < n
+
+
+@pytest.mark.parametrize("aqe", ["true", "false"])
+def test_shards_are_even_and_their_key_gives_each_its_own_task(spark, tmp_path, aqe):
+    walks = spark.range(4000).select(
+        F.col("id").alias("walk_id"), F.array(F.lit(1), F.lit(2)).alias("items")
+    )
+    rows = walks.select("walk_id", F.posexplode("items").alias("step", "node")).select(
+        "walk_id", F.col("step").cast("int"), "node"
+    )
+    before = spark.conf.get("spark.sql.adaptive.enabled")
+    spark.conf.set("spark.sql.adaptive.enabled", aqe)
+    try:
+        (tmp_path / "out").mkdir()
+        table = write_walk_shards(rows, tmp_path / "out", 8, seed=3, walk_length=2)
+    finally:
+        spark.conf.set("spark.sql.adaptive.enabled", before)
+    assert len(table["files"]) == 8 and table["rows"] == 4000
+    # every shard gets about its share (a task holding several would still write one file
+    # per shard; the tasks are checked through the partition ids below)
+    sizes = sorted(f["rows"] for f in table["files"])
+    assert sizes[0] > 0.7 * 500 and sizes[-1] < 1.3 * 500
+    from eges.pipeline.shards import sharded_walks
+
+    spark.conf.set("spark.sql.adaptive.enabled", aqe)
+    try:
+        sharded = sharded_walks(rows, 8, seed=3, walk_length=2)
+        plan = sharded._jdf.queryExecution().executedPlan().toString()
+        tasks = (
+            sharded.groupBy(F.spark_partition_id().alias("p"))
+            .agg(F.collect_set("shard").alias("shards"))
+            .collect()
+        )
+    finally:
+        spark.conf.set("spark.sql.adaptive.enabled", before)
+    assert plan.count("Exchange") == 1, plan  # the assembly and the sharding: one shuffle
+    assert sorted((r["p"], r["shards"]) for r in tasks) == [(i, [i]) for i in range(8)]
