@@ -40,7 +40,17 @@ def test_the_project_never_cites_documents_its_users_do_not_have():
     repo = PKG.parent
     internal = "DESIGN" + ".md", "DESIGN" + " §"  # split so this file does not match itself
     files = [repo / "README.md", repo / "Makefile", *repo.glob("*.toml")]
-    for folder in ("eges", "jobs", "bench", "conf", "docker", "tests", "examples", "scripts"):
+    for folder in (
+        "eges",
+        "jobs",
+        "bench",
+        "conf",
+        "docker",
+        "docs",
+        "tests",
+        "examples",
+        "scripts",
+    ):
         files += [
             p
             for p in (repo / folder).rglob("*")

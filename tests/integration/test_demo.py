@@ -55,6 +55,14 @@ def demo(ml_small, tmp_path_factory):
     assert "GPU available" not in proc.stdout + proc.stderr
     for log in (root / "run" / "train.log", root / "eval" / "evaluate.log"):
         assert "GPU available" in log.read_text(), log
+    # the evaluation's many trainings and exports say so in its log, not on the screen: the
+    # screen has the demo's own training (step 2/3) only; no library warnings either
+    screen = proc.stdout + proc.stderr
+    started = re.compile(r"INFO eges\.train: training (eges|ges|bge) on")
+    assert len(started.findall(screen)) == 1, screen[-3000:]
+    assert len(started.findall((root / "eval" / "evaluate.log").read_text())) > 3
+    for noise in ("smaller than the logging interval", "Glyph", "All paths were ignored"):
+        assert noise not in screen, noise
     return root, proc.stdout
 
 
