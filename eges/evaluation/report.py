@@ -172,12 +172,6 @@ def summary_text(results: dict[str, Any], root: Path) -> str:
 # --------------------------------------------------------------------------- plots
 
 
-def _font_properties(**kwargs):
-    from matplotlib.font_manager import FontProperties
-
-    return FontProperties(**kwargs)
-
-
 def _plt():
     import matplotlib
 
@@ -312,8 +306,10 @@ def plot_projection(run: Path, path: Path) -> bool:
         m = first == v
         ax.scatter(xy[m, 0], xy[m, 1], s=4, label=label)
     ax.set_title(f"EGES item vectors, PCA, coloured by first {field} value")
-    prop = {"fname": font} if font else {}
-    ax.legend(markerscale=3, loc="best", prop=_font_properties(size=7, **prop))
+    from matplotlib.font_manager import FontProperties
+
+    prop = FontProperties(size=7, **({"fname": font} if font else {}))
+    ax.legend(markerscale=3, loc="best", prop=prop)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
