@@ -662,6 +662,23 @@ def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
     return stats
 
 
+# how long a process other than its node's first waits for torchrun to stop it (seconds)
+PEER_ERROR_GRACE = 15.0
+
+
+def _fail_once_per_node(exc: Exception) -> int:
+    """Report an error found before training once per node, not once per process.
+
+    Every process of a node reads the same config and files, so all find the same error; the
+    node's first process says it. The others must not exit first: torchrun stops the whole group
+    as soon as one process ends, which could stop the first before it prints (seen in CI). They
+    wait to be stopped, and say the error themselves if they are not (an error of theirs alone).
+    """
+    if int(os.environ.get("LOCAL_RANK", 0)) != 0:
+        time.sleep(PEER_ERROR_GRACE)
+    return fail(exc)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = parser("train", __doc__)
     add_config_arguments(p)
@@ -693,8 +710,7 @@ def _main(args: argparse.Namespace) -> int:
             setup_logging(args.log_file or Path(cfg.train.output) / LOG_FILE)
         stats = train(cfg, resume=args.resume)
     except (ConfigError, schema.IncompleteOutputError, RunExistsError, FileNotFoundError) as exc:
-        # every process of a node finds the same error: its first one says it
-        return fail(exc) if int(os.environ.get("LOCAL_RANK", 0)) == 0 else 2
+        return _fail_once_per_node(exc)
     except TrainingInterrupted as exc:
         if _world()[0] == 0:  # one message, not one per process; below the progress bar
             print(f"\n{exc}", file=sys.stderr)

@@ -306,3 +306,24 @@ def test_a_config_error_under_torchrun_is_said_once(walks, tmp_path):
     # own summary of the failed processes, which is not ours to change)
     assert len(errors) == 1, proc.stderr[-3000:]
     assert errors[0].startswith("error: unknown config key 'train.nope'")
+    # the first process's exit is the one torchrun saw first: the others waited to be stopped
+    # rather than racing it (when one of them ended first, torchrun stopped the first process
+    # before it could print)
+    root_cause = proc.stderr.split("Root Cause", 1)[1]
+    assert "(local_rank: 0)" in root_cause and "exitcode  : 2" in root_cause, root_cause
+
+
+def test_an_error_of_a_later_process_alone_is_still_said(tmp_path, monkeypatch, capsys):
+    # a process that is not its node's first waits for torchrun to stop it; when nothing does
+    # (the first process did not find the error), it says the error itself
+    from eges import train
+
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(train, "PEER_ERROR_GRACE", 0.2)
+    config = str(REPO / "conf" / "ml-latest-small.yaml")
+    started = time.monotonic()
+    status = train.main(
+        ["--config", config, "--output", str(tmp_path / "run"), "--set", "train.nope=1"]
+    )
+    assert status == 2 and time.monotonic() - started >= 0.2
+    assert capsys.readouterr().err.startswith("error: unknown config key 'train.nope'")
