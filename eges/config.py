@@ -245,6 +245,19 @@ class DataConfig:
     movielens: MovieLensConfig = field(default_factory=MovieLensConfig)
     recbole: RecBoleConfig = field(default_factory=RecBoleConfig)
     generic: GenericConfig = field(default_factory=GenericConfig)
+    # side-info fields written by users after an item exists (reviews, tags), unknown for a new
+    # item; the others are editorial (known when the item is created). None: the layout's own
+    # (movielens: tags; recbole and generic: none). Used by split.cold_fields
+    user_fields: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        """Check this section's values (on every construction).
+
+        Raises:
+            ConfigError: naming the first bad ``data`` key.
+        """
+        for name in self.user_fields or []:
+            _check_field_name(name, f"data.user_fields {name!r}")
 
 
 @dataclass(frozen=True)
@@ -315,6 +328,9 @@ class SplitConfig:
     item_fraction: float = 0.1  # items: share of items (with events and side info) held out
     time_fraction: float = 0.2  # time: share of events, the latest, held out
     seed: int = 0  # which edges or items are held out
+    # items: the side information a held-out item keeps. editorial: data.user_fields are
+    # removed, as a brand-new item has none; all: every field (optimistic for cold start)
+    cold_fields: Literal["editorial", "all"] = "editorial"
 
     def __post_init__(self) -> None:
         """Check this section's values (on every construction).
@@ -346,8 +362,10 @@ class EvaluateConfig:
     """
 
     output: str = "out/eval"  # the report's directory
-    # link: held-out item pairs; cold: held-out items from side information; next: next item
-    tasks: list[Literal["link", "cold", "next"]] = field(
+    # link: held-out item pairs; cold: held-out items from their editorial side information;
+    # cold_all: the same with user-written fields too (optimistic: a new item has none); next:
+    # next item
+    tasks: list[Literal["link", "cold", "cold_all", "next"]] = field(
         default_factory=lambda: ["link", "cold", "next"]
     )
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])  # training seeds, learned models

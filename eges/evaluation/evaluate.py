@@ -75,7 +75,15 @@ log = logging.getLogger("eges.evaluation.evaluate")
 LOG_FILE = "evaluate.log"  # in the evaluation directory: every library's log lines
 
 REUSABLE_EXPORT_VERSION = 2  # the oldest run export reused (it has walk counts)
-TASK_SPLIT = {"link": "edges", "cold": "items", "next": "time"}
+# each task's split settings; cold: a held-out item keeps its editorial fields only, as a
+# brand-new item would; cold_all: it keeps user-written ones too (optimistic, for comparison)
+TASK_SPLIT: dict[str, dict[str, str]] = {
+    "link": {"kind": "edges"},
+    "cold": {"kind": "items", "cold_fields": "editorial"},
+    "cold_all": {"kind": "items", "cold_fields": "all"},
+    "next": {"kind": "time"},
+}
+COLD_TASKS = ("cold", "cold_all")
 # the stages the evaluation runs for every model: their INFO lines go to evaluate.log only
 PER_MODEL_LOGGERS = ("eges.train", "eges.training", "eges.serving")
 LEARNED = ("eges", "ges", "bge")
@@ -104,7 +112,7 @@ def walk_output(cfg: Config, task: str, root: Path) -> Path:
     out = root / task / "walks"
     job_cfg = dataclasses.replace(
         cfg,
-        split=dataclasses.replace(cfg.split, kind=TASK_SPLIT[task]),
+        split=dataclasses.replace(cfg.split, **TASK_SPLIT[task]),
         output=dataclasses.replace(cfg.output, path=str(out), overwrite=True),
     )
     if (out / schema.MANIFEST).exists():
@@ -127,7 +135,7 @@ def walk_output(cfg: Config, task: str, root: Path) -> Path:
             "project with pyspark (make install) and run from the repository"
         )
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
-    log.info("%s: walk job with split.kind=%s -> %s", task, TASK_SPLIT[task], out)
+    log.info("%s: walk job with split.kind=%s -> %s", task, job_cfg.split.kind, out)
     # the driver's heap is fixed before the job reads its config: spark-submit must set it
     cmd = [str(submit), *spark_submit_args(job_cfg.spark), str(job), "--config", str(conf)]
     # with a log file, Spark's progress bars and log lines go there and one line comes back
@@ -474,6 +482,24 @@ class Progress:
         return line
 
 
+# HR@K with K above this share of the candidates says little: a random order finds about
+# that share of the true items already
+LARGE_K_SHARE = 0.1
+
+
+def large_k_warning(task: str, ks: list[int], candidates: int) -> str | None:
+    """A warning when the largest K of ``evaluate.ks`` is a large share of the candidates."""
+    k = max(ks)
+    share = k / max(candidates, 1)
+    if share <= LARGE_K_SHARE:
+        return None
+    return (
+        f"{task}: HR@{k} ranks among only {candidates:,} candidates, so K is {share:.0%} of "
+        f"them and even a random order finds about {min(share, 1):.0%} of the true items; "
+        f"read HR@{min(ks)} and MRR, or set evaluate.ks lower"
+    )
+
+
 def evaluate_task(
     cfg: Config, task: str, root: Path, progress: Progress | None = None
 ) -> dict[str, Any]:
@@ -482,16 +508,22 @@ def evaluate_task(
     ev = cfg.evaluate
     walk_dir = walk_output(cfg, task, root)
     models = Models(cfg, task, walk_dir, root)
-    ks = sorted(set(ev.ks) | (set(CURVE_KS) if task == "cold" else set()))
+    ks = sorted(set(ev.ks) | (set(CURVE_KS) if task in COLD_TASKS else set()))
     split_seed = cfg.split.seed
-    if task == "cold":
+    if task in COLD_TASKS:
         queries, relevant, candidates = cold_queries(models, split_seed)
     elif task == "next":
         queries, relevant, candidates = next_queries(models, split_seed)
+    warnings = []
+    if task != "link":
+        warning = large_k_warning(task, ev.ks, len(candidates))
+        if warning:
+            log.warning("%s", warning)
+            warnings.append(warning)
     results: dict[str, list[dict[str, float]]] = {}
     examples = (
         ExampleQueries(cfg, models, queries, relevant, candidates)
-        if task == "cold" and ev.examples
+        if task == "cold" and ev.examples  # the editorial task's, as a new item would get
         else None
     )
     if progress is None:
@@ -532,6 +564,8 @@ def evaluate_task(
     }
     if task != "link":
         info["queries"] = int(len(queries))
+    if warnings:
+        info["warnings"] = warnings
     out = {"results": results, "info": info}
     if examples is not None:
         out["examples"] = examples.rows

@@ -57,9 +57,11 @@ COLUMNS = {
     ],
     "next": [("hr@10", "HR@10"), ("hr@50", "HR@50"), ("mrr", "MRR")],
 }
+COLUMNS["cold_all"] = COLUMNS["cold"]
 TITLES = {
     "link": "Link prediction (hidden item pairs vs sampled non-edges)",
-    "cold": "Cold start (held-out items embedded from side information only)",
+    "cold": "Cold start (held-out items embedded from editorial side information only)",
+    "cold_all": "Cold start with user-written fields (optimistic: a new item has none)",
     "next": "Next item (later-period transitions a→b, b ranked among all trained items)",
 }
 PAPER = [  # arXiv:1803.02349, Table 2: link-prediction AUC
@@ -394,10 +396,16 @@ def write_report(cfg: Config, results: dict[str, Any], root: Path) -> Path:
                 f"of {split.get('edges_before', 0):,} directed edges' pairs), scored "
                 f"against {tables.get('non_edges', 0):,} sampled unconnected pairs."
             )
-        elif task == "cold":
+        elif task in ("cold", "cold_all"):
+            removed = split.get("removed_fields")
+            kept = (
+                f"they keep no {', '.join(removed)} (written by users after an item exists)"
+                if removed
+                else "they keep every side-information field"
+            )
             lines.append(
                 f"{split.get('heldout_items', 0):,} items held out "
-                f"(`split.item_fraction` {split.get('item_fraction', 0)}); "
+                f"(`split.item_fraction` {split.get('item_fraction', 0)}); {kept}; "
                 f"{info.get('queries', 0):,} of them have a warm neighbour in the full "
                 f"graph and are queries; candidates: {info['candidates']:,} warm items. "
                 "recall@K is capped: found / min(K, true neighbours)."
@@ -409,6 +417,7 @@ def write_report(cfg: Config, results: dict[str, Any], root: Path) -> Path:
                 f"{info.get('queries', 0):,} distinct transitions a→b with both items "
                 f"in the training graph; candidates: {info['candidates']:,} items."
             )
+        lines += [f"**Warning:** {w}" for w in info.get("warnings", [])]
         lines += ["", *task_table(task, block), ""]
         secs = {m: v for m, v in info.get("train_seconds", {}).items() if v}
         if secs:

@@ -73,6 +73,35 @@ class Ingested:
     buckets: dict[str, Bucket] = field(default_factory=dict)  # numeric fields (eges.buckets)
     dropped: Counter = field(default_factory=Counter)
     rows_read: Counter = field(default_factory=Counter)
+    # fields written by users after the item exists (MovieLens tags), unknown for a new item
+    user_fields: list[str] = field(default_factory=list)
+    # side information written at a time: item_id, one array column per timed field, ts
+    # (seconds; null when the file has no time); side_info holds every row of it
+    timed: DataFrame | None = None
+    untimed_side_info: DataFrame | None = None  # side_info without the timed fields' values
+
+    def side_info_before(self, cutoff: float | None) -> DataFrame:
+        """The side information as known before ``cutoff`` (seconds; None: all of it).
+
+        Values of timed fields (MovieLens tags) written at or after the cutoff are left out, so
+        a split in time does not let the held-out period's tags into training. Rows without a
+        time are kept (a warning says so: they may belong to the held-out period).
+        """
+        if cutoff is None or self.timed is None:
+            return self.side_info
+        timed_fields = [c for c in self.timed.columns if c not in ("item_id", "ts")]
+        untimed = self.timed.filter(F.col("ts").isNull()).limit(1).count()
+        if untimed:
+            log.warning(
+                "side information %s has no time: all of it is used, including what may have "
+                "been written in the held-out period",
+                timed_fields,
+            )
+        before = self.timed.filter(F.col("ts").isNull() | (F.col("ts") < cutoff))
+        side = self.untimed_side_info.join(
+            merge_side_info(before, timed_fields), "item_id", "full_outer"
+        )
+        return fill_empty(side, self.fields)
 
     def keep(self, tagged: DataFrame, file: str) -> DataFrame:
         """Count ``file``'s rows and drop reasons (see :func:`split_drops`); return kept rows."""
@@ -448,11 +477,23 @@ def movies_side_info(movies: DataFrame, file: str = "movies.csv") -> DataFrame:
 
 
 def tags_side_info(tags: DataFrame, file: str = "tags.csv") -> DataFrame:
-    """tags.csv rows -> (item_id, tags, _drop): lower-cased, stripped; one row per tag event."""
+    """tags.csv rows -> (item_id, tags, ts, _drop): lower-cased, stripped; one row per tag event.
+
+    ``ts`` is when the tag was written (seconds), from the ``timestamp`` column; null when the
+    file has none. A row with a ``timestamp`` that cannot be read is dropped.
+    """
     item_id = _int_id("movieId")
     rules = row_rules(file, "movieId", integer=True) + [(blank(F.col("tag")), f"{file}: empty tag")]
+    if "timestamp" in tags.columns:
+        ts = parse_time("timestamp", "unix")
+        rules.append((ts.isNull(), f"{file}: unparsable timestamp"))
+    else:
+        ts = F.lit(None).cast("double")
     return tag(tags, rules).select(
-        item_id.alias("item_id"), F.array(F.lower(F.trim(F.col("tag")))).alias("tags"), DROP
+        item_id.alias("item_id"),
+        F.array(F.lower(F.trim(F.col("tag")))).alias("tags"),
+        ts.alias("ts"),
+        DROP,
     )
 
 
@@ -479,10 +520,11 @@ def load_movielens(spark: SparkSession, root: str, cfg: MovieLensConfig) -> Inge
 
     if cfg.tags:
         out.fields.append("tags")
+        out.user_fields.append("tags")  # written by users who watched the movie
         tags_raw = read_csv(spark, f"{root}/{cfg.tags}", ["movieId", "tag"], sep=cfg.sep)
-        tags = out.keep(tags_side_info(tags_raw, cfg.tags), cfg.tags)
-        tag_sets = merge_side_info(tags, ["tags"])
-        side = side.join(tag_sets, "item_id", "full_outer")
+        out.timed = out.keep(tags_side_info(tags_raw, cfg.tags), cfg.tags)
+        out.untimed_side_info = fill_empty(side, ["genres", "year"])
+        side = side.join(merge_side_info(out.timed, ["tags"]), "item_id", "full_outer")
     out.side_info = fill_empty(side, out.fields)
     return out
 

@@ -28,7 +28,7 @@ from eges.pipeline.buckets import bucket_fields
 from eges.pipeline.graph import build_adjacency, build_edges
 from eges.pipeline.ingest import Ingested, col, event_time_range, ingest, split_drops
 from eges.pipeline.items import attach_names, build_vocab, encode_side_info, index_items
-from eges.pipeline.sessions import filter_events, sessionize
+from eges.pipeline.sessions import filter_events, heavy_users, sessionize
 from eges.pipeline.shards import (
     check_output,
     local_path,
@@ -43,6 +43,7 @@ from eges.pipeline.splits import (
     remove_pairs,
     sample_non_edges,
     time_cutoff,
+    without_fields,
 )
 from eges.pipeline.walks import prepare_adjacency, walk_steps
 
@@ -194,28 +195,71 @@ def _ingest_and_split(
     """
     data = ingest(spark, cfg.data)
     persisted.append(data.events)
-    data.side_info, numeric = bucket_fields(data.side_info, data.buckets)
-    events, dropped, _ = split_drops(filter_events(data.events, cfg.sessions))
-    persisted.append(events)
-    dropped_all = Counter(data.dropped) + dropped
+    user_fields = _user_fields(cfg, data)
     split = cfg.split
-    held = HeldOut(info={"kind": split.kind}, all_events=events)
+    info: dict[str, Any] = {"kind": split.kind}
+    cutoff = None
+    if split.kind == "time":  # of the parsed events: the filters below see training events only
+        cutoff = time_cutoff(data.events, split.time_fraction)
+        info.update(time_fraction=split.time_fraction, cutoff_ts=cutoff)
+    data.side_info, numeric = bucket_fields(data.side_info_before(cutoff), data.buckets)
+    all_events, dropped, _ = split_drops(filter_events(data.events, cfg.sessions))
+    persisted.append(all_events)
+    held = HeldOut(info=info, all_events=all_events)
+    events = all_events
     if split.kind == "items":
+        editorial = split.cold_fields == "editorial"
+        removed = user_fields if editorial else []
+        if data.fields and set(data.fields) <= set(removed):
+            raise ValueError(
+                f"split.cold_fields=editorial leaves a held-out item no side information: "
+                f"every field {data.fields} is in data.user_fields; set split.cold_fields=all "
+                "to hold out items with user-written fields"
+            )
+        eligible = data.side_info.drop(*removed)
         heldout = choose_heldout_items(
-            events, data.side_info, split.item_fraction, split.seed
+            all_events, eligible, split.item_fraction, split.seed
         ).persist()
         persisted.append(heldout)
         held.heldout_items = heldout
-        held.info.update(
-            item_fraction=split.item_fraction, seed=split.seed, heldout_items=heldout.count()
+        info.update(
+            item_fraction=split.item_fraction,
+            seed=split.seed,
+            heldout_items=heldout.count(),
+            cold_fields=split.cold_fields,
+            removed_fields=removed,
         )
-        events = events.join(F.broadcast(heldout), "item_id", "left_anti")
+        data.side_info = without_fields(data.side_info, heldout, removed)
+        training = data.events.join(F.broadcast(heldout), "item_id", "left_anti")
+        events, dropped, _ = split_drops(filter_events(training, cfg.sessions))
+        persisted.append(events)
     elif split.kind == "time":
-        cutoff = time_cutoff(events, split.time_fraction)
-        held.info.update(time_fraction=split.time_fraction, cutoff_ts=cutoff)
-        held.heldout_events = events.filter(F.col("ts") >= cutoff)
-        events = events.filter(F.col("ts") < cutoff)
+        training = data.events.filter(F.col("ts") < cutoff)
+        events, dropped, _ = split_drops(filter_events(training, cfg.sessions))
+        persisted.append(events)
+        later = data.events.filter(F.col("ts") >= cutoff)
+        spam = heavy_users(training, cfg.sessions)  # the training filter's verdict, not a new one
+        held.heldout_events = later if spam is None else later.join(spam, "user_id", "left_anti")
+    dropped_all = Counter(data.dropped) + dropped
     return data, numeric, events, dropped_all, held
+
+
+def _user_fields(cfg: Config, data: Ingested) -> list[str]:
+    """The side-info fields written by users (``data.user_fields``, or the layout's own).
+
+    Raises:
+        ValueError: ``data.user_fields`` names a field the data does not have.
+    """
+    named = cfg.data.user_fields
+    if named is None:
+        return list(data.user_fields)
+    unknown = [f for f in named if f not in data.fields]
+    if unknown:
+        raise ValueError(
+            f"data.user_fields names {unknown}, which the data does not have "
+            f"(its fields: {data.fields})"
+        )
+    return list(named)
 
 
 def _items_and_sessions(

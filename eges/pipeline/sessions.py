@@ -14,6 +14,19 @@ from eges.config import SessionsConfig
 from eges.pipeline.ingest import DROP, tag
 
 
+def heavy_users(events: DataFrame, cfg: SessionsConfig) -> DataFrame | None:
+    """``user_id`` of the users :func:`filter_events` drops as spam (more than
+    ``max_events_per_user`` events in ``events``); None when that filter is off."""
+    if cfg.max_events_per_user is None:
+        return None
+    return (
+        events.groupBy("user_id")
+        .count()
+        .filter(F.col("count") > cfg.max_events_per_user)
+        .select("user_id")
+    )
+
+
 def filter_events(events: DataFrame, cfg: SessionsConfig) -> DataFrame:
     """Tag events removed by the noise filters (``_drop``), paper §2's spam/rare-item filters.
 

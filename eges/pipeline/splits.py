@@ -9,10 +9,16 @@ With ``split.kind`` set, the walk job trains on part of the data and writes what
   direction are written as negatives.
 * ``items`` — cold start: a seeded ``item_fraction`` of the items that have events and side
   information lose all their events before sessions are built; their neighbours in the graph of
-  the full data are written as ground truth.
+  the full data are written as ground truth. With ``split.cold_fields: editorial`` (the
+  default) they also lose the values of user-written fields (``data.user_fields``, MovieLens
+  tags), which a brand-new item would not have, and only items with an editorial value are
+  held out.
 * ``time`` — next item: events at or after the ``1 - time_fraction`` quantile of time are held
   out; their consecutive in-session transitions between items of the training graph are the
-  test set.
+  test set. Side information written at or after the cutoff (MovieLens tags) is left out.
+
+The noise filters (``sessions.max_events_per_user``, ``min_item_count``) count the training
+events alone: held-out events never decide what training keeps.
 
 Everything is chosen by ``xxhash64`` of the seed and the ids, so a split does not depend on
 partitioning. All functions are ``DataFrame -> DataFrame`` without I/O.
@@ -133,6 +139,23 @@ def choose_heldout_items(
     eligible = events.select("item_id").distinct().join(with_side, "item_id")
     n = round(fraction * eligible.count())
     return eligible.orderBy(_key(seed, "item_id"), "item_id").limit(n).select("item_id")
+
+
+def without_fields(side_info: DataFrame, items: DataFrame, fields: list[str]) -> DataFrame:
+    """``side_info`` with ``fields`` emptied for the items of ``items`` (``item_id``): what a
+    held-out item keeps when it is treated as brand new (no user-written values yet)."""
+    if not fields:
+        return side_info
+    held = items.select("item_id", F.lit(True).alias("_held"))
+    empty = F.array().cast("array<string>")
+    return side_info.join(F.broadcast(held), "item_id", "left").select(
+        "item_id",
+        *[
+            (F.when(F.col("_held"), empty).otherwise(col(c)) if c in fields else col(c)).alias(c)
+            for c in side_info.columns
+            if c not in ("item_id", "_held")
+        ],
+    )
 
 
 def neighbour_truth(full_edges: DataFrame, heldout_idx: DataFrame) -> DataFrame:

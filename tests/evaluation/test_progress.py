@@ -36,7 +36,7 @@ def link_walk_output(cfg: Config, root):
             ),
             walk_dir / schema.EVAL_DIR / name / "part-00000.parquet",
         )
-    job = dataclasses.replace(cfg, split=dataclasses.replace(cfg.split, kind=TASK_SPLIT["link"]))
+    job = dataclasses.replace(cfg, split=dataclasses.replace(cfg.split, **TASK_SPLIT["link"]))
     manifest = schema.read_manifest(walk_dir, kind=None)
     manifest["config"] = {k: job.to_dict()[k] for k in ("data", "sessions", "walks", "split")}
     manifest.update(split={"kind": "edges"}, counts={"walks": 40})

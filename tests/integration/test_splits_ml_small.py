@@ -1,6 +1,7 @@
 """The hold-out splits on ml-latest-small never leak held-out data into training: checked on the
 actual training graph and walks against an independent pandas reference."""
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ def ratings(ml_small):
 
 @pytest.fixture(scope="module")
 def split_run(spark, ml_small, tmp_path_factory):
+    @functools.cache  # one walk job per kind for the module
     def run(kind: str):
         out = tmp_path_factory.mktemp(f"split-{kind}") / "walks"
         cfg = load_config(
@@ -43,11 +45,28 @@ def split_run(spark, ml_small, tmp_path_factory):
             "edges": schema.read_table(out / "edges", schema.EDGE_SCHEMA).to_pandas(),
             "walks": schema.read_table(out / "walks", schema.WALK_SCHEMA).to_pandas(),
         }
+        vocab = schema.read_table(out / "vocab" / "tags", schema.VOCAB_SCHEMA).to_pandas()
+        tag_of = dict(zip(vocab["index"], vocab["value"]))
+        t["tags"] = {
+            i: {tag_of[v] for v in vs} for i, vs in zip(t["items"].item_id, t["items"].tags)
+        }
         for name in schema.EVAL_TABLES[kind]:
             t[name] = schema.read_table(out / "eval" / name, schema.EDGE_SCHEMA).to_pandas()
         return manifest, t, cfg
 
     return run
+
+
+@pytest.fixture(scope="module")
+def tags(ml_small):
+    """tags.csv as the walk job reads it: lower-cased, stripped, empty tags dropped."""
+    df = pd.read_csv(ml_small / "tags.csv", dtype={"movieId": str, "tag": str})
+    df["tag"] = df["tag"].str.strip().str.lower()
+    return df[df["tag"].fillna("") != ""]
+
+
+def tag_sets(tags: pd.DataFrame) -> dict[str, set[str]]:
+    return {m: set(g) for m, g in tags.groupby("movieId")["tag"]}
 
 
 def pairs(df: pd.DataFrame) -> set:
@@ -109,3 +128,30 @@ def test_time_split_trains_on_the_past_only(split_run, ratings):
     nodes = set(t["edges"]["src"]) | set(t["edges"]["dst"])
     ref = reference_edges(later, t["items"], gap)
     same_edges(t["test_transitions"], ref[ref["src"].isin(nodes) & ref["dst"].isin(nodes)])
+
+
+def test_item_split_leaves_heldout_items_their_editorial_fields_only(split_run, ratings, tags):
+    # a brand-new item has genres and a year, but no tags yet: users write those after watching
+    manifest, t, _ = split_run("items")
+    assert manifest["split"]["cold_fields"] == "editorial"
+    assert manifest["split"]["removed_fields"] == ["tags"]
+    items = t["items"]
+    heldout = items[(items["count"] == 0) & items["item_id"].isin(set(ratings["movieId"]))]
+    written = tag_sets(tags)
+    assert sum(bool(written.get(m)) for m in heldout["item_id"]) > 50  # they had tags to lose
+    for item_id in items["item_id"]:
+        expected = set() if item_id in set(heldout["item_id"]) else written.get(item_id, set())
+        assert t["tags"][item_id] == expected, item_id
+    # every held-out item keeps an editorial value to be embedded from
+    assert all(len(g) + len(y) > 0 for g, y in zip(heldout["genres"], heldout["year"]))
+
+
+def test_time_split_keeps_only_the_tags_written_before_the_cutoff(split_run, tags):
+    manifest, t, _ = split_run("time")
+    cutoff = manifest["split"]["cutoff_ts"]
+    before, after = tags[tags["timestamp"] < cutoff], tags[tags["timestamp"] >= cutoff]
+    assert len(after) > 1000  # ml-latest-small: a third of the tags come after the cutoff
+    known = tag_sets(before)
+    assert {i: s for i, s in t["tags"].items() if s} == known
+    only_later = set(after["tag"]) - set(before["tag"])
+    assert only_later and not only_later & set().union(*t["tags"].values())

@@ -122,6 +122,33 @@ def test_movielens_side_info(spark, movielens):
     assert "4x" not in info
 
 
+def test_tags_written_at_or_after_a_cutoff_are_left_out(spark, movielens):
+    got = load_movielens(spark, str(movielens), MovieLensConfig())
+    assert got.user_fields == ["tags"]
+    assert got.side_info_before(None) is got.side_info  # no cutoff: every tag
+    got.side_info = got.side_info_before(5)  # tags at seconds 1, 2, 3 (item 10), 5, 6
+    info = side(got)
+    assert info["10"]["tags"] == ["funny", "politics, us"]
+    assert info["20"] == {"genres": ["Comedy", "Romance"], "year": ["2001"], "tags": []}
+    assert "99" not in info  # its only row, a tag, was written later
+    got.side_info = got.side_info_before(2)
+    assert side(got)["10"]["tags"] == ["funny"]
+
+
+def test_tags_with_a_bad_time_are_dropped_and_without_times_kept_with_a_warning(
+    spark, movielens, caplog
+):
+    write(movielens / "tags.csv", "userId,movieId,tag,timestamp\n1,10,old,1\n1,10,bad,soon\n")
+    got = load_movielens(spark, str(movielens), MovieLensConfig())
+    assert got.dropped["tags.csv: unparsable timestamp"] == 1
+    assert side(got)["10"]["tags"] == ["old"]
+    write(movielens / "tags.csv", "userId,movieId,tag\n1,10,timeless\n")
+    got = load_movielens(spark, str(movielens), MovieLensConfig())
+    got.side_info = got.side_info_before(5)
+    assert side(got)["10"]["tags"] == ["timeless"]
+    assert "has no time: all of it is used" in caplog.text
+
+
 def test_movielens_without_tags(spark, movielens):
     got = load_movielens(spark, str(movielens), MovieLensConfig(tags=None))
     assert got.fields == ["genres", "year"] and "tags.csv" not in got.rows_read

@@ -2,6 +2,9 @@
 
 import pytest
 
+from eges import schema
+from eges.config import load_config
+from eges.pipeline.job import run_walk_job
 from eges.pipeline.splits import (
     choose_heldout_items,
     heldout_transitions,
@@ -106,3 +109,89 @@ def test_time_cutoff_and_transitions(spark):
     train = spark.createDataFrame([(1, 2, 1), (2, 3, 1)], EDGE)
     got = {(r.src, r.dst): r.weight for r in heldout_transitions(later, train).collect()}
     assert got == {(1, 2): 1, (2, 1): 1}  # 2 -> 9 dropped: 9 is not in the training graph
+
+
+def split_job(spark, root, events: list[tuple[str, str, int]], *settings: str) -> dict:
+    """The walk job on a tiny generic log (items a, b, c, r with a brand each)."""
+    (root / "events.csv").write_text(
+        "user_id,item_id,timestamp\n" + "".join(f"{u},{i},{t}\n" for u, i, t in events)
+    )
+    (root / "items.csv").write_text("item_id,brand\na,x\nb,x\nc,y\nr,y\n")
+    out = root / "walks"
+    cfg = load_config(
+        None,
+        [
+            "data.format=generic",
+            f"data.path={root}",
+            "data.generic.side_info=[{name: brand}]",
+            f"output.path={out}",
+            "output.num_shards=1",
+            "walks.walks_per_node=1",
+            *settings,
+        ],
+    )
+    manifest = run_walk_job(spark, cfg)
+    items = schema.read_table(out / "items", schema.item_schema(["brand"])).to_pandas()
+    manifest["item_counts"] = dict(zip(items["item_id"], items["count"]))
+    manifest["item_ids"] = dict(zip(items["item_idx"], items["item_id"]))
+    return manifest
+
+
+def test_the_noise_filters_count_training_events_only(spark, tmp_path):
+    before = [("u1", i, 100 + 10 * k) for k, i in enumerate("abcab")]
+    before += [("spam", i, 200 + 10 * k) for k, i in enumerate("abcabcab")]  # 8 > 5: spam
+    before += [("late", "b", 300), ("late", "c", 310)]  # 2 before, 14 after: not spam
+    before += [("u2", "b", 400), ("u2", "r", 410)]  # r: 1 training event < 2
+    after = [("u1", "a", 10_000), ("u1", "b", 10_010), ("spam", "c", 10_100)]
+    after += [("spam", "a", 10_110)]
+    after += [("late", "abc"[k % 3], 10_200 + 10 * k) for k in range(14)]
+    after += [("u3", "ra"[k % 2], 10_400 + 10 * k) for k in range(5)]
+    fraction = (len(after) - 0.5) / (len(before) + len(after))  # the quantile is 10_000
+    m = split_job(
+        spark,
+        tmp_path,
+        before + after,
+        "split.kind=time",
+        f"split.time_fraction={fraction}",
+        "sessions.max_events_per_user=5",
+        "sessions.min_item_count=2",
+    )
+    assert m["split"]["cutoff_ts"] == 10_000
+    # counted over all events, "late" (16 events) would be dropped as spam and r (6) kept
+    assert m["dropped"] == {
+        "user with more than 5 events (sessions.max_events_per_user)": 8,
+        "item with fewer than 2 events (sessions.min_item_count)": 1,
+    }
+    assert m["counts"]["events"] == 2 + 5 + 1  # late, u1, u2's b
+    assert m["item_counts"]["r"] == 0
+    # the held-out period keeps "late", and drops the user training found to be spam
+    path = tmp_path / "walks" / "eval" / "test_transitions"
+    rows = schema.read_table(path, schema.EDGE_SCHEMA).to_pylist()
+    ids = m["item_ids"]
+    got = {(ids[r["src"]], ids[r["dst"]]): r["weight"] for r in rows}
+    assert got == {("a", "b"): 1 + 5, ("b", "c"): 4, ("c", "a"): 4}
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (["data.user_fields=[nope]"], r"data.user_fields names \['nope'\], which the data"),
+        (
+            ["data.user_fields=[brand]", "split.kind=items"],
+            "leaves a held-out item no side information",
+        ),
+    ],
+)
+def test_user_fields_that_cannot_work_are_refused(spark, tmp_path, settings, message):
+    events = [("u1", i, 100 + 10 * k) for k, i in enumerate("abcabc")]
+    with pytest.raises(ValueError, match=message):
+        split_job(spark, tmp_path, events, *settings)
+
+
+def test_cold_fields_all_keeps_a_heldout_items_user_fields(spark, tmp_path):
+    events = [(f"u{u}", i, 100 + 10 * k) for u in range(3) for k, i in enumerate("abcr")]
+    settings = ["data.user_fields=[brand]", "split.kind=items", "split.item_fraction=0.5"]
+    m = split_job(spark, tmp_path, events, *settings, "split.cold_fields=all")
+    assert m["split"]["removed_fields"] == [] and m["split"]["heldout_items"] == 2
+    items = schema.read_table(tmp_path / "walks" / "items", schema.item_schema(["brand"]))
+    assert all(items["brand"].to_pylist())  # every item, held out or not, has its brand
