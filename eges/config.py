@@ -331,6 +331,11 @@ class SplitConfig:
     # items: the side information a held-out item keeps. editorial: data.user_fields are
     # removed, as a brand-new item has none; all: every field (optimistic for cold start)
     cold_fields: Literal["editorial", "all"] = "editorial"
+    # test: hold out the test part; validation: remove the test part from the data altogether
+    # and hold out the next part in the same order (the items or pairs after the test ones in
+    # the seeded order; the period before the test period, as long), for choosing settings
+    # without looking at the test
+    holdout: Literal["test", "validation"] = "test"
 
     def __post_init__(self) -> None:
         """Check this section's values (on every construction).
@@ -343,6 +348,11 @@ class SplitConfig:
                 (0 < self.edge_fraction < 1, "split.edge_fraction must be in (0, 1)"),
                 (0 < self.item_fraction < 1, "split.item_fraction must be in (0, 1)"),
                 (0 < self.time_fraction < 1, "split.time_fraction must be in (0, 1)"),
+                (
+                    self.holdout == "test" or self.time_fraction < 0.5,
+                    "split.time_fraction must be below 0.5 with split.holdout=validation (the "
+                    "validation period before the test period is as long)",
+                ),
             ]
         )
 

@@ -279,6 +279,16 @@ def test_a_new_nested_dataclass_needs_no_registry(data, path):
             "sessions.max_events_per_user must be >= 1 or null",
         ),
         ({"split": {"item_fraction": 1}}, "split.item_fraction must be in (0, 1)"),
+        (
+            {"split": {"holdout": "validation", "time_fraction": 0.5}},
+            "split.time_fraction must be below 0.5 with split.holdout=validation (the "
+            "validation period before the test period is as long)",
+        ),
+        (
+            {"data": {"user_fields": ["a/b"]}},
+            "data.user_fields 'a/b': side-info field name 'a/b' contains '/', '\\' or a control "
+            "character; it names a column and the directory vocab/<name> of the output",
+        ),
         ({"spark": {"graph_partitions": 0}}, "spark.graph_partitions must be >= 1 or null"),
         ({"evaluate": {"ks": [10, 0]}}, "evaluate.ks must be positive integers"),
         ({"data": {"movielens": {"sep": ""}}}, "data.movielens.sep must not be empty"),

@@ -65,7 +65,7 @@ from eges.evaluation.baselines import (
     deepwalk,
     read_walks,
 )
-from eges.evaluation.metrics import auc, list_metrics, rank_metrics
+from eges.evaluation.metrics import auc, bootstrap_interval, list_metrics, rank_metrics
 from eges.pipeline.cli import spark_submit_args
 from eges.quiet import close_log_file, current_log_file, details_only, setup_logging
 from eges.training.items import ItemTable, load_items, load_vocab
@@ -341,34 +341,28 @@ def score_link(scorer: Scorer, walk_dir: Path) -> dict[str, float]:
     }
 
 
-def _block_sums(
+def _block_metrics(
     scorer: Scorer,
     queries: np.ndarray,
-    covered: np.ndarray,
     relevant: list[np.ndarray],
     candidates: np.ndarray,
     ks: list[int],
     exclude_self: bool,
-) -> dict[str, float]:
-    """Sums over the covered queries of the ranking metrics of every candidate's score."""
-    sums: dict[str, float] = {}
+) -> dict[str, np.ndarray]:
+    """Per-query ranking metrics of every candidate's score, for queries the scorer covers."""
+    parts: dict[str, list[np.ndarray]] = {}
     column = {int(c): j for j, c in enumerate(candidates)}
     for lo in range(0, len(queries), BLOCK):
         q = queries[lo : lo + BLOCK]
-        cov = covered[lo : lo + BLOCK]
-        rel = relevant[lo : lo + BLOCK]
-        if not cov.any():
-            continue
-        scores = np.asarray(scorer.score(q[cov], candidates), dtype=np.float64)  # (Q, C)
+        scores = np.asarray(scorer.score(q, candidates), dtype=np.float64)  # (Q, C)
         if exclude_self:
-            for i, item in enumerate(q[cov]):
+            for i, item in enumerate(q):
                 j = column.get(int(item))
                 if j is not None:
                     scores[i, j] = -np.inf
-        m = rank_metrics(scores, [r for r, c in zip(rel, cov) if c], ks)
-        for key, values in m.items():
-            sums[key] = sums.get(key, 0.0) + float(values.sum())
-    return sums
+        for key, values in rank_metrics(scores, relevant[lo : lo + BLOCK], ks).items():
+            parts.setdefault(key, []).append(values)
+    return {key: np.concatenate(v) for key, v in parts.items()}
 
 
 def rank_queries(
@@ -378,6 +372,7 @@ def rank_queries(
     candidates: np.ndarray,
     ks: list[int],
     exclude_self: bool,
+    per_query: dict[str, np.ndarray] | None = None,
 ) -> dict[str, float] | None:
     """Mean ranking metrics of ``queries`` against ``candidates`` (given in the seeded
     tie-break order, see :func:`_tiebreak`).
@@ -385,6 +380,8 @@ def rank_queries(
     Args:
         relevant: per query, positions in ``candidates`` of the relevant items.
         exclude_self: a query is never its own candidate.
+        per_query: filled with each metric's value per query (0 for a query not covered), for
+            the intervals of :func:`eges.evaluation.metrics.bootstrap_interval`.
 
     Returns:
         Means over all queries (uncovered queries count as misses) and ``coverage``; None when
@@ -393,16 +390,19 @@ def rank_queries(
     covered = scorer.covered(queries)
     if not covered.any():
         return None
+    rel = [r for r, c in zip(relevant, covered) if c]
     if isinstance(scorer, TableScorer):  # served lists: scored as shown, whatever they list
-        m = list_metrics(
-            [scorer.listed(int(q)) for q in queries[covered]],
-            [candidates[r] for r, c in zip(relevant, covered) if c],
-            ks,
-        )
-        sums = {key: float(values.sum()) for key, values in m.items()}
+        lists = [scorer.listed(int(q)) for q in queries[covered]]
+        m = list_metrics(lists, [candidates[r] for r in rel], ks)
     else:
-        sums = _block_sums(scorer, queries, covered, relevant, candidates, ks, exclude_self)
-    out = {k: v / len(queries) for k, v in sums.items()}
+        m = _block_metrics(scorer, queries[covered], rel, candidates, ks, exclude_self)
+    out: dict[str, float] = {}
+    for key, values in m.items():
+        full = np.zeros(len(queries))
+        full[covered] = values
+        out[key] = float(full.mean())
+        if per_query is not None:
+            per_query[key] = full
     out["coverage"] = float(covered.mean())
     out["queries"] = float(len(queries))
     return out
@@ -521,6 +521,7 @@ def evaluate_task(
             log.warning("%s", warning)
             warnings.append(warning)
     results: dict[str, list[dict[str, float]]] = {}
+    per_query: dict[str, list[dict[str, np.ndarray]]] = {}  # per scorer, one entry per seed
     examples = (
         ExampleQueries(cfg, models, queries, relevant, candidates)
         if task == "cold" and ev.examples  # the editorial task's, as a new item would get
@@ -539,9 +540,12 @@ def evaluate_task(
             if task == "link":
                 res = score_link(scorer, walk_dir)
             else:
+                values: dict[str, np.ndarray] = {}
                 res = rank_queries(
-                    scorer, queries, relevant, candidates, ks, exclude_self=task == "next"
+                    scorer, queries, relevant, candidates, ks, task == "next", values
                 ) or {"n/a": 1.0}
+                if values:
+                    per_query.setdefault(scorer.name, []).append(values)
             res["seconds"] = round(time.perf_counter() - start, 3)
             results.setdefault(scorer.name, []).append(res)
             log.info(
@@ -567,8 +571,69 @@ def evaluate_task(
     if warnings:
         info["warnings"] = warnings
     out = {"results": results, "info": info}
+    if per_query:
+        out["intervals"] = bar_intervals(task, per_query)
     if examples is not None:
         out["examples"] = examples.rows
+    return out
+
+
+# what the quality bar compares (eges.evaluation.report.quality_bar): cold start, each EGES
+# score against the better of these baselines (a ratio); next item, the served table against
+# each peer (a difference), at the head of the list as well as at 50
+COLD_MODELS = ("eges·ctx·table", "eges·table", "eges", "eges·ctx")
+COLD_BASELINES = ("popularity", "content")
+COLD_KEYS = ("hr@50", "recall@50")
+SERVED = "eges·ctx·table"
+NEXT_PEERS = ("deepwalk·ctx", "deepwalk·ctx·prior", "cooccurrence")
+NEXT_KEYS = ("hr@10", "hr@50", "mrr")
+
+
+def _ratio_to_best(model: np.ndarray, *baselines: np.ndarray) -> np.ndarray:
+    best = np.max(np.stack(baselines), axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(best > 0, model / best, np.nan)
+
+
+def bar_intervals(task: str, per_query: dict[str, list[dict[str, np.ndarray]]]) -> list[dict]:
+    """95% paired-bootstrap intervals over queries of the quality bar's comparisons.
+
+    Learned models' per-query values are averaged over their training seeds first, so the
+    interval covers the queries the split held out as well as the seeds. Comparisons whose
+    models or metrics were not evaluated are left out.
+
+    Returns:
+        One entry per comparison: ``kind`` (ratio or difference), ``model``, ``against`` (the
+        baselines or the peer), ``metric``, ``estimate``, ``low``, ``high``.
+    """
+
+    def mean_over_seeds(name: str, key: str) -> np.ndarray | None:
+        runs = per_query.get(name, [])
+        if not runs or any(key not in r for r in runs):
+            return None
+        return np.mean([r[key] for r in runs], axis=0)
+
+    out = []
+    if task in COLD_TASKS:
+        for model, key in ((m, k) for m in COLD_MODELS for k in COLD_KEYS):
+            e = mean_over_seeds(model, key)
+            against = [b for b in COLD_BASELINES if mean_over_seeds(b, key) is not None]
+            if e is None or not against:
+                continue
+            base = [mean_over_seeds(b, key) for b in against]
+            if max(b.mean() for b in base) == 0:
+                continue
+            interval = bootstrap_interval(_ratio_to_best, [e, *base])
+            out.append(dict(kind="ratio", model=model, against=against, metric=key, **interval))
+    elif task == "next":
+        for peer, key in ((p, k) for k in NEXT_KEYS for p in NEXT_PEERS):
+            e, v = mean_over_seeds(SERVED, key), mean_over_seeds(peer, key)
+            if e is None or v is None:
+                continue
+            interval = bootstrap_interval(np.subtract, [e, v])
+            out.append(
+                dict(kind="difference", model=SERVED, against=[peer], metric=key, **interval)
+            )
     return out
 
 

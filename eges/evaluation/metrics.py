@@ -16,6 +16,8 @@ Definitions (per query, then averaged over queries):
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 
@@ -124,3 +126,45 @@ def list_metrics(
         if hits.any():
             out["mrr"][i] = 1.0 / (1.0 + np.argmax(hits))
     return out
+
+
+def bootstrap_interval(
+    statistic: Callable[..., np.ndarray],
+    per_query: list[np.ndarray],
+    resamples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, float]:
+    """A paired bootstrap over queries: the percentile interval of ``statistic`` of the means.
+
+    Every resample draws the queries once, with replacement, for all arrays together (paired:
+    the models are compared on the same queries), so the interval reflects which queries the
+    split happened to hold out, not only the models' own noise.
+
+    Args:
+        statistic: maps the means of the arrays (each of shape (R,), one per resample) to the
+            compared quantity, e.g. ``lambda a, b: a - b`` or a ratio.
+        per_query: one value per query for each model, all of the same length.
+        resamples: bootstrap resamples.
+        level: the interval's coverage.
+        seed: the resampling seed.
+
+    Returns:
+        ``estimate`` (on all queries), ``low`` and ``high``.
+    """
+    values = np.stack([np.asarray(a, dtype=np.float64) for a in per_query])  # (M, Q)
+    q = values.shape[1]
+    if q == 0:
+        raise ValueError("no queries to resample")
+    rng = np.random.default_rng(seed)
+    stats = []
+    chunk = max(1, min(resamples, 5_000_000 // (q * len(values))))  # at most 40 MB at once
+    for lo in range(0, resamples, chunk):
+        idx = rng.integers(0, q, size=(min(chunk, resamples - lo), q))
+        means = values[:, idx].mean(axis=2)  # (M, R)
+        stats.append(np.asarray(statistic(*means), dtype=np.float64))
+    dist = np.concatenate(stats)
+    tail = (1.0 - level) / 2
+    low, high = np.quantile(dist, [tail, 1.0 - tail])
+    estimate = float(np.asarray(statistic(*values.mean(axis=1, keepdims=True)))[0])
+    return {"estimate": estimate, "low": float(low), "high": float(high)}

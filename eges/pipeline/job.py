@@ -197,28 +197,42 @@ def _ingest_and_split(
     persisted.append(data.events)
     user_fields = _user_fields(cfg, data)
     split = cfg.split
-    info: dict[str, Any] = {"kind": split.kind}
+    info: dict[str, Any] = {"kind": split.kind, "holdout": split.holdout}
+    removed = user_fields if split.kind == "items" and split.cold_fields == "editorial" else []
+    if data.fields and removed and set(data.fields) <= set(removed):
+        raise ValueError(
+            f"split.cold_fields=editorial leaves a held-out item no side information: "
+            f"every field {data.fields} is in data.user_fields; set split.cold_fields=all "
+            "to hold out items with user-written fields"
+        )
+    fraction = split.time_fraction
+    if split.kind == "time" and split.holdout == "validation":
+        # the test period does not exist here; the validation period before it is as long
+        test_cutoff = time_cutoff(data.events, fraction)
+        info["test_cutoff_ts"] = test_cutoff
+        data.events = data.events.filter(F.col("ts") < test_cutoff)
+        fraction = fraction / (1 - fraction)
     cutoff = None
     if split.kind == "time":  # of the parsed events: the filters below see training events only
-        cutoff = time_cutoff(data.events, split.time_fraction)
+        cutoff = time_cutoff(data.events, fraction)
         info.update(time_fraction=split.time_fraction, cutoff_ts=cutoff)
     data.side_info, numeric = bucket_fields(data.side_info_before(cutoff), data.buckets)
     all_events, dropped, _ = split_drops(filter_events(data.events, cfg.sessions))
+    if split.kind == "items" and split.holdout == "validation":
+        # the test items do not exist here; the validation items are the next in the same order
+        test_items = choose_heldout_items(
+            all_events, data.side_info.drop(*removed), split.item_fraction, split.seed
+        )
+        info["test_items"] = test_items.count()
+        data.events = data.events.join(F.broadcast(test_items), "item_id", "left_anti")
+        data.side_info = data.side_info.join(F.broadcast(test_items), "item_id", "left_anti")
+        all_events, dropped, _ = split_drops(filter_events(data.events, cfg.sessions))
     persisted.append(all_events)
     held = HeldOut(info=info, all_events=all_events)
     events = all_events
     if split.kind == "items":
-        editorial = split.cold_fields == "editorial"
-        removed = user_fields if editorial else []
-        if data.fields and set(data.fields) <= set(removed):
-            raise ValueError(
-                f"split.cold_fields=editorial leaves a held-out item no side information: "
-                f"every field {data.fields} is in data.user_fields; set split.cold_fields=all "
-                "to hold out items with user-written fields"
-            )
-        eligible = data.side_info.drop(*removed)
         heldout = choose_heldout_items(
-            all_events, eligible, split.item_fraction, split.seed
+            all_events, data.side_info.drop(*removed), split.item_fraction, split.seed
         ).persist()
         persisted.append(heldout)
         held.heldout_items = heldout
@@ -327,14 +341,21 @@ def _graph(
     persisted.append(edges)
     if split.kind == "edges":
         full_edges = edges
-        hidden = hide_pairs(full_edges, split.edge_fraction, split.seed).persist()
+        if split.holdout == "validation":
+            # the test pairs do not exist here; the validation pairs are the next in the same
+            # order; non-edges are never test pairs (they are drawn against the full graph)
+            test_pairs = hide_pairs(full_edges, split.edge_fraction, split.seed)
+            edges = remove_pairs(full_edges, test_pairs).persist()
+            persisted.append(edges)
+            held.info["test_pairs"] = test_pairs.count()
+        hidden = hide_pairs(edges, split.edge_fraction, split.seed).persist()
         non_edges = sample_non_edges(full_edges, hidden.count(), split.seed)
         persisted += [hidden, non_edges]
-        edges = remove_pairs(full_edges, hidden).persist()
-        persisted.append(edges)
         held.info.update(
-            edge_fraction=split.edge_fraction, seed=split.seed, edges_before=full_edges.count()
+            edge_fraction=split.edge_fraction, seed=split.seed, edges_before=edges.count()
         )
+        edges = remove_pairs(edges, hidden).persist()
+        persisted.append(edges)
         held.hidden_edges, held.non_edges = hidden, non_edges
     held.train_edges = edges
     # spark-submit's --conf spark.sql.shuffle.partitions wins over the config's (see spark.py)

@@ -78,3 +78,27 @@ def test_list_metrics_score_a_served_list_as_shown():
     assert m["hr@1"].tolist() == [0, 0, 0] and m["hr@2"].tolist() == [1, 0, 0]
     assert m["recall@3"].tolist() == [1.0, 0, 0] and m["recall@2"][0] == 0.5
     assert m["mrr"].tolist() == [0.5, 0, 0]
+
+
+def test_bootstrap_interval_covers_the_truth_and_pairs_the_queries():
+    from eges.evaluation.metrics import bootstrap_interval
+
+    rng = np.random.default_rng(1)
+    # two models that hit the same hard queries: their difference is much surer than either
+    hard = rng.random(3000) < 0.5
+    a = (~hard & (rng.random(3000) < 0.9)).astype(float)
+    b = a * (rng.random(3000) < 0.97)  # b misses 3% of a's hits
+    diff = bootstrap_interval(np.subtract, [a, b], seed=0)
+    assert diff["low"] > 0 and diff["low"] <= diff["estimate"] <= diff["high"]
+    assert diff["estimate"] == pytest.approx(a.mean() - b.mean())
+    alone = bootstrap_interval(lambda x: x, [a], seed=0)
+    assert diff["high"] - diff["low"] < (alone["high"] - alone["low"]) / 2
+    # the interval of a mean covers the true rate in about 95% of samples
+    covered = 0
+    for seed in range(200):
+        x = (np.random.default_rng(seed).random(400) < 0.3).astype(float)
+        iv = bootstrap_interval(lambda m: m, [x], resamples=400, seed=seed)
+        covered += iv["low"] <= 0.3 <= iv["high"]
+    assert 0.90 <= covered / 200 <= 0.99
+    with pytest.raises(ValueError, match="no queries"):
+        bootstrap_interval(np.subtract, [np.array([]), np.array([])])

@@ -44,16 +44,51 @@ def test_served_rows_come_first_with_their_ratio_and_verdict():
     )  # 0.086 / 0.048
     assert "EGES, cosine table 0.3000" in lines[2] and lines[2].endswith("not met")
     (nxt,) = [line for line in lines if line.startswith("- next item")]
+    assert "(no interval)" in lines[0]  # results without per-query intervals: point estimates
     assert "0.1220" in nxt and nxt.endswith("not met")  # below DeepWalk's 0.134
     assert lines[-1].endswith("EGES ≥ GES ≥ BGE: no")
 
 
 def test_next_item_bar_is_met_only_above_both_peers():
     (nxt,) = [line for line in quality_bar(results(0.135)) if line.startswith("- next item")]
-    assert nxt.endswith("at least each: met")
+    assert nxt.endswith("above each: met")
 
 
 def test_next_item_bar_counts_deepwalk_with_the_popularity_prior_too():
     lines = quality_bar(results(0.135, deepwalk_prior=0.136))
     (nxt,) = [line for line in lines if line.startswith("- next item")]
-    assert "DeepWalk, H·Z + prior 0.1360" in nxt and nxt.endswith("at least each: not met")
+    assert "DeepWalk, H·Z + prior 0.1360" in nxt and nxt.endswith("above each: not met")
+
+
+def with_intervals(res: dict, task: str, entries: list[tuple]) -> dict:
+    res["tasks"][task]["intervals"] = [
+        {"kind": k, "model": m, "against": a, "metric": key, "estimate": e, "low": lo, "high": hi}
+        for k, m, a, key, e, lo, hi in entries
+    ]
+    return res
+
+
+def test_a_bar_is_met_only_when_its_interval_clears_it():
+    served = "eges·ctx·table"
+    base = ["popularity", "content"]
+    res = with_intervals(
+        results(0.140),
+        "cold",
+        [
+            ("ratio", served, base, "hr@50", 1.40, 1.33, 1.47),  # clears 1.3
+            ("ratio", served, base, "recall@50", 1.79, 1.25, 2.30),  # reaches below 1.3
+        ],
+    )
+    res = with_intervals(
+        res,
+        "next",
+        [("difference", served, [p], "hr@50", 0.006, 0.001, 0.011) for p in ("deepwalk·ctx",)]
+        + [("difference", served, ["deepwalk·ctx·prior"], "hr@50", 0.01, -0.002, 0.02)]
+        + [("difference", served, ["cooccurrence"], "hr@50", 0.02, 0.01, 0.03)],
+    )
+    lines = quality_bar(res)
+    assert "(95% interval 1.33–1.47×)" in lines[0] and lines[0].endswith("bar 1.3×: met")
+    assert "1.792×" in lines[1] and lines[1].endswith("bar 1.3×: not met")  # 1.79 but low 1.25
+    (nxt,) = [line for line in lines if line.startswith("- next item hr@50")]
+    assert "(difference -0.0020 to +0.0200)" in nxt
+    assert nxt.endswith("above each: not met")  # above DeepWalk + prior on average, not surely

@@ -24,8 +24,8 @@ def ratings(ml_small):
 @pytest.fixture(scope="module")
 def split_run(spark, ml_small, tmp_path_factory):
     @functools.cache  # one walk job per kind for the module
-    def run(kind: str):
-        out = tmp_path_factory.mktemp(f"split-{kind}") / "walks"
+    def run(kind: str, holdout: str = "test"):
+        out = tmp_path_factory.mktemp(f"split-{kind}-{holdout}") / "walks"
         cfg = load_config(
             REPO / "conf" / "ml-latest-small.yaml",
             [
@@ -34,6 +34,7 @@ def split_run(spark, ml_small, tmp_path_factory):
                 "output.num_shards=2",
                 "walks.walks_per_node=2",
                 f"split.kind={kind}",
+                f"split.holdout={holdout}",
             ],
         )
         manifest = run_walk_job(spark, cfg)
@@ -155,3 +156,54 @@ def test_time_split_keeps_only_the_tags_written_before_the_cutoff(split_run, tag
     assert {i: s for i, s in t["tags"].items() if s} == known
     only_later = set(after["tag"]) - set(before["tag"])
     assert only_later and not only_later & set().union(*t["tags"].values())
+
+
+def test_validation_never_sees_the_test_pairs(split_run, ratings):
+    test_manifest, test, _ = split_run("edges")
+    manifest, valid, cfg = split_run("edges", "validation")
+    full = pairs(reference_edges(ratings, valid["items"], cfg.sessions.session_gap))
+    # same items, same index: the pairs of both runs are comparable
+    assert valid["items"]["item_id"].tolist() == test["items"]["item_id"].tolist()
+    test_pairs, valid_pairs = pairs(test["hidden_edges"]), pairs(valid["hidden_edges"])
+    assert manifest["split"]["test_pairs"] == len(test_pairs)
+    assert not valid_pairs & test_pairs  # disjoint hold-outs
+    assert len(valid_pairs) == round((len(full) - len(test_pairs)) / 3)
+    assert not test_pairs & pairs(valid["edges"])  # the test pairs are gone from training
+    assert valid_pairs | test_pairs | pairs(valid["edges"]) == full
+    assert not pairs(valid["non_edges"]) & full
+
+
+def test_validation_never_sees_the_test_items(split_run, ratings, tags):
+    _, test, _ = split_run("items")
+    manifest, valid, cfg = split_run("items", "validation")
+    items = test["items"]
+    test_items = set(
+        items[(items["count"] == 0) & items["item_id"].isin(set(ratings["movieId"]))].item_id
+    )
+    assert manifest["split"]["test_items"] == len(test_items)
+    assert not test_items & set(valid["items"]["item_id"])  # not even in the catalogue
+    v = valid["items"]
+    valid_items = set(v[(v["count"] == 0) & v["item_id"].isin(set(ratings["movieId"]))].item_id)
+    assert len(valid_items) == manifest["split"]["heldout_items"] > 0
+    assert not valid_items & test_items
+    rest = ratings[~ratings["movieId"].isin(test_items | valid_items)]
+    same_edges(valid["edges"], reference_edges(rest, v, cfg.sessions.session_gap))
+    assert all(not valid["tags"][i] for i in valid_items)  # editorial fields only
+
+
+def test_validation_period_comes_before_the_test_period(split_run, ratings, tags):
+    test_manifest, _, _ = split_run("time")
+    manifest, valid, cfg = split_run("time", "validation")
+    test_cutoff, cutoff = manifest["split"]["test_cutoff_ts"], manifest["split"]["cutoff_ts"]
+    assert test_cutoff == test_manifest["split"]["cutoff_ts"]
+    assert (ratings["timestamp"] < cutoff).mean() == pytest.approx(0.6, abs=0.01)
+    gap = cfg.sessions.session_gap
+    past = ratings[ratings["timestamp"] < cutoff]
+    same_edges(valid["edges"], reference_edges(past, valid["items"], gap))
+    period = ratings[(ratings["timestamp"] >= cutoff) & (ratings["timestamp"] < test_cutoff)]
+    nodes = set(valid["edges"]["src"]) | set(valid["edges"]["dst"])
+    ref = reference_edges(period, valid["items"], gap)
+    same_edges(valid["test_transitions"], ref[ref["src"].isin(nodes) & ref["dst"].isin(nodes)])
+    assert {i: s for i, s in valid["tags"].items() if s} == tag_sets(
+        tags[tags["timestamp"] < cutoff]
+    )
