@@ -52,7 +52,8 @@ WALKS_DIR = "walks"
 EVAL_DIR = "eval"
 # held-out tables per split kind (all in EDGE_SCHEMA; src < dst for the undirected pairs)
 EVAL_TABLES = {
-    "edges": ["hidden_edges", "non_edges"],  # hidden connected pairs; sampled unconnected pairs
+    # hidden connected pairs; sampled unconnected pairs, uniform and with matched degrees
+    "edges": ["hidden_edges", "non_edges", "non_edges_matched"],
     "items": ["heldout_neighbours"],  # src held-out item, dst its warm neighbour in the full graph
     "time": ["test_transitions"],  # a -> b of the later period, both in the training graph
 }

@@ -117,9 +117,13 @@ def walk_output(cfg: Config, task: str, root: Path) -> Path:
     )
     if (out / schema.MANIFEST).exists():
         done = schema.read_manifest(out)
-        if {
-            k: done["config"].get(k) for k in ("data", "sessions", "walks", "split")
-        } == _walk_sections(job_cfg):
+        sections = ("data", "sessions", "walks", "split")
+        same = {k: done["config"].get(k) for k in sections} == _walk_sections(job_cfg)
+        # an output of an earlier version may lack a table
+        complete = set(schema.EVAL_TABLES[job_cfg.split.kind]) <= set(
+            done.get("split", {}).get("tables", {})
+        )
+        if same and complete:
             log.info("%s: reusing walk output %s", task, out)
             return out
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -325,20 +329,30 @@ def read_pairs(walk_dir: Path, name: str) -> tuple[np.ndarray, np.ndarray, np.nd
 
 
 def score_link(scorer: Scorer, walk_dir: Path) -> dict[str, float]:
-    """AUC of hidden pairs vs sampled non-edges; uncovered pairs score 0."""
+    """AUC of hidden pairs vs sampled non-edges; uncovered pairs score 0.
+
+    ``auc`` against the uniform non-edges (the paper's); ``auc_matched`` against the non-edges
+    drawn with the hidden pairs' degrees (walk outputs since 2026-12-06), which popularity alone
+    cannot tell apart.
+    """
     a, b, _ = read_pairs(walk_dir, "hidden_edges")
-    na, nb, _ = read_pairs(walk_dir, "non_edges")
-    src, dst = np.concatenate([a, na]), np.concatenate([b, nb])
+    negatives = {"auc": read_pairs(walk_dir, "non_edges")}
+    if (walk_dir / schema.EVAL_DIR / "non_edges_matched").exists():
+        negatives["auc_matched"] = read_pairs(walk_dir, "non_edges_matched")
+    src = np.concatenate([a, *[n[0] for n in negatives.values()]])
+    dst = np.concatenate([b, *[n[1] for n in negatives.values()]])
     ok = scorer.covered(src) & scorer.covered(dst)
     if not ok.any():
         return {"n/a": 1.0}
     scores = np.zeros(len(src))
     scores[ok] = scorer.pair_scores(src[ok], dst[ok])
-    return {
-        "auc": auc(scores[: len(a)], scores[len(a) :]),
-        "coverage": float(ok.mean()),
-        "pairs": float(len(a)),
-    }
+    out, lo = {}, len(a)
+    for key, (na, _, _) in negatives.items():
+        out[key] = auc(scores[: len(a)], scores[lo : lo + len(na)])
+        lo += len(na)
+    out["coverage"] = float(ok.mean())
+    out["pairs"] = float(len(a))
+    return out
 
 
 def _block_metrics(
@@ -556,7 +570,7 @@ def evaluate_task(
                 ", ".join(
                     f"{k} {v:.4f}"
                     for k, v in res.items()
-                    if k in ("auc", "hr@10", "hr@50", "mrr", "coverage")
+                    if k in ("auc", "auc_matched", "hr@10", "hr@50", "mrr", "coverage")
                 ),
             )
     manifest = schema.read_manifest(walk_dir)

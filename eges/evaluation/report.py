@@ -47,7 +47,7 @@ NAMES = {
     "bge·ctx·table": "BGE (ours), served table (H·Z + prior, default)",
 }
 COLUMNS = {
-    "link": [("auc", "AUC")],
+    "link": [("auc", "AUC"), ("auc_matched", "AUC, degree-matched negatives")],
     "cold": [
         ("hr@10", "HR@10"),
         ("hr@50", "HR@50"),

@@ -77,6 +77,7 @@ class HeldOut:
         heldout_events: the events at or after the cutoff (kind ``time``).
         hidden_edges: the hidden pairs (kind ``edges``).
         non_edges: as many sampled pairs without an edge (kind ``edges``).
+        non_edges_matched: as many, drawn with the hidden pairs' degrees (kind ``edges``).
         train_edges: the training graph's edges (every kind, set by :func:`_graph`).
     """
 
@@ -86,6 +87,7 @@ class HeldOut:
     heldout_events: DataFrame | None = None
     hidden_edges: DataFrame | None = None
     non_edges: DataFrame | None = None
+    non_edges_matched: DataFrame | None = None
     train_edges: DataFrame | None = None
 
 
@@ -349,14 +351,16 @@ def _graph(
             persisted.append(edges)
             held.info["test_pairs"] = test_pairs.count()
         hidden = hide_pairs(edges, split.edge_fraction, split.seed).persist()
-        non_edges = sample_non_edges(full_edges, hidden.count(), split.seed)
-        persisted += [hidden, non_edges]
+        n = hidden.count()
+        non_edges = sample_non_edges(full_edges, n, split.seed)
+        matched = sample_non_edges(full_edges, n, split.seed, matched=True)
+        persisted += [hidden, non_edges, matched]
         held.info.update(
             edge_fraction=split.edge_fraction, seed=split.seed, edges_before=edges.count()
         )
         edges = remove_pairs(edges, hidden).persist()
         persisted.append(edges)
-        held.hidden_edges, held.non_edges = hidden, non_edges
+        held.hidden_edges, held.non_edges, held.non_edges_matched = hidden, non_edges, matched
     held.train_edges = edges
     # spark-submit's --conf spark.sql.shuffle.partitions wins over the config's (see spark.py)
     partitions = cfg.spark.graph_partitions or int(spark.conf.get("spark.sql.shuffle.partitions"))
@@ -563,7 +567,11 @@ def _split_tables(cfg: Config, items: DataFrame, held: HeldOut) -> dict[str, Dat
     kind, gap = cfg.split.kind, cfg.sessions.session_gap
     index = items.select("item_id", "item_idx")
     if kind == "edges":
-        return {"hidden_edges": held.hidden_edges, "non_edges": held.non_edges}
+        return {
+            "hidden_edges": held.hidden_edges,
+            "non_edges": held.non_edges,
+            "non_edges_matched": held.non_edges_matched,
+        }
     if kind == "items":
         full = sessionize(held.all_events.join(index, "item_id"), gap)
         heldout_idx = held.heldout_items.join(index, "item_id").select("item_idx")

@@ -6,7 +6,8 @@ With ``split.kind`` set, the walk job trains on part of the data and writes what
 * ``edges`` — link prediction as in the paper: a seeded ``edge_fraction`` of the item pairs
   connected in the graph is hidden (both directions of a pair together, so the training graph
   keeps no direct trace of a hidden pair), and as many sampled pairs with no edge in either
-  direction are written as negatives.
+  direction are written as negatives: drawn uniformly (the paper's), and drawn with the same
+  degrees as the hidden pairs' ends (``non_edges_matched``).
 * ``items`` — cold start: a seeded ``item_fraction`` of the items that have events and side
   information lose all their events before sessions are built; their neighbours in the graph of
   the full data are written as ground truth. With ``split.cold_fields: editorial`` (the
@@ -70,10 +71,15 @@ def remove_pairs(edges: DataFrame, pairs: DataFrame) -> DataFrame:
     return undirected.join(hidden, ["_lo", "_hi"], "left_anti").select("src", "dst", "weight")
 
 
-def sample_non_edges(edges: DataFrame, n: int, seed: int, oversample: int = 3) -> DataFrame:
+def sample_non_edges(
+    edges: DataFrame, n: int, seed: int, oversample: int = 3, matched: bool = False
+) -> DataFrame:
     """``n`` distinct node pairs (``src`` < ``dst``) with no edge in either direction.
 
-    Nodes are drawn uniformly from the nodes of ``edges`` (as the paper's "random non-edges").
+    Nodes are drawn uniformly from the nodes of ``edges`` (as the paper's "random non-edges"),
+    or, ``matched``, each as an end of a uniformly drawn connected pair: in proportion to its
+    number of neighbours, as the ends of the hidden pairs are. Uniform negatives are mostly
+    rare items, which popularity alone tells from the positives; matched ones are not.
 
     Returns:
         ``src``, ``dst``, ``weight`` (0).
@@ -82,7 +88,11 @@ def sample_non_edges(edges: DataFrame, n: int, seed: int, oversample: int = 3) -
         ValueError: the graph is too dense to find ``n`` non-edges.
     """
     spark = edges.sparkSession
-    nodes = edges.select(F.col("src").alias("node")).union(edges.select("dst")).distinct()
+    if matched:  # every end of every connected pair: a node as often as it has neighbours
+        ends = undirected_pairs(edges)
+        nodes = ends.select(F.col("src").alias("node")).union(ends.select("dst"))
+    else:
+        nodes = edges.select(F.col("src").alias("node")).union(edges.select("dst")).distinct()
     nodes = dense_index(nodes, [F.col("node")], "_rank", start=0)
     num_nodes = nodes.count()
     existing = undirected_pairs(edges).select("src", "dst")
@@ -115,8 +125,8 @@ def sample_non_edges(edges: DataFrame, n: int, seed: int, oversample: int = 3) -
         found.unpersist()
     nodes.unpersist()
     raise ValueError(
-        f"could not sample {n} non-edges among {num_nodes} nodes: the graph is "
-        "too dense for split.edge_fraction"
+        f"could not sample {n} {'degree-matched ' if matched else ''}non-edges among the "
+        f"graph's nodes: the graph is too dense for split.edge_fraction"
     )
 
 

@@ -97,7 +97,18 @@ def test_edge_split_hides_a_third_of_the_pairs_from_training(split_run, ratings)
     assert len(non) == len(hidden) and not non & pairs(full)
     for walk in t["walks"]["items"]:  # walks only step along training edges
         assert not {(min(a, b), max(a, b)) for a, b in zip(walk[:-1], walk[1:])} & hidden
-    assert manifest["split"]["tables"] == {"hidden_edges": len(hidden), "non_edges": len(non)}
+    matched = pairs(t["non_edges_matched"])
+    assert len(matched) == len(hidden) and not matched & pairs(full)
+    tables = {"hidden_edges": len(hidden), "non_edges": len(non), "non_edges_matched": len(hidden)}
+    assert manifest["split"]["tables"] == tables
+    # the matched negatives' ends are as connected as the hidden pairs' ends; uniform ones not
+    degree = pd.Series([n for p in pairs(full) for n in p]).value_counts()
+
+    def mean_degree(ps):
+        return np.mean([degree.get(n, 0) for p in ps for n in p])
+
+    assert mean_degree(matched) == pytest.approx(mean_degree(hidden), rel=0.1)
+    assert mean_degree(non) < mean_degree(hidden) / 2
 
 
 def test_item_split_removes_every_event_of_the_heldout_items(split_run, ratings):
