@@ -212,14 +212,20 @@ def learned_run(cfg: Config, walk_dir: Path, run_dir: Path, mode: str, seed: int
 
 
 def run_scorers(
-    name: str, run_dir: Path, items: ItemTable, popularity_prior: float, top_k: int = TABLE_K
+    name: str,
+    run_dir: Path,
+    items: ItemTable,
+    popularity_prior: float,
+    top_k: int = TABLE_K,
+    priors: tuple[float, ...] = (),
 ) -> list[Scorer]:
     """A run's scorers: cosine of the exported vectors (``name``), H·Z + ``popularity_prior`` ·
     ln(walk count, from the export) with its context table (``name·ctx``), and the neighbour
     tables it serves (``eges.serving.neighbors``, exact, top ``top_k``): by that same score
     (``name·ctx·table``, the default table) and by cosine (``name·table``). A cold item's row of
     a table is what ``eges.serving.embed`` (same metric) returns for a new item with its side
-    information."""
+    information. ``priors``: further H·Z scorers, one per prior (``name·ctx·β<prior>``), for
+    the served score's choice on validation (:func:`choose_serving`)."""
     import pyarrow.parquet as pq
 
     from eges.serving.neighbors import build_table, log_count_prior
@@ -236,6 +242,11 @@ def run_scorers(
         VectorScorer(name, idx, vectors, items.num_items),
         ContextScorer(f"{name}·ctx", idx, vectors, context, bias),
     ]
+    counts = emb["walk_count"].to_numpy()
+    for prior in priors:
+        other = np.zeros(len(context))
+        other[idx] = log_count_prior(counts, prior)
+        scorers.append(ContextScorer(f"{name}·ctx·β{prior:g}", idx, vectors, context, other))
     tables = (("cosine", "·table"), ("context", "·ctx·table")) if len(idx) > 1 else ()
     for metric, suffix in tables:
         out = run_dir / f"neighbors-{metric}"
@@ -283,7 +294,14 @@ class Models:
             )
             stats = schema.read_manifest(run / "export", kind=None).get("training", {})
             self.train_seconds.setdefault(model, []).append(stats.get("train_seconds", 0.0))
-            return run_scorers(model, run, self.items, self.cfg.evaluate.popularity_prior)
+            choosing = model == "eges" and self.cfg.split.holdout == "validation"
+            return run_scorers(
+                model,
+                run,
+                self.items,
+                self.cfg.evaluate.popularity_prior,
+                priors=SERVING_PRIORS if choosing else (),
+            )
         if model == "deepwalk":
             idx, vectors, context, seconds = deepwalk(
                 self.walks,
@@ -587,6 +605,10 @@ def evaluate_task(
     out = {"results": results, "info": info}
     if per_query:
         out["intervals"] = bar_intervals(task, per_query)
+    if task == "next" and cfg.split.holdout == "validation" and per_query:
+        choice = choose_serving(per_query)
+        if choice is not None:
+            out["serving"] = choice
     if examples is not None:
         out["examples"] = examples.rows
     return out
@@ -648,6 +670,55 @@ def bar_intervals(task: str, per_query: dict[str, list[dict[str, np.ndarray]]]) 
             out.append(
                 dict(kind="difference", model=SERVED, against=[peer], metric=key, **interval)
             )
+    return out
+
+
+# the served scores compared on a validation hold-out: cosine, and H·Z + β·ln(walk count)
+SERVING_PRIORS = (0.0, 0.1, 0.2, 0.4, 0.8)
+SERVING_KEY = "mrr"  # the head of the list: what a recommender shows first
+
+
+def choose_serving(per_query: dict[str, list[dict[str, np.ndarray]]]) -> dict[str, Any] | None:
+    """The served score for EGES's neighbours, chosen on the next-item task of a validation
+    hold-out: the best of cosine and H·Z + β·ln(walk count) for β in ``SERVING_PRIORS`` by MRR.
+
+    When that choice is not surely above content-only similarity (the 95% paired-bootstrap
+    interval of the difference reaches 0), behaviour adds too little to side information:
+    cosine is chosen (its vectors carry the side information; H·Z is about behaviour alone)
+    and ``behaviour_signal`` is false.
+
+    Returns:
+        ``metric``, ``popularity_prior``, ``scores`` (MRR per candidate), ``behaviour_signal``,
+        ``against_content`` (the interval); None when EGES was not scored.
+    """
+
+    def mrr(name: str) -> np.ndarray | None:
+        runs = per_query.get(name, [])
+        return np.mean([r[SERVING_KEY] for r in runs], axis=0) if runs else None
+
+    candidates = {("cosine", 0.0): mrr("eges")}
+    candidates.update({("context", b): mrr(f"eges·ctx·β{b:g}") for b in SERVING_PRIORS})
+    candidates = {k: v for k, v in candidates.items() if v is not None}
+    if not candidates:
+        return None
+    best = max(candidates, key=lambda k: (candidates[k].mean(), k[0] == "cosine"))
+    out: dict[str, Any] = {
+        "metric": best[0],
+        "popularity_prior": best[1],
+        "chosen_by": f"next-item {SERVING_KEY} on a validation hold-out",
+        "scores": {
+            ("cosine" if m == "cosine" else f"context β {b:g}"): float(v.mean())
+            for (m, b), v in candidates.items()
+        },
+        "behaviour_signal": True,
+    }
+    content = mrr("content")
+    if content is not None:
+        versus = bootstrap_interval(np.subtract, [candidates[best], content])
+        out["against_content"] = versus
+        out["content"] = float(content.mean())
+        if versus["low"] <= 0:
+            out.update(metric="cosine", popularity_prior=0.0, behaviour_signal=False)
     return out
 
 
@@ -759,6 +830,9 @@ def run_evaluation(cfg: Config) -> dict[str, Any]:
         tasks[task] = evaluate_task(cfg, task, root, progress)
         tasks[task]["summary"] = {m: summarise(r) for m, r in tasks[task]["results"].items()}
         tasks[task]["seconds"] = round(time.perf_counter() - t0, 1)
+    serving = tasks.get("next", {}).get("serving")
+    if serving is not None:
+        serving["written_to"] = write_serving_choice(cfg, serving)
     results = {
         "created_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "data": cfg.data.path,
@@ -770,6 +844,41 @@ def run_evaluation(cfg: Config) -> dict[str, Any]:
     }
     publish_results(cfg, results, root)
     return results
+
+
+def write_serving_choice(cfg: Config, choice: dict[str, Any]) -> str | None:
+    """Write the served score chosen on validation into the full-data run (``evaluate.run``,
+    else ``train.output``), where ``eges neighbors`` and ``eges embed`` serve it by default;
+    returns the file written, or None when there is no such run."""
+    from eges.serving.neighbors import SERVING_FILE
+
+    what = (
+        f"H·Z + {choice['popularity_prior']:g}·ln(walk count)"
+        if choice["metric"] == "context"
+        else "cosine"
+    )
+    if not choice["behaviour_signal"]:
+        log.warning(
+            "next item on validation: EGES's best served score (MRR %.4f) is not surely above "
+            "content-only similarity (%.4f): this log's behaviour adds too little to its side "
+            "information; cosine is served, as its vectors carry the side information",
+            max(choice["scores"].values()),
+            choice["content"],
+        )
+    for run in (cfg.evaluate.run, cfg.train.output):
+        if run and (Path(run) / "export" / schema.MANIFEST).exists():
+            path = Path(run) / SERVING_FILE
+            entry = {**choice, "data": cfg.data.path, "created_at": time.strftime("%Y-%m-%d")}
+            schema.write_text_atomic(path, json.dumps(entry, indent=2) + "\n")
+            log.info("served score chosen on validation: %s; written to %s", what, path)
+            return str(path)
+    log.warning(
+        "served score chosen on validation: %s; no full-data run at evaluate.run or "
+        "train.output to write it into (eges neighbors and eges embed serve a run's "
+        "serving.json by default)",
+        what,
+    )
+    return None
 
 
 def publish_results(cfg: Config, results: dict[str, Any], root: Path) -> None:

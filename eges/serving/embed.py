@@ -70,8 +70,8 @@ from eges.serving.neighbors import (
     exact_topk,
     popularity_bias,
     prepare,
-    resolve_popularity_prior,
     run_item_names,
+    served_score,
 )
 from eges.training.export import EXPORT_DIR, load_model, read_embeddings
 
@@ -567,15 +567,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--metric",
         choices=["context", "cosine"],
-        default="context",
-        help="context: trained items by H·Z + the popularity prior (default, as the "
-        "neighbour table); cosine: every exported item by cosine similarity",
+        help="context: trained items by H·Z + the popularity prior; cosine: every exported "
+        "item by cosine similarity (default: as eges neighbors, the run's choice made on "
+        "validation by eges evaluate, else context)",
     )
     p.add_argument(
         "--popularity-prior",
         type=float,
         help="context metric only: add this (>= 0) times ln(walk count of the neighbour) to "
-        f"H·Z (default {POPULARITY_PRIOR}, as eges neighbors; 0: H·Z alone)",
+        f"H·Z (default: the run's choice, else {POPULARITY_PRIOR}, as eges neighbors; 0: H·Z "
+        "alone)",
     )
     p.add_argument(
         "--output",
@@ -596,7 +597,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(level=logging.WARNING)
     try:
         output = check_output(args.output, Path(args.run), args.overwrite) if args.output else None
-        prior = resolve_popularity_prior(args.popularity_prior, args.metric)
+        metric, prior = served_score(args.run, args.metric, args.popularity_prior)
         emb = Embedder(args.run, prior)
         new = load_new_items(
             args.items, emb.fields, args.sep, args.layout, args.tags, args.delimiter
@@ -617,7 +618,7 @@ def main(argv: list[str] | None = None) -> int:
         known, neighbours = [], []
         if new.ids:
             vectors, known = emb.embed(new.items)
-            neighbours = emb.most_similar(vectors, args.top_k, args.metric, new.ids)
+            neighbours = emb.most_similar(vectors, args.top_k, metric, new.ids)
     except (FileNotFoundError, ValueError, IncompleteOutputError) as exc:
         return fail(exc)
     rows = []

@@ -43,6 +43,7 @@ the same schema, with the same exact search (:func:`exact_topk`).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import sys
@@ -123,6 +124,61 @@ def resolve_popularity_prior(prior: float | None, metric: str) -> float:
         )
     check_popularity_prior(prior)
     return prior
+
+
+SERVING_FILE = "serving.json"  # in a run directory: the served score chosen on validation
+
+
+def read_serving_choice(run: str | Path) -> dict[str, Any] | None:
+    """The served score written into ``run`` by ``eges evaluate`` on a validation hold-out
+    (``metric``, ``popularity_prior`` and how it was chosen); None when there is none.
+
+    Raises:
+        ValueError: the file is there but not a valid choice.
+    """
+    path = Path(run) / SERVING_FILE
+    if not path.is_file():
+        return None
+    try:
+        choice = json.loads(path.read_text(encoding="utf-8"))
+        metric, prior = choice["metric"], float(choice.get("popularity_prior", POPULARITY_PRIOR))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path} is not a valid serving choice ({exc}): remove it") from None
+    if metric not in ("context", "cosine") or not (math.isfinite(prior) and prior >= 0):
+        raise ValueError(f"{path}: unknown metric {metric!r} or bad prior {prior!r}: remove it")
+    return {**choice, "popularity_prior": prior}
+
+
+def served_score(
+    run: str | Path, metric: str | None, prior: float | None, method: str = "exact"
+) -> tuple[str, float]:
+    """The metric and popularity prior to serve: those given, else the run's choice
+    (:func:`read_serving_choice`), else the defaults (context with the prior
+    ``POPULARITY_PRIOR`` for an exact search, cosine for HNSW).
+
+    Raises:
+        ValueError: see :func:`resolve_popularity_prior` and :func:`read_serving_choice`.
+    """
+    choice = read_serving_choice(run) or {}
+    if metric is None:
+        if method != "exact":
+            metric = "cosine"
+        elif prior is not None:
+            metric = "context"  # the prior belongs to the context metric
+        else:
+            metric = choice.get("metric", "context")
+            if choice:
+                log.info(
+                    "serving %s%s, the run's choice (%s)",
+                    metric,
+                    f" + {choice['popularity_prior']:g}·ln(walk count)"
+                    if metric == "context"
+                    else "",
+                    Path(run) / SERVING_FILE,
+                )
+    if prior is None and metric == "context" and choice.get("metric") == "context":
+        prior = choice["popularity_prior"]
+    return metric, resolve_popularity_prior(prior, metric)
 
 
 def finite_float(text: str) -> float:
@@ -526,14 +582,15 @@ def main(argv: list[str] | None = None) -> int:
         "--metric",
         choices=METRICS,
         help="context: H·Z, skip-gram's score of 'seen together', trained items only "
-        "(default with --method exact); cosine/dot of the exported vectors "
+        "(default with --method exact, unless the run holds a choice made on validation by "
+        "eges evaluate: RUN/serving.json); cosine/dot of the exported vectors "
         "(cosine is the default with --method hnsw)",
     )
     p.add_argument(
         "--popularity-prior",
         type=float,
         help="context metric only: serve H·Z + this (>= 0) times ln(walk count of the "
-        f"neighbour) (default {POPULARITY_PRIOR}; 0: H·Z alone)",
+        f"neighbour) (default: the run's choice, else {POPULARITY_PRIOR}; 0: H·Z alone)",
     )
     p.add_argument("--method", choices=["exact", "hnsw"], default="exact")
     p.add_argument("--block-size", type=int, default=4096)
@@ -559,8 +616,7 @@ def main(argv: list[str] | None = None) -> int:
             # UTF-8 whatever the locale (a byte-order mark is skipped)
             text = path.read_text(encoding="utf-8-sig")
             exclude = {line.strip() for line in text.splitlines() if line.strip()}
-        metric = args.metric or ("context" if args.method == "exact" else "cosine")
-        prior = resolve_popularity_prior(args.popularity_prior, metric)
+        metric, prior = served_score(args.run, args.metric, args.popularity_prior, args.method)
         m = build_table(
             args.run,
             args.top_k,

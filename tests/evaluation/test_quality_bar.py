@@ -1,5 +1,7 @@
 """The report's quality bar: each line states its measured ratio and whether the bar is met."""
 
+import numpy as np
+
 from eges.evaluation.report import quality_bar
 
 
@@ -92,3 +94,27 @@ def test_a_bar_is_met_only_when_its_interval_clears_it():
     (nxt,) = [line for line in lines if line.startswith("- next item hr@50")]
     assert "(difference -0.0020 to +0.0200)" in nxt
     assert nxt.endswith("above each: not met")  # above DeepWalk + prior on average, not surely
+
+
+def per_query_runs(rng, rates: dict[str, float], n: int = 2000) -> dict:
+    """One seed of per-query MRR values per scorer, hits at the given rates."""
+    return {name: [{"mrr": (rng.random(n) < r).astype(float)}] for name, r in rates.items()}
+
+
+def test_the_served_score_is_chosen_on_validation_and_cosine_when_behaviour_adds_little():
+    from eges.evaluation.evaluate import choose_serving
+
+    rng = np.random.default_rng(0)
+    rates = {"eges": 0.05, "content": 0.04, "eges·ctx·β0": 0.10, "eges·ctx·β0.2": 0.14}
+    rates.update({"eges·ctx·β0.1": 0.12, "eges·ctx·β0.4": 0.13, "eges·ctx·β0.8": 0.08})
+    choice = choose_serving(per_query_runs(rng, rates))
+    assert (choice["metric"], choice["popularity_prior"]) == ("context", 0.2)
+    assert choice["behaviour_signal"] and choice["against_content"]["low"] > 0
+    assert set(choice["scores"]) == {"cosine"} | {
+        f"context β {b:g}" for b in (0, 0.1, 0.2, 0.4, 0.8)
+    }
+    # a log whose behaviour says little: side information does as well as any served score
+    rates["content"] = 0.14
+    choice = choose_serving(per_query_runs(rng, rates))
+    assert (choice["metric"], choice["behaviour_signal"]) == ("cosine", False)
+    assert choose_serving({"content": [{"mrr": np.ones(3)}]}) is None

@@ -258,3 +258,22 @@ def test_an_older_export_with_a_zero_vector_reads_as_no_vector(run, tmp_path):
     assert UNUSABLE not in set(listed["item_id"].to_pylist()) | set(
         listed["neighbor_id"].to_pylist()
     )
+
+
+def test_embed_serves_the_runs_choice(run, tmp_path, capsys):
+    import json
+
+    from eges.serving.neighbors import SERVING_FILE
+
+    items = write(tmp_path / "new.csv", "item_id,genre\nn1,Drama\n")
+    out = tmp_path / "out.parquet"
+    assert embed(run, items, "--top-k", "3", "--metric", "cosine", "--output", str(out)) == 0
+    cosine = pq.read_table(out)["score"].to_pylist()
+    assert embed(run, items, "--top-k", "3", "--output", str(out), "--overwrite") == 0
+    assert pq.read_table(out)["score"].to_pylist() != cosine  # the default: context
+    (run / SERVING_FILE).write_text(json.dumps({"metric": "cosine", "popularity_prior": 0.0}))
+    try:
+        assert embed(run, items, "--top-k", "3", "--output", str(out), "--overwrite") == 0
+        assert pq.read_table(out)["score"].to_pylist() == cosine
+    finally:
+        (run / SERVING_FILE).unlink()  # the run is the module's

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from eges import schema
+from eges.config import POPULARITY_PRIOR
 from eges.serving.neighbors import build_table, exact_topk, hnsw_topk, prepare, recall_at_k
 from eges.training.export import EXPORT_DIR, RUN_FORMAT
 from tests.conftest import REPO
@@ -347,3 +348,29 @@ def test_exclude_is_read_as_utf8_whatever_the_locale(vectors, tmp_path):
     neighbours = set(table["neighbor_id"].to_pylist())
     assert not neighbours & {"é1", "é3"} and "é5" in neighbours
     assert schema.read_manifest(out, kind=None)["settings"]["excluded"] == 2
+
+
+def test_a_run_serves_the_score_chosen_on_validation_unless_told_otherwise(vectors, tmp_path):
+    import json
+
+    from eges.serving.neighbors import SERVING_FILE, main
+
+    run = make_run(tmp_path / "run", vectors)
+    add_model(run, len(vectors), vectors.shape[1])
+
+    def settings(*args: str) -> dict:
+        out = tmp_path / "nb"
+        assert main(["--run", str(run), "--top-k", "5", "--output", str(out), *args]) == 0
+        return schema.read_manifest(out, kind=None)["settings"]
+
+    assert settings()["metric"] == "context"  # no choice: the default
+    (run / SERVING_FILE).write_text(json.dumps({"metric": "cosine", "popularity_prior": 0.0}))
+    assert settings()["metric"] == "cosine"
+    assert settings("--metric", "context")["popularity_prior"] == POPULARITY_PRIOR
+    (run / SERVING_FILE).write_text(json.dumps({"metric": "context", "popularity_prior": 0.2}))
+    got = settings()
+    assert (got["metric"], got["popularity_prior"]) == ("context", 0.2)
+    assert settings("--popularity-prior", "0")["popularity_prior"] == 0
+    assert settings("--metric", "cosine")["metric"] == "cosine"
+    (run / SERVING_FILE).write_text(json.dumps({"metric": "euclid"}))
+    assert main(["--run", str(run), "--output", str(tmp_path / "bad")]) == 2
