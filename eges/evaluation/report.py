@@ -191,17 +191,19 @@ def summary_text(results: dict[str, Any], root: Path) -> str:
     """The short on-screen summary."""
     out = [f"evaluation finished in {results['seconds']:.0f} s -> {root / 'report.md'}"]
     for task, block in results["tasks"].items():
-        key = (
-            COLUMNS[task][0][0]
-            if task == "link"
-            else "hr@50"
-            if "hr@50" in next(iter(block["summary"].values()), {})
-            else COLUMNS[task][0][0]
-        )
-        parts = []
-        for model, s in block["summary"].items():
-            parts.append(f"{model} {'n/a' if s.get('n/a') else format(s[key]['mean'], '.3f')}")
-        out.append(f"  {task:<5} {key:<7} " + "  ".join(parts))
+        first = next(iter(block["summary"].values()), {})
+        if task == "link":
+            keys = [k for k, _ in COLUMNS[task] if k in first] or [COLUMNS[task][0][0]]
+        else:
+            keys = ["hr@50" if "hr@50" in first else COLUMNS[task][0][0]]
+        # the β variants scored to choose the served score on validation: in the report only
+        shown = {m: s for m, s in block["summary"].items() if "·β" not in m}
+        for key in keys:
+            parts = [
+                f"{model} {'n/a' if s.get('n/a') else format(s[key]['mean'], '.3f')}"
+                for model, s in shown.items()
+            ]
+            out.append(f"  {task:<5} {key:<7} " + "  ".join(parts))
     out += ["  " + line.lstrip("- ").replace("**", "") for line in quality_bar(results)]
     return "\n".join(out)
 

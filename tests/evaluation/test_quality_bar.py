@@ -118,3 +118,21 @@ def test_the_served_score_is_chosen_on_validation_and_cosine_when_behaviour_adds
     choice = choose_serving(per_query_runs(rng, rates))
     assert (choice["metric"], choice["behaviour_signal"]) == ("cosine", False)
     assert choose_serving({"content": [{"mrr": np.ones(3)}]}) is None
+
+
+def test_the_screen_summary_shows_both_link_aucs_and_leaves_the_beta_variants_to_the_report(
+    tmp_path,
+):
+    from eges.evaluation.report import summary_text
+
+    res = results(0.14)
+    res["tasks"]["link"]["summary"] = summary(
+        eges={"auc": 0.76, "auc_matched": 0.74}, popularity={"auc": 0.87, "auc_matched": 0.52}
+    )
+    res["tasks"]["next"]["summary"]["eges·ctx·β0.2"] = {"hr@50": {"mean": 0.5, "std": 0.0}}
+    res["seconds"] = 12.0
+    lines = summary_text(res, tmp_path).splitlines()
+    assert "  link  auc     eges 0.760  popularity 0.870" in lines
+    assert "  link  auc_matched eges 0.740  popularity 0.520" in lines
+    (nxt,) = [line for line in lines if line.startswith("  next  ")]
+    assert "·β" not in nxt and "cooccurrence 0.120" in nxt
