@@ -576,7 +576,7 @@ def evaluate_task(
                 res = rank_queries(
                     scorer, queries, relevant, candidates, ks, task == "next", values
                 ) or {"n/a": 1.0}
-                if values:
+                if values and _needs_per_query(scorer.name):
                     per_query.setdefault(scorer.name, []).append(values)
             res["seconds"] = round(time.perf_counter() - start, 3)
             results.setdefault(scorer.name, []).append(res)
@@ -603,10 +603,12 @@ def evaluate_task(
     if warnings:
         info["warnings"] = warnings
     out = {"results": results, "info": info}
+    # next-item transitions from one item are not independent: resampled together
+    groups = queries if task == "next" else None
     if per_query:
-        out["intervals"] = bar_intervals(task, per_query)
+        out["intervals"] = bar_intervals(task, per_query, groups)
     if task == "next" and cfg.split.holdout == "validation" and per_query:
-        choice = choose_serving(per_query)
+        choice = choose_serving(per_query, groups)
         if choice is not None:
             out["serving"] = choice
     if examples is not None:
@@ -631,12 +633,29 @@ def _ratio_to_best(model: np.ndarray, *baselines: np.ndarray) -> np.ndarray:
         return np.where(best > 0, model / best, np.nan)
 
 
-def bar_intervals(task: str, per_query: dict[str, list[dict[str, np.ndarray]]]) -> list[dict]:
+def _needs_per_query(name: str) -> bool:
+    """Whether a scorer's per-query values are kept: those of the quality bar's comparisons
+    and of the served score's choice only (they are an array per query, metric and seed)."""
+    return name in (
+        *COLD_MODELS,
+        *COLD_BASELINES,
+        SERVED,
+        *NEXT_PEERS,
+        "content",
+    ) or name.startswith("eges·ctx·β")
+
+
+def bar_intervals(
+    task: str,
+    per_query: dict[str, list[dict[str, np.ndarray]]],
+    groups: np.ndarray | None = None,
+) -> list[dict]:
     """95% paired-bootstrap intervals over queries of the quality bar's comparisons.
 
     Learned models' per-query values are averaged over their training seeds first, so the
     interval covers the queries the split held out as well as the seeds. Comparisons whose
-    models or metrics were not evaluated are left out.
+    models or metrics were not evaluated are left out. ``groups``: see
+    :func:`eges.evaluation.metrics.bootstrap_interval`.
 
     Returns:
         One entry per comparison: ``kind`` (ratio or difference), ``model``, ``against`` (the
@@ -659,14 +678,14 @@ def bar_intervals(task: str, per_query: dict[str, list[dict[str, np.ndarray]]]) 
             base = [mean_over_seeds(b, key) for b in against]
             if max(b.mean() for b in base) == 0:
                 continue
-            interval = bootstrap_interval(_ratio_to_best, [e, *base])
+            interval = bootstrap_interval(_ratio_to_best, [e, *base], groups=groups)
             out.append(dict(kind="ratio", model=model, against=against, metric=key, **interval))
     elif task == "next":
         for peer, key in ((p, k) for k in NEXT_KEYS for p in NEXT_PEERS):
             e, v = mean_over_seeds(SERVED, key), mean_over_seeds(peer, key)
             if e is None or v is None:
                 continue
-            interval = bootstrap_interval(np.subtract, [e, v])
+            interval = bootstrap_interval(np.subtract, [e, v], groups=groups)
             out.append(
                 dict(kind="difference", model=SERVED, against=[peer], metric=key, **interval)
             )
@@ -678,14 +697,17 @@ SERVING_PRIORS = (0.0, 0.1, 0.2, 0.4, 0.8)
 SERVING_KEY = "mrr"  # the head of the list: what a recommender shows first
 
 
-def choose_serving(per_query: dict[str, list[dict[str, np.ndarray]]]) -> dict[str, Any] | None:
+def choose_serving(
+    per_query: dict[str, list[dict[str, np.ndarray]]], groups: np.ndarray | None = None
+) -> dict[str, Any] | None:
     """The served score for EGES's neighbours, chosen on the next-item task of a validation
     hold-out: the best of cosine and H·Z + β·ln(walk count) for β in ``SERVING_PRIORS`` by MRR.
 
-    When that choice is not surely above content-only similarity (the 95% paired-bootstrap
-    interval of the difference reaches 0), behaviour adds too little to side information:
-    cosine is chosen (its vectors carry the side information; H·Z is about behaviour alone)
-    and ``behaviour_signal`` is false.
+    When that best is not surely above content-only similarity (the 95% paired-bootstrap
+    interval of the difference reaches 0), behaviour adds too little to the side information
+    (``behaviour_signal`` false); cosine, whose vectors carry the side information, is then
+    served unless it is surely worse than the best. The check tests the winner on the data it
+    was chosen on, so it leans towards finding a signal.
 
     Returns:
         ``metric``, ``popularity_prior``, ``scores`` (MRR per candidate), ``behaviour_signal``,
@@ -714,11 +736,16 @@ def choose_serving(per_query: dict[str, list[dict[str, np.ndarray]]]) -> dict[st
     }
     content = mrr("content")
     if content is not None:
-        versus = bootstrap_interval(np.subtract, [candidates[best], content])
+        versus = bootstrap_interval(np.subtract, [candidates[best], content], groups=groups)
         out["against_content"] = versus
         out["content"] = float(content.mean())
-        if versus["low"] <= 0:
-            out.update(metric="cosine", popularity_prior=0.0, behaviour_signal=False)
+        out["behaviour_signal"] = bool(versus["low"] > 0)
+    cosine = candidates.get(("cosine", 0.0))
+    if not out["behaviour_signal"] and cosine is not None and best[0] != "cosine":
+        gap = bootstrap_interval(np.subtract, [candidates[best], cosine], groups=groups)
+        out["best_against_cosine"] = gap
+        if gap["low"] <= 0:  # cosine is not surely worse
+            out.update(metric="cosine", popularity_prior=0.0)
     return out
 
 
@@ -850,7 +877,7 @@ def write_serving_choice(cfg: Config, choice: dict[str, Any]) -> str | None:
     """Write the served score chosen on validation into the full-data run (``evaluate.run``,
     else ``train.output``), where ``eges neighbors`` and ``eges embed`` serve it by default;
     returns the file written, or None when there is no such run."""
-    from eges.serving.neighbors import SERVING_FILE
+    from eges.serving.neighbors import SERVING_FILE, export_digest
 
     what = (
         f"H·Z + {choice['popularity_prior']:g}·ln(walk count)"
@@ -868,7 +895,12 @@ def write_serving_choice(cfg: Config, choice: dict[str, Any]) -> str | None:
     for run in (cfg.evaluate.run, cfg.train.output):
         if run and (Path(run) / "export" / schema.MANIFEST).exists():
             path = Path(run) / SERVING_FILE
-            entry = {**choice, "data": cfg.data.path, "created_at": time.strftime("%Y-%m-%d")}
+            entry = {
+                **choice,
+                "data": cfg.data.path,
+                "created_at": time.strftime("%Y-%m-%d"),
+                "export_digest": export_digest(run),  # the training it was chosen for
+            }
             schema.write_text_atomic(path, json.dumps(entry, indent=2) + "\n")
             log.info("served score chosen on validation: %s; written to %s", what, path)
             return str(path)

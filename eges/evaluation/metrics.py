@@ -134,37 +134,56 @@ def bootstrap_interval(
     resamples: int = 2000,
     level: float = 0.95,
     seed: int = 0,
+    groups: np.ndarray | None = None,
 ) -> dict[str, float]:
     """A paired bootstrap over queries: the percentile interval of ``statistic`` of the means.
 
     Every resample draws the queries once, with replacement, for all arrays together (paired:
     the models are compared on the same queries), so the interval reflects which queries the
-    split happened to hold out, not only the models' own noise.
+    split happened to hold out, not only the models' own noise. Queries that are not
+    independent (several next-item transitions from one item) are drawn together: ``groups``
+    gives each query's cluster, and whole clusters are resampled.
 
     Args:
         statistic: maps the means of the arrays (each of shape (R,), one per resample) to the
-            compared quantity, e.g. ``lambda a, b: a - b`` or a ratio.
+            compared quantity, e.g. ``np.subtract`` or a ratio; NaN for a resample where it is
+            undefined (such resamples are left out, and counted in ``undefined``).
         per_query: one value per query for each model, all of the same length.
         resamples: bootstrap resamples.
         level: the interval's coverage.
         seed: the resampling seed.
+        groups: (Q,) cluster of each query (any integers); None: every query its own.
 
     Returns:
-        ``estimate`` (on all queries), ``low`` and ``high``.
+        ``estimate`` (on all queries), ``low``, ``high`` (NaN when no resample is defined) and
+        ``undefined`` (resamples left out).
     """
     values = np.stack([np.asarray(a, dtype=np.float64) for a in per_query])  # (M, Q)
     q = values.shape[1]
     if q == 0:
         raise ValueError("no queries to resample")
+    if groups is None:
+        sums, sizes = values, np.ones(q)
+    else:
+        _, cluster = np.unique(np.asarray(groups), return_inverse=True)
+        sizes = np.bincount(cluster).astype(np.float64)  # (G,)
+        sums = np.stack([np.bincount(cluster, weights=v) for v in values])  # (M, G)
+    g = len(sizes)
     rng = np.random.default_rng(seed)
     stats = []
-    chunk = max(1, min(resamples, 5_000_000 // (q * len(values))))  # at most 40 MB at once
+    chunk = max(1, min(resamples, 5_000_000 // (g * len(values))))  # at most 40 MB at once
     for lo in range(0, resamples, chunk):
-        idx = rng.integers(0, q, size=(min(chunk, resamples - lo), q))
-        means = values[:, idx].mean(axis=2)  # (M, R)
+        idx = rng.integers(0, g, size=(min(chunk, resamples - lo), g))
+        means = sums[:, idx].sum(axis=2) / sizes[idx].sum(axis=1)  # (M, R)
         stats.append(np.asarray(statistic(*means), dtype=np.float64))
     dist = np.concatenate(stats)
+    defined = dist[np.isfinite(dist)]
     tail = (1.0 - level) / 2
-    low, high = np.quantile(dist, [tail, 1.0 - tail])
+    low, high = np.quantile(defined, [tail, 1.0 - tail]) if defined.size else (np.nan, np.nan)
     estimate = float(np.asarray(statistic(*values.mean(axis=1, keepdims=True)))[0])
-    return {"estimate": estimate, "low": float(low), "high": float(high)}
+    return {
+        "estimate": estimate,
+        "low": float(low),
+        "high": float(high),
+        "undefined": int(dist.size - defined.size),
+    }

@@ -84,20 +84,28 @@ class Ingested:
         """The side information as known before ``cutoff`` (seconds; None: all of it).
 
         Values of timed fields (MovieLens tags) written at or after the cutoff are left out, so
-        a split in time does not let the held-out period's tags into training. Rows without a
-        time are kept (a warning says so: they may belong to the held-out period).
+        a split in time does not let the held-out period's tags into training. Without any
+        time (a file with no timestamp column) every row is kept; rows whose time could not be
+        read, in a file that has times, are left out. A warning says which.
         """
         if cutoff is None or self.timed is None:
             return self.side_info
         timed_fields = [c for c in self.timed.columns if c not in ("item_id", "ts")]
-        untimed = self.timed.filter(F.col("ts").isNull()).limit(1).count()
-        if untimed:
+        row = self.timed.agg(
+            F.count("ts").alias("timed"), F.sum(F.col("ts").isNull().cast("long")).alias("untimed")
+        ).first()
+        keep_untimed = row["timed"] == 0
+        if row["untimed"]:
             log.warning(
-                "side information %s has no time: all of it is used, including what may have "
-                "been written in the held-out period",
+                "side information %s: %s of its rows have no time: %s",
                 timed_fields,
+                f"{row['untimed']:,}",
+                "all of them are used, including what may have been written in the held-out period"
+                if keep_untimed
+                else "left out of training, as they may have been written in the held-out period",
             )
-        before = self.timed.filter(F.col("ts").isNull() | (F.col("ts") < cutoff))
+        known = F.col("ts").isNull() if keep_untimed else F.lit(False)
+        before = self.timed.filter(known | (F.col("ts") < cutoff))
         side = self.untimed_side_info.join(
             merge_side_info(before, timed_fields), "item_id", "full_outer"
         )
@@ -480,13 +488,13 @@ def tags_side_info(tags: DataFrame, file: str = "tags.csv") -> DataFrame:
     """tags.csv rows -> (item_id, tags, ts, _drop): lower-cased, stripped; one row per tag event.
 
     ``ts`` is when the tag was written (seconds), from the ``timestamp`` column; null when the
-    file has none. A row with a ``timestamp`` that cannot be read is dropped.
+    file has none or the cell cannot be read (the tag is kept: only a split in time needs it,
+    see :meth:`Ingested.side_info_before`).
     """
     item_id = _int_id("movieId")
     rules = row_rules(file, "movieId", integer=True) + [(blank(F.col("tag")), f"{file}: empty tag")]
     if "timestamp" in tags.columns:
         ts = parse_time("timestamp", "unix")
-        rules.append((ts.isNull(), f"{file}: unparsable timestamp"))
     else:
         ts = F.lit(None).cast("double")
     return tag(tags, rules).select(

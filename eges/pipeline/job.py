@@ -219,7 +219,7 @@ def _ingest_and_split(
         cutoff = time_cutoff(data.events, fraction)
         info.update(time_fraction=split.time_fraction, cutoff_ts=cutoff)
     data.side_info, numeric = bucket_fields(data.side_info_before(cutoff), data.buckets)
-    all_events, dropped, _ = split_drops(filter_events(data.events, cfg.sessions))
+    all_events, dropped = _filtered(data.events, cfg, persisted)
     if split.kind == "items" and split.holdout == "validation":
         # the test items do not exist here; the validation items are the next in the same order
         test_items = choose_heldout_items(
@@ -228,8 +228,7 @@ def _ingest_and_split(
         info["test_items"] = test_items.count()
         data.events = data.events.join(F.broadcast(test_items), "item_id", "left_anti")
         data.side_info = data.side_info.join(F.broadcast(test_items), "item_id", "left_anti")
-        all_events, dropped, _ = split_drops(filter_events(data.events, cfg.sessions))
-    persisted.append(all_events)
+        all_events, dropped = _filtered(data.events, cfg, persisted)
     held = HeldOut(info=info, all_events=all_events)
     events = all_events
     if split.kind == "items":
@@ -247,17 +246,23 @@ def _ingest_and_split(
         )
         data.side_info = without_fields(data.side_info, heldout, removed)
         training = data.events.join(F.broadcast(heldout), "item_id", "left_anti")
-        events, dropped, _ = split_drops(filter_events(training, cfg.sessions))
-        persisted.append(events)
+        events, dropped = _filtered(training, cfg, persisted)
     elif split.kind == "time":
         training = data.events.filter(F.col("ts") < cutoff)
-        events, dropped, _ = split_drops(filter_events(training, cfg.sessions))
-        persisted.append(events)
+        events, dropped = _filtered(training, cfg, persisted)
         later = data.events.filter(F.col("ts") >= cutoff)
         spam = heavy_users(training, cfg.sessions)  # the training filter's verdict, not a new one
         held.heldout_events = later if spam is None else later.join(spam, "user_id", "left_anti")
     dropped_all = Counter(data.dropped) + dropped
     return data, numeric, events, dropped_all, held
+
+
+def _filtered(events: DataFrame, cfg: Config, persisted: list) -> tuple[DataFrame, Counter]:
+    """The events the noise filters keep (counted over ``events`` alone), and the drops."""
+    tagged = filter_events(events, cfg.sessions).persist()
+    persisted.append(tagged)  # released with the job's other cached tables
+    kept, dropped, _ = split_drops(tagged)
+    return kept, dropped
 
 
 def _user_fields(cfg: Config, data: Ingested) -> list[str]:

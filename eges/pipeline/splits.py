@@ -34,6 +34,8 @@ from eges.pipeline.graph import build_edges
 from eges.pipeline.ingest import col
 from eges.pipeline.items import dense_index
 
+BROADCAST_ROWS = 2_000_000  # node tables up to this size are sent to every task whole
+
 
 def _key(seed: int, *cols: str):
     return F.xxhash64(F.lit(seed).cast("long"), *[F.col(c) for c in cols])
@@ -79,7 +81,8 @@ def sample_non_edges(
     Nodes are drawn uniformly from the nodes of ``edges`` (as the paper's "random non-edges"),
     or, ``matched``, each as an end of a uniformly drawn connected pair: in proportion to its
     number of neighbours, as the ends of the hidden pairs are. Uniform negatives are mostly
-    rare items, which popularity alone tells from the positives; matched ones are not.
+    rare items, which popularity alone tells from the positives; matched ones are not. (A pair
+    drawn twice counts once, which slightly thins the pairs of two well-connected items.)
 
     Returns:
         ``src``, ``dst``, ``weight`` (0).
@@ -110,9 +113,11 @@ def sample_non_edges(
         cand = spark.range(draws).select(draw(0).alias("a"), draw(1).alias("b"))
         a = nodes.select(F.col("_rank").alias("a"), F.col("node").alias("na"))
         b = nodes.select(F.col("_rank").alias("b"), F.col("node").alias("nb"))
+        if num_nodes <= BROADCAST_ROWS:  # else a shuffle join: the matched table has 2 rows a pair
+            a, b = F.broadcast(a), F.broadcast(b)
         pairs = (
-            cand.join(F.broadcast(a), "a")
-            .join(F.broadcast(b), "b")
+            cand.join(a, "a")
+            .join(b, "b")
             .filter(F.col("na") != F.col("nb"))
             .select(F.least("na", "nb").alias("src"), F.greatest("na", "nb").alias("dst"))
             .distinct()

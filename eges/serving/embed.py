@@ -24,8 +24,10 @@ Two layouts of ``new_items.csv`` (``--layout``; by default told apart by the hea
 Neighbours are printed as ``rank. id  name  score``, the name being the display name (title)
 the walk job kept in its item table, when the data has one.
 
-``--popularity-prior`` (default 0.4, as ``eges neighbors``) applies to ``--metric context``
-only: given with ``--metric cosine``, or negative, it is refused.
+``--metric`` and ``--popularity-prior`` default to the run's choice made on validation
+(``RUN/serving.json``, as ``eges neighbors``), else context with a prior of 0.4. The prior
+applies to ``--metric context`` only: given with ``--metric cosine``, or negative, it is
+refused.
 
 Input files are UTF-8, with or without the byte-order mark Excel writes. A header that lacks the
 expected columns but has them when split on another delimiter (``;``, a tab) is an error naming
@@ -65,11 +67,13 @@ from eges.serving.neighbors import (
     NEIGHBORS_NAMES_SCHEMA,
     NEIGHBORS_SCHEMA,
     POPULARITY_PRIOR,
+    SERVING_FILE,
     check_popularity_prior,
     context_candidates,
     exact_topk,
     popularity_bias,
     prepare,
+    read_serving_choice,
     run_item_names,
     served_score,
 )
@@ -598,6 +602,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         output = check_output(args.output, Path(args.run), args.overwrite) if args.output else None
         metric, prior = served_score(args.run, args.metric, args.popularity_prior)
+        if args.metric is None and args.popularity_prior is None and read_serving_choice(args.run):
+            what = f"context + {prior:g}·ln(walk count)" if metric == "context" else metric
+            print(
+                f"serving {what}: the run's choice ({Path(args.run) / SERVING_FILE})",
+                file=sys.stderr,
+            )
         emb = Embedder(args.run, prior)
         new = load_new_items(
             args.items, emb.fields, args.sep, args.layout, args.tags, args.delimiter

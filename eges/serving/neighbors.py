@@ -17,13 +17,18 @@ Metrics: ``context`` (the default with exact search) scores a neighbour c of ite
 skip-gram's own prediction H_q · Z_c with the trained context table Z ("what occurs near q"):
 it carries popularity, which cosine removes, and only items that were trained (have a context
 row) can be neighbours, so a new item is never filled with other new items. It is the default
-because it measured best for both cold-start and next-item neighbours (README, "Quality").
+because it measured best for both cold-start and next-item neighbours on MovieLens
+(docs/evaluation.md).
 The served score adds a popularity prior, ``--popularity-prior`` β times ln(walk count of c)
 (default 0.4): skip-gram's H·Z approaches log P(c | q) − log(K · P_noise(c)); negatives drawn
 from unigram^0.75 take 0.75 · ln(count of c) out of it, and giving part of that back ranks
-held-out co-occurrences and next items better (README, "Quality"); 0 serves H·Z alone. Exact
+held-out co-occurrences and next items better (docs/evaluation.md); 0 serves H·Z alone. Exact
 search only; a prior given with another metric, or a negative one, is refused. ``cosine`` (the
 default with hnsw) and ``dot`` compare exported vectors.
+
+A run can hold its own default, chosen for its data on a validation hold-out by ``eges evaluate``
+(``RUN/serving.json``, see :func:`served_score`): it replaces the metric and prior above when
+they are not given, and is ignored, with a warning, once the run is trained again.
 
 * **exact**: blocks of queries × all items with one matrix product each (torch; on the GPU when
   there is one), so memory is bounded by ``block_size × items``, not items².
@@ -43,6 +48,7 @@ the same schema, with the same exact search (:func:`exact_topk`).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import math
@@ -129,9 +135,16 @@ def resolve_popularity_prior(prior: float | None, metric: str) -> float:
 SERVING_FILE = "serving.json"  # in a run directory: the served score chosen on validation
 
 
+def export_digest(run: str | Path) -> str | None:
+    """A digest of the run's export manifest: which training a serving choice was made for."""
+    path = Path(run) / "export" / schema.MANIFEST
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else None
+
+
 def read_serving_choice(run: str | Path) -> dict[str, Any] | None:
     """The served score written into ``run`` by ``eges evaluate`` on a validation hold-out
-    (``metric``, ``popularity_prior`` and how it was chosen); None when there is none.
+    (``metric``, ``popularity_prior`` and how it was chosen); None when there is none, or when
+    it was chosen for an earlier training of the run (a warning says so).
 
     Raises:
         ValueError: the file is there but not a valid choice.
@@ -146,6 +159,13 @@ def read_serving_choice(run: str | Path) -> dict[str, Any] | None:
         raise ValueError(f"{path} is not a valid serving choice ({exc}): remove it") from None
     if metric not in ("context", "cosine") or not (math.isfinite(prior) and prior >= 0):
         raise ValueError(f"{path}: unknown metric {metric!r} or bad prior {prior!r}: remove it")
+    if choice.get("export_digest") != export_digest(run):
+        log.warning(
+            "%s was chosen for an earlier training of this run: ignored (run the validation "
+            "evaluation again to choose for this one)",
+            path,
+        )
+        return None
     return {**choice, "popularity_prior": prior}
 
 

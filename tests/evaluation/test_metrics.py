@@ -102,3 +102,24 @@ def test_bootstrap_interval_covers_the_truth_and_pairs_the_queries():
     assert 0.90 <= covered / 200 <= 0.99
     with pytest.raises(ValueError, match="no queries"):
         bootstrap_interval(np.subtract, [np.array([]), np.array([])])
+
+
+def test_bootstrap_resamples_clusters_together_and_skips_undefined_resamples():
+    from eges.evaluation.metrics import bootstrap_interval
+
+    rng = np.random.default_rng(2)
+    # 50 source items with 40 transitions each: hits depend mostly on the item
+    item_rate = rng.random(50)
+    groups = np.repeat(np.arange(50), 40)
+    hits = (rng.random(2000) < item_rate[groups]).astype(float)
+    flat = bootstrap_interval(lambda m: m, [hits], seed=0)
+    clustered = bootstrap_interval(lambda m: m, [hits], seed=0, groups=groups)
+    assert clustered["estimate"] == flat["estimate"] == pytest.approx(hits.mean())
+    assert clustered["high"] - clustered["low"] > 2 * (flat["high"] - flat["low"])
+    # a ratio whose denominator is 0 in some resamples: those are left out, and counted
+    base = np.zeros(40)
+    base[0] = 1.0
+    iv = bootstrap_interval(
+        lambda a, b: np.where(b > 0, a / np.where(b > 0, b, 1), np.nan), [np.ones(40), base], seed=0
+    )
+    assert iv["undefined"] > 0 and np.isfinite(iv["low"]) and iv["low"] <= iv["high"]

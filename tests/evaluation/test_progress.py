@@ -23,6 +23,7 @@ def link_walk_output(cfg: Config, root):
     for name, pairs in (
         ("hidden_edges", [(1, 2), (3, 4), (5, 6)]),
         ("non_edges", [(1, 30), (7, 33), (9, 39)]),
+        ("non_edges_matched", [(1, 31), (2, 34), (3, 38)]),
     ):
         (walk_dir / schema.EVAL_DIR / name).mkdir(parents=True)
         src, dst = zip(*pairs)
@@ -39,7 +40,8 @@ def link_walk_output(cfg: Config, root):
     job = dataclasses.replace(cfg, split=dataclasses.replace(cfg.split, **TASK_SPLIT["link"]))
     manifest = schema.read_manifest(walk_dir, kind=None)
     manifest["config"] = {k: job.to_dict()[k] for k in ("data", "sessions", "walks", "split")}
-    manifest.update(split={"kind": "edges"}, counts={"walks": 40})
+    tables = {name: 3 for name in schema.EVAL_TABLES["edges"]}
+    manifest.update(split={"kind": "edges", "tables": tables}, counts={"walks": 40})
     schema.write_manifest(walk_dir, manifest)
 
 
@@ -66,6 +68,7 @@ def test_one_line_per_model_and_seed_over_all_tasks(tmp_path, caplog):
         ("link", 3, 6, "random seed 2", 3),
     ]
     assert set(out["results"]) == {"popularity", "random"}  # the loop really ran them
+    assert {"auc", "auc_matched"} <= set(out["results"]["popularity"][0])
     assert len(out["results"]["random"]) == 2
     # the counter goes on across tasks
     assert progress.next("cold", "random", 2).startswith("[cold 4/6] random seed 2 (2 left")

@@ -113,8 +113,14 @@ def test_the_served_score_is_chosen_on_validation_and_cosine_when_behaviour_adds
     assert set(choice["scores"]) == {"cosine"} | {
         f"context β {b:g}" for b in (0, 0.1, 0.2, 0.4, 0.8)
     }
-    # a log whose behaviour says little: side information does as well as any served score
+    # a log whose behaviour says little: side information does as well as any served score;
+    # the best is kept while cosine is surely worse
     rates["content"] = 0.14
+    choice = choose_serving(per_query_runs(rng, rates))
+    assert (choice["metric"], choice["popularity_prior"]) == ("context", 0.2)
+    assert not choice["behaviour_signal"] and choice["best_against_cosine"]["low"] > 0
+    # ... and cosine is served when it is as good as the best
+    rates["eges"] = 0.135
     choice = choose_serving(per_query_runs(rng, rates))
     assert (choice["metric"], choice["behaviour_signal"]) == ("cosine", False)
     assert choose_serving({"content": [{"mrr": np.ones(3)}]}) is None

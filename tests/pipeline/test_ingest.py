@@ -135,18 +135,20 @@ def test_tags_written_at_or_after_a_cutoff_are_left_out(spark, movielens):
     assert side(got)["10"]["tags"] == ["funny"]
 
 
-def test_tags_with_a_bad_time_are_dropped_and_without_times_kept_with_a_warning(
+def test_tags_without_a_time_are_kept_and_left_out_of_a_time_split_only_where_times_exist(
     spark, movielens, caplog
 ):
     write(movielens / "tags.csv", "userId,movieId,tag,timestamp\n1,10,old,1\n1,10,bad,soon\n")
     got = load_movielens(spark, str(movielens), MovieLensConfig())
-    assert got.dropped["tags.csv: unparsable timestamp"] == 1
+    assert side(got)["10"]["tags"] == ["bad", "old"]  # without a split every tag counts
+    got.side_info = got.side_info_before(5)
     assert side(got)["10"]["tags"] == ["old"]
+    assert "1 of its rows have no time: left out of training" in caplog.text
     write(movielens / "tags.csv", "userId,movieId,tag\n1,10,timeless\n")
     got = load_movielens(spark, str(movielens), MovieLensConfig())
     got.side_info = got.side_info_before(5)
     assert side(got)["10"]["tags"] == ["timeless"]
-    assert "has no time: all of it is used" in caplog.text
+    assert "1 of its rows have no time: all of them are used" in caplog.text
 
 
 def test_movielens_without_tags(spark, movielens):

@@ -263,7 +263,7 @@ def test_an_older_export_with_a_zero_vector_reads_as_no_vector(run, tmp_path):
 def test_embed_serves_the_runs_choice(run, tmp_path, capsys):
     import json
 
-    from eges.serving.neighbors import SERVING_FILE
+    from eges.serving.neighbors import SERVING_FILE, export_digest
 
     items = write(tmp_path / "new.csv", "item_id,genre\nn1,Drama\n")
     out = tmp_path / "out.parquet"
@@ -271,9 +271,12 @@ def test_embed_serves_the_runs_choice(run, tmp_path, capsys):
     cosine = pq.read_table(out)["score"].to_pylist()
     assert embed(run, items, "--top-k", "3", "--output", str(out), "--overwrite") == 0
     assert pq.read_table(out)["score"].to_pylist() != cosine  # the default: context
-    (run / SERVING_FILE).write_text(json.dumps({"metric": "cosine", "popularity_prior": 0.0}))
+    choice = {"metric": "cosine", "popularity_prior": 0.0, "export_digest": export_digest(run)}
+    (run / SERVING_FILE).write_text(json.dumps(choice))
     try:
+        capsys.readouterr()
         assert embed(run, items, "--top-k", "3", "--output", str(out), "--overwrite") == 0
         assert pq.read_table(out)["score"].to_pylist() == cosine
+        assert "serving cosine: the run's choice" in capsys.readouterr().err
     finally:
         (run / SERVING_FILE).unlink()  # the run is the module's

@@ -350,13 +350,16 @@ def test_exclude_is_read_as_utf8_whatever_the_locale(vectors, tmp_path):
     assert schema.read_manifest(out, kind=None)["settings"]["excluded"] == 2
 
 
-def test_a_run_serves_the_score_chosen_on_validation_unless_told_otherwise(vectors, tmp_path):
+def test_a_run_serves_the_score_chosen_on_validation_unless_told_otherwise(
+    vectors, tmp_path, caplog
+):
     import json
 
-    from eges.serving.neighbors import SERVING_FILE, main
+    from eges.serving.neighbors import SERVING_FILE, export_digest, main
 
     run = make_run(tmp_path / "run", vectors)
     add_model(run, len(vectors), vectors.shape[1])
+    digest = export_digest(run)
 
     def settings(*args: str) -> dict:
         out = tmp_path / "nb"
@@ -364,13 +367,20 @@ def test_a_run_serves_the_score_chosen_on_validation_unless_told_otherwise(vecto
         return schema.read_manifest(out, kind=None)["settings"]
 
     assert settings()["metric"] == "context"  # no choice: the default
-    (run / SERVING_FILE).write_text(json.dumps({"metric": "cosine", "popularity_prior": 0.0}))
+    choice = {"metric": "cosine", "popularity_prior": 0.0, "export_digest": digest}
+    (run / SERVING_FILE).write_text(json.dumps(choice))
     assert settings()["metric"] == "cosine"
     assert settings("--metric", "context")["popularity_prior"] == POPULARITY_PRIOR
-    (run / SERVING_FILE).write_text(json.dumps({"metric": "context", "popularity_prior": 0.2}))
+    choice = {"metric": "context", "popularity_prior": 0.2, "export_digest": digest}
+    (run / SERVING_FILE).write_text(json.dumps(choice))
     got = settings()
     assert (got["metric"], got["popularity_prior"]) == ("context", 0.2)
     assert settings("--popularity-prior", "0")["popularity_prior"] == 0
     assert settings("--metric", "cosine")["metric"] == "cosine"
+    # a choice made for an earlier training of the run is not served
+    (run / SERVING_FILE).write_text(json.dumps({**choice, "export_digest": "0" * 16}))
+    with caplog.at_level("WARNING", logger="eges.serving.neighbors"):
+        assert settings()["popularity_prior"] == POPULARITY_PRIOR
+    assert "chosen for an earlier training of this run: ignored" in caplog.text
     (run / SERVING_FILE).write_text(json.dumps({"metric": "euclid"}))
     assert main(["--run", str(run), "--output", str(tmp_path / "bad")]) == 2
