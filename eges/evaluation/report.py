@@ -465,7 +465,8 @@ def write_report(cfg: Config, results: dict[str, Any], root: Path) -> Path:
             if cfg.split.holdout == "validation"
             else "Scored on the test hold-out (`split.holdout: test`). The quality bar's "
             "intervals are 95% paired bootstraps over the queries (each model's values "
-            "averaged over its training seeds first); a bar is met only when its interval "
+            "averaged over its training seeds first; next-item transitions from one item "
+            "resampled together); a bar is met only when its interval "
             "clears it. They do not cover other splits (`split.seed`)."
         ),
         "",
