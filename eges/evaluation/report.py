@@ -102,6 +102,9 @@ def _mean(block: dict[str, Any], model: str, key: str) -> float | None:
     return s[key]["mean"]
 
 
+KEY_NAMES = {"hr@10": "HR@10", "hr@50": "HR@50", "mrr": "MRR"}
+
+
 def _interval(block: dict[str, Any], kind: str, model: str, metric: str, against=None):
     """The bootstrap interval of one comparison (see ``evaluate.bar_intervals``); None for
     results without intervals (evaluations before 2026-12-06)."""
@@ -171,7 +174,7 @@ def quality_bar(results: dict[str, Any]) -> list[str]:
                 )
                 ok = ok and iv["low"] > 0
         lines.append(
-            f"- next item {key}: {NAMES[served]} {e:.4f} vs "
+            f"- next item {KEY_NAMES[key]}: {NAMES[served]} {e:.4f} vs "
             + ", ".join(parts)
             + f"; above each: {'met' if ok else 'not met'}"
         )

@@ -91,7 +91,7 @@ def test_a_bar_is_met_only_when_its_interval_clears_it():
     lines = quality_bar(res)
     assert "(95% interval 1.33–1.47×)" in lines[0] and lines[0].endswith("bar 1.3×: met")
     assert "1.792×" in lines[1] and lines[1].endswith("bar 1.3×: not met")  # 1.79 but low 1.25
-    (nxt,) = [line for line in lines if line.startswith("- next item hr@50")]
+    (nxt,) = [line for line in lines if line.startswith("- next item HR@50")]
     assert "(difference -0.0020 to +0.0200)" in nxt
     assert nxt.endswith("above each: not met")  # above DeepWalk + prior on average, not surely
 
