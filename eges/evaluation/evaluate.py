@@ -636,13 +636,8 @@ def _ratio_to_best(model: np.ndarray, *baselines: np.ndarray) -> np.ndarray:
 def _needs_per_query(name: str) -> bool:
     """Whether a scorer's per-query values are kept: those of the quality bar's comparisons
     and of the served score's choice only (they are an array per query, metric and seed)."""
-    return name in (
-        *COLD_MODELS,
-        *COLD_BASELINES,
-        SERVED,
-        *NEXT_PEERS,
-        "content",
-    ) or name.startswith("eges·ctx·β")
+    # SERVED and "eges" (cosine) are among COLD_MODELS, "content" among COLD_BASELINES
+    return name in (*COLD_MODELS, *COLD_BASELINES, *NEXT_PEERS) or name.startswith("eges·ctx·β")
 
 
 def bar_intervals(
@@ -877,13 +872,9 @@ def write_serving_choice(cfg: Config, choice: dict[str, Any]) -> str | None:
     """Write the served score chosen on validation into the full-data run (``evaluate.run``,
     else ``train.output``), where ``eges neighbors`` and ``eges embed`` serve it by default;
     returns the file written, or None when there is no such run."""
-    from eges.serving.neighbors import SERVING_FILE, export_digest
+    from eges.serving.neighbors import SERVING_FILE, export_digest, score_label
 
-    what = (
-        f"H·Z + {choice['popularity_prior']:g}·ln(walk count)"
-        if choice["metric"] == "context"
-        else "cosine"
-    )
+    what = score_label(choice["metric"], choice["popularity_prior"])
     if not choice["behaviour_signal"]:
         log.warning(
             "next item on validation: EGES's best served score (MRR %.4f) is not surely above "

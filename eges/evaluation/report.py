@@ -218,11 +218,9 @@ def serving_section(choice: dict[str, Any] | None) -> list[str]:
     """The report's lines on the served score chosen on validation (none without a choice)."""
     if not choice:
         return []
-    what = (
-        f"H·Z + {choice['popularity_prior']:g}·ln(walk count)"
-        if choice["metric"] == "context"
-        else "cosine"
-    )
+    from eges.serving.neighbors import score_label  # torch: only when there is a choice
+
+    what = score_label(choice["metric"], choice["popularity_prior"])
     lines = [
         "",
         "## Served score chosen on validation",

@@ -67,14 +67,13 @@ from eges.serving.neighbors import (
     NEIGHBORS_NAMES_SCHEMA,
     NEIGHBORS_SCHEMA,
     POPULARITY_PRIOR,
-    SERVING_FILE,
     check_popularity_prior,
     context_candidates,
     exact_topk,
     popularity_bias,
     prepare,
-    read_serving_choice,
     run_item_names,
+    score_label,
     served_score,
 )
 from eges.training.export import EXPORT_DIR, load_model, read_embeddings
@@ -601,11 +600,10 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(level=logging.WARNING)
     try:
         output = check_output(args.output, Path(args.run), args.overwrite) if args.output else None
-        metric, prior = served_score(args.run, args.metric, args.popularity_prior)
-        if args.metric is None and args.popularity_prior is None and read_serving_choice(args.run):
-            what = f"context + {prior:g}·ln(walk count)" if metric == "context" else metric
+        metric, prior, chosen = served_score(args.run, args.metric, args.popularity_prior)
+        if chosen:
             print(
-                f"serving {what}: the run's choice ({Path(args.run) / SERVING_FILE})",
+                f"serving {score_label(metric, prior)}: the run's choice ({chosen})",
                 file=sys.stderr,
             )
         emb = Embedder(args.run, prior)

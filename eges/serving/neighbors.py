@@ -169,36 +169,38 @@ def read_serving_choice(run: str | Path) -> dict[str, Any] | None:
     return {**choice, "popularity_prior": prior}
 
 
+def score_label(metric: str, prior: float) -> str:
+    """How a served score reads in messages: ``H·Z + 0.4·ln(walk count)`` or ``cosine``."""
+    return f"H·Z + {prior:g}·ln(walk count)" if metric == "context" else metric
+
+
 def served_score(
     run: str | Path, metric: str | None, prior: float | None, method: str = "exact"
-) -> tuple[str, float]:
+) -> tuple[str, float, Path | None]:
     """The metric and popularity prior to serve: those given, else the run's choice
     (:func:`read_serving_choice`), else the defaults (context with the prior
     ``POPULARITY_PRIOR`` for an exact search, cosine for HNSW).
+
+    Returns:
+        (metric, prior, the run's choice file when it decided either of them, else None).
 
     Raises:
         ValueError: see :func:`resolve_popularity_prior` and :func:`read_serving_choice`.
     """
     choice = read_serving_choice(run) or {}
+    chosen = None
     if metric is None:
         if method != "exact":
             metric = "cosine"
         elif prior is not None:
             metric = "context"  # the prior belongs to the context metric
+        elif choice:
+            metric, chosen = choice["metric"], Path(run) / SERVING_FILE
         else:
-            metric = choice.get("metric", "context")
-            if choice:
-                log.info(
-                    "serving %s%s, the run's choice (%s)",
-                    metric,
-                    f" + {choice['popularity_prior']:g}·ln(walk count)"
-                    if metric == "context"
-                    else "",
-                    Path(run) / SERVING_FILE,
-                )
+            metric = "context"
     if prior is None and metric == "context" and choice.get("metric") == "context":
-        prior = choice["popularity_prior"]
-    return metric, resolve_popularity_prior(prior, metric)
+        prior, chosen = choice["popularity_prior"], Path(run) / SERVING_FILE
+    return metric, resolve_popularity_prior(prior, metric), chosen
 
 
 def finite_float(text: str) -> float:
@@ -636,7 +638,11 @@ def main(argv: list[str] | None = None) -> int:
             # UTF-8 whatever the locale (a byte-order mark is skipped)
             text = path.read_text(encoding="utf-8-sig")
             exclude = {line.strip() for line in text.splitlines() if line.strip()}
-        metric, prior = served_score(args.run, args.metric, args.popularity_prior, args.method)
+        metric, prior, chosen = served_score(
+            args.run, args.metric, args.popularity_prior, args.method
+        )
+        if chosen:
+            log.info("serving %s, the run's choice (%s)", score_label(metric, prior), chosen)
         m = build_table(
             args.run,
             args.top_k,
