@@ -287,6 +287,7 @@ def _resumable_csv_logger(run_dir: Path, resumed_step: int | None):
 
     from pytorch_lightning.loggers import CSVLogger
     from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+    from pytorch_lightning.loggers.logger import rank_zero_experiment
 
     class Writer(ExperimentWriter):
         def __init__(self, log_dir: str) -> None:
@@ -306,7 +307,11 @@ def _resumable_csv_logger(run_dir: Path, resumed_step: int | None):
                     writer.writerows(kept)
 
     class Logger(CSVLogger):
+        # rank_zero_experiment as on Lightning's own: the other ranks get a dummy. Without it
+        # every rank rewrote (and Lightning's writer deleted) the same metrics.csv at once, and
+        # a rank that lost the race failed a resume with FileNotFoundError (seen in CI).
         @property
+        @rank_zero_experiment
         def experiment(self):
             if self._experiment is None:
                 self._fs.makedirs(self.root_dir, exist_ok=True)

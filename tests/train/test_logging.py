@@ -111,3 +111,26 @@ def test_details_only_sends_a_stages_info_lines_to_the_file(tmp_path, capsys):
     assert "after the block" in err
     text = path.read_text()
     assert "per-model detail" in text and "table detail" in text
+
+
+def test_only_rank_zero_touches_the_metrics_file(tmp_path, monkeypatch):
+    """Every rank builds the loggers, but only rank 0's writer may read, keep or delete
+    metrics.csv: a resume whose ranks all rewrote it raced (a rank failed with
+    FileNotFoundError when another had just deleted the file)."""
+    from lightning_fabric.utilities.rank_zero import rank_zero_only
+
+    from eges.train import make_loggers
+
+    metrics = tmp_path / "logs" / "metrics.csv"
+    metrics.parent.mkdir()
+    rows = "epoch,loss,step\n0,2.7,9\n0,2.6,19\n0,2.5,29\n"
+    metrics.write_text(rows)
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    other = make_loggers(tmp_path, rank=1, resumed_step=20)[0]
+    other.experiment.log_metrics({"loss": 1.0}, step=30)
+    other.save()
+    assert metrics.read_text() == rows  # untouched by rank 1
+    monkeypatch.setattr(rank_zero_only, "rank", 0)
+    first = make_loggers(tmp_path, rank=0, resumed_step=20)[0]
+    first.experiment  # rank 0 keeps the steps before the resumed one
+    assert [r.split(",")[-1] for r in metrics.read_text().split()[1:]] == ["9", "19"]
