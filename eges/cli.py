@@ -4,7 +4,7 @@
 Every command is the ``main(argv)`` of one module, in the order of the stages::
 
     eges walks      eges.pipeline.cli          the Spark walk job (also spark-submit jobs/walks.py)
-    eges train      eges.train                 training, one process (torchrun eges/train.py: DDP)
+    eges train      eges.train                 training (--nproc-per-node N or torchrun: DDP)
     eges embed      eges.serving.embed         cold start: vectors and neighbours of new items
     eges neighbors  eges.serving.neighbors     the item-to-item neighbour table of a run
     eges evaluate   eges.evaluation.evaluate   EGES against simpler models, with a report
@@ -34,7 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "train": (
         "eges.train",
-        "train EGES on a walk output in this process (torchrun eges/train.py for several)",
+        "train EGES on a walk output (--nproc-per-node N: N processes, or torchrun eges/train.py)",
     ),
     "embed": (
         "eges.serving.embed",

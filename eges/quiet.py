@@ -31,6 +31,14 @@ HARMLESS_WARNINGS: tuple[tuple[str, type[Warning], str], ...] = (
         "eges.training.dataset.WalkDataset cuts each rank's batches between the DataLoader workers "
         "itself, without duplicates, so its length holds for any number of workers",
     ),
+    (
+        "`broadcast_buffers` is deprecated",
+        FutureWarning,
+        "torch 2.13's DDP; the trainer passes broadcast_buffers=False on purpose: its buffers "
+        "(side-information tables, the sampler's alias table) are the same on every rank, and "
+        "the replacement, forward_sync_buffers=False, would still send them all from rank 0 at "
+        "the start",
+    ),
 )
 
 

@@ -691,6 +691,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output", help="run directory (overrides train.output)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     p.add_argument(
+        "--nproc-per-node",
+        type=int,
+        metavar="N",
+        help="start N training processes on this machine (DDP), as torchrun --standalone "
+        "--nproc-per-node=N eges/train.py does, but a process that fails ends the run with its "
+        "own error alone, without torchrun's report; several machines: torchrun itself",
+    )
+    p.add_argument(
         "--log-file",
         help=f"where every library's log lines go (default: "
         f"RUN/{LOG_FILE}, appended to; rank 0 only); the screen shows this "
@@ -700,10 +708,75 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    if args.nproc_per_node is not None:
+        return launch(args.nproc_per_node, argv)
     try:
-        return _main(parse_args(argv))
+        return _main(args)
     finally:
         close_log_file()
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """``argv`` less its ``--nproc-per-node N`` (or ``=N``)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc-per-node":
+            skip = True
+        elif not arg.startswith("--nproc-per-node="):
+            out.append(arg)
+    return out
+
+
+def launch(nproc: int, argv: list[str]) -> int:
+    """``eges train --nproc-per-node N``: torchrun's launcher (``torch.distributed.run``, one
+    node, a rendezvous on a free local port) run in this process, so that a failed run ends as
+    any other command does: the failing process's error (printed by it, once per node) and its
+    exit status, not torchrun's traceback and report of every process.
+
+    Returns:
+        0, or the exit status of the process that failed first (130 after Ctrl-C).
+    """
+    if nproc < 1:
+        return fail(f"--nproc-per-node must be at least 1, not {nproc}")
+    if "LOCAL_RANK" in os.environ:
+        return fail("--nproc-per-node starts the processes itself: not under torchrun")
+    from torch.distributed import run as torchrun
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    setup_logging()
+    # torchrun's own lines (its rendezvous, the processes it stops) are details of a failure
+    # that the failing process explains itself
+    # (each of torchrun's loggers has a level of its own: set theirs, not a parent's)
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith(("torch.distributed.elastic", "torch.distributed.run")):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # torchrun's default for several processes
+    launcher_args = torchrun.parse_args(
+        ["--standalone", f"--nproc-per-node={nproc}", str(Path(__file__).resolve())]
+        + _without_nproc(argv)
+    )
+    try:
+        torchrun.run(launcher_args)
+    except ChildFailedError as exc:
+        # the process that ended on its own, first (torchrun's failure times are whole seconds;
+        # the processes it stopped afterwards end by its signal)
+        rank, failure = min(
+            exc.failures.items(), key=lambda rf: (rf[1].exitcode < 0, rf[1].timestamp, rf[0])
+        )
+        status = failure.exitcode
+        if status in (2, 130):  # a handled error or an interrupt: the process said what happened
+            return status
+        if status < 0:
+            return fail(f"training process {rank} was stopped by signal {-status}")
+        return fail(f"training process {rank} failed with exit status {status} (its output above)")
+    except SignalException as exc:  # Ctrl-C (or a kill) of the launcher: the processes got it
+        return 128 + int(exc.sigval)
+    return 0
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -713,6 +786,8 @@ def _main(args: argparse.Namespace) -> int:
         check_run_dir(cfg, args.resume)  # a refused run leaves no train.log (nor directory)
         if _world()[0] == 0:  # one file: the other ranks' lines are rank 0's
             setup_logging(args.log_file or Path(cfg.train.output) / LOG_FILE)
+        else:  # nor the screen twice: the other ranks say only warnings and errors
+            logging.getLogger("eges").setLevel(logging.WARNING)
         stats = train(cfg, resume=args.resume)
     except (ConfigError, schema.IncompleteOutputError, RunExistsError, FileNotFoundError) as exc:
         return _fail_once_per_node(exc)
