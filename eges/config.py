@@ -439,7 +439,8 @@ class SparkConfig:
     app_name: str = "eges-walks"  # the application's name in Spark's UI
     shuffle_partitions: int = 8  # spark.sql.shuffle.partitions: tasks per shuffle stage
     graph_partitions: int | None = None  # adjacency hash partitions; None: shuffle_partitions
-    log_level: str = "WARN"  # Spark's log level on screen (the job's own log has everything)
+    # Spark's own (log4j) lines on stderr at this level and above, from the SparkContext's start
+    log_level: Literal["OFF", "FATAL", "ERROR", "WARN", "INFO", "DEBUG", "TRACE", "ALL"] = "WARN"
     conf: dict[str, str] = field(default_factory=dict)  # any other spark.* setting
 
     def __post_init__(self) -> None:

@@ -259,9 +259,9 @@ def _ingest_and_split(
 
 def _filtered(events: DataFrame, cfg: Config, persisted: list) -> tuple[DataFrame, Counter]:
     """The events the noise filters keep (counted over ``events`` alone), and the drops."""
-    tagged = filter_events(events, cfg.sessions).persist()
+    tagged = filter_events(events, cfg.sessions)
+    kept, dropped, _ = split_drops(tagged)  # persists tagged (persisting it here too: Spark warns)
     persisted.append(tagged)  # released with the job's other cached tables
-    kept, dropped, _ = split_drops(tagged)
     return kept, dropped
 
 

@@ -66,6 +66,34 @@ def submitted_settings() -> dict[str, str] | None:
     return dict(SparkConf().getAll())
 
 
+def quiet_spark_start(level: str) -> None:
+    """Apply Spark's screen log level before the SparkContext starts, under spark-submit.
+
+    spark-submit re-initialises Spark's logging when the application's SparkContext starts, with
+    Spark's default profile (INFO): some 40 lines of start-up details before
+    ``setLogLevel`` can apply. Initialising it here first (silently) and setting the level
+    leaves the start-up to say only its warnings. A user's own log4j2 configuration is kept, as
+    by ``setLogLevel``, apart from the root level. Does nothing when not under spark-submit or
+    when a SparkContext runs already; a Spark without these internals keeps its lines (a debug
+    line says why).
+    """
+    if not under_spark_submit() or SparkContext._active_spark_context is not None:
+        return
+    try:
+        SparkContext._ensure_initialized()  # spark-submit's JVM
+        jvm = SparkContext._jvm
+        utils = jvm.java.lang.Class.forName("org.apache.spark.util.Utils$").getField("MODULE$")
+        utils.get(None).initializeLogIfNecessary(False, True)  # (not a shell, silent)
+        levels = jvm.org.apache.logging.log4j.Level
+        jvm.org.apache.spark.util.Utils.setLogLevel(levels.toLevel(level))
+        if level == "WARN":  # Hadoop's native library is optional: Java's classes do its work
+            jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(
+                "org.apache.hadoop.util.NativeCodeLoader", levels.ERROR
+            )
+    except Exception as exc:  # py4j errors: another Spark's internals
+        log.debug("Spark's start-up log level not set early: %s", exc)
+
+
 def configured_driver_memory(cfg: SparkConfig, extra: dict[str, str] | None = None) -> str | None:
     """``spark.driver.memory`` of the config (or ``extra``); None when neither sets it."""
     value = (extra or {}).get(DRIVER_MEMORY, cfg.conf.get(DRIVER_MEMORY))
@@ -181,6 +209,7 @@ def build_spark(cfg: SparkConfig, extra: dict[str, str] | None = None) -> SparkS
     """
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     submitted = submitted_settings()
+    quiet_spark_start(cfg.log_level)
     settings = resolve_settings(cfg, submitted, extra)
     builder = SparkSession.builder
     for key, value in settings.items():

@@ -2,6 +2,7 @@
 
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -160,6 +161,8 @@ def test_the_configured_driver_memory_reaches_the_heap(tmp_path):
 
     heap, conf, out = run_probe(probe, ["--master", "local[1]"])
     assert heap < 0.8 * want, out[-3000:]  # spark-submit's default heap
+    # spark.log_level applies from the SparkContext's start: none of Spark's ~40 INFO lines
+    assert not re.search(r"^\d\d/\d\d/\d\d [\d:]+ INFO ", out, re.M), out[-3000:]
     assert conf != "1536m"  # spark.conf does not claim a heap the driver lacks
     assert "spark.driver.memory=1536m of the config does not take effect" in out
     assert "spark-submit --driver-memory 1536m" in out
