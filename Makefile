@@ -63,7 +63,8 @@ walks: install
 	submit="$$($(PY) jobs/walks.py --print-submit-args --config $(CONFIG) $(ARGS))" && \
 	spark-submit $$submit jobs/walks.py --config $(CONFIG) $(ARGS)
 
-# The main job: walks -> training (torchrun) -> evaluation against baselines -> report.
+# The main job: walks -> training (eges train --nproc-per-node: torchrun's launcher) ->
+# evaluation against baselines -> report.
 # make demo                                      MovieLens 100K (fetched from the recbole wheel)
 # make demo DEMO_CONFIG=conf/ml-latest-small.yaml  ../shared/data/ml-latest-small
 DEMO_CONFIG ?= conf/ml-100k.yaml
@@ -72,8 +73,8 @@ demo: install $(if $(findstring ml-100k,$(DEMO_CONFIG)),data-ml-100k)
 	@echo "== 1/3 walk job (Spark local mode): $(DEMO_CONFIG)"
 	submit="$$($(PY) jobs/walks.py --print-submit-args --config $(DEMO_CONFIG) $(ARGS))" && \
 	spark-submit $$submit jobs/walks.py --config $(DEMO_CONFIG) --set output.overwrite=true $(ARGS)
-	@echo "== 2/3 training (torchrun, $(NPROC) processes)"
-	torchrun --nproc-per-node=$(NPROC) eges/train.py --config $(DEMO_CONFIG) --set train.overwrite=true $(ARGS)
+	@echo "== 2/3 training ($(NPROC) processes, DDP through torchrun's launcher)"
+	$(VENV)/bin/eges train --nproc-per-node=$(NPROC) --config $(DEMO_CONFIG) --set train.overwrite=true $(ARGS)
 	@echo "== 3/3 evaluation against baselines + report"
 	$(VENV)/bin/eges evaluate --config $(DEMO_CONFIG) --set evaluate.overwrite=true $(ARGS)
 

@@ -387,6 +387,11 @@ class EvaluateConfig:
     # β of the served score H·Z + β·ln(walk count) (eges neighbors --popularity-prior), given
     # to every learned model's H·Z rows; DeepWalk is scored with and without it
     popularity_prior: float = POPULARITY_PRIOR
+    # DeepWalk (gensim skip-gram), to be tuned on a validation hold-out as the trainer is:
+    deepwalk_lr: float = 0.025  # gensim's starting learning rate (alpha; its default)
+    deepwalk_epochs: int | None = None  # passes over the walks; null: train.epochs
+    deepwalk_ns_exponent: float = 0.75  # negatives from unigram^this (gensim's default)
+    deepwalk_prior: float | None = None  # β of DeepWalk's H·Z + prior rows; null: popularity_prior
     overwrite: bool = False  # replace an existing evaluation directory
 
     def __post_init__(self) -> None:
@@ -409,8 +414,30 @@ class EvaluateConfig:
                     math.isfinite(self.popularity_prior) and self.popularity_prior >= 0,
                     "evaluate.popularity_prior must be a finite number >= 0",
                 ),
+                (
+                    math.isfinite(self.deepwalk_lr) and self.deepwalk_lr > 0,
+                    "evaluate.deepwalk_lr must be a finite number > 0",
+                ),
+                (
+                    self.deepwalk_epochs is None or self.deepwalk_epochs >= 1,
+                    "evaluate.deepwalk_epochs must be >= 1 or null",
+                ),
+                (
+                    math.isfinite(self.deepwalk_ns_exponent),
+                    "evaluate.deepwalk_ns_exponent must be a finite number",
+                ),
+                (
+                    self.deepwalk_prior is None
+                    or (math.isfinite(self.deepwalk_prior) and self.deepwalk_prior >= 0),
+                    "evaluate.deepwalk_prior must be a finite number >= 0 or null",
+                ),
             ]
         )
+
+    @property
+    def deepwalk_beta(self) -> float:
+        """β of DeepWalk's "H·Z + prior" rows: ``deepwalk_prior``, else ``popularity_prior``."""
+        return self.popularity_prior if self.deepwalk_prior is None else self.deepwalk_prior
 
 
 @dataclass(frozen=True)

@@ -325,9 +325,10 @@ def deepwalk(
     """gensim ``Word2Vec`` skip-gram on the walks (DeepWalk), set up for a fair comparison with
     this trainer: same window, negatives, dimension and epochs; ``sample=0`` (no down-sampling of
     frequent items) and ``shrink_windows=False`` (gensim otherwise draws a smaller window per
-    position and forms fewer pairs). The evaluation keeps gensim's own learning rate and
-    ``ns_exponent`` 0.75, its best on ml-latest-small's next item (H·Z HR@50 0.133 against 0.130
-    at 0.5 and 0.119 at 0.25, 2026-11-30).
+    position and forms fewer pairs). The evaluation's defaults (``evaluate.deepwalk_lr``,
+    ``deepwalk_ns_exponent``) are gensim's own learning rate and ``ns_exponent`` 0.75, the best
+    exponent on ml-latest-small's next item (H·Z HR@50 0.133 against 0.130 at 0.5 and 0.119 at
+    0.25, 2026-11-30, bench/results.md).
 
     Returns:
         (item_idx (M,), vectors (M, D), context vectors (M, D), training seconds).

@@ -303,21 +303,24 @@ class Models:
                 priors=SERVING_PRIORS if choosing else (),
             )
         if model == "deepwalk":
+            ev = self.cfg.evaluate
             idx, vectors, context, seconds = deepwalk(
                 self.walks,
                 n,
                 embedding_dim=t.embedding_dim,
                 window=t.window,
                 num_negatives=t.num_negatives,
-                epochs=t.epochs,
+                ns_exponent=ev.deepwalk_ns_exponent,
+                epochs=ev.deepwalk_epochs or t.epochs,
                 seed=seed,
+                lr=ev.deepwalk_lr,
             )
             self.train_seconds.setdefault(model, []).append(round(seconds, 3))
             full_context = np.zeros((n + 1, context.shape[1]), dtype=np.float32)
             full_context[idx] = context
             from eges.serving.neighbors import log_count_prior
 
-            bias = log_count_prior(self.counts, self.cfg.evaluate.popularity_prior)
+            bias = log_count_prior(self.counts, ev.deepwalk_beta)
             return [
                 VectorScorer("deepwalk", idx, vectors, n),
                 ContextScorer("deepwalk·ctx", idx, vectors, full_context),  # gensim's own

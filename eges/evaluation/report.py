@@ -440,6 +440,7 @@ def write_report(cfg: Config, results: dict[str, Any], root: Path) -> Path:
     seed = cfg.evaluate.seeds[0]
     t = cfg.train
     prior = cfg.evaluate.popularity_prior
+    ev = cfg.evaluate
     optimizer = t.optimizer
     if optimizer == "auto":
         optimizer = f"auto (Adam up to {AUTO_SPARSE_ITEMS:,} items, sparse_adam above),"
@@ -453,11 +454,13 @@ def write_report(cfg: Config, results: dict[str, Any], root: Path) -> Path:
         f"walks: {cfg.walks.walks_per_node} per node, length {cfg.walks.walk_length}. "
         f"Learned models: mean ± standard deviation over training seeds {results['seeds']} "
         "(the split and the walks are fixed by `split.seed` and `walks.seed`). DeepWalk is gensim "
-        "Word2Vec skip-gram on the same walks with the same window, negatives, dimension and "
-        "epochs (its own learning rate and negative-sampling exponent 0.75). The H·Z rows of "
-        "EGES, GES and BGE and their served tables add the popularity prior of `eges neighbors`: "
-        f"H·Z + {prior:g}·ln(walk count of the candidate) (`evaluate.popularity_prior`); "
-        "DeepWalk's H·Z is shown without it (gensim's own score) and with it.",
+        "Word2Vec skip-gram on the same walks with the same window, negatives and dimension "
+        f"({ev.deepwalk_epochs or t.epochs} epoch(s), learning rate {ev.deepwalk_lr:g}, "
+        f"negative-sampling exponent {ev.deepwalk_ns_exponent:g}: `evaluate.deepwalk_*`). The "
+        "H·Z rows of EGES, GES and BGE and their served tables add the popularity prior of "
+        f"`eges neighbors`: H·Z + {prior:g}·ln(walk count of the candidate) "
+        "(`evaluate.popularity_prior`); DeepWalk's H·Z is shown without it (gensim's own score) "
+        f"and with β {ev.deepwalk_beta:g}.",
         "",
         (
             "**Scored on the validation hold-out** (`split.holdout: validation`): the test "
