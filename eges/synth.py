@@ -3,7 +3,8 @@
     eges synth --out data/synth-100k --items 100000 --users 50000 --events 5000000
 
 Writes ``ratings.csv``, ``movies.csv`` and ``tags.csv`` (the ``movielens`` format, so every
-config and test that reads MovieLens reads this) with:
+config and test that reads MovieLens reads this), and ``communities.csv`` (``movieId,community``:
+the planted truth, which the walk job does not read), with:
 
 * **communities**: every item belongs to one of ``communities`` groups; a community has its own
   genres (2 of ``genres``), a decade of years and a pool of tags, so side information predicts
@@ -12,7 +13,11 @@ config and test that reads MovieLens reads this) with:
 * **sessions**: a user has a few favourite communities; their events come in sessions of
   consecutive seconds separated by gaps of hours to days, each session mostly inside one
   community
-  (``stay`` is the chance the next event stays in it).
+  (``stay`` is the chance the next event stays in it);
+* **noise** (all 0 by default): ``tag_noise`` is the share of tags drawn from the tags of every
+  community instead of the item's own community's pool; ``genre_noise`` and ``year_noise`` the
+  share of items whose genres (2 at random) or year (1920–2029) ignore their community. With
+  them side information predicts behaviour less, as user-written tags and loose categories do.
 
 Deterministic for a seed; generated and written in chunks of users, so memory stays bounded
 by the item tables and one chunk. Shared module: numpy and pyarrow only.
@@ -67,7 +72,15 @@ class SynthSpec:
     stay: float = 0.9  # chance that the next event of a session stays in the community
     session_length: float = 8.0  # mean events per session (geometric)
     tags_per_item: int = 2
+    tag_noise: float = 0.0  # share of tags from any community's pool, not the item's own
+    genre_noise: float = 0.0  # share of items with 2 random genres
+    year_noise: float = 0.0  # share of items with a random year
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("stay", "tag_noise", "genre_noise", "year_noise"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1, not {getattr(self, name)}")
 
 
 def item_table(spec: SynthSpec, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -82,12 +95,27 @@ def item_table(spec: SynthSpec, rng: np.random.Generator) -> dict[str, np.ndarra
     genre_pairs = np.stack([rng.choice(len(GENRES), 2, replace=False) for _ in range(c)])
     decade = rng.integers(192, 202, c) * 10
     year = decade[community] + rng.integers(0, 10, n)
-    tag_pool = rng.integers(0, max(4 * c, 10), (c, 6))  # 6 tags per community
+    num_tags = max(4 * c, 10)
+    tag_pool = rng.integers(0, num_tags, (c, 6))  # 6 tags per community
     tags = tag_pool[community[:, None], rng.integers(0, 6, (n, spec.tags_per_item))]
+    genres = genre_pairs[community]
+    # noise draws only when asked for: the data of a spec without noise stays as it was
+    if spec.tag_noise > 0:
+        noisy = rng.random(tags.shape) < spec.tag_noise
+        tags[noisy] = tag_pool.ravel()[rng.integers(0, tag_pool.size, int(noisy.sum()))]
+    if spec.genre_noise > 0:
+        noisy = rng.random(n) < spec.genre_noise
+        first = rng.integers(0, len(GENRES), int(noisy.sum()))
+        second = (first + rng.integers(1, len(GENRES), len(first))) % len(GENRES)  # distinct
+        genres = genres.copy()
+        genres[noisy] = np.stack([first, second], axis=1)
+    if spec.year_noise > 0:
+        noisy = rng.random(n) < spec.year_noise
+        year[noisy] = rng.integers(1920, 2030, int(noisy.sum()))
     return {
         "community": community,
         "weight": weight,
-        "genres": genre_pairs[community],
+        "genres": genres,
         "year": year,
         "tags": tags,
     }
@@ -161,6 +189,9 @@ def generate(out: str | Path, spec: SynthSpec, chunk_users: int = 20_000) -> dic
         ),
         out / "movies.csv",
     )
+    pacsv.write_csv(
+        pa.table({"movieId": ids, "community": items["community"]}), out / "communities.csv"
+    )
     tag_items = np.repeat(ids, spec.tags_per_item)
     pacsv.write_csv(
         pa.table(
@@ -217,19 +248,33 @@ def main(argv: list[str] | None = None) -> int:
     ]:
         p.add_argument(f"--{name}", type=int, default=default)
     p.add_argument("--zipf-a", type=float, default=SynthSpec.zipf_a)
-    p.add_argument("--stay", type=float, default=SynthSpec.stay)
+    p.add_argument(
+        "--stay", type=float, default=SynthSpec.stay, help="chance a session's next event stays"
+    )
+    for name, text in (
+        ("tag-noise", "share of tags from any community's pool"),
+        ("genre-noise", "share of items with random genres"),
+        ("year-noise", "share of items with a random year"),
+    ):
+        p.add_argument(f"--{name}", type=float, default=0.0, help=f"{text} (default 0)")
     args = p.parse_args(argv)
     if min(args.items, args.users, args.events, args.communities) < 1:
         return fail("--items, --users, --events and --communities must be >= 1")
-    spec = SynthSpec(
-        items=args.items,
-        users=args.users,
-        events=args.events,
-        communities=args.communities,
-        zipf_a=args.zipf_a,
-        stay=args.stay,
-        seed=args.seed,
-    )
+    try:
+        spec = SynthSpec(
+            items=args.items,
+            users=args.users,
+            events=args.events,
+            communities=args.communities,
+            zipf_a=args.zipf_a,
+            stay=args.stay,
+            tag_noise=args.tag_noise,
+            genre_noise=args.genre_noise,
+            year_noise=args.year_noise,
+            seed=args.seed,
+        )
+    except ValueError as exc:
+        return fail(f"--{str(exc).replace('_', '-')}")
     start = time.perf_counter()
     counts = generate(args.out, spec)
     print(

@@ -1,6 +1,7 @@
 """The synthetic data generator: deterministic, the requested size, planted structure; and the
 walk job on its output finds the communities."""
 
+import dataclasses
 import filecmp
 
 import pandas as pd
@@ -21,7 +22,7 @@ def synth(tmp_path_factory):
 def test_deterministic_and_sized(synth, tmp_path):
     out, counts = synth
     generate(tmp_path, SPEC, chunk_users=64)
-    for name in ("ratings.csv", "movies.csv", "tags.csv"):
+    for name in ("ratings.csv", "movies.csv", "tags.csv", "communities.csv"):
         assert filecmp.cmp(out / name, tmp_path / name, shallow=False), name
     ratings = pd.read_csv(out / "ratings.csv")
     assert len(ratings) == counts["events"]
@@ -49,6 +50,34 @@ def test_sessions_stay_in_their_community(synth):
 def test_cli_rejects_bad_sizes(tmp_path, capsys):
     assert main(["--out", str(tmp_path), "--items", "0"]) == 2
     assert "must be >= 1" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path), "--tag-noise", "1.5"]) == 2
+    assert "--tag-noise must be between 0 and 1" in capsys.readouterr().err
+
+
+def test_noise_loosens_the_side_information_and_keeps_the_communities(synth, tmp_path):
+    """Noise of 0.5 redraws about half of the tags, genres and years at random; the planted
+    communities (communities.csv) and everything else of the item table stay those of the same
+    seed without noise."""
+    out, _ = synth
+    noisy = dataclasses.replace(SPEC, tag_noise=0.5, genre_noise=0.5, year_noise=0.5)
+    generate(tmp_path, noisy, chunk_users=64)
+    assert filecmp.cmp(out / "communities.csv", tmp_path / "communities.csv", shallow=False)
+    communities = pd.read_csv(out / "communities.csv")["community"]
+    movies = {d: pd.read_csv(d / "movies.csv") for d in (out, tmp_path)}
+    tags = {d: pd.read_csv(d / "tags.csv")["tag"] for d in (out, tmp_path)}
+    # without noise a community's items share their genres and their decade
+    clean = movies[out].assign(community=communities, decade=movies[out]["title"].str[-5:-2])
+    assert clean.groupby("community")["genres"].nunique().max() == 1
+    assert clean.groupby("community")["decade"].nunique().max() == 1
+    changed = {
+        "genres": (movies[out]["genres"] != movies[tmp_path]["genres"]).mean(),
+        "year": (movies[out]["title"] != movies[tmp_path]["title"]).mean(),
+        "tags": (tags[out] != tags[tmp_path]).mean(),
+    }
+    # half redrawn, less the draws that hit the old value (1/171 genre pairs, 1/110 years,
+    # about 1/30 of the tag pools' entries); 1,500 items: 3 sd is about 0.04
+    for what, share in changed.items():
+        assert 0.42 < share < 0.53, (what, share)
 
 
 def test_walk_job_on_synthetic_data_finds_the_communities(spark, synth, tmp_path):
