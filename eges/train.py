@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import sys
 import time
 import warnings
@@ -731,6 +732,27 @@ def _without_nproc(argv: list[str]) -> list[str]:
     return out
 
 
+def _cause_order(failure) -> tuple[int, int]:
+    """Sort key of a failed process of torchrun's, the likeliest cause of the failure first.
+
+    torchrun's failure times are whole seconds, so the time alone does not tell which process
+    ended first. A handled error (2) or an interrupt (130) is its own cause; a process ended by
+    a signal other than torchrun's SIGTERM (SIGKILL by the OOM killer, SIGSEGV) cannot be the
+    consequence of another's failure; a process that crashed (another status) may be: its peer's
+    death breaks its collective; SIGTERM is how torchrun stops the rest.
+    """
+    code = failure.exitcode
+    if code in (2, 130):
+        group = 0
+    elif code < 0 and code != -signal.SIGTERM:
+        group = 1
+    elif code > 0:
+        group = 2
+    else:
+        group = 3
+    return group, failure.timestamp
+
+
 def launch(nproc: int, argv: list[str]) -> int:
     """``eges train --nproc-per-node N``: torchrun's launcher (``torch.distributed.run``, one
     node, a rendezvous on a free local port) run in this process, so that a failed run ends as
@@ -738,7 +760,8 @@ def launch(nproc: int, argv: list[str]) -> int:
     exit status, not torchrun's traceback and report of every process.
 
     Returns:
-        0, or the exit status of the process that failed first (130 after Ctrl-C).
+        0, or the exit status of the process that failed first (130 after Ctrl-C; 128 + n for
+        a process ended by signal n).
     """
     if nproc < 1:
         return fail(f"--nproc-per-node must be at least 1, not {nproc}")
@@ -763,17 +786,18 @@ def launch(nproc: int, argv: list[str]) -> int:
     try:
         torchrun.run(launcher_args)
     except ChildFailedError as exc:
-        # the process that ended on its own, first (torchrun's failure times are whole seconds;
-        # the processes it stopped afterwards end by its signal)
-        rank, failure = min(
-            exc.failures.items(), key=lambda rf: (rf[1].exitcode < 0, rf[1].timestamp, rf[0])
-        )
+        rank, failure = min(exc.failures.items(), key=lambda rf: (_cause_order(rf[1]), rf[0]))
         status = failure.exitcode
         if status in (2, 130):  # a handled error or an interrupt: the process said what happened
             return status
         if status < 0:
-            return fail(f"training process {rank} was stopped by signal {-status}")
-        return fail(f"training process {rank} failed with exit status {status} (its output above)")
+            print(f"error: training process {rank} was ended by signal {-status}", file=sys.stderr)
+            return 128 - status
+        print(
+            f"error: training process {rank} failed with exit status {status} (its output above)",
+            file=sys.stderr,
+        )
+        return status
     except SignalException as exc:  # Ctrl-C (or a kill) of the launcher: the processes got it
         return 128 + int(exc.sigval)
     return 0

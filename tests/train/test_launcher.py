@@ -80,6 +80,32 @@ def test_ctrl_c_of_the_launcher_says_how_to_resume_once(tmp_path):
     assert not any(noise in err + out for noise in TORCHRUN_NOISE), err[-3000:]
 
 
+def test_a_killed_process_ends_the_run_with_its_signal(tmp_path):
+    walks = make_complete_walk_dir(tmp_path / "walks", walks=400, cold_items=3)
+    run = tmp_path / "run"
+    cmd = launch_cmd(walks, run, small_conf(tmp_path), "--set", "train.epochs=500")
+    cmd += ["--set", "train.checkpoint_every_n_steps=20"]
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not list((run / "checkpoints").glob("step-*.ckpt")):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no checkpoint within 120 s"
+        time.sleep(0.2)
+    # the launcher's children are the training processes (the OOM killer's way of ending one)
+    children = subprocess.run(
+        ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert len(children) == 2, children
+    os.kill(int(children[-1]), signal.SIGKILL)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGKILL, err[-3000:]
+    assert "was ended by signal 9" in err.splitlines()[-1], err[-3000:]
+    assert "ChildFailedError" not in err
+
+
 def test_the_launcher_is_not_for_a_process_torchrun_started(monkeypatch, capsys):
     conf = ["--config", str(REPO / "conf" / "ml-latest-small.yaml")]
     monkeypatch.setenv("LOCAL_RANK", "0")
