@@ -186,9 +186,21 @@ def test_filters_match_the_library_messages_and_nothing_else():
     def emit():
         _tree_flatten(torch.zeros(1))
         has_len_all_ranks(DataLoader(Walks(), batch_size=None), strategy)
+        # the trainer's DDP setting (a real process group of one gloo process)
+        torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(2, 2), broadcast_buffers=False)
         warnings.warn("another future change", FutureWarning)
         warnings.warn("another user warning", UserWarning)
 
+    dist = torch.distributed
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        check_filters(emit)
+    finally:
+        dist.destroy_process_group()
+
+
+def check_filters(emit) -> None:
+    """Every filtered message is emitted once by ``emit``; the filters remove those alone."""
     with warnings.catch_warnings(record=True) as plain:
         warnings.simplefilter("always")
         emit()
