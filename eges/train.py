@@ -213,9 +213,10 @@ class RunExistsError(FileExistsError):
 
 
 class TrainingInterrupted(Exception):
-    """Training stopped by Ctrl-C (SIGINT); says what was kept and how to go on."""
+    """Training stopped by Ctrl-C (SIGINT) or SIGTERM; says what was kept and how to go on.
+    ``status`` is the shell's exit status for that signal (130, 143)."""
 
-    def __init__(self, step: int, checkpoint: Path | None) -> None:
+    def __init__(self, step: int, checkpoint: Path | None, sigterm: bool = False) -> None:
         kept = (
             f"the newest checkpoint, {checkpoint}, holds step {_checkpoint_step(checkpoint)}; "
             "run the same command with --resume to continue from it"
@@ -223,7 +224,9 @@ class TrainingInterrupted(Exception):
             else "no checkpoint was written yet (train.checkpoint_every_n_steps): "
             "the next run starts over"
         )
-        super().__init__(f"interrupted at step {step}: {kept}; nothing was exported")
+        what = "stopped by SIGTERM" if sigterm else "interrupted"
+        self.status = 128 + (signal.SIGTERM if sigterm else signal.SIGINT)
+        super().__init__(f"{what} at step {step}: {kept}; nothing was exported")
 
 
 def _world() -> tuple[int, int, int]:
@@ -588,9 +591,15 @@ def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
     c_steps_before = fused.steps_run
     try:
         trainer.fit(module, ckpt_path=str(ckpt) if ckpt else None)
-    except SystemExit:  # Lightning's answer to Ctrl-C: shut down, then exit(1)
+    except SystemExit as exc:  # Lightning's answer to Ctrl-C (exit(1)) and to SIGTERM
         if trainer.interrupted:
-            raise TrainingInterrupted(trainer.global_step, latest_checkpoint(run_dir)) from None
+            from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+            raise TrainingInterrupted(
+                trainer.global_step,
+                latest_checkpoint(run_dir),
+                sigterm=isinstance(exc, SIGTERMException),
+            ) from None
         raise
     seconds = time.perf_counter() - start
     shard_bytes = None
@@ -720,14 +729,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _without_nproc(argv: list[str]) -> list[str]:
-    """``argv`` less its ``--nproc-per-node N`` (or ``=N``)."""
+    """``argv`` less its ``--nproc-per-node N`` (or ``=N``, or an abbreviation argparse takes
+    for it: ``--nproc 2``; no other option of the trainer starts with ``--n``)."""
     out, skip = [], False
     for arg in argv:
+        name, has_value = arg.split("=", 1)[0], "=" in arg
         if skip:
             skip = False
-        elif arg == "--nproc-per-node":
-            skip = True
-        elif not arg.startswith("--nproc-per-node="):
+        elif len(name) >= 3 and "--nproc-per-node".startswith(name):
+            skip = not has_value
+        else:
             out.append(arg)
     return out
 
@@ -739,17 +750,19 @@ def _cause_order(failure) -> tuple[int, int]:
     ended first. A handled error (2) or an interrupt (130) is its own cause; a process ended by
     a signal other than torchrun's SIGTERM (SIGKILL by the OOM killer, SIGSEGV) cannot be the
     consequence of another's failure; a process that crashed (another status) may be: its peer's
-    death breaks its collective; SIGTERM is how torchrun stops the rest.
+    death breaks its collective; SIGTERM is how torchrun stops the rest (a training process
+    that catches it ends with 143).
     """
     code = failure.exitcode
+    stopped = code in (-signal.SIGTERM, 128 + signal.SIGTERM)  # (143: Lightning caught it)
     if code in (2, 130):
         group = 0
-    elif code < 0 and code != -signal.SIGTERM:
-        group = 1
-    elif code > 0:
-        group = 2
-    else:
+    elif stopped:
         group = 3
+    elif code < 0:
+        group = 1
+    else:
+        group = 2
     return group, failure.timestamp
 
 
@@ -778,7 +791,8 @@ def launch(nproc: int, argv: list[str]) -> int:
     for name in list(logging.root.manager.loggerDict):
         if name.startswith(("torch.distributed.elastic", "torch.distributed.run")):
             logging.getLogger(name).setLevel(logging.CRITICAL)
-    os.environ.setdefault("OMP_NUM_THREADS", "1")  # torchrun's default for several processes
+    if nproc > 1:  # torchrun's default for several processes
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
     launcher_args = torchrun.parse_args(
         ["--standalone", f"--nproc-per-node={nproc}", str(Path(__file__).resolve())]
         + _without_nproc(argv)
@@ -818,7 +832,7 @@ def _main(args: argparse.Namespace) -> int:
     except TrainingInterrupted as exc:
         if _world()[0] == 0:  # one message, not one per process; below the progress bar
             print(f"\n{exc}", file=sys.stderr)
-        return 130  # the shell's status for a process stopped by SIGINT
+        return exc.status  # the shell's status for a process stopped by that signal
     except OSError as exc:  # unwritable run directory, disk full (checkpoint or export)
         return fail(
             f"cannot write the run {args.output or 'directory'}: {exc}; the export is "

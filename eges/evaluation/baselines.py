@@ -349,6 +349,7 @@ def deepwalk(
         workers=workers,
         seed=seed,
         alpha=lr,
+        min_alpha=min(lr, 1e-4),  # gensim decays to 1e-4: from a smaller lr that would rise
     )
     model.build_vocab(sentences)
     start = time.perf_counter()

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.train.walkdir import make_complete_walk_dir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,7 +41,18 @@ def steps_logged(run_dir: Path) -> list[int]:
         return sorted({int(float(r["step"])) for r in csv.DictReader(f) if r.get("loss")})
 
 
-def test_ctrl_c_says_how_to_resume_and_the_resumed_metrics_keep_the_earlier_steps(tmp_path):
+@pytest.mark.parametrize(
+    "sig, status, said",
+    [
+        (signal.SIGINT, 130, "interrupted at step"),
+        (signal.SIGTERM, 143, "stopped by SIGTERM at step"),
+    ],
+)
+def test_ctrl_c_says_how_to_resume_and_the_resumed_metrics_keep_the_earlier_steps(
+    tmp_path, sig, status, said
+):
+    """Ctrl-C, and SIGTERM (a scheduler's or torchrun's way to stop a process), which Lightning
+    catches the same way: one line, the signal's shell status."""
     walk_dir = make_complete_walk_dir(tmp_path / "walks", walks=400, cold_items=5)
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(
@@ -51,11 +64,11 @@ def test_ctrl_c_says_how_to_resume_and_the_resumed_metrics_keep_the_earlier_step
         assert time.monotonic() < deadline, "no checkpoint within 120 s"
         time.sleep(0.2)
     time.sleep(1.0)  # a few steps past the checkpoint
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    assert proc.returncode == status, err
     assert "Traceback" not in err and "Traceback" not in out
-    message = [line for line in err.splitlines() if line.startswith("interrupted at step")]
+    message = [line for line in err.splitlines() if line.startswith(said)]
     assert len(message) == 1, err
     assert "--resume" in message[0] and "checkpoints/step-" in message[0]
     assert not (run_dir / "export").exists()

@@ -120,3 +120,6 @@ def test_the_processes_get_the_arguments_less_the_launchers():
     given = ["--config", "c.yaml", "--nproc-per-node", "2", "--set", "train.lr=0.1"]
     assert train._without_nproc(given) == ["--config", "c.yaml", "--set", "train.lr=0.1"]
     assert train._without_nproc(["--nproc-per-node=4", "--resume"]) == ["--resume"]
+    # argparse takes abbreviations: the processes must not get one back and launch again
+    assert train._without_nproc(["--nproc", "2", "--resume"]) == ["--resume"]
+    assert train._without_nproc(["--np=2", "--data", "w"]) == ["--data", "w"]
