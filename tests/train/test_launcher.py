@@ -56,12 +56,13 @@ def test_two_processes_train_once_and_a_refused_config_is_one_line(tmp_path):
     assert not any(noise in done.stderr for noise in TORCHRUN_NOISE), done.stderr[-3000:]
 
 
-def test_ctrl_c_of_the_launcher_says_how_to_resume_once(tmp_path):
+def training_under_way(tmp_path: Path) -> subprocess.Popen:
+    """A long 2-process launch, returned once its first step checkpoint is written. In its own
+    session, like a shell's job: Ctrl-C is SIGINT to the launcher and its processes."""
     walks = make_complete_walk_dir(tmp_path / "walks", walks=400, cold_items=3)
     run = tmp_path / "run"
     cmd = launch_cmd(walks, run, small_conf(tmp_path), "--set", "train.epochs=500")
     cmd += ["--set", "train.checkpoint_every_n_steps=20"]
-    # its own session, like a shell's job: Ctrl-C is SIGINT to the launcher and its processes
     proc = subprocess.Popen(
         cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True,
@@ -71,6 +72,11 @@ def test_ctrl_c_of_the_launcher_says_how_to_resume_once(tmp_path):
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "no checkpoint within 120 s"
         time.sleep(0.2)
+    return proc
+
+
+def test_ctrl_c_of_the_launcher_says_how_to_resume_once(tmp_path):
+    proc = training_under_way(tmp_path)
     time.sleep(1.0)
     os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=120)
@@ -81,19 +87,7 @@ def test_ctrl_c_of_the_launcher_says_how_to_resume_once(tmp_path):
 
 
 def test_a_killed_process_ends_the_run_with_its_signal(tmp_path):
-    walks = make_complete_walk_dir(tmp_path / "walks", walks=400, cold_items=3)
-    run = tmp_path / "run"
-    cmd = launch_cmd(walks, run, small_conf(tmp_path), "--set", "train.epochs=500")
-    cmd += ["--set", "train.checkpoint_every_n_steps=20"]
-    proc = subprocess.Popen(
-        cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 120
-    while not list((run / "checkpoints").glob("step-*.ckpt")):
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "no checkpoint within 120 s"
-        time.sleep(0.2)
+    proc = training_under_way(tmp_path)
     # the launcher's children are the training processes (the OOM killer's way of ending one)
     children = subprocess.run(
         ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True, check=True
