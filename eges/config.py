@@ -387,6 +387,9 @@ class EvaluateConfig:
     # β of the served score H·Z + β·ln(walk count) (eges neighbors --popularity-prior), given
     # to every learned model's H·Z rows; DeepWalk is scored with and without it
     popularity_prior: float = POPULARITY_PRIOR
+    # γ of the served score's co-occurrence term + γ·ln(1 + co-occurrences) (eges neighbors
+    # --cooccurrence-weight), in the same rows as popularity_prior (DeepWalk's prior rows too)
+    cooccurrence_weight: float = 0.0
     # DeepWalk (gensim skip-gram), to be tuned on a validation hold-out as the trainer is:
     deepwalk_lr: float = 0.025  # gensim's starting learning rate (alpha; its default)
     deepwalk_epochs: int | None = None  # passes over the walks; null: train.epochs
@@ -413,6 +416,10 @@ class EvaluateConfig:
                 (
                     math.isfinite(self.popularity_prior) and self.popularity_prior >= 0,
                     "evaluate.popularity_prior must be a finite number >= 0",
+                ),
+                (
+                    math.isfinite(self.cooccurrence_weight) and self.cooccurrence_weight >= 0,
+                    "evaluate.cooccurrence_weight must be a finite number >= 0",
                 ),
                 (
                     math.isfinite(self.deepwalk_lr) and self.deepwalk_lr > 0,

@@ -105,6 +105,8 @@ class ContextScorer(VectorScorer):
         vectors: (M, D) H.
         context: (V + 1, D) Z; rows of items never trained are zero.
         bias: (V + 1,) added to a candidate's score; None: H·Z alone.
+        pairs: sparse (V + 1, V + 1) added to the score of each pair (the served score's
+            co-occurrence term γ·ln(1 + co-occurrences), symmetric); None: nothing.
     """
 
     def __init__(
@@ -114,9 +116,11 @@ class ContextScorer(VectorScorer):
         vectors: np.ndarray,
         context: np.ndarray,
         bias: np.ndarray | None = None,
+        pairs: sp.csr_matrix | None = None,
     ) -> None:
         self.name = name
         self.bias = np.zeros(len(context)) if bias is None else np.asarray(bias, dtype=np.float64)
+        self.pairs = None if pairs is None else pairs.tocsr()
         num_rows, d = context.shape
         self.table = np.zeros((num_rows, d), dtype=np.float32)
         self.table[item_idx] = vectors
@@ -125,12 +129,23 @@ class ContextScorer(VectorScorer):
         self.has[item_idx] = np.abs(vectors).sum(1) > 0
 
     def score(self, queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-        return self.table[queries] @ self.context[candidates].T + self.bias[candidates]  # (Q, C)
+        out = self.table[queries] @ self.context[candidates].T + self.bias[candidates]  # (Q, C)
+        if self.pairs is not None:  # the pairs' nonzeros only: a block's rows, then columns
+            rows = self.pairs[queries].tocoo()
+            column = np.full(self.pairs.shape[1], -1)
+            column[candidates] = np.arange(len(candidates))
+            keep = column[rows.col] >= 0
+            out = np.asarray(out, dtype=np.float64)
+            np.add.at(out, (rows.row[keep], column[rows.col[keep]]), rows.data[keep])
+        return out
 
     def pair_scores(self, a: np.ndarray, b: np.ndarray, block: int = 4096) -> np.ndarray:
         ab = (self.table[a] * self.context[b]).sum(1) + self.bias[b]
         ba = (self.table[b] * self.context[a]).sum(1) + self.bias[a]
-        return (ab + ba) / 2.0
+        both = (ab + ba) / 2.0
+        if self.pairs is not None:  # symmetric: the same in both directions
+            both = both + np.asarray(self.pairs[a, b]).ravel()
+        return both
 
 
 class SparseVectorScorer(VectorScorer):

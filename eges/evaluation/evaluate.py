@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from eges import schema
 from eges.cli import fail, parser
@@ -217,15 +218,20 @@ def run_scorers(
     items: ItemTable,
     popularity_prior: float,
     top_k: int = TABLE_K,
-    priors: tuple[float, ...] = (),
+    grid: tuple[tuple[float, float], ...] = (),
+    cooccurrence_weight: float = 0.0,
+    log_cooccurrences: sp.csr_matrix | None = None,
 ) -> list[Scorer]:
-    """A run's scorers: cosine of the exported vectors (``name``), H·Z + ``popularity_prior`` ·
-    ln(walk count, from the export) with its context table (``name·ctx``), and the neighbour
-    tables it serves (``eges.serving.neighbors``, exact, top ``top_k``): by that same score
+    """A run's scorers: cosine of the exported vectors (``name``), the served score H·Z +
+    ``popularity_prior`` · ln(walk count, from the export) + ``cooccurrence_weight`` ·
+    ln(1 + co-occurrences) with its context table (``name·ctx``), and the neighbour tables it
+    serves (``eges.serving.neighbors``, exact, top ``top_k``): by that same score
     (``name·ctx·table``, the default table) and by cosine (``name·table``). A cold item's row of
     a table is what ``eges.serving.embed`` (same metric) returns for a new item with its side
-    information. ``priors``: further H·Z scorers, one per prior (``name·ctx·β<prior>``), for
-    the served score's choice on validation (:func:`choose_serving`)."""
+    information. ``grid``: further served scores, one per (β, γ) (``name·ctx·β<β>``, with
+    ``·γ<γ>`` when γ is not 0), for the served score's choice on validation
+    (:func:`choose_serving`). ``log_cooccurrences``: (V + 1, V + 1) ln(1 + co-occurrences) by
+    item index (:meth:`Models.log_cooccurrences`); needed when a γ is not 0."""
     import pyarrow.parquet as pq
 
     from eges.serving.neighbors import build_table, log_count_prior
@@ -236,17 +242,20 @@ def run_scorers(
     # (V + 1, D): Z by item index; an item without a vector has no trained row (zero)
     context = np.zeros((items.num_items + 1, vectors.shape[1]), dtype=np.float32)
     context[idx] = read_context(run_dir, idx)
-    bias = np.zeros(len(context))  # (V + 1,): the prior of the served score, per item index
-    bias[idx] = log_count_prior(emb["walk_count"].to_numpy(), popularity_prior)
+    counts = emb["walk_count"].to_numpy()
+
+    def served(label: str, prior: float, weight: float) -> ContextScorer:
+        bias = np.zeros(len(context))  # (V + 1,): the prior of the served score, per item index
+        bias[idx] = log_count_prior(counts, prior)
+        pairs = None if weight == 0 or log_cooccurrences is None else weight * log_cooccurrences
+        return ContextScorer(label, idx, vectors, context, bias, pairs)
+
     scorers: list[Scorer] = [
         VectorScorer(name, idx, vectors, items.num_items),
-        ContextScorer(f"{name}·ctx", idx, vectors, context, bias),
+        served(f"{name}·ctx", popularity_prior, cooccurrence_weight),
     ]
-    counts = emb["walk_count"].to_numpy()
-    for prior in priors:
-        other = np.zeros(len(context))
-        other[idx] = log_count_prior(counts, prior)
-        scorers.append(ContextScorer(f"{name}·ctx·β{prior:g}", idx, vectors, context, other))
+    for prior, weight in grid:
+        scorers.append(served(f"{name}·ctx·{grid_label(prior, weight)}", prior, weight))
     tables = (("cosine", "·table"), ("context", "·ctx·table")) if len(idx) > 1 else ()
     for metric, suffix in tables:
         out = run_dir / f"neighbors-{metric}"
@@ -256,12 +265,18 @@ def run_scorers(
                 min(top_k, len(idx) - 1),
                 metric=metric,
                 popularity_prior=popularity_prior,
+                cooccurrence_weight=cooccurrence_weight if metric == "context" else 0.0,
                 output=out,
             )
         scorers.append(
             TableScorer(f"{name}{suffix}", pq.read_table(out / "neighbors.parquet"), items.item_ids)
         )
     return scorers
+
+
+def grid_label(prior: float, weight: float) -> str:
+    """A served score of the validation grid in scorer names: ``β0.4``, ``β0.4·γ1``."""
+    return f"β{prior:g}" + (f"·γ{weight:g}" if weight else "")
 
 
 class Models:
@@ -273,7 +288,20 @@ class Models:
         shards = schema.parquet_files(walk_dir / schema.WALKS_DIR)
         self.counts = walk_frequencies(shards, self.items.num_items)
         self._walks: list[np.ndarray] | None = None
+        self._log_cooccurrences: sp.csr_matrix | None = None
         self.train_seconds: dict[str, list[float]] = {}
+
+    @property
+    def log_cooccurrences(self) -> sp.csr_matrix:
+        """(V + 1, V + 1) ln(1 + co-occurrences) by item index: the served score's co-occurrence
+        term before its weight (``eges.serving.neighbors.cooccurrence_counts``)."""
+        if self._log_cooccurrences is None:
+            from eges.serving.neighbors import cooccurrence_counts
+
+            m = cooccurrence_counts(self.walk_dir, np.arange(self.items.num_items + 1))
+            m.data = np.log1p(m.data)
+            self._log_cooccurrences = m
+        return self._log_cooccurrences
 
     @property
     def walks(self) -> list[np.ndarray]:
@@ -295,12 +323,16 @@ class Models:
             stats = schema.read_manifest(run / "export", kind=None).get("training", {})
             self.train_seconds.setdefault(model, []).append(stats.get("train_seconds", 0.0))
             choosing = model == "eges" and self.cfg.split.holdout == "validation"
+            grid = SERVING_GRID if choosing else ()
+            weights = {self.cfg.evaluate.cooccurrence_weight, *(w for _, w in grid)}
             return run_scorers(
                 model,
                 run,
                 self.items,
                 self.cfg.evaluate.popularity_prior,
-                priors=SERVING_PRIORS if choosing else (),
+                grid=grid,
+                cooccurrence_weight=self.cfg.evaluate.cooccurrence_weight,
+                log_cooccurrences=self.log_cooccurrences if any(weights) else None,
             )
         if model == "deepwalk":
             ev = self.cfg.evaluate
@@ -321,10 +353,12 @@ class Models:
             from eges.serving.neighbors import log_count_prior
 
             bias = log_count_prior(self.counts, ev.deepwalk_beta)
+            weight = ev.cooccurrence_weight
+            pairs = weight * self.log_cooccurrences if weight else None
             return [
                 VectorScorer("deepwalk", idx, vectors, n),
                 ContextScorer("deepwalk·ctx", idx, vectors, full_context),  # gensim's own
-                ContextScorer("deepwalk·ctx·prior", idx, vectors, full_context, bias),
+                ContextScorer("deepwalk·ctx·prior", idx, vectors, full_context, bias, pairs),
             ]
         if model == "content":
             return [SparseVectorScorer("content", content_vectors(self.items))]
@@ -690,8 +724,11 @@ def bar_intervals(
     return out
 
 
-# the served scores compared on a validation hold-out: cosine, and H·Z + β·ln(walk count)
+# the served scores compared on a validation hold-out: cosine, and
+# H·Z + β·ln(walk count) + γ·ln(1 + co-occurrences) for every (β, γ) of this grid
 SERVING_PRIORS = (0.0, 0.1, 0.2, 0.4, 0.8)
+SERVING_COOCCURRENCE = (0.0, 0.5, 1.0, 2.0)
+SERVING_GRID = tuple((b, g) for b in SERVING_PRIORS for g in SERVING_COOCCURRENCE)
 SERVING_KEY = "mrr"  # the head of the list: what a recommender shows first
 
 
@@ -699,7 +736,8 @@ def choose_serving(
     per_query: dict[str, list[dict[str, np.ndarray]]], groups: np.ndarray | None = None
 ) -> dict[str, Any] | None:
     """The served score for EGES's neighbours, chosen on the next-item task of a validation
-    hold-out: the best of cosine and H·Z + β·ln(walk count) for β in ``SERVING_PRIORS`` by MRR.
+    hold-out: the best of cosine and H·Z + β·ln(walk count) + γ·ln(1 + co-occurrences) for
+    (β, γ) in ``SERVING_GRID`` by MRR.
 
     When that best is not surely above content-only similarity (the 95% paired-bootstrap
     interval of the difference reaches 0), behaviour adds too little to the side information
@@ -708,28 +746,36 @@ def choose_serving(
     was chosen on, so it leans towards finding a signal.
 
     Returns:
-        ``metric``, ``popularity_prior``, ``scores`` (MRR per candidate), ``behaviour_signal``,
-        ``against_content`` (the interval); None when EGES was not scored.
+        ``metric``, ``popularity_prior``, ``cooccurrence_weight``, ``scores`` (MRR per
+        candidate), ``behaviour_signal``, ``against_content`` (the interval); None when EGES
+        was not scored.
     """
 
     def mrr(name: str) -> np.ndarray | None:
         runs = per_query.get(name, [])
         return np.mean([r[SERVING_KEY] for r in runs], axis=0) if runs else None
 
-    candidates = {("cosine", 0.0): mrr("eges")}
-    candidates.update({("context", b): mrr(f"eges·ctx·β{b:g}") for b in SERVING_PRIORS})
+    candidates = {("cosine", 0.0, 0.0): mrr("eges")}
+    candidates.update(
+        {("context", b, g): mrr(f"eges·ctx·{grid_label(b, g)}") for b, g in SERVING_GRID}
+    )
     candidates = {k: v for k, v in candidates.items() if v is not None}
     if not candidates:
         return None
-    best = max(candidates, key=lambda k: (candidates[k].mean(), k[0] == "cosine"))
+    # ties go to cosine, then to the smaller co-occurrence weight
+    best = max(candidates, key=lambda k: (candidates[k].mean(), k[0] == "cosine", -k[2]))
+
+    def label(metric: str, b: float, g: float) -> str:
+        if metric == "cosine":
+            return "cosine"
+        return f"context β {b:g}" + (f" γ {g:g}" if g else "")
+
     out: dict[str, Any] = {
         "metric": best[0],
         "popularity_prior": best[1],
+        "cooccurrence_weight": best[2],
         "chosen_by": f"next-item {SERVING_KEY} on a validation hold-out",
-        "scores": {
-            ("cosine" if m == "cosine" else f"context β {b:g}"): float(v.mean())
-            for (m, b), v in candidates.items()
-        },
+        "scores": {label(*k): float(v.mean()) for k, v in candidates.items()},
         "behaviour_signal": True,
     }
     content = mrr("content")
@@ -738,12 +784,12 @@ def choose_serving(
         out["against_content"] = versus
         out["content"] = float(content.mean())
         out["behaviour_signal"] = bool(versus["low"] > 0)
-    cosine = candidates.get(("cosine", 0.0))
+    cosine = candidates.get(("cosine", 0.0, 0.0))
     if not out["behaviour_signal"] and cosine is not None and best[0] != "cosine":
         gap = bootstrap_interval(np.subtract, [candidates[best], cosine], groups=groups)
         out["best_against_cosine"] = gap
         if gap["low"] <= 0:  # cosine is not surely worse
-            out.update(metric="cosine", popularity_prior=0.0)
+            out.update(metric="cosine", popularity_prior=0.0, cooccurrence_weight=0.0)
     return out
 
 
@@ -877,7 +923,9 @@ def write_serving_choice(cfg: Config, choice: dict[str, Any]) -> str | None:
     returns the file written, or None when there is no such run."""
     from eges.serving.neighbors import SERVING_FILE, export_digest, score_label
 
-    what = score_label(choice["metric"], choice["popularity_prior"])
+    what = score_label(
+        choice["metric"], choice["popularity_prior"], choice.get("cooccurrence_weight", 0.0)
+    )
     if not choice["behaviour_signal"]:
         log.warning(
             "next item on validation: EGES's best served score (MRR %.4f) is not surely above "

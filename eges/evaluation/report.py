@@ -220,7 +220,9 @@ def serving_section(choice: dict[str, Any] | None) -> list[str]:
         return []
     from eges.serving.neighbors import score_label  # torch: only when there is a choice
 
-    what = score_label(choice["metric"], choice["popularity_prior"])
+    what = score_label(
+        choice["metric"], choice["popularity_prior"], choice.get("cooccurrence_weight", 0.0)
+    )
     lines = [
         "",
         "## Served score chosen on validation",
@@ -459,7 +461,14 @@ def write_report(cfg: Config, results: dict[str, Any], root: Path) -> Path:
         f"negative-sampling exponent {ev.deepwalk_ns_exponent:g}: `evaluate.deepwalk_*`). The "
         "H·Z rows of EGES, GES and BGE and their served tables add the popularity prior of "
         f"`eges neighbors`: H·Z + {prior:g}·ln(walk count of the candidate) "
-        "(`evaluate.popularity_prior`); DeepWalk's H·Z is shown without it (gensim's own score) "
+        "(`evaluate.popularity_prior`)"
+        + (
+            f" + {ev.cooccurrence_weight:g}·ln(1 + co-occurrences of the pair in the training "
+            "sessions) (`evaluate.cooccurrence_weight`; DeepWalk's prior rows too)"
+            if ev.cooccurrence_weight
+            else ""
+        )
+        + "; DeepWalk's H·Z is shown without it (gensim's own score) "
         f"and with β {ev.deepwalk_beta:g}.",
         "",
         (

@@ -600,10 +600,15 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(level=logging.WARNING)
     try:
         output = check_output(args.output, Path(args.run), args.overwrite) if args.output else None
-        metric, prior, chosen = served_score(args.run, args.metric, args.popularity_prior)
+        metric, prior, cooccurrence, chosen = served_score(
+            args.run, args.metric, args.popularity_prior
+        )
         if chosen:
             print(
-                f"serving {score_label(metric, prior)}: the run's choice ({chosen})",
+                f"serving {score_label(metric, prior)}: the run's choice ({chosen})"
+                + (  # new items followed nothing in the training sessions
+                    "; its co-occurrence term adds nothing to new items" if cooccurrence else ""
+                ),
                 file=sys.stderr,
             )
         emb = Embedder(args.run, prior)

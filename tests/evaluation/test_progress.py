@@ -8,6 +8,7 @@ import re
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from eges import schema
 from eges.config import Config, EvaluateConfig
@@ -119,3 +120,44 @@ def test_deepwalk_takes_its_settings_from_the_config(tmp_path):
     noise = apart(default, again)
     for changed in (still, other, longer):
         assert apart(default, changed) > 3 * noise + 1e-4
+
+
+def test_the_served_rows_add_the_configured_cooccurrence_term(tmp_path):
+    """evaluate.cooccurrence_weight γ: the served rows (EGES's H·Z + prior and its table,
+    DeepWalk's prior row) add γ·ln(1 + the training graph's edge weights, both directions);
+    on a validation hold-out EGES also gets a scorer per (β, γ) of the choice's grid — real
+    gensim and trainer runs on a synthetic walk output."""
+    import numpy as np
+
+    from eges.evaluation.evaluate import SERVING_GRID, Models, grid_label
+
+    walk_dir = make_complete_walk_dir(tmp_path / "walks", walks=60, cold_items=0)
+    src, dst, weight = [1, 2, 2, 5], [2, 1, 3, 9], [4, 2, 1, 7]
+    (walk_dir / schema.EDGES_DIR).mkdir()
+    pq.write_table(
+        pa.table({"src": src, "dst": dst, "weight": weight}, schema=schema.EDGE_SCHEMA),
+        walk_dir / schema.EDGES_DIR / "part-00000.parquet",
+    )
+    want = np.zeros((61, 61))
+    np.add.at(want, (src, dst), weight)
+    want = 0.5 * np.log1p(want + want.T)
+
+    def scorers(model: str, **split):
+        ev = EvaluateConfig(output=str(tmp_path), cooccurrence_weight=0.5)
+        cfg = Config(evaluate=ev)
+        cfg = dataclasses.replace(cfg, split=dataclasses.replace(cfg.split, **split))
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, embedding_dim=8))
+        return {s.name: s for s in Models(cfg, "next", walk_dir, tmp_path).build(model, 1)}
+
+    deepwalk = scorers("deepwalk")
+    np.testing.assert_allclose(deepwalk["deepwalk·ctx·prior"].pairs.toarray(), want)
+    assert deepwalk["deepwalk·ctx"].pairs is None  # gensim's own score stays as it is
+    eges = scorers("eges", holdout="validation")
+    np.testing.assert_allclose(eges["eges·ctx"].pairs.toarray(), want)
+    assert {f"eges·ctx·{grid_label(b, g)}" for b, g in SERVING_GRID} < set(eges)
+    assert eges["eges·ctx·β0.4·γ2"].pairs.toarray() == pytest.approx(4 * want)
+    assert eges["eges·ctx·β0.4"].pairs is None
+    table = schema.read_manifest(
+        tmp_path / "next" / "runs" / "eges-seed1" / "neighbors-context", kind=None
+    )
+    assert table["settings"]["cooccurrence_weight"] == 0.5

@@ -109,10 +109,19 @@ def test_the_served_score_is_chosen_on_validation_and_cosine_when_behaviour_adds
     rates.update({"eges·ctx·β0.1": 0.12, "eges·ctx·β0.4": 0.13, "eges·ctx·β0.8": 0.08})
     choice = choose_serving(per_query_runs(rng, rates))
     assert (choice["metric"], choice["popularity_prior"]) == ("context", 0.2)
+    assert choice["cooccurrence_weight"] == 0
     assert choice["behaviour_signal"] and choice["against_content"]["low"] > 0
     assert set(choice["scores"]) == {"cosine"} | {
         f"context β {b:g}" for b in (0, 0.1, 0.2, 0.4, 0.8)
     }
+    # the co-occurrence term is part of the grid: its best (β, γ) wins when it scores best
+    rates.update({"eges·ctx·β0.4·γ1": 0.18, "eges·ctx·β0.4·γ2": 0.16, "eges·ctx·β0·γ0.5": 0.11})
+    choice = choose_serving(per_query_runs(np.random.default_rng(1), rates))
+    assert (choice["metric"], choice["popularity_prior"]) == ("context", 0.4)
+    assert choice["cooccurrence_weight"] == 1
+    assert {"context β 0.4 γ 1", "context β 0.4 γ 2", "context β 0 γ 0.5"} < set(choice["scores"])
+    for key in ("eges·ctx·β0.4·γ1", "eges·ctx·β0.4·γ2", "eges·ctx·β0·γ0.5"):
+        del rates[key]
     # a log whose behaviour says little: side information does as well as any served score;
     # the best is kept while cosine is surely worse
     rates["content"] = 0.14
@@ -123,6 +132,7 @@ def test_the_served_score_is_chosen_on_validation_and_cosine_when_behaviour_adds
     rates["eges"] = 0.135
     choice = choose_serving(per_query_runs(rng, rates))
     assert (choice["metric"], choice["behaviour_signal"]) == ("cosine", False)
+    assert choice["cooccurrence_weight"] == 0
     assert choose_serving({"content": [{"mrr": np.ones(3)}]}) is None
 
 

@@ -382,5 +382,119 @@ def test_a_run_serves_the_score_chosen_on_validation_unless_told_otherwise(
     with caplog.at_level("WARNING", logger="eges.serving.neighbors"):
         assert settings()["popularity_prior"] == POPULARITY_PRIOR
     assert "chosen for an earlier training of this run: ignored" in caplog.text
+    # a choice with a co-occurrence weight serves it, unless told otherwise
+    add_edges(run, len(vectors))
+    digest = export_digest(run)  # the export's manifest now records the walk output's digest
+    choice = {**choice, "cooccurrence_weight": 1.0, "export_digest": digest}
+    (run / SERVING_FILE).write_text(json.dumps(choice))
+    got = settings()
+    assert (got["popularity_prior"], got["cooccurrence_weight"]) == (0.2, 1.0)
+    assert settings("--cooccurrence-weight", "0")["cooccurrence_weight"] == 0
+    assert settings("--popularity-prior", "0.4")["cooccurrence_weight"] == 1.0
+    assert settings("--metric", "cosine")["cooccurrence_weight"] is None
+    (run / SERVING_FILE).write_text(json.dumps({**choice, "cooccurrence_weight": -1}))
+    assert main(["--run", str(run), "--output", str(tmp_path / "bad")]) == 2
     (run / SERVING_FILE).write_text(json.dumps({"metric": "euclid"}))
     assert main(["--run", str(run), "--output", str(tmp_path / "bad")]) == 2
+
+
+def add_edges(run, n: int) -> np.ndarray:
+    """A training graph in the run's walk output: item i0 followed by i1..i20 (weights 1..20),
+    i5 by i1 (weight 50), and an edge to an item without a vector (index n + 1); the export's
+    manifest records the walk output's digest, as training does. Returns the (n, n) symmetric
+    counts between i0..i{n-1}."""
+    src = [1] * 20 + [6, 3]
+    dst = list(range(2, 22)) + [2, n + 1]
+    weight = list(range(1, 21)) + [50, 60]
+    pq.write_table(
+        pa.table({"src": src, "dst": dst, "weight": weight}, schema=schema.EDGE_SCHEMA),
+        (run / "walks" / schema.EDGES_DIR).mkdir() or run / "walks" / "edges" / "part-0.parquet",
+    )
+    export = schema.read_manifest(run / EXPORT_DIR, kind=None)
+    digest = schema.manifest_digest(run / "walks")
+    schema.write_manifest(run / EXPORT_DIR, {**export, "walks_manifest_sha256": digest})
+    counts = np.zeros((n, n))
+    for s, d, w in zip(src, dst, weight):
+        if d <= n:
+            counts[s - 1, d - 1] += w
+    return counts + counts.T
+
+
+@pytest.mark.parametrize("block_size", [7, 4096])
+def test_the_cooccurrence_term_adds_how_often_two_items_followed_each_other(
+    vectors, tmp_path, block_size
+):
+    """--cooccurrence-weight γ: neighbour c of q scores H_q·Z_c + β·ln(walk count of c) +
+    γ·ln(1 + n_qc), n_qc the walk output's edge weights q→c plus c→q; the evaluation's scorer
+    of the same served score ranks as the table does."""
+    from eges.evaluation.baselines import ContextScorer
+    from eges.serving.neighbors import cooccurrence_counts
+
+    n = len(vectors)
+    run = make_run(tmp_path / "run", vectors)
+    z = add_model(run, n, vectors.shape[1])
+    counts = add_edges(run, n)
+    out = tmp_path / "ctx"
+    m = build_table(
+        run,
+        5,
+        metric="context",
+        popularity_prior=0.4,
+        cooccurrence_weight=5.0,
+        block_size=block_size,
+        output=out,
+    )
+    assert m["settings"]["cooccurrence_weight"] == 5.0
+    got = pq.read_table(out / "neighbors.parquet").to_pandas()
+    base = vectors @ z[1:].T + 0.4 * np.log(walk_counts(n))[None, :]
+    served = base + 5.0 * np.log1p(counts)  # every pair's score, before the table's filters
+    s = served.copy()
+    for m_ in (s, base):
+        np.fill_diagonal(m_, -np.inf)
+        m_[:, np.abs(z[1:]).sum(1) == 0] = -np.inf
+    want = np.argsort(-s, axis=1, kind="stable")[:, :5]
+    for q in (0, 1, 5, 17, 299):
+        row = got[got["item_id"] == f"i{q}"].sort_values("rank")
+        assert list(row["neighbor_id"]) == [f"i{j}" for j in want[q]]
+        np.testing.assert_allclose(row["score"], s[q, want[q]], rtol=1e-5)
+    # i0 was followed by i1..i20: its list is now made of them (H·Z alone did not list them)
+    assert set(want[0]) <= set(range(1, 21))
+    assert not set(np.argsort(-base[0])[:5]) <= set(range(1, 21))
+    assert want[1][0] == 5 and want[5][0] == 1  # i5 followed i1: the term is symmetric
+    # the evaluation's served scorer adds the same term
+    pairs = cooccurrence_counts(run / "walks", np.arange(n + 1))
+    pairs.data = 5.0 * np.log1p(pairs.data)
+    bias = np.r_[0.0, 0.4 * np.log(walk_counts(n))]
+    scorer = ContextScorer("s", np.arange(1, n + 1), vectors, z, bias, pairs)
+    np.testing.assert_allclose(
+        scorer.score(np.array([1, 6]), np.arange(1, n + 1)), served[[0, 5]], rtol=1e-5
+    )
+    a, b = np.array([1, 6, 30]), np.array([20, 1, 40])
+    both = (scorer.score(a, b).diagonal() + scorer.score(b, a).diagonal()) / 2
+    np.testing.assert_allclose(scorer.pair_scores(a, b), both, rtol=1e-6)
+
+
+def test_the_cooccurrence_term_is_refused_where_it_cannot_be_served(vectors, tmp_path, capsys):
+    from eges.serving.neighbors import main
+
+    n = len(vectors)
+    run = make_run(tmp_path / "run", vectors)
+    add_model(run, n, vectors.shape[1])
+    out = tmp_path / "nb"
+    with pytest.raises(ValueError, match="edge table of the walk output.*not there"):
+        build_table(run, 5, metric="context", cooccurrence_weight=1.0, output=out)
+    build_table(run, 5, metric="context", cooccurrence_weight=0.0, output=out)  # needs none
+    add_edges(run, n)
+    for args in (
+        ["--metric", "cosine", "--cooccurrence-weight", "1"],
+        ["--method", "hnsw", "--cooccurrence-weight", "0"],
+        ["--cooccurrence-weight", "-1"],
+    ):
+        assert main(["--run", str(run), "--top-k", "5", "--output", str(out), *args]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "--cooccurrence-weight" in err, err
+    # the walk output written again after training: its sessions are not the run's
+    walks = schema.read_manifest(run / "walks", kind=None)
+    schema.write_manifest(run / "walks", {**walks, "note": "a later walk job"})
+    with pytest.raises(ValueError, match="written again after the run"):
+        build_table(run, 5, metric="context", cooccurrence_weight=1.0, output=out)
