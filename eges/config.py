@@ -390,6 +390,9 @@ class EvaluateConfig:
     # γ of the served score's co-occurrence term + γ·ln(1 + co-occurrences) (eges neighbors
     # --cooccurrence-weight), in the same rows as popularity_prior (DeepWalk's prior rows too)
     cooccurrence_weight: float = 0.0
+    # β of the served rows of the cold-start tasks (new items' neighbours, eges embed), when
+    # validation chose it apart from the neighbour table's; null: popularity_prior
+    new_items_prior: float | None = None
     # DeepWalk (gensim skip-gram), to be tuned on a validation hold-out as the trainer is:
     deepwalk_lr: float = 0.025  # gensim's starting learning rate (alpha; its default)
     deepwalk_epochs: int | None = None  # passes over the walks; null: train.epochs
@@ -422,6 +425,11 @@ class EvaluateConfig:
                     "evaluate.cooccurrence_weight must be a finite number >= 0",
                 ),
                 (
+                    self.new_items_prior is None
+                    or (math.isfinite(self.new_items_prior) and self.new_items_prior >= 0),
+                    "evaluate.new_items_prior must be a finite number >= 0 or null",
+                ),
+                (
                     math.isfinite(self.deepwalk_lr) and self.deepwalk_lr > 0,
                     "evaluate.deepwalk_lr must be a finite number > 0",
                 ),
@@ -440,6 +448,12 @@ class EvaluateConfig:
                 ),
             ]
         )
+
+    @property
+    def new_items_beta(self) -> float:
+        """β of the cold-start tasks' served rows: ``new_items_prior``, else
+        ``popularity_prior``."""
+        return self.popularity_prior if self.new_items_prior is None else self.new_items_prior
 
     @property
     def deepwalk_beta(self) -> float:

@@ -323,13 +323,14 @@ class Models:
             stats = schema.read_manifest(run / "export", kind=None).get("training", {})
             self.train_seconds.setdefault(model, []).append(stats.get("train_seconds", 0.0))
             choosing = model == "eges" and self.cfg.split.holdout == "validation"
-            grid = SERVING_GRID if choosing else ()
+            grid = CHOICE_GRIDS.get(self.task, ()) if choosing else ()
             weights = {self.cfg.evaluate.cooccurrence_weight, *(w for _, w in grid)}
+            ev = self.cfg.evaluate
             return run_scorers(
                 model,
                 run,
                 self.items,
-                self.cfg.evaluate.popularity_prior,
+                ev.new_items_beta if self.task in COLD_TASKS else ev.popularity_prior,
                 grid=grid,
                 cooccurrence_weight=self.cfg.evaluate.cooccurrence_weight,
                 log_cooccurrences=self.log_cooccurrences if any(weights) else None,
@@ -644,8 +645,8 @@ def evaluate_task(
     groups = queries if task == "next" else None
     if per_query:
         out["intervals"] = bar_intervals(task, per_query, groups)
-    if task == "next" and cfg.split.holdout == "validation" and per_query:
-        choice = choose_serving(per_query, groups)
+    if task in CHOICE_GRIDS and cfg.split.holdout == "validation" and per_query:
+        choice = choose_serving(per_query, groups, task)
         if choice is not None:
             out["serving"] = choice
     if examples is not None:
@@ -729,15 +730,25 @@ def bar_intervals(
 SERVING_PRIORS = (0.0, 0.1, 0.2, 0.4, 0.8)
 SERVING_COOCCURRENCE = (0.0, 0.5, 1.0, 2.0)
 SERVING_GRID = tuple((b, g) for b in SERVING_PRIORS for g in SERVING_COOCCURRENCE)
+# per task whose validation chooses a served score, its grid of (β, γ): next item chooses the
+# neighbour table's; cold start (editorial fields) new items', where γ adds nothing (a new item
+# followed nothing in the training sessions)
+CHOICE_GRIDS = {"next": SERVING_GRID, "cold": tuple((b, 0.0) for b in SERVING_PRIORS)}
+# what each task's choice is served for (eges.serving.neighbors.SERVING_USES)
+CHOICE_USES = {"next": "neighbors", "cold": "new_items"}
+CHOICE_NAMES = {"next": "next item", "cold": "cold start"}
 SERVING_KEY = "mrr"  # the head of the list: what a recommender shows first
 
 
 def choose_serving(
-    per_query: dict[str, list[dict[str, np.ndarray]]], groups: np.ndarray | None = None
+    per_query: dict[str, list[dict[str, np.ndarray]]],
+    groups: np.ndarray | None = None,
+    task: str = "next",
 ) -> dict[str, Any] | None:
-    """The served score for EGES's neighbours, chosen on the next-item task of a validation
-    hold-out: the best of cosine and H·Z + β·ln(walk count) + γ·ln(1 + co-occurrences) for
-    (β, γ) in ``SERVING_GRID`` by MRR.
+    """The served score for EGES's neighbours, chosen on ``task`` of a validation hold-out
+    (next item: the neighbour table's; cold: new items'): the best of cosine and
+    H·Z + β·ln(walk count) + γ·ln(1 + co-occurrences) for (β, γ) in the task's grid
+    (``CHOICE_GRIDS``) by MRR.
 
     When that best is not surely above content-only similarity (the 95% paired-bootstrap
     interval of the difference reaches 0), behaviour adds too little to the side information
@@ -757,7 +768,7 @@ def choose_serving(
 
     candidates = {("cosine", 0.0, 0.0): mrr("eges")}
     candidates.update(
-        {("context", b, g): mrr(f"eges·ctx·{grid_label(b, g)}") for b, g in SERVING_GRID}
+        {("context", b, g): mrr(f"eges·ctx·{grid_label(b, g)}") for b, g in CHOICE_GRIDS[task]}
     )
     candidates = {k: v for k, v in candidates.items() if v is not None}
     if not candidates:
@@ -774,7 +785,9 @@ def choose_serving(
         "metric": best[0],
         "popularity_prior": best[1],
         "cooccurrence_weight": best[2],
-        "chosen_by": f"next-item {SERVING_KEY} on a validation hold-out",
+        "chosen_by": f"{CHOICE_NAMES[task]} {SERVING_KEY} on a validation hold-out",
+        "task": task,
+        "use": CHOICE_USES[task],
         "scores": {label(*k): float(v.mean()) for k, v in candidates.items()},
         "behaviour_signal": True,
     }
@@ -901,9 +914,11 @@ def run_evaluation(cfg: Config) -> dict[str, Any]:
         tasks[task] = evaluate_task(cfg, task, root, progress)
         tasks[task]["summary"] = {m: summarise(r) for m, r in tasks[task]["results"].items()}
         tasks[task]["seconds"] = round(time.perf_counter() - t0, 1)
-    serving = tasks.get("next", {}).get("serving")
-    if serving is not None:
-        serving["written_to"] = write_serving_choice(cfg, serving)
+    choices = [tasks[t]["serving"] for t in CHOICE_GRIDS if "serving" in tasks.get(t, {})]
+    if choices:
+        written = write_serving_choice(cfg, choices)
+        for choice in choices:
+            choice["written_to"] = written
     results = {
         "created_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "data": cfg.data.path,
@@ -917,32 +932,50 @@ def run_evaluation(cfg: Config) -> dict[str, Any]:
     return results
 
 
-def write_serving_choice(cfg: Config, choice: dict[str, Any]) -> str | None:
-    """Write the served score chosen on validation into the full-data run (``evaluate.run``,
-    else ``train.output``), where ``eges neighbors`` and ``eges embed`` serve it by default;
-    returns the file written, or None when there is no such run."""
+def write_serving_choice(cfg: Config, choices: list[dict[str, Any]]) -> str | None:
+    """Write the served scores chosen on validation (:func:`choose_serving`, one per use) into
+    the full-data run (``evaluate.run``, else ``train.output``), where ``eges neighbors`` (the
+    neighbour table's choice, the file's top level) and ``eges embed`` (``new_items``, else the
+    neighbour table's) serve them by default. A use not chosen this time keeps the choice
+    already in the file when that was made for the same training. Returns the file written, or
+    None when there is no such run."""
     from eges.serving.neighbors import SERVING_FILE, export_digest, score_label
 
-    what = score_label(
-        choice["metric"], choice["popularity_prior"], choice.get("cooccurrence_weight", 0.0)
-    )
-    if not choice["behaviour_signal"]:
-        log.warning(
-            "next item on validation: EGES's best served score (MRR %.4f) is not surely above "
-            "content-only similarity (%.4f): this log's behaviour adds too little to its side "
-            "information; cosine is served, as its vectors carry the side information",
-            max(choice["scores"].values()),
-            choice["content"],
+    def label(choice: dict[str, Any]) -> str:
+        what = score_label(
+            choice["metric"], choice["popularity_prior"], choice.get("cooccurrence_weight", 0.0)
         )
+        return f"{what} for {choice['use'].replace('_', ' ')}"
+
+    for choice in choices:
+        if not choice["behaviour_signal"]:
+            log.warning(
+                "%s on validation: EGES's best served score (MRR %.4f) is not surely above "
+                "content-only similarity (%.4f): this log's behaviour adds too little to its "
+                "side information; cosine is served, as its vectors carry the side information",
+                CHOICE_NAMES[choice["task"]],
+                max(choice["scores"].values()),
+                choice["content"],
+            )
+    what = "; ".join(label(c) for c in choices)
     for run in (cfg.evaluate.run, cfg.train.output):
         if run and (Path(run) / "export" / schema.MANIFEST).exists():
             path = Path(run) / SERVING_FILE
-            entry = {
-                **choice,
-                "data": cfg.data.path,
-                "created_at": time.strftime("%Y-%m-%d"),
-                "export_digest": export_digest(run),  # the training it was chosen for
-            }
+            digest = export_digest(run)  # the training it was chosen for
+            entry: dict[str, Any] = {}
+            with contextlib.suppress(OSError, ValueError):
+                old = json.loads(path.read_text(encoding="utf-8"))
+                if isinstance(old, dict) and old.get("export_digest") == digest:
+                    entry = old  # keeps the use not chosen this time
+            for choice in choices:
+                if choice["use"] == "neighbors":
+                    entry = {k: v for k, v in entry.items() if k == "new_items"}
+                    entry.update(choice)
+                else:
+                    entry[choice["use"]] = choice
+            entry.update(
+                data=cfg.data.path, created_at=time.strftime("%Y-%m-%d"), export_digest=digest
+            )
             schema.write_text_atomic(path, json.dumps(entry, indent=2) + "\n")
             log.info("served score chosen on validation: %s; written to %s", what, path)
             return str(path)

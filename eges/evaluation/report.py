@@ -225,7 +225,8 @@ def serving_section(choice: dict[str, Any] | None) -> list[str]:
     )
     lines = [
         "",
-        "## Served score chosen on validation",
+        "## Served score chosen on validation"
+        + (" for new items" if choice.get("use") == "new_items" else ""),
         "",
         f"Chosen: **{what}** ({choice['chosen_by']}). MRR per candidate: "
         + ", ".join(f"{k} {v:.4f}" for k, v in choice["scores"].items())
@@ -245,8 +246,10 @@ def serving_section(choice: dict[str, Any] | None) -> list[str]:
             )
         )
     where = choice.get("written_to")
+    new_items = choice.get("use") == "new_items"
+    serves = "`eges embed` serves" if new_items else "`eges neighbors` and `eges embed` serve"
     lines.append(
-        f"Written to `{where}`: `eges neighbors` and `eges embed` serve it by default."
+        f"Written to `{where}`: {serves} it by default."
         if where
         else "No full-data run was found (`evaluate.run`, `train.output`) to write it into."
     )
@@ -463,6 +466,11 @@ def write_report(cfg: Config, results: dict[str, Any], root: Path) -> Path:
         f"`eges neighbors`: H·Z + {prior:g}·ln(walk count of the candidate) "
         "(`evaluate.popularity_prior`)"
         + (
+            f" (on cold start β {ev.new_items_beta:g}, `evaluate.new_items_prior`)"
+            if ev.new_items_beta != prior
+            else ""
+        )
+        + (
             f" + {ev.cooccurrence_weight:g}·ln(1 + co-occurrences of the pair in the training "
             "sessions) (`evaluate.cooccurrence_weight`; DeepWalk's prior rows too)"
             if ev.cooccurrence_weight
@@ -552,7 +560,8 @@ def write_report(cfg: Config, results: dict[str, Any], root: Path) -> Path:
             _cell(link["summary"].get(m, {"n/a": True}), "auc") for m in ("bge", "ges", "eges")
         ]
         lines.append(f"| this run: {Path(cfg.data.path).name} | " + " | ".join(cells) + " |")
-    lines += serving_section(results.get("tasks", {}).get("next", {}).get("serving"))
+    for task in ("next", "cold"):  # the neighbour table's choice, then new items'
+        lines += serving_section(results.get("tasks", {}).get(task, {}).get("serving"))
     bar = quality_bar(results)
     if bar:
         lines += [

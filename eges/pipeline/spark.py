@@ -53,6 +53,15 @@ REQUIRED_WHY = {
 }
 
 
+# settings of ours that the config (spark.conf) or spark-submit may change
+DEFAULTS = {
+    # Spark writes every query's plan as a string (for its UI and event log); this cuts it. A
+    # deep plan (a validation hold-out of items over ml-100k's five side-info fields) built one
+    # that filled a 1 GiB driver heap, and the job died with OutOfMemoryError
+    "spark.sql.maxPlanStringLength": "1m",
+}
+
+
 def under_spark_submit() -> bool:
     """True when spark-submit started this Python process (it hands over its JVM's gateway)."""
     return "PYSPARK_GATEWAY_PORT" in os.environ
@@ -140,8 +149,9 @@ def check_driver_memory(heap_bytes: int, wanted: str | None, submitted: bool) ->
 def resolve_settings(
     cfg: SparkConfig, submitted: dict[str, str] | None, extra: dict[str, str] | None = None
 ) -> dict[str, str]:
-    """The settings to apply in code: the config's, less those spark-submit already set, plus
-    :data:`REQUIRED` always (a different value from anywhere is overridden with a warning).
+    """The settings to apply in code: :data:`DEFAULTS` and the config's, less those
+    spark-submit already set, plus :data:`REQUIRED` always (a different value from anywhere is
+    overridden with a warning).
 
     Args:
         cfg: the ``spark`` config section.
@@ -154,6 +164,7 @@ def resolve_settings(
         under spark-submit never ``spark.driver.memory`` (the driver JVM already runs).
     """
     wanted = {
+        **DEFAULTS,
         APP_NAME: cfg.app_name,
         SHUFFLE_PARTITIONS: str(cfg.shuffle_partitions),
         # YAML booleans as Spark writes them ("true", not Python's "True")

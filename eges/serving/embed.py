@@ -601,7 +601,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         output = check_output(args.output, Path(args.run), args.overwrite) if args.output else None
         metric, prior, cooccurrence, chosen = served_score(
-            args.run, args.metric, args.popularity_prior
+            args.run, args.metric, args.popularity_prior, use="new_items"
         )
         if chosen:
             print(

@@ -149,24 +149,40 @@ def export_digest(run: str | Path) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else None
 
 
-def read_serving_choice(run: str | Path) -> dict[str, Any] | None:
-    """The served score written into ``run`` by ``eges evaluate`` on a validation hold-out
-    (``metric``, ``popularity_prior``, ``cooccurrence_weight`` and how they were chosen);
-    None when there is none, or when it was chosen for an earlier training of the run (a
-    warning says so).
+# the parts of a serving choice: the neighbour table of trained items (the file's top level,
+# chosen on next item) and new items' neighbours (under "new_items", chosen on cold start)
+SERVING_USES = ("neighbors", "new_items")
+
+
+def read_serving_choice(run: str | Path, use: str = "neighbors") -> dict[str, Any] | None:
+    """The served score written into ``run`` by ``eges evaluate`` on a validation hold-out for
+    ``use`` (:data:`SERVING_USES`; new items without a choice of their own get the neighbour
+    table's): ``metric``, ``popularity_prior``, ``cooccurrence_weight`` and how they were
+    chosen. None when there is none for that use, or when it was chosen for an earlier training
+    of the run (a warning says so).
 
     Raises:
         ValueError: the file is there but not a valid choice.
     """
+    if use not in SERVING_USES:
+        raise ValueError(f"unknown use {use!r} of a serving choice (known: {SERVING_USES})")
     path = Path(run) / SERVING_FILE
     if not path.is_file():
         return None
     try:
-        choice = json.loads(path.read_text(encoding="utf-8"))
-        metric, prior = choice["metric"], float(choice.get("popularity_prior", POPULARITY_PRIOR))
-        weight = float(choice.get("cooccurrence_weight", 0.0))  # absent before it existed
-    except (ValueError, KeyError, TypeError) as exc:
+        whole = json.loads(path.read_text(encoding="utf-8"))
+        # new items without a choice of their own get the neighbour table's
+        choice = whole if use == "neighbors" else (whole.get(use) or whole)
+        if "metric" not in choice:
+            choice = None  # only new items' score was chosen
+        else:
+            metric = choice["metric"]
+            prior = float(choice.get("popularity_prior", POPULARITY_PRIOR))
+            weight = float(choice.get("cooccurrence_weight", 0.0))  # absent before it existed
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"{path} is not a valid serving choice ({exc}): remove it") from None
+    if choice is None:
+        return None
     if metric not in ("context", "cosine") or not all(
         math.isfinite(x) and x >= 0 for x in (prior, weight)
     ):
@@ -174,7 +190,7 @@ def read_serving_choice(run: str | Path) -> dict[str, Any] | None:
             f"{path}: unknown metric {metric!r}, or a bad prior {prior!r} or co-occurrence "
             f"weight {weight!r}: remove it"
         )
-    if choice.get("export_digest") != export_digest(run):
+    if whole.get("export_digest") != export_digest(run):
         log.warning(
             "%s was chosen for an earlier training of this run: ignored (run the validation "
             "evaluation again to choose for this one)",
@@ -209,16 +225,18 @@ def served_score(
     prior: float | None,
     method: str = "exact",
     cooccurrence: float | None = None,
+    use: str = "neighbors",
 ) -> Served:
-    """The metric, popularity prior and co-occurrence weight to serve: those given, else the
-    run's choice (:func:`read_serving_choice`), else the defaults (context with the prior
+    """The metric, popularity prior and co-occurrence weight to serve for ``use`` (the
+    neighbour table, or ``new_items``): those given, else the run's choice for that use
+    (:func:`read_serving_choice`), else the defaults (context with the prior
     ``POPULARITY_PRIOR`` and no co-occurrence term for an exact search, cosine for HNSW).
 
     Raises:
         ValueError: see :func:`resolve_popularity_prior` and :func:`read_serving_choice`; a
             co-occurrence weight with a metric other than context, or negative.
     """
-    choice = read_serving_choice(run) or {}
+    choice = read_serving_choice(run, use) or {}
     chosen = None
     if metric is None:
         if method != "exact":

@@ -125,11 +125,12 @@ def test_deepwalk_takes_its_settings_from_the_config(tmp_path):
 def test_the_served_rows_add_the_configured_cooccurrence_term(tmp_path):
     """evaluate.cooccurrence_weight γ: the served rows (EGES's H·Z + prior and its table,
     DeepWalk's prior row) add γ·ln(1 + the training graph's edge weights, both directions);
-    on a validation hold-out EGES also gets a scorer per (β, γ) of the choice's grid — real
-    gensim and trainer runs on a synthetic walk output."""
+    on a validation hold-out EGES also gets a scorer per (β, γ) of the choice's grid (per β on
+    cold start, whose served rows take evaluate.new_items_prior) — real gensim and trainer runs
+    on a synthetic walk output."""
     import numpy as np
 
-    from eges.evaluation.evaluate import SERVING_GRID, Models, grid_label
+    from eges.evaluation.evaluate import SERVING_GRID, SERVING_PRIORS, Models, grid_label
 
     walk_dir = make_complete_walk_dir(tmp_path / "walks", walks=60, cold_items=0)
     src, dst, weight = [1, 2, 2, 5], [2, 1, 3, 9], [4, 2, 1, 7]
@@ -142,12 +143,12 @@ def test_the_served_rows_add_the_configured_cooccurrence_term(tmp_path):
     np.add.at(want, (src, dst), weight)
     want = 0.5 * np.log1p(want + want.T)
 
-    def scorers(model: str, **split):
-        ev = EvaluateConfig(output=str(tmp_path), cooccurrence_weight=0.5)
+    def scorers(model: str, task: str = "next", **split):
+        ev = EvaluateConfig(output=str(tmp_path), cooccurrence_weight=0.5, new_items_prior=0.8)
         cfg = Config(evaluate=ev)
         cfg = dataclasses.replace(cfg, split=dataclasses.replace(cfg.split, **split))
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, embedding_dim=8))
-        return {s.name: s for s in Models(cfg, "next", walk_dir, tmp_path).build(model, 1)}
+        return {s.name: s for s in Models(cfg, task, walk_dir, tmp_path).build(model, 1)}
 
     deepwalk = scorers("deepwalk")
     np.testing.assert_allclose(deepwalk["deepwalk·ctx·prior"].pairs.toarray(), want)
@@ -161,3 +162,12 @@ def test_the_served_rows_add_the_configured_cooccurrence_term(tmp_path):
         tmp_path / "next" / "runs" / "eges-seed1" / "neighbors-context", kind=None
     )
     assert table["settings"]["cooccurrence_weight"] == 0.5
+    assert table["settings"]["popularity_prior"] == EvaluateConfig().popularity_prior
+    # cold start's served rows take new items' own β when it is set
+    cold = scorers("eges", "cold", holdout="validation")
+    table = schema.read_manifest(
+        tmp_path / "cold" / "runs" / "eges-seed1" / "neighbors-context", kind=None
+    )
+    assert table["settings"]["popularity_prior"] == 0.8
+    assert {f"eges·ctx·β{b:g}" for b in SERVING_PRIORS} < set(cold)  # the cold grid: no γ
+    assert not any("·γ" in name for name in cold)

@@ -136,6 +136,20 @@ def test_the_served_score_is_chosen_on_validation_and_cosine_when_behaviour_adds
     assert choose_serving({"content": [{"mrr": np.ones(3)}]}) is None
 
 
+def test_cold_start_chooses_new_items_score_from_the_prior_alone():
+    """On the cold task the grid has no co-occurrence term (a new item followed nothing), and
+    the choice is for new items (eges embed)."""
+    from eges.evaluation.evaluate import choose_serving
+
+    rng = np.random.default_rng(0)
+    rates = {"eges": 0.20, "content": 0.05, "eges·ctx·β0": 0.10, "eges·ctx·β0.4": 0.12}
+    rates["eges·ctx·β0.4·γ1"] = 0.5  # not of this task's grid: never chosen
+    choice = choose_serving(per_query_runs(rng, rates), task="cold")
+    assert (choice["metric"], choice["use"], choice["task"]) == ("cosine", "new_items", "cold")
+    assert set(choice["scores"]) == {"cosine", "context β 0", "context β 0.4"}
+    assert choice["chosen_by"].startswith("cold start mrr")
+
+
 def test_the_screen_summary_shows_both_link_aucs_and_leaves_the_beta_variants_to_the_report(
     tmp_path,
 ):

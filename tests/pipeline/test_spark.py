@@ -30,6 +30,17 @@ def test_without_spark_submit_the_config_applies():
     assert "spark.master" not in resolve_settings(SparkConfig(master=None), None)
 
 
+def test_plan_strings_are_cut_unless_the_config_or_spark_submit_says_otherwise(spark):
+    """Spark writes every query's plan as a string; a deep one (a validation hold-out of items
+    on ml-100k) filled a 1 GiB driver heap. The cap is on by default, in the live session too,
+    and stays changeable."""
+    key = "spark.sql.maxPlanStringLength"
+    assert resolve_settings(CFG, None)[key] == "1m"
+    assert spark.conf.get(key) == "1m"
+    assert resolve_settings(SparkConfig(conf={key: "8m"}), None)[key] == "8m"
+    assert key not in resolve_settings(CFG, {"spark.master": "local[1]", key: "2m"})
+
+
 def test_spark_submit_settings_are_not_overridden():
     submitted = {
         "spark.master": "spark://h:7077",

@@ -278,5 +278,13 @@ def test_embed_serves_the_runs_choice(run, tmp_path, capsys):
         assert embed(run, items, "--top-k", "3", "--output", str(out), "--overwrite") == 0
         assert pq.read_table(out)["score"].to_pylist() == cosine
         assert "serving cosine: the run's choice" in capsys.readouterr().err
+        # new items' own choice (cold start) wins over the neighbour table's
+        table = {"metric": "context", "popularity_prior": 0.4, "export_digest": export_digest(run)}
+        (run / SERVING_FILE).write_text(json.dumps({**table, "new_items": choice}))
+        assert embed(run, items, "--top-k", "3", "--output", str(out), "--overwrite") == 0
+        assert pq.read_table(out)["score"].to_pylist() == cosine
+        (run / SERVING_FILE).write_text(json.dumps(table))
+        assert embed(run, items, "--top-k", "3", "--output", str(out), "--overwrite") == 0
+        assert pq.read_table(out)["score"].to_pylist() != cosine
     finally:
         (run / SERVING_FILE).unlink()  # the run is the module's

@@ -498,3 +498,54 @@ def test_the_cooccurrence_term_is_refused_where_it_cannot_be_served(vectors, tmp
     schema.write_manifest(run / "walks", {**walks, "note": "a later walk job"})
     with pytest.raises(ValueError, match="written again after the run"):
         build_table(run, 5, metric="context", cooccurrence_weight=1.0, output=out)
+
+
+def test_new_items_get_the_choice_made_on_cold_start_and_the_tables_choice_otherwise(
+    vectors, tmp_path
+):
+    """The validation writes one choice per use into serving.json: the neighbour table's (next
+    item) at the top level, new items' (cold start) under ``new_items``; a use not chosen again
+    keeps its choice for the same training, and new items without a choice of their own get
+    the table's."""
+    import dataclasses
+    import json
+
+    from eges.config import Config
+    from eges.evaluation.evaluate import write_serving_choice
+    from eges.serving.neighbors import SERVING_FILE, read_serving_choice, served_score
+
+    run = make_run(tmp_path / "run", vectors)
+    cfg = Config()
+    cfg = dataclasses.replace(cfg, evaluate=dataclasses.replace(cfg.evaluate, run=str(run)))
+
+    def choice(use: str, metric: str, prior: float, weight: float = 0.0) -> dict:
+        task = "next" if use == "neighbors" else "cold"
+        return {
+            "metric": metric,
+            "popularity_prior": prior,
+            "cooccurrence_weight": weight,
+            "chosen_by": "test",
+            "scores": {"x": 0.1},
+            "behaviour_signal": True,
+            "task": task,
+            "use": use,
+        }
+
+    write_serving_choice(cfg, [choice("neighbors", "context", 0.2, 1.0)])
+    assert served_score(run, None, None, use="new_items")[:3] == ("context", 0.2, 1.0)
+    write_serving_choice(cfg, [choice("new_items", "cosine", 0.0)])
+    assert served_score(run, None, None, use="new_items")[:3] == ("cosine", POPULARITY_PRIOR, 0)
+    assert served_score(run, None, None)[:3] == ("context", 0.2, 1.0)  # kept
+    write_serving_choice(cfg, [choice("neighbors", "context", 0.8)])
+    assert read_serving_choice(run, "new_items")["metric"] == "cosine"  # kept
+    assert read_serving_choice(run)["popularity_prior"] == 0.8
+    both = [choice("neighbors", "context", 0.4, 2.0), choice("new_items", "context", 0.1)]
+    write_serving_choice(cfg, both)
+    whole = json.loads((run / SERVING_FILE).read_text())
+    assert (whole["popularity_prior"], whole["new_items"]["popularity_prior"]) == (0.4, 0.1)
+    # only new items' choice, for a new training: the table's defaults stay
+    (run / SERVING_FILE).write_text(json.dumps({**whole, "export_digest": "0" * 16}))
+    write_serving_choice(cfg, [choice("new_items", "context", 0.1)])
+    assert read_serving_choice(run) is None
+    assert read_serving_choice(run, "new_items")["popularity_prior"] == 0.1
+    assert served_score(run, None, None)[:3] == ("context", POPULARITY_PRIOR, 0)
