@@ -244,10 +244,13 @@ def run_scorers(
     context[idx] = read_context(run_dir, idx)
     counts = emb["walk_count"].to_numpy()
 
+    if log_cooccurrences is None and (cooccurrence_weight or any(g for _, g in grid)):
+        raise ValueError("a co-occurrence weight needs log_cooccurrences")
+
     def served(label: str, prior: float, weight: float) -> ContextScorer:
         bias = np.zeros(len(context))  # (V + 1,): the prior of the served score, per item index
         bias[idx] = log_count_prior(counts, prior)
-        pairs = None if weight == 0 or log_cooccurrences is None else weight * log_cooccurrences
+        pairs = None if weight == 0 else weight * log_cooccurrences
         return ContextScorer(label, idx, vectors, context, bias, pairs)
 
     scorers: list[Scorer] = [
@@ -952,10 +955,13 @@ def write_serving_choice(cfg: Config, choices: list[dict[str, Any]]) -> str | No
             log.warning(
                 "%s on validation: EGES's best served score (MRR %.4f) is not surely above "
                 "content-only similarity (%.4f): this log's behaviour adds too little to its "
-                "side information; cosine is served, as its vectors carry the side information",
+                "side information; %s",
                 CHOICE_NAMES[choice["task"]],
                 max(choice["scores"].values()),
                 choice["content"],
+                "cosine is served, as its vectors carry the side information"
+                if choice["metric"] == "cosine"
+                else "the best is still served, as cosine is surely worse",
             )
     what = "; ".join(label(c) for c in choices)
     for run in (cfg.evaluate.run, cfg.train.output):
@@ -968,6 +974,7 @@ def write_serving_choice(cfg: Config, choices: list[dict[str, Any]]) -> str | No
                 if isinstance(old, dict) and old.get("export_digest") == digest:
                     entry = old  # keeps the use not chosen this time
             for choice in choices:
+                choice = {**choice, "data": cfg.data.path, "created_at": time.strftime("%Y-%m-%d")}
                 if choice["use"] == "neighbors":
                     entry = {k: v for k, v in entry.items() if k == "new_items"}
                     entry.update(choice)

@@ -243,11 +243,19 @@ def serving_section(choice: dict[str, Any] | None) -> list[str]:
                 if choice["behaviour_signal"]
                 else "; behaviour adds too little to the side information here, so cosine "
                 "(whose vectors carry the side information) is served."
+                if choice["metric"] == "cosine"
+                else "; behaviour adds too little to the side information here, but cosine "
+                "is surely worse than the best, which is served."
             )
         )
     where = choice.get("written_to")
     new_items = choice.get("use") == "new_items"
-    serves = "`eges embed` serves" if new_items else "`eges neighbors` and `eges embed` serve"
+    serves = (
+        "`eges embed` serves"
+        if new_items
+        else "`eges neighbors` serves (and `eges embed`, unless new items have a choice of "
+        "their own)"
+    )
     lines.append(
         f"Written to `{where}`: {serves} it by default."
         if where

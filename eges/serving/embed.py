@@ -24,8 +24,9 @@ Two layouts of ``new_items.csv`` (``--layout``; by default told apart by the hea
 Neighbours are printed as ``rank. id  name  score``, the name being the display name (title)
 the walk job kept in its item table, when the data has one.
 
-``--metric`` and ``--popularity-prior`` default to the run's choice made on validation
-(``RUN/serving.json``, as ``eges neighbors``), else context with a prior of 0.4. The prior
+``--metric`` and ``--popularity-prior`` default to the run's choice for new items made on a
+cold-start validation (``RUN/serving.json``'s ``new_items``), else to the neighbour table's
+choice (as ``eges neighbors``), else context with a prior of 0.4. The prior
 applies to ``--metric context`` only: given with ``--metric cosine``, or negative, it is
 refused.
 
@@ -72,6 +73,7 @@ from eges.serving.neighbors import (
     exact_topk,
     popularity_bias,
     prepare,
+    read_serving_choice,
     run_item_names,
     score_label,
     served_score,
@@ -571,15 +573,15 @@ def main(argv: list[str] | None = None) -> int:
         "--metric",
         choices=["context", "cosine"],
         help="context: trained items by H·Z + the popularity prior; cosine: every exported "
-        "item by cosine similarity (default: as eges neighbors, the run's choice made on "
-        "validation by eges evaluate, else context)",
+        "item by cosine similarity (default: the run's choice for new items made on "
+        "validation by eges evaluate, else its neighbour table's, else context)",
     )
     p.add_argument(
         "--popularity-prior",
         type=float,
         help="context metric only: add this (>= 0) times ln(walk count of the neighbour) to "
-        f"H·Z (default: the run's choice, else {POPULARITY_PRIOR}, as eges neighbors; 0: H·Z "
-        "alone)",
+        f"H·Z (default: the run's choice for new items, else its neighbour table's, else "
+        f"{POPULARITY_PRIOR}; 0: H·Z alone)",
     )
     p.add_argument(
         "--output",
@@ -604,8 +606,13 @@ def main(argv: list[str] | None = None) -> int:
             args.run, args.metric, args.popularity_prior, use="new_items"
         )
         if chosen:
+            whose = (
+                "for new items"
+                if (read_serving_choice(args.run, "new_items") or {}).get("use") == "new_items"
+                else "for its neighbour table"
+            )
             print(
-                f"serving {score_label(metric, prior)}: the run's choice ({chosen})"
+                f"serving {score_label(metric, prior)}: the run's choice {whose} ({chosen})"
                 + (  # new items followed nothing in the training sessions
                     "; its co-occurrence term adds nothing to new items" if cooccurrence else ""
                 ),

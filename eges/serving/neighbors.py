@@ -171,11 +171,14 @@ def read_serving_choice(run: str | Path, use: str = "neighbors") -> dict[str, An
         return None
     try:
         whole = json.loads(path.read_text(encoding="utf-8"))
-        # new items without a choice of their own get the neighbour table's
-        choice = whole if use == "neighbors" else (whole.get(use) or whole)
-        if "metric" not in choice:
-            choice = None  # only new items' score was chosen
-        else:
+        if not isinstance(whole, dict):
+            raise TypeError("not an object")
+        part = None if use == "neighbors" else whole.get(use)
+        if part is not None and not (isinstance(part, dict) and "metric" in part):
+            raise TypeError(f"{use!r} is not a choice")
+        # new items without a choice of their own get the neighbour table's, when there is one
+        choice = part if part is not None else whole if "metric" in whole else None
+        if choice is not None:
             metric = choice["metric"]
             prior = float(choice.get("popularity_prior", POPULARITY_PRIOR))
             weight = float(choice.get("cooccurrence_weight", 0.0))  # absent before it existed

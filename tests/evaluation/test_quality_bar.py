@@ -166,3 +166,30 @@ def test_the_screen_summary_shows_both_link_aucs_and_leaves_the_beta_variants_to
     assert "  link  auc_matched eges 0.740  popularity 0.520" in lines
     (nxt,) = [line for line in lines if line.startswith("  next  ")]
     assert "·β" not in nxt and "cooccurrence 0.120" in nxt
+
+
+def test_the_report_says_what_each_choice_serves_and_whether_cosine_is_served():
+    """The section names the use (the neighbour table's choice, or new items' for eges embed),
+    and says cosine is served only when it is: a weak behaviour signal alone does not mean it."""
+    from eges.evaluation.report import serving_section
+
+    base = {
+        "metric": "context",
+        "popularity_prior": 0.4,
+        "cooccurrence_weight": 2.0,
+        "chosen_by": "next item mrr on a validation hold-out",
+        "scores": {"context β 0.4 γ 2": 0.03, "cosine": 0.01},
+        "behaviour_signal": False,
+        "content": 0.02,
+        "against_content": {"estimate": 0.01, "low": -0.001, "high": 0.02},
+        "use": "neighbors",
+        "written_to": "RUN/serving.json",
+    }
+    text = "\n".join(serving_section(base))
+    assert "H·Z + 0.4·ln(walk count) + 2·ln(1 + co-occurrences)" in text
+    assert "cosine is surely worse than the best, which is served" in text
+    assert "`eges neighbors` serves" in text and "for new items" not in text
+    cosine = {**base, "metric": "cosine", "use": "new_items"}
+    text = "\n".join(serving_section(cosine))
+    assert "validation for new items" in text and "`eges embed` serves it" in text
+    assert "so cosine (whose vectors carry the side information) is served" in text

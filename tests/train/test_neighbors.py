@@ -512,7 +512,12 @@ def test_new_items_get_the_choice_made_on_cold_start_and_the_tables_choice_other
 
     from eges.config import Config
     from eges.evaluation.evaluate import write_serving_choice
-    from eges.serving.neighbors import SERVING_FILE, read_serving_choice, served_score
+    from eges.serving.neighbors import (
+        SERVING_FILE,
+        export_digest,
+        read_serving_choice,
+        served_score,
+    )
 
     run = make_run(tmp_path / "run", vectors)
     cfg = Config()
@@ -549,3 +554,9 @@ def test_new_items_get_the_choice_made_on_cold_start_and_the_tables_choice_other
     assert read_serving_choice(run) is None
     assert read_serving_choice(run, "new_items")["popularity_prior"] == 0.1
     assert served_score(run, None, None)[:3] == ("context", POPULARITY_PRIOR, 0)
+    # a new-items part that is not a choice is refused, not silently replaced by the defaults
+    for bad in ({"popularity_prior": 0.1}, "cosine"):
+        broken = {**whole, "export_digest": export_digest(run), "new_items": bad}
+        (run / SERVING_FILE).write_text(json.dumps(broken))
+        with pytest.raises(ValueError, match="not a valid serving choice"):
+            read_serving_choice(run, "new_items")
