@@ -297,13 +297,12 @@ class Models:
     @property
     def log_cooccurrences(self) -> sp.csr_matrix:
         """(V + 1, V + 1) ln(1 + co-occurrences) by item index: the served score's co-occurrence
-        term before its weight (``eges.serving.neighbors.cooccurrence_counts``)."""
+        term before its weight (``eges.serving.neighbors.log_cooccurrences``)."""
         if self._log_cooccurrences is None:
-            from eges.serving.neighbors import cooccurrence_counts
+            from eges.serving.neighbors import log_cooccurrences
 
-            m = cooccurrence_counts(self.walk_dir, np.arange(self.items.num_items + 1))
-            m.data = np.log1p(m.data)
-            self._log_cooccurrences = m
+            items = np.arange(self.items.num_items + 1)
+            self._log_cooccurrences = log_cooccurrences(self.walk_dir, items)
         return self._log_cooccurrences
 
     @property
@@ -325,17 +324,17 @@ class Models:
             )
             stats = schema.read_manifest(run / "export", kind=None).get("training", {})
             self.train_seconds.setdefault(model, []).append(stats.get("train_seconds", 0.0))
+            ev = self.cfg.evaluate
             choosing = model == "eges" and self.cfg.split.holdout == "validation"
             grid = CHOICE_GRIDS.get(self.task, ()) if choosing else ()
-            weights = {self.cfg.evaluate.cooccurrence_weight, *(w for _, w in grid)}
-            ev = self.cfg.evaluate
+            weights = {ev.cooccurrence_weight, *(w for _, w in grid)}
             return run_scorers(
                 model,
                 run,
                 self.items,
                 ev.new_items_beta if self.task in COLD_TASKS else ev.popularity_prior,
                 grid=grid,
-                cooccurrence_weight=self.cfg.evaluate.cooccurrence_weight,
+                cooccurrence_weight=ev.cooccurrence_weight,
                 log_cooccurrences=self.log_cooccurrences if any(weights) else None,
             )
         if model == "deepwalk":
@@ -980,9 +979,7 @@ def write_serving_choice(cfg: Config, choices: list[dict[str, Any]]) -> str | No
                     entry.update(choice)
                 else:
                     entry[choice["use"]] = choice
-            entry.update(
-                data=cfg.data.path, created_at=time.strftime("%Y-%m-%d"), export_digest=digest
-            )
+            entry["export_digest"] = digest  # each choice carries its own data and date
             schema.write_text_atomic(path, json.dumps(entry, indent=2) + "\n")
             log.info("served score chosen on validation: %s; written to %s", what, path)
             return str(path)

@@ -73,7 +73,6 @@ from eges.serving.neighbors import (
     exact_topk,
     popularity_bias,
     prepare,
-    read_serving_choice,
     run_item_names,
     score_label,
     served_score,
@@ -602,19 +601,17 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(level=logging.WARNING)
     try:
         output = check_output(args.output, Path(args.run), args.overwrite) if args.output else None
-        metric, prior, cooccurrence, chosen = served_score(
-            args.run, args.metric, args.popularity_prior, use="new_items"
-        )
-        if chosen:
-            whose = (
-                "for new items"
-                if (read_serving_choice(args.run, "new_items") or {}).get("use") == "new_items"
-                else "for its neighbour table"
-            )
+        served = served_score(args.run, args.metric, args.popularity_prior, use="new_items")
+        metric, prior = served.metric, served.prior
+        if served.chosen:
+            whose = "new items" if served.chosen_for == "new_items" else "its neighbour table"
             print(
-                f"serving {score_label(metric, prior)}: the run's choice {whose} ({chosen})"
+                f"serving {score_label(metric, prior)}: the run's choice for {whose} "
+                f"({served.chosen})"
                 + (  # new items followed nothing in the training sessions
-                    "; its co-occurrence term adds nothing to new items" if cooccurrence else ""
+                    "; its co-occurrence term adds nothing to new items"
+                    if served.cooccurrence
+                    else ""
                 ),
                 file=sys.stderr,
             )

@@ -116,10 +116,15 @@ def context_candidates(
     return z, z.abs().sum(1) > 0
 
 
+def check_weight(flag: str, value: float) -> None:
+    """Raises ValueError unless ``value`` (of option ``flag``) is a finite number >= 0."""
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{flag} must be a finite number >= 0, not {value}")
+
+
 def check_popularity_prior(prior: float) -> None:
     """Raises ValueError unless ``prior`` is a finite number >= 0."""
-    if not (np.isfinite(prior) and prior >= 0):
-        raise ValueError(f"--popularity-prior must be a finite number >= 0, not {prior}")
+    check_weight("--popularity-prior", prior)
 
 
 def resolve_popularity_prior(prior: float | None, metric: str) -> float:
@@ -200,7 +205,12 @@ def read_serving_choice(run: str | Path, use: str = "neighbors") -> dict[str, An
             path,
         )
         return None
-    return {**choice, "popularity_prior": prior, "cooccurrence_weight": weight}
+    return {
+        **choice,
+        "popularity_prior": prior,
+        "cooccurrence_weight": weight,
+        "use": use if part is not None else "neighbors",  # which part it came from
+    }
 
 
 def score_label(metric: str, prior: float, cooccurrence: float = 0.0) -> str:
@@ -213,13 +223,15 @@ def score_label(metric: str, prior: float, cooccurrence: float = 0.0) -> str:
 
 
 class Served(NamedTuple):
-    """The served score: ``metric``, ``prior`` (β), ``cooccurrence`` (γ), and ``chosen``, the
-    run's choice file when it decided any of them (else None)."""
+    """The served score: ``metric``, ``prior`` (β), ``cooccurrence`` (γ); ``chosen``, the
+    run's choice file when it decided any of them (else None), and ``chosen_for``, the use
+    (:data:`SERVING_USES`) whose choice that was."""
 
     metric: str
     prior: float
     cooccurrence: float
     chosen: Path | None
+    chosen_for: str | None = None
 
 
 def served_score(
@@ -263,13 +275,13 @@ def served_score(
             f"with --metric {metric}, which ignores it (leave it out, or use --metric context)"
         )
     check_cooccurrence_weight(cooccurrence)
-    return Served(metric, resolve_popularity_prior(prior, metric), cooccurrence, chosen)
+    prior = resolve_popularity_prior(prior, metric)
+    return Served(metric, prior, cooccurrence, chosen, choice["use"] if chosen else None)
 
 
 def check_cooccurrence_weight(weight: float) -> None:
     """Raises ValueError unless ``weight`` is a finite number >= 0."""
-    if not (math.isfinite(weight) and weight >= 0):
-        raise ValueError(f"--cooccurrence-weight must be a finite number >= 0, not {weight}")
+    check_weight("--cooccurrence-weight", weight)
 
 
 def cooccurrence_counts(walk_dir: str | Path, item_idx: np.ndarray) -> sp.csr_matrix:
@@ -288,6 +300,14 @@ def cooccurrence_counts(walk_dir: str | Path, item_idx: np.ndarray) -> sp.csr_ma
     n = len(item_idx)
     m = sp.coo_matrix((weight[ok], (a[ok], b[ok])), shape=(n, n)).tocsr()
     return (m + m.T).tocsr()
+
+
+def log_cooccurrences(walk_dir: str | Path, item_idx: np.ndarray) -> sp.csr_matrix:
+    """ln(1 + :func:`cooccurrence_counts`): the served score's co-occurrence term before its
+    weight γ."""
+    m = cooccurrence_counts(walk_dir, item_idx)
+    m.data = np.log1p(m.data)
+    return m
 
 
 def cooccurrence_bonus(
@@ -318,9 +338,7 @@ def cooccurrence_bonus(
             "trained, so its co-occurrences are not the ones the run learned from: train the "
             "run again, or serve without the term (--cooccurrence-weight 0)"
         )
-    bonus = cooccurrence_counts(walk_dir, item_idx)
-    bonus.data = weight * np.log1p(bonus.data)
-    return bonus
+    return weight * log_cooccurrences(walk_dir, item_idx)
 
 
 def finite_float(text: str) -> float:
