@@ -547,6 +547,10 @@ class TrainConfig:
     # share of walk positions trained from side information alone (without the item's own
     # vector), as a new item is embedded; 0 = the paper's training
     item_dropout: float = 0.0
+    # each side-info field's weight (> 0) in a new item's vector (cold start), e.g. {genres: 1,
+    # year: 2}; a field left out weighs 1; null: all alike, the paper's mean. The evaluation's
+    # cold-start validation chooses them (docs/evaluation.md); replicated tables only
+    cold_weights: dict[str, float] | None = None
     # score + log(1/K) inside the loss's sigmoid: the prior odds of a context against K
     # negatives, so that no shared direction is spent on them (eges/training/loss.py)
     prior_offset: bool = True
@@ -587,6 +591,17 @@ class TrainConfig:
                 (self.max_steps == -1 or self.max_steps >= 1, "train.max_steps must be -1 or >= 1"),
                 (self.lr > 0, "train.lr must be > 0"),
                 (0 <= self.item_dropout < 1, "train.item_dropout must be in [0, 1)"),
+                (
+                    self.cold_weights is None
+                    or all(
+                        isinstance(w, (int, float))
+                        and not isinstance(w, bool)
+                        and math.isfinite(w)
+                        and w > 0
+                        for w in self.cold_weights.values()
+                    ),
+                    "train.cold_weights must map field names to finite numbers > 0",
+                ),
                 (
                     self.attention_lr is None or self.attention_lr > 0,
                     "train.attention_lr must be > 0",

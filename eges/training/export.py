@@ -318,6 +318,8 @@ def model_metadata(model: EGES, items: ItemTable) -> dict[str, Any]:
         "numeric_fields": items.numeric,
         "embedding_dim": model.item.embedding_dim,
         "mode": model.mode,
+        # each field's weight in a new item's vector (EGES.cold_weights)
+        "cold_weights": model.cold_weights.tolist(),
     }
 
 
@@ -426,6 +428,8 @@ def export_manifest(
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "mode": model.mode,
         "fields": items.fields[: model.num_fields],
+        # each field's weight in a new item's vector (train.cold_start)
+        "cold_weights": dict(zip(items.fields, model.cold_weights.tolist())),
         **(layout or {}),
         "counts": {
             "items": items.num_items,
@@ -628,5 +632,7 @@ def load_model(run_dir: str | Path, map_location: str = "cpu") -> tuple[EGES, di
         blob["mode"],
     )
     model.load_state_dict(blob["state_dict"])
+    if "cold_weights" in blob:  # exports before learned field weights: equal
+        model.cold_weights.copy_(torch.tensor(blob["cold_weights"], dtype=torch.float32))
     model.eval()
     return model, blob

@@ -9,7 +9,8 @@ For item v with side-information fields 1..n:
 * skip-gram with negative sampling against a **separate context table Z**:
   loss = −log σ(H_vᵀ Z_u) − Σ_negatives log σ(−H_vᵀ Z_n) (:func:`eges.training.loss.walk_loss`);
 * cold start: a new item has no W⁰ and no row of A; its vector is the mean of its side-info
-  embeddings (paper §3.3.2).
+  fields' embeddings (paper §3.3.2), weighted per field by :attr:`EGES.cold_weights` (equal
+  unless ``train.cold_weights`` sets them).
 """
 
 from __future__ import annotations
@@ -152,6 +153,10 @@ class EGES(nn.Module):
         # only cold items have keeps its random initial embedding and must not embed them
         for i, size in enumerate(vocab_sizes[: self.num_fields]):
             self.register_buffer(f"side_trained_{i}", torch.ones(size + 1, dtype=torch.bool))
+        # each field's weight in a new item's vector (cold start): equal, the paper's mean,
+        # unless fitted after training (eges.training.cold); kept in the export's model.pt
+        # metadata, not in the state dict, so checkpoints stay as they were
+        self.register_buffer("cold_weights", torch.ones(self.num_fields), persistent=False)
         self.reset_parameters()
 
     @torch.no_grad()
@@ -174,6 +179,26 @@ class EGES(nn.Module):
                 getattr(self, f"side_values_{i}"),
             )
             trained[flat] = True
+
+    @torch.no_grad()
+    def set_cold_weights(self, weights: dict[str, float] | None, fields: list[str]) -> None:
+        """Set :attr:`cold_weights` from ``{field name: weight}`` (a field left out weighs 1;
+        None: all 1, the plain mean).
+
+        Raises:
+            ValueError: a name that is not one of the model's ``fields``, or a weight <= 0.
+        """
+        fields = list(fields[: self.num_fields])
+        weights = weights or {}
+        unknown = sorted(set(weights) - set(fields))
+        if unknown:
+            raise ValueError(
+                f"train.cold_weights names {', '.join(unknown)}, not side-info field(s) of this "
+                f"walk output ({', '.join(fields) or 'none'})"
+            )
+        if any(not w > 0 for w in weights.values()):
+            raise ValueError("train.cold_weights must be > 0")
+        self.cold_weights.copy_(torch.tensor([float(weights.get(f, 1.0)) for f in fields]))
 
     def reset_parameters(self) -> None:
         bound = 0.5 / self.item.embedding_dim  # word2vec's initialisation
@@ -284,7 +309,8 @@ class EGES(nn.Module):
 
         Returns:
             (N, D): the mean over fields with at least one value of each field's mean value
-            embedding; a zero vector for an item without any known value. Values that no
+            embedding, weighted by :attr:`cold_weights` (equal unless fitted); a zero vector for
+            an item without any known value. Values that no
             trained item carries (:meth:`mark_trained_values`) are ignored. Index 0, if given
             and marked trained, counts as a value (its row of zeros enters the field's mean).
         """
@@ -322,7 +348,8 @@ class EGES(nn.Module):
         self, bags: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], padding_idx: int | None
     ) -> torch.Tensor:
         """The cold-start vectors of N bags per field: the mean over the fields with a value of
-        each field's mean value embedding; zero where no field has a value.
+        each field's mean value embedding, weighted by :attr:`cold_weights`; zero where no field
+        has a value.
 
         Args:
             bags: per field, (flat (M,), bag offsets (N,), bag lengths (N,)), untrained values
@@ -347,6 +374,7 @@ class EGES(nn.Module):
             ],
             1,
         )
-        present = self._present(bags)  # (N, n)
-        count = present.sum(1, keepdim=True).clamp(min=1)  # (N, 1)
-        return (side * present.unsqueeze(-1)).sum(1) / count  # (N, D)
+        weight = self._present(bags) * self.cold_weights  # (N, n)
+        total = weight.sum(1, keepdim=True)  # (N, 1)
+        total = torch.where(total > 0, total, torch.ones_like(total))
+        return (side * weight.unsqueeze(-1)).sum(1) / total  # (N, D)
