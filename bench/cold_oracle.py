@@ -13,7 +13,8 @@ to keep the tags), the queries are its held-out items, which training never saw;
 sample of all items, whose own events trained the values they are embedded from. Printed per
 scorer: precision@K, the share of a query's K neighbours in the query's community.
 
-* **EGES, side information only**, cosine and the served context score;
+* **EGES, side information only**, cosine and the served context score, with the run's field
+  weights for new items (``train.cold_start``) and, when those are learned, with equal ones;
 * **content overlap**: TF-IDF cosine over the same side-info values (the evaluation's
   ``content`` model);
 * **oracle**: a naive-Bayes classifier over the same values, trained on the communities of
@@ -33,11 +34,17 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import scipy.sparse as sp
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from eges import schema  # noqa: E402
 from eges.serving.embed import Embedder, load_new_items  # noqa: E402
+
+CONTENT = "content overlap (TF-IDF cosine)"
+ORACLE = "oracle (naive Bayes on the true communities)"
+RUN_WEIGHTS = "field weights of the run"
+EQUAL_WEIGHTS = "equal field weights (the paper's mean)"
 
 
 def token_matrix(items: list[dict[str, list[str]]]) -> tuple[sp.csr_matrix, np.ndarray]:
@@ -120,9 +127,21 @@ def heldout_rows(walk_dir: Path, row_of: dict[str, int]) -> np.ndarray:
     return np.array(sorted(row_of[i] for i in ids))
 
 
-def precision(neighbours: np.ndarray, community: np.ndarray, queries: np.ndarray) -> float:
+def precision(neighbours: np.ndarray, community: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """(Q,) each query's precision@K: the share of its K neighbours in its community."""
     found = np.where(neighbours >= 0, community[np.maximum(neighbours, 0)], -1)
-    return float((found == community[queries][:, None]).mean())
+    return (found == community[queries][:, None]).mean(1)
+
+
+def ratio_interval(
+    a: np.ndarray, b: np.ndarray, rounds: int = 2000, seed: int = 0
+) -> tuple[float, float, float]:
+    """mean(a) / mean(b) over the same queries, with a 95% paired bootstrap over queries."""
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(0, len(a), (rounds, len(a)))
+    boot = a[pick].mean(1) / np.maximum(b[pick].mean(1), 1e-12)
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return float(a.mean() / max(b.mean(), 1e-12)), float(lo), float(hi)
 
 
 def main() -> None:
@@ -156,28 +175,51 @@ def main() -> None:
 
     x, fields = token_matrix(new.items)
     results = {
-        "content overlap (TF-IDF cosine)": precision(
-            content_neighbours(x, queries, args.k), community, queries
-        ),
-        "oracle (naive Bayes on the true communities)": precision(
+        CONTENT: precision(content_neighbours(x, queries, args.k), community, queries),
+        ORACLE: precision(
             oracle_neighbours(x, fields, community, acts, queries, args.k, args.alpha),
             community,
             queries,
         ),
     }
-    vectors, _ = embedder.embed([new.items[q] for q in queries])
-    for metric in ("cosine", "context"):
-        lists = embedder.most_similar(
-            vectors, args.k, metric=metric, ids=[new.ids[q] for q in queries]
-        )
-        found = np.array(
-            [([row_of.get(n.item_id, -1) for n in ns] + [-1] * args.k)[: args.k] for ns in lists]
-        )
-        results[f"EGES side information only, {metric}"] = precision(found, community, queries)
+    learned = embedder.model.cold_weights.clone()
+    weightings = {RUN_WEIGHTS: learned}
+    if not torch.equal(learned, torch.ones_like(learned)):
+        weightings[EQUAL_WEIGHTS] = torch.ones_like(learned)
+    for weighting, weights in weightings.items():
+        embedder.model.cold_weights.copy_(weights)
+        vectors, _ = embedder.embed([new.items[q] for q in queries])
+        for metric in ("cosine", "context"):
+            lists = embedder.most_similar(
+                vectors, args.k, metric=metric, ids=[new.ids[q] for q in queries]
+            )
+            found = np.array(
+                [
+                    ([row_of.get(n.item_id, -1) for n in ns] + [-1] * args.k)[: args.k]
+                    for ns in lists
+                ]
+            )
+            results[f"EGES side information only, {weighting}, {metric}"] = precision(
+                found, community, queries
+            )
+    embedder.model.cold_weights.copy_(learned)
     print(f"{len(queries)} queries of {len(ids)} items, {community.max() + 1} communities")
+    fields = ", ".join(f"{f} {w:.3f}" for f, w in zip(embedder.fields, learned.tolist()))
+    print(f"the run's field weights for new items: {fields}")
     print(f"| scorer | precision@{args.k} |\n|---|---|")
     for name, value in results.items():
-        print(f"| {name} | {value:.3f} |")
+        print(f"| {name} | {value.mean():.3f} |")
+    content, oracle = results[CONTENT], results[ORACLE]
+    for metric in ("cosine", "context"):
+        served = results[f"EGES side information only, {RUN_WEIGHTS}, {metric}"]
+        pairs = [("content", content), ("the oracle", oracle)]
+        equal = results.get(f"EGES side information only, {EQUAL_WEIGHTS}, {metric}")
+        if equal is not None:
+            pairs.append(("equal field weights", equal))
+        print(f"\nEGES ({RUN_WEIGHTS}, {metric}) against (95% paired bootstrap over queries):")
+        for name, other in pairs:
+            r, lo, hi = ratio_interval(served, other)
+            print(f"- {name}: {r:.3f}x ({lo:.3f}-{hi:.3f})")
 
 
 if __name__ == "__main__":

@@ -221,6 +221,7 @@ def run_scorers(
     grid: tuple[tuple[float, float], ...] = (),
     cooccurrence_weight: float = 0.0,
     log_cooccurrences: sp.csr_matrix | None = None,
+    variants: list[tuple[str, np.ndarray]] = (),
 ) -> list[Scorer]:
     """A run's scorers: cosine of the exported vectors (``name``), the served score H·Z +
     ``popularity_prior`` · ln(walk count, from the export) + ``cooccurrence_weight`` ·
@@ -231,7 +232,10 @@ def run_scorers(
     information. ``grid``: further served scores, one per (β, γ) (``name·ctx·β<β>``, with
     ``·γ<γ>`` when γ is not 0), for the served score's choice on validation
     (:func:`choose_serving`). ``log_cooccurrences``: (V + 1, V + 1) ln(1 + co-occurrences) by
-    item index (:meth:`Models.log_cooccurrences`); needed when a γ is not 0."""
+    item index (:meth:`Models.log_cooccurrences`); needed when a γ is not 0. ``variants``:
+    (label, vectors) of the same run with other cold rows (new items' field weights,
+    :meth:`Models.field_variants`), each scored by cosine (``name·label``) and by every served
+    score of ``grid`` (``name·ctx·β<β>·label``)."""
     import pyarrow.parquet as pq
 
     from eges.serving.neighbors import build_table, log_count_prior
@@ -247,11 +251,13 @@ def run_scorers(
     if log_cooccurrences is None and (cooccurrence_weight or any(g for _, g in grid)):
         raise ValueError("a co-occurrence weight needs log_cooccurrences")
 
-    def served(label: str, prior: float, weight: float) -> ContextScorer:
+    def served(
+        label: str, prior: float, weight: float, rows: np.ndarray = vectors
+    ) -> ContextScorer:
         bias = np.zeros(len(context))  # (V + 1,): the prior of the served score, per item index
         bias[idx] = log_count_prior(counts, prior)
         pairs = None if weight == 0 else weight * log_cooccurrences
-        return ContextScorer(label, idx, vectors, context, bias, pairs)
+        return ContextScorer(label, idx, rows, context, bias, pairs)
 
     scorers: list[Scorer] = [
         VectorScorer(name, idx, vectors, items.num_items),
@@ -259,6 +265,12 @@ def run_scorers(
     ]
     for prior, weight in grid:
         scorers.append(served(f"{name}·ctx·{grid_label(prior, weight)}", prior, weight))
+    for label, rows in variants:
+        scorers.append(VectorScorer(f"{name}·{label}", idx, rows, items.num_items))
+        for prior, weight in grid:
+            scorers.append(
+                served(f"{name}·ctx·{grid_label(prior, weight)}·{label}", prior, weight, rows)
+            )
     tables = (("cosine", "·table"), ("context", "·ctx·table")) if len(idx) > 1 else ()
     for metric, suffix in tables:
         out = run_dir / f"neighbors-{metric}"
@@ -282,6 +294,17 @@ def grid_label(prior: float, weight: float) -> str:
     return f"β{prior:g}" + (f"·γ{weight:g}" if weight else "")
 
 
+# new items' field weights compared on the cold-start validation: the run's own
+# (train.cold_weights), and each field that some held-out item has weighed by one of these
+# times its own weight, the others kept
+FIELD_MULTIPLIERS = (0.25, 0.5, 2.0, 4.0)
+
+
+def field_label(field: str, multiplier: float) -> str:
+    """A field-weight variant in scorer names: ``w(genres×2)``."""
+    return f"w({field}×{multiplier:g})"
+
+
 class Models:
     """Builds every model of ``evaluate.models`` for one task's walk output."""
 
@@ -293,6 +316,64 @@ class Models:
         self._walks: list[np.ndarray] | None = None
         self._log_cooccurrences: sp.csr_matrix | None = None
         self.train_seconds: dict[str, list[float]] = {}
+        # field-weight variants scored for the cold-start choice: label -> new items' weights
+        self.weightings: dict[str, dict[str, float]] = {}
+
+    @staticmethod
+    def _direction(weights: dict[str, float], fields: list[str]) -> tuple[float, ...]:
+        total = sum(weights[f] for f in fields)
+        return tuple(round(weights[f] / total, 9) for f in fields)
+
+    def field_variants(self, run: Path) -> list[tuple[str, np.ndarray]]:
+        """The run's exported vectors with the cold rows embedded again under each field-weight
+        variant (:data:`FIELD_MULTIPLIERS`, for the fields some held-out item has; a variant
+        with the same ratios between those fields as an earlier one is left out); the weights
+        of each are kept in :attr:`weightings`. None with fewer than two such fields."""
+        import torch
+
+        from eges.training.export import load_model, read_embeddings
+        from eges.training.model import EGES
+
+        items = self.items
+        exported, meta = load_model(run)
+        n = exported.num_fields
+        try:
+            held, _, _ = read_pairs(self.walk_dir, "heldout_neighbours")
+        except schema.IncompleteOutputError:  # no held-out item: nothing to choose for
+            return []
+        held = torch.from_numpy(np.unique(held).astype(np.int64))
+        fields = [
+            f
+            for i, f in enumerate(items.fields[:n])
+            if bool(((items.offsets[i][held + 1] - items.offsets[i][held]) > 0).any())
+        ]
+        if len(fields) < 2:  # one field: its weight cannot change a new item's direction
+            return []
+        model = EGES(
+            items.num_items, items.vocab_sizes, items.offsets, items.values,
+            meta["embedding_dim"], meta["mode"],
+        )  # fmt: skip
+        model.load_state_dict(exported.state_dict())
+        base = dict(zip(items.fields[:n], exported.cold_weights.tolist()))
+        emb, vectors = read_embeddings(run)
+        cold = emb["cold"].to_numpy(zero_copy_only=False)
+        cold_ids = torch.from_numpy(emb["item_idx"].to_numpy()[cold].astype(np.int64))
+        out = []
+        seen = {self._direction(base, fields)}  # only the ratios of the fields present matter
+        for field_name in fields:
+            for m in FIELD_MULTIPLIERS:
+                weights = {**base, field_name: base[field_name] * m}
+                if self._direction(weights, fields) in seen:  # e.g. genres×2 = year×0.5
+                    continue
+                seen.add(self._direction(weights, fields))
+                model.set_cold_weights(weights, items.fields)
+                rows = vectors.copy()
+                with torch.no_grad():
+                    rows[cold] = model.cold_start_items(cold_ids).numpy()
+                label = field_label(field_name, m)
+                self.weightings[label] = weights
+                out.append((label, rows))
+        return out
 
     @property
     def log_cooccurrences(self) -> sp.csr_matrix:
@@ -328,6 +409,8 @@ class Models:
             choosing = model == "eges" and self.cfg.split.holdout == "validation"
             grid = CHOICE_GRIDS.get(self.task, ()) if choosing else ()
             weights = {ev.cooccurrence_weight, *(w for _, w in grid)}
+            # cold start chooses new items' side-info field weights with their score
+            variants = self.field_variants(run) if choosing and self.task == "cold" else []
             return run_scorers(
                 model,
                 run,
@@ -336,6 +419,7 @@ class Models:
                 grid=grid,
                 cooccurrence_weight=ev.cooccurrence_weight,
                 log_cooccurrences=self.log_cooccurrences if any(weights) else None,
+                variants=variants,
             )
         if model == "deepwalk":
             ev = self.cfg.evaluate
@@ -648,7 +732,7 @@ def evaluate_task(
     if per_query:
         out["intervals"] = bar_intervals(task, per_query, groups)
     if task in CHOICE_GRIDS and cfg.split.holdout == "validation" and per_query:
-        choice = choose_serving(per_query, groups, task)
+        choice = choose_serving(per_query, groups, task, models.weightings)
         if choice is not None:
             out["serving"] = choice
     if examples is not None:
@@ -677,7 +761,11 @@ def _needs_per_query(name: str) -> bool:
     """Whether a scorer's per-query values are kept: those of the quality bar's comparisons
     and of the served score's choice only (they are an array per query, metric and seed)."""
     # SERVED and "eges" (cosine) are among COLD_MODELS, "content" among COLD_BASELINES
-    return name in (*COLD_MODELS, *COLD_BASELINES, *NEXT_PEERS) or name.startswith("eges·ctx·β")
+    return (
+        name in (*COLD_MODELS, *COLD_BASELINES, *NEXT_PEERS)
+        or name.startswith("eges·ctx·β")
+        or name.startswith("eges·w(")
+    )
 
 
 def bar_intervals(
@@ -746,6 +834,7 @@ def choose_serving(
     per_query: dict[str, list[dict[str, np.ndarray]]],
     groups: np.ndarray | None = None,
     task: str = "next",
+    weightings: dict[str, dict[str, float]] | None = None,
 ) -> dict[str, Any] | None:
     """The served score for EGES's neighbours, chosen on ``task`` of a validation hold-out
     (next item: the neighbour table's; cold: new items'): the best of cosine and
@@ -758,53 +847,62 @@ def choose_serving(
     served unless it is surely worse than the best. The check tests the winner on the data it
     was chosen on, so it leans towards finding a signal.
 
+    ``weightings``: new items' field-weight variants scored beside the run's own weights
+    (:attr:`Models.weightings`, label -> weights); each is a candidate with every score, and
+    the choice's ``field_weights`` are the winner's (None: the run's own).
+
     Returns:
-        ``metric``, ``popularity_prior``, ``cooccurrence_weight``, ``scores`` (MRR per
-        candidate), ``behaviour_signal``, ``against_content`` (the interval); None when EGES
-        was not scored.
+        ``metric``, ``popularity_prior``, ``cooccurrence_weight``, ``field_weights``,
+        ``scores`` (MRR per candidate), ``behaviour_signal``, ``against_content`` (the
+        interval); None when EGES was not scored.
     """
 
     def mrr(name: str) -> np.ndarray | None:
         runs = per_query.get(name, [])
         return np.mean([r[SERVING_KEY] for r in runs], axis=0) if runs else None
 
-    candidates = {("cosine", 0.0, 0.0): mrr("eges")}
-    candidates.update(
-        {("context", b, g): mrr(f"eges·ctx·{grid_label(b, g)}") for b, g in CHOICE_GRIDS[task]}
-    )
-    candidates = {k: v for k, v in candidates.items() if v is not None}
-    if not candidates:
+    weightings = weightings or {}
+    candidates: dict[tuple[str, float, float, str], np.ndarray | None] = {}
+    for w in ("", *weightings):  # "": the run's own field weights
+        suffix = f"·{w}" if w else ""
+        candidates[("cosine", 0.0, 0.0, w)] = mrr(f"eges{suffix}")
+        for b, g in CHOICE_GRIDS[task]:
+            candidates[("context", b, g, w)] = mrr(f"eges·ctx·{grid_label(b, g)}{suffix}")
+    scored = {k: v for k, v in candidates.items() if v is not None}
+    if not scored:
         return None
-    # ties go to cosine, then to the smaller co-occurrence weight
-    best = max(candidates, key=lambda k: (candidates[k].mean(), k[0] == "cosine", -k[2]))
+    # ties go to the run's own field weights, to cosine, then to the smaller co-occurrence weight
+    best = max(scored, key=lambda k: (scored[k].mean(), k[3] == "", k[0] == "cosine", -k[2]))
 
-    def label(metric: str, b: float, g: float) -> str:
-        if metric == "cosine":
-            return "cosine"
-        return f"context β {b:g}" + (f" γ {g:g}" if g else "")
+    def label(metric: str, b: float, g: float, w: str) -> str:
+        what = "cosine" if metric == "cosine" else f"context β {b:g}" + (f" γ {g:g}" if g else "")
+        return what + (f" {w}" if w else "")
 
     out: dict[str, Any] = {
         "metric": best[0],
         "popularity_prior": best[1],
         "cooccurrence_weight": best[2],
+        "field_weights": weightings.get(best[3]),
         "chosen_by": f"{CHOICE_NAMES[task]} {SERVING_KEY} on a validation hold-out",
         "task": task,
         "use": CHOICE_USES[task],
-        "scores": {label(*k): float(v.mean()) for k, v in candidates.items()},
+        "scores": {label(*k): float(v.mean()) for k, v in scored.items()},
         "behaviour_signal": True,
     }
     content = mrr("content")
     if content is not None:
-        versus = bootstrap_interval(np.subtract, [candidates[best], content], groups=groups)
+        versus = bootstrap_interval(np.subtract, [scored[best], content], groups=groups)
         out["against_content"] = versus
         out["content"] = float(content.mean())
         out["behaviour_signal"] = bool(versus["low"] > 0)
-    cosine = candidates.get(("cosine", 0.0, 0.0))
+    cosine = scored.get(("cosine", 0.0, 0.0, ""))
     if not out["behaviour_signal"] and cosine is not None and best[0] != "cosine":
-        gap = bootstrap_interval(np.subtract, [candidates[best], cosine], groups=groups)
+        gap = bootstrap_interval(np.subtract, [scored[best], cosine], groups=groups)
         out["best_against_cosine"] = gap
         if gap["low"] <= 0:  # cosine is not surely worse
-            out.update(metric="cosine", popularity_prior=0.0, cooccurrence_weight=0.0)
+            out.update(
+                metric="cosine", popularity_prior=0.0, cooccurrence_weight=0.0, field_weights=None
+            )
     return out
 
 
@@ -947,6 +1045,9 @@ def write_serving_choice(cfg: Config, choices: list[dict[str, Any]]) -> str | No
         what = score_label(
             choice["metric"], choice["popularity_prior"], choice.get("cooccurrence_weight", 0.0)
         )
+        fields = choice.get("field_weights")
+        if fields:
+            what += " (field weights " + ", ".join(f"{f} {w:g}" for f, w in fields.items()) + ")"
         return f"{what} for {choice['use'].replace('_', ' ')}"
 
     for choice in choices:

@@ -81,11 +81,20 @@ def _cell(summary: dict[str, Any], key: str) -> str:
     return f"{v['mean']:.4f}"
 
 
+def field_variant(name: str) -> bool:
+    """Whether a scorer is one of the field-weight variants scored for new items' choice on
+    validation (``eges·w(genres×2)``, ``eges·ctx·β0.4·w(…)``): their MRRs are in the choice's
+    section, not in the tables and plots."""
+    return "·w(" in name
+
+
 def task_table(task: str, block: dict[str, Any]) -> list[str]:
     cols = COLUMNS[task]
     header = "| model | " + " | ".join(c for _, c in cols) + " | coverage | runs |"
     lines = [header, "|" + "---|" * (len(cols) + 3)]
     for model, summary in block["summary"].items():
+        if field_variant(model):
+            continue
         cells = [_cell(summary, k) for k, _ in cols]
         cov = "—" if summary.get("n/a") else f"{summary['coverage']['mean']:.3f}"
         runs = "—" if summary.get("n/a") else str(summary["n"])
@@ -200,7 +209,9 @@ def summary_text(results: dict[str, Any], root: Path) -> str:
         else:
             keys = ["hr@50" if "hr@50" in first else COLUMNS[task][0][0]]
         # the β variants scored to choose the served score on validation: in the report only
-        shown = {m: s for m, s in block["summary"].items() if "·β" not in m}
+        shown = {
+            m: s for m, s in block["summary"].items() if "·β" not in m and not field_variant(m)
+        }
         for key in keys:
             parts = [
                 f"{model} {'n/a' if s.get('n/a') else format(s[key]['mean'], '.3f')}"
@@ -214,6 +225,9 @@ def summary_text(results: dict[str, Any], root: Path) -> str:
 # --------------------------------------------------------------------------- plots
 
 
+SHOWN_SCORES = 12  # candidates of a choice listed in the report (beyond it, the best)
+
+
 def serving_section(choice: dict[str, Any] | None) -> list[str]:
     """The report's lines on the served score chosen on validation (none without a choice)."""
     if not choice:
@@ -223,15 +237,32 @@ def serving_section(choice: dict[str, Any] | None) -> list[str]:
     what = score_label(
         choice["metric"], choice["popularity_prior"], choice.get("cooccurrence_weight", 0.0)
     )
+    fields = choice.get("field_weights")
+    if fields:
+        what += ", side-info field weights " + ", ".join(f"{f} {w:g}" for f, w in fields.items())
+    scores = list(choice["scores"].items())
+    shown = (
+        scores
+        if len(scores) <= SHOWN_SCORES
+        else sorted(scores, key=lambda kv: -kv[1])[:SHOWN_SCORES]
+    )
     lines = [
         "",
         "## Served score chosen on validation"
         + (" for new items" if choice.get("use") == "new_items" else ""),
         "",
-        f"Chosen: **{what}** ({choice['chosen_by']}). MRR per candidate: "
-        + ", ".join(f"{k} {v:.4f}" for k, v in choice["scores"].items())
+        f"Chosen: **{what}** ({choice['chosen_by']}). MRR per candidate"
+        + (f" (the best {len(shown)} of {len(scores)})" if len(shown) < len(scores) else "")
+        + ": "
+        + ", ".join(f"{k} {v:.4f}" for k, v in shown)
         + ".",
     ]
+    if any("w(" in k for k, _ in scores):
+        lines.append(
+            "Candidates marked w(field×m) embed the held-out items with that field's weight "
+            "times m, the others as the run's `train.cold_weights` (all 1 by default); to report "
+            "a chosen weighting on test, set `train.cold_weights` to it."
+        )
     versus = choice.get("against_content")
     if versus:
         lines.append(
@@ -413,7 +444,7 @@ def plot_cold_curve(block: dict[str, Any], path: Path) -> bool:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     drawn = False
     for model, s in block["summary"].items():
-        if s.get("n/a"):
+        if s.get("n/a") or field_variant(model):
             continue
         ks = sorted(int(k[3:]) for k in s if k.startswith("hr@"))
         mean = np.array([s[f"hr@{k}"]["mean"] for k in ks])

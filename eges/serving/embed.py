@@ -1,10 +1,11 @@
 """Cold start: embed items never seen in training from their side information alone.
 
 As in the paper (§3.3.2), a new item's vector is the mean of its side-information embeddings (a
-multi-valued field contributes the mean of its values). Values missing from the training
-vocabulary are reported and ignored — never a crash; an item without any known value gets no
-vector and is reported. A numeric field's value (year, price: see :mod:`eges.buckets`) maps to
-its bucket, or to the nearest bucket a trained item carries.
+multi-valued field contributes the mean of its values), each field weighted by the run's
+``train.cold_weights`` (equal by default) or by new items' chosen field weights (below).
+Values missing from the training vocabulary are reported and ignored — never a crash; an item
+without any known value gets no vector and is reported. A numeric field's value (year, price:
+see :mod:`eges.buckets`) maps to its bucket, or to the nearest bucket a trained item carries.
 
     eges embed --run RUN_DIR --items new_items.csv --top-k 10 [--output out.parquet]
 
@@ -26,7 +27,9 @@ the walk job kept in its item table, when the data has one.
 
 ``--metric`` and ``--popularity-prior`` default to the run's choice for new items made on a
 cold-start validation (``RUN/serving.json``'s ``new_items``), else to the neighbour table's
-choice (as ``eges neighbors``), else context with a prior of 0.4. The prior
+choice (as ``eges neighbors``), else context with a prior of 0.4. New items' choice may come
+with side-info field weights (a new item's vector is a weighted mean over its fields), which are
+then served with it, over the run's own ``train.cold_weights``. The prior
 applies to ``--metric context`` only: given with ``--metric cosine``, or negative, it is
 refused.
 
@@ -612,10 +615,18 @@ def main(argv: list[str] | None = None) -> int:
                     "; its co-occurrence term adds nothing to new items"
                     if served.cooccurrence
                     else ""
+                )
+                + (
+                    "; side-info field weights "
+                    + ", ".join(f"{f} {w:g}" for f, w in served.field_weights.items())
+                    if served.field_weights
+                    else ""
                 ),
                 file=sys.stderr,
             )
         emb = Embedder(args.run, prior)
+        if served.field_weights:  # chosen with the score, over the run's train.cold_weights
+            emb.model.set_cold_weights(served.field_weights, emb.fields)
         new = load_new_items(
             args.items, emb.fields, args.sep, args.layout, args.tags, args.delimiter
         )

@@ -187,16 +187,20 @@ def read_serving_choice(run: str | Path, use: str = "neighbors") -> dict[str, An
             metric = choice["metric"]
             prior = float(choice.get("popularity_prior", POPULARITY_PRIOR))
             weight = float(choice.get("cooccurrence_weight", 0.0))  # absent before it existed
+            fields = choice.get("field_weights") or {}  # new items' only; absent before
+            fields = {str(f): float(w) for f, w in fields.items()}
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"{path} is not a valid serving choice ({exc}): remove it") from None
     if choice is None:
         return None
-    if metric not in ("context", "cosine") or not all(
-        math.isfinite(x) and x >= 0 for x in (prior, weight)
+    if (
+        metric not in ("context", "cosine")
+        or not all(math.isfinite(x) and x >= 0 for x in (prior, weight))
+        or not all(math.isfinite(w) and w > 0 for w in fields.values())
     ):
         raise ValueError(
-            f"{path}: unknown metric {metric!r}, or a bad prior {prior!r} or co-occurrence "
-            f"weight {weight!r}: remove it"
+            f"{path}: unknown metric {metric!r}, or a bad prior {prior!r}, co-occurrence "
+            f"weight {weight!r} or field weights {fields!r}: remove it"
         )
     if whole.get("export_digest") != export_digest(run):
         log.warning(
@@ -209,6 +213,7 @@ def read_serving_choice(run: str | Path, use: str = "neighbors") -> dict[str, An
         **choice,
         "popularity_prior": prior,
         "cooccurrence_weight": weight,
+        "field_weights": fields or None,
         "use": use if part is not None else "neighbors",  # which part it came from
     }
 
@@ -225,13 +230,15 @@ def score_label(metric: str, prior: float, cooccurrence: float = 0.0) -> str:
 class Served(NamedTuple):
     """The served score: ``metric``, ``prior`` (β), ``cooccurrence`` (γ); ``chosen``, the
     run's choice file when it decided any of them (else None), and ``chosen_for``, the use
-    (:data:`SERVING_USES`) whose choice that was."""
+    (:data:`SERVING_USES`) whose choice that was; ``field_weights``, new items' side-info field
+    weights chosen with it (``EGES.set_cold_weights``), or None for the run's own."""
 
     metric: str
     prior: float
     cooccurrence: float
     chosen: Path | None
     chosen_for: str | None = None
+    field_weights: dict[str, float] | None = None
 
 
 def served_score(
@@ -276,7 +283,9 @@ def served_score(
         )
     check_cooccurrence_weight(cooccurrence)
     prior = resolve_popularity_prior(prior, metric)
-    return Served(metric, prior, cooccurrence, chosen, choice["use"] if chosen else None)
+    # new items' field weights go with the score they were chosen with
+    fields = choice.get("field_weights") if chosen and choice["use"] == "new_items" else None
+    return Served(metric, prior, cooccurrence, chosen, choice["use"] if chosen else None, fields)
 
 
 def check_cooccurrence_weight(weight: float) -> None:

@@ -171,3 +171,60 @@ def test_the_served_rows_add_the_configured_cooccurrence_term(tmp_path):
     assert table["settings"]["popularity_prior"] == 0.8
     assert {f"eges·ctx·β{b:g}" for b in SERVING_PRIORS} < set(cold)  # the cold grid: no γ
     assert not any("·γ" in name for name in cold)
+
+
+def test_cold_validation_scores_each_field_weighting_of_the_held_out_items(tmp_path):
+    """On the cold-start validation EGES is also scored with new items' field weights varied
+    (each field that a held-out item has, times each multiplier): the variant's cold rows are
+    the run's model under those weights, its warm rows the export's."""
+    import numpy as np
+    import torch
+
+    from eges.evaluation.evaluate import FIELD_MULTIPLIERS, Models, field_label
+    from eges.training.export import load_model, read_embeddings
+    from eges.training.items import load_items
+    from eges.training.model import EGES
+
+    walk_dir = make_complete_walk_dir(tmp_path / "walks", walks=60, cold_items=4)
+    held = schema.EVAL_DIR + "/heldout_neighbours"
+    (walk_dir / held).mkdir(parents=True)
+    pq.write_table(
+        pa.table({"src": [61, 62, 64], "dst": [1, 2, 3], "weight": [1, 1, 1]},
+                 schema=schema.EDGE_SCHEMA),
+        walk_dir / held / "part-00000.parquet",
+    )  # fmt: skip
+    cfg = Config(evaluate=EvaluateConfig(output=str(tmp_path)))
+    cfg = dataclasses.replace(cfg, split=dataclasses.replace(cfg.split, holdout="validation"))
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, embedding_dim=8))
+    models = Models(cfg, "cold", walk_dir, tmp_path)
+    scorers = {s.name: s for s in models.build("eges", 1)}
+    # with two fields only their ratio matters: year×0.5 is genre×2, and so on
+    labels = [field_label("genre", m) for m in FIELD_MULTIPLIERS]
+    assert list(models.weightings) == labels
+    assert models.weightings[field_label("genre", 0.5)] == {"genre": 0.5, "year": 1.0}
+    for label in labels:
+        assert f"eges·{label}" in scorers and f"eges·ctx·β0.4·{label}" in scorers
+    run = tmp_path / "cold" / "runs" / "eges-seed1"
+    exported, _ = load_model(run)
+    items = load_items(walk_dir)
+    model = EGES(items.num_items, items.vocab_sizes, items.offsets, items.values, 8)
+    model.load_state_dict(exported.state_dict())
+    model.set_cold_weights({"genre": 0.25}, items.fields)
+    emb, vectors = read_embeddings(run)
+    cold = emb["cold"].to_numpy(zero_copy_only=False)
+    idx = emb["item_idx"].to_numpy()
+    with torch.no_grad():
+        want = model.cold_start_items(torch.from_numpy(idx[cold].astype(np.int64))).numpy()
+
+    def unit(x):
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    got = scorers[f"eges·{field_label('genre', 0.25)}"].table  # unit rows by item index
+    np.testing.assert_allclose(got[idx[cold]], unit(want), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got[idx[~cold]], unit(vectors[~cold]), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(unit(want), unit(vectors[cold]), atol=1e-3)
+    # the next-item task and the test hold-out score no variants
+    test_cfg = dataclasses.replace(cfg, split=dataclasses.replace(cfg.split, holdout="test"))
+    assert not any(
+        "·w(" in s.name for s in Models(test_cfg, "cold", walk_dir, tmp_path).build("eges", 1)
+    )

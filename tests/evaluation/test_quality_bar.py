@@ -150,6 +150,31 @@ def test_cold_start_chooses_new_items_score_from_the_prior_alone():
     assert choice["chosen_by"].startswith("cold start mrr")
 
 
+def test_cold_start_chooses_new_items_field_weights_with_their_score():
+    """Field-weight variants are candidates with every score of the cold grid; the winner's
+    weights go with the choice, and the run's own weights win ties."""
+    from eges.evaluation.evaluate import choose_serving
+
+    rates = {"eges": 0.05, "content": 0.04, "eges·ctx·β0.4": 0.12, "eges·ctx·β0.8": 0.11}
+    rates.update({"eges·w(year×2)": 0.05, "eges·ctx·β0.4·w(year×2)": 0.10})
+    rates.update({"eges·ctx·β0.8·w(year×2)": 0.16, "eges·ctx·β0.8·w(genres×0.5)": 0.13})
+    weightings = {
+        "w(year×2)": {"genres": 1.0, "year": 2.0},
+        "w(genres×0.5)": {"genres": 0.5, "year": 1.0},
+    }
+    choice = choose_serving(
+        per_query_runs(np.random.default_rng(0), rates), None, "cold", weightings
+    )
+    assert (choice["metric"], choice["popularity_prior"]) == ("context", 0.8)
+    assert choice["field_weights"] == {"genres": 1.0, "year": 2.0}
+    assert abs(choice["scores"]["context β 0.8 w(year×2)"] - 0.16) < 0.02
+    # the same MRRs for a variant and the run's own weights: the run's own are kept
+    same = {k: 0.12 for k in rates if k != "content"} | {"content": 0.04}
+    runs = {k: [{"mrr": np.full(100, v)}] for k, v in same.items()}
+    choice = choose_serving(runs, None, "cold", weightings)
+    assert choice["field_weights"] is None and choice["metric"] == "cosine"
+
+
 def test_the_screen_summary_shows_both_link_aucs_and_leaves_the_beta_variants_to_the_report(
     tmp_path,
 ):

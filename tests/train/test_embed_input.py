@@ -288,3 +288,39 @@ def test_embed_serves_the_runs_choice(run, tmp_path, capsys):
         assert pq.read_table(out)["score"].to_pylist() != cosine
     finally:
         (run / SERVING_FILE).unlink()  # the run is the module's
+
+
+def test_embed_serves_new_items_field_weights_with_their_choice(run, tmp_path, capsys):
+    """New items' choice may carry side-info field weights: eges embed serves them with it
+    (the neighbour table's choice has none), and refuses weights that are not numbers > 0."""
+    import json
+
+    from eges.serving.neighbors import SERVING_FILE, export_digest
+
+    items = write(tmp_path / "new.csv", "item_id,genre,year\nn1,Drama|Comedy,1991\n")
+    out = tmp_path / "out.parquet"
+    digest = export_digest(run)
+    choice = {"metric": "cosine", "popularity_prior": 0.0}
+
+    def scores(entry) -> list[float]:
+        (run / SERVING_FILE).write_text(json.dumps({**entry, "export_digest": digest}))
+        assert embed(run, items, "--top-k", "5", "--output", str(out), "--overwrite") == 0
+        return pq.read_table(out)["score"].to_pylist()
+
+    try:
+        plain = scores({"new_items": choice})
+        capsys.readouterr()
+        heavy = scores({"new_items": {**choice, "field_weights": {"genre": 1.0, "year": 8.0}}})
+        assert "side-info field weights genre 1, year 8" in capsys.readouterr().err
+        assert heavy != plain
+        # the same weights on the neighbour table's choice (no new_items part) are not served
+        assert scores({**choice, "field_weights": {"genre": 1.0, "year": 8.0}}) == plain
+        (run / SERVING_FILE).write_text(
+            json.dumps(
+                {"new_items": {**choice, "field_weights": {"genre": 0}}, "export_digest": digest}
+            )
+        )
+        assert embed(run, items, "--top-k", "5") == 2
+        assert "field weights" in capsys.readouterr().err
+    finally:
+        (run / SERVING_FILE).unlink()
