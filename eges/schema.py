@@ -6,15 +6,18 @@ output directory looks like::
     OUT/
       manifest.json          written last: the directory is complete only when it exists
       config.yaml            the resolved config of the run
-      items/*.parquet        item_idx int32 (dense from 1; 0 = padding), item_id string,
+      items/*.parquet        item_idx int64 (dense from 1; 0 = padding), item_id string,
                              count int64 (events that entered sessions), optionally
                              name string (display name, null where unknown; see NAME_COLUMN),
                              one list<int32> column per side-info field (vocabulary indices)
       vocab/<field>/*.parquet  value string, index int32 (dense from 1; 0 = padding), count int64
-      edges/*.parquet        src int32, dst int32, weight int64 (GraphFrames' column names)
-      walks/shard-NNNNN.parquet  walk_id int64, items list<int32> (item_idx values)
+      edges/*.parquet        src int64, dst int64, weight int64 (GraphFrames' column names)
+      walks/shard-NNNNN.parquet  walk_id int64, items list<int64> (item_idx values)
       eval/<table>/*.parquet only with split.kind set (eges evaluate): src, dst, weight as
                              edges; see EVAL_TABLES
+
+Item indices are int64 since format version 2 (catalogues past 2³¹ items); version 1 had int32
+item indices, which readers still accept (:data:`READABLE_VERSIONS`, :func:`read_table`).
 
 Readers must call :func:`read_manifest` first; it refuses a directory without a manifest.
 This module imports neither pyspark nor torch.
@@ -41,7 +44,9 @@ import pyarrow.parquet as pq
 log = logging.getLogger(__name__)
 
 FORMAT_NAME = "eges-walks"
-FORMAT_VERSION = 1
+# 2: item indices int64 (item_idx, edges' src and dst, the walks' items); 1: int32
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # walk outputs the trainer and the evaluation read
 
 MANIFEST = "manifest.json"
 CONFIG_FILE = "config.yaml"
@@ -62,7 +67,7 @@ PADDING_IDX = 0
 
 ITEM_BASE_SCHEMA = pa.schema(
     [
-        pa.field("item_idx", pa.int32(), nullable=False),
+        pa.field("item_idx", pa.int64(), nullable=False),
         pa.field("item_id", pa.string(), nullable=False),
         pa.field("count", pa.int64(), nullable=False),
     ]
@@ -76,15 +81,15 @@ VOCAB_SCHEMA = pa.schema(
 )
 EDGE_SCHEMA = pa.schema(
     [
-        pa.field("src", pa.int32(), nullable=False),
-        pa.field("dst", pa.int32(), nullable=False),
+        pa.field("src", pa.int64(), nullable=False),
+        pa.field("dst", pa.int64(), nullable=False),
         pa.field("weight", pa.int64(), nullable=False),
     ]
 )
 WALK_SCHEMA = pa.schema(
     [
         pa.field("walk_id", pa.int64(), nullable=False),
-        pa.field("items", pa.list_(pa.int32()), nullable=False),
+        pa.field("items", pa.list_(pa.int64()), nullable=False),
     ]
 )
 
@@ -143,13 +148,23 @@ def _normalise(t: pa.DataType) -> pa.DataType:
     return t
 
 
-def check_schema(actual: pa.Schema, expected: pa.Schema, what: str) -> None:
+def _widen(t: pa.DataType) -> pa.DataType:
+    # format version 1 wrote item indices as int32 where version 2 writes int64
+    if pa.types.is_list(t):
+        return pa.list_(_widen(t.value_type))
+    return pa.int64() if t == pa.int32() else t
+
+
+def check_schema(actual: pa.Schema, expected: pa.Schema, what: str, older: bool = False) -> None:
     """Raise ``ValueError`` unless ``actual`` has exactly ``expected``'s columns and types.
 
     Nullability and list element names are not compared (Spark marks everything nullable).
+    ``older``: an int32 column where an int64 is expected passes too (the item indices of
+    format version 1), as does an int64 one where an int32 is (readers widen every integer).
     """
-    got = [(f.name, _normalise(f.type)) for f in actual]
-    want = [(f.name, _normalise(f.type)) for f in expected]
+    norm = (lambda t: _widen(_normalise(t))) if older else _normalise
+    got = [(f.name, norm(f.type)) for f in actual]
+    want = [(f.name, norm(f.type)) for f in expected]
     if got != want:
         raise ValueError(f"{what}: schema mismatch\n  expected {want}\n  found    {got}")
 
@@ -160,13 +175,14 @@ def parquet_files(directory: str | Path) -> list[Path]:
 
 
 def read_table(directory: str | Path, expected: pa.Schema | None = None) -> pa.Table:
-    """Read a whole (small) table directory with pyarrow, optionally checking its schema."""
+    """Read a whole (small) table directory with pyarrow, optionally checking its schema
+    (int32 item indices of format version 1 accepted: :func:`check_schema`'s ``older``)."""
     files = parquet_files(directory)
     if not files:
         raise IncompleteOutputError(f"{directory}: no parquet files")
     table = pa.concat_tables([pq.read_table(f) for f in files])
     if expected is not None:
-        check_schema(table.schema, expected, str(directory))
+        check_schema(table.schema, expected, str(directory), older=True)
     return table
 
 
@@ -441,10 +457,13 @@ def read_manifest(
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise IncompleteOutputError(f"{path}: not valid JSON ({exc})") from None
-    if kind is not None and (
-        manifest.get("format") != kind
-        or (version is not None and manifest.get("format_version") != version)
-    ):
+    found = manifest.get("format_version")
+    readable = (
+        version is None
+        or found == version
+        or (kind == FORMAT_NAME and version == FORMAT_VERSION and found in READABLE_VERSIONS)
+    )
+    if kind is not None and (manifest.get("format") != kind or not readable):
         expected = f"{kind!r}" + (f" v{version}" if version is not None else "")
         raise IncompleteOutputError(
             f"{path}: format {manifest.get('format')!r} v{manifest.get('format_version')!r}, "

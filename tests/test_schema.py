@@ -332,3 +332,43 @@ def test_text_is_written_as_utf8_whatever_the_locale(tmp_path):
         schema.write_text_atomic(path, "half \ud800")
     assert path.read_bytes().decode("utf-8") == text
     assert [p.name for p in tmp_path.iterdir()] == ["report.md"]
+
+
+def test_walk_outputs_of_format_1_int32_indices_are_still_read(tmp_path):
+    """Format 2 writes item indices as int64; a version-1 output (int32) is read alike, and an
+    unknown version is refused. Only readers widen: the walk job's own check is exact."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for version in (1, 2):
+        out = tmp_path / f"v{version}"
+        out.mkdir()
+        schema.write_manifest(out, {"format": schema.FORMAT_NAME, "format_version": version})
+        assert schema.read_manifest(out)["format_version"] == version
+    v3 = tmp_path / "v3"
+    v3.mkdir()
+    schema.write_manifest(v3, {"format": schema.FORMAT_NAME, "format_version": 3})
+    with pytest.raises(schema.IncompleteOutputError, match="v3"):
+        schema.read_manifest(v3)
+    edges = tmp_path / "edges"
+    edges.mkdir()
+    old = pa.table(
+        {
+            "src": pa.array([1, 2], pa.int32()),
+            "dst": pa.array([2, 3], pa.int32()),
+            "weight": pa.array([4, 5], pa.int64()),
+        }
+    )
+    pq.write_table(old, edges / "part-0.parquet")
+    assert schema.read_table(edges, schema.EDGE_SCHEMA)["src"].to_pylist() == [1, 2]
+    with pytest.raises(ValueError, match="schema mismatch"):
+        schema.check_schema(old.schema, schema.EDGE_SCHEMA, "edges")  # the job's exact check
+    walks = pa.schema([("walk_id", pa.int64()), ("items", pa.list_(pa.int64()))])
+    schema.check_schema(walks, schema.WALK_SCHEMA, "walks")
+    with pytest.raises(ValueError, match="schema mismatch"):  # not an integer at all
+        schema.check_schema(
+            pa.schema([("walk_id", pa.int64()), ("items", pa.list_(pa.float64()))]),
+            schema.WALK_SCHEMA,
+            "walks",
+            older=True,
+        )

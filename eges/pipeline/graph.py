@@ -18,7 +18,7 @@ from pyspark.sql import functions as F
 from eges.alias import alias_table
 
 ADJACENCY_SCHEMA = (
-    "src int, dst array<int>, weight array<bigint>, prob array<double>, alias array<int>"
+    "src bigint, dst array<bigint>, weight array<bigint>, prob array<double>, alias array<int>"
 )
 
 
@@ -29,11 +29,14 @@ def build_edges(sessions: DataFrame) -> DataFrame:
         sessions: output of :func:`eges.pipeline.sessions.sessionize`.
 
     Returns:
-        ``src`` int, ``dst`` int, ``weight`` bigint; one row per distinct directed pair.
+        ``src`` bigint, ``dst`` bigint (item indices), ``weight`` bigint; one row per distinct
+        directed pair.
     """
     pairs = sessions.filter(
         F.col("prev_item").isNotNull() & (F.col("prev_item") != F.col("item_idx"))
-    ).select(F.col("prev_item").alias("src"), F.col("item_idx").alias("dst"))
+    ).select(
+        F.col("prev_item").cast("long").alias("src"), F.col("item_idx").cast("long").alias("dst")
+    )
     return pairs.groupBy("src", "dst").agg(F.count(F.lit(1)).alias("weight"))
 
 
@@ -62,7 +65,7 @@ def build_adjacency(edges: DataFrame, partitions: int) -> DataFrame:
         partitions: number of hash partitions.
 
     Returns:
-        ``src`` int, ``dst`` array<int>, ``weight`` array<bigint>, ``prob`` array<double>,
+        ``src`` bigint, ``dst`` array<bigint>, ``weight`` array<bigint>, ``prob`` array<double>,
         ``alias`` array<int> (0-based positions in ``dst``).
     """
     rows = edges.groupBy("src").agg(

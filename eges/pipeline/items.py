@@ -1,8 +1,8 @@
 """The item table: dense item indices, side-info vocabularies and encoded side information.
 
-Item indices are dense int32 from 1 (0 is padding), as are the values of each side-info field's
-vocabulary; both are assigned by (count descending, raw value ascending) so they are
-deterministic and frequent entries get small indices.
+Item indices are dense int64 from 1 (0 is padding), the values of each side-info field's
+vocabulary dense int32 from 1; both are assigned by (count descending, raw value ascending) so
+they are deterministic and frequent entries get small indices.
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ def dense_index(
     *,
     start: int = 1,
     columns: list[str] | None = None,
+    dtype: str = "int",
 ) -> DataFrame:
-    """``df`` with column ``name`` (int): each row's position in ``order``, from ``start``.
+    """``df`` with column ``name`` (``dtype``: int, or long for the item indices): each row's
+    position in ``order``, from ``start``.
 
     ``order`` must be a total order (ties broken by a unique column), so the positions do not
     depend on partitioning. No task sees more than one partition of the rows, unlike
@@ -56,7 +58,7 @@ def dense_index(
     position = F.col("_offset") + F.col("_pos") - F.shiftleft(F.col("_pid").cast("long"), 33)
     result = (
         ordered.join(F.broadcast(offsets_df), "_pid")
-        .withColumn(name, position.cast("int"))
+        .withColumn(name, position.cast(dtype))
         .select(*[col(c) for c in (columns or [name, *df.columns])])
         .persist()
     )
@@ -66,7 +68,7 @@ def dense_index(
 
 
 def index_items(side_info: DataFrame, events: DataFrame) -> DataFrame:
-    """Assign dense ``item_idx`` (int32, from 1; 0 is padding) to every known item.
+    """Assign dense ``item_idx`` (int64, from 1; 0 is padding) to every known item.
 
     Items are the union of the catalogue (``side_info``) and the items with events. Order: most
     events first, then ``item_id``, so the index is deterministic and frequent items are small.
@@ -86,7 +88,7 @@ def index_items(side_info: DataFrame, events: DataFrame) -> DataFrame:
         F.coalesce("count", F.lit(0).cast("long")).alias("count"),
         *[F.coalesce(col(f), F.array().cast("array<string>")).alias(f) for f in fields],
     )
-    return dense_index(items, [F.col("count").desc(), F.col("item_id")], "item_idx")
+    return dense_index(items, [F.col("count").desc(), F.col("item_id")], "item_idx", dtype="long")
 
 
 def attach_names(items: DataFrame, names: DataFrame | None) -> DataFrame:

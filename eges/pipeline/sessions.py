@@ -97,6 +97,6 @@ def sessionize(events: DataFrame, session_gap: int) -> DataFrame:
         "new_session",
         F.when(F.col("new_session"), F.lit(None))
         .otherwise(F.col("_prev"))
-        .cast("int")
+        .cast("long")
         .alias("prev_item"),
     )

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 _U53 = 2.0**-53
 # what a step reads of an adjacency row; the weights were only needed to build the alias table
 WALK_ADJACENCY_COLUMNS = ("src", "dst", "prob", "alias")
-STEP_SCHEMA = "walk_id bigint, node int"  # a step's table
+STEP_SCHEMA = "walk_id bigint, node bigint"  # a step's table
 
 
 def _hash(seed: int, step: int, stream: int) -> Column:
@@ -82,7 +82,7 @@ def start_walkers(adjacency: DataFrame, walks_per_node: int, num_items: int) -> 
     one round (one pass over all start nodes) are contiguous.
 
     Returns:
-        ``walk_id`` bigint, ``node`` int (the start node).
+        ``walk_id`` bigint, ``node`` bigint (the start node).
     """
     rounds = adjacency.sparkSession.range(walks_per_node).withColumnRenamed("id", "round")
     return (

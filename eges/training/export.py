@@ -47,8 +47,9 @@ log = logging.getLogger(__name__)
 
 RUN_FORMAT = "eges-run"
 # 2: embeddings.parquet has walk_count; 3: no row for an item without walks and without a
-# usable side-info value (version 2 gave it a zero vector, left out when read)
-EXPORT_VERSION = 3
+# usable side-info value (version 2 gave it a zero vector, left out when read); 4: item_idx
+# int64, as the walk output's (readers take the int32 of earlier versions too)
+EXPORT_VERSION = 4
 EXPORT_DIR = "export"
 CHUNK = 65536
 PROJECTOR_DIR = "projector"
@@ -199,7 +200,7 @@ def source_weights(model: EGES, items: ItemTable) -> pa.Table:
         [model.source_weights(ids[lo : lo + CHUNK]) for lo in range(0, len(ids), CHUNK)]
     )  # (V, n+1)
     cols = {
-        "item_idx": pa.array(ids.numpy().astype(np.int32)),
+        "item_idx": pa.array(ids.numpy().astype(np.int64)),
         "item_id": pa.array(items.item_ids[1:]),
     }
     for j, name in enumerate(["item"] + items.fields[: model.num_fields]):
@@ -342,7 +343,7 @@ def embeddings_table(
     """The rows of ``embeddings``: item_idx, item_id, vector, cold, walk_count, and in a
     partitioned export each item's context row Z (zero for an untrained item)."""
     cols = {
-        "item_idx": pa.array(idx.astype(np.int32)),
+        "item_idx": pa.array(idx.astype(np.int64)),
         "item_id": pa.array(item_ids, pa.string()),
         "vector": vector_column(vectors),
         "cold": pa.array(cold, pa.bool_()),

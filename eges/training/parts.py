@@ -69,7 +69,7 @@ def part_name(rank: int) -> str:
 
 def _weights_table(ids: np.ndarray, items: ItemTable, weights: np.ndarray, fields: list[str]):
     cols = {
-        "item_idx": pa.array(ids.astype(np.int32)),
+        "item_idx": pa.array(ids.astype(np.int64)),
         "item_id": pa.array([items.item_ids[i] for i in ids], pa.string()),
     }
     for j, name in enumerate(["item"] + fields):
@@ -233,7 +233,7 @@ def read_projector_sample(
                 vectors.append(vector_array(batch.column("vector")))
                 cold.append(batch.column("cold").to_numpy(zero_copy_only=False))
     if not idx:
-        return np.zeros(0, dtype=np.int32), np.zeros((0, dim), dtype=np.float32), np.zeros(0, bool)
+        return np.zeros(0, dtype=np.int64), np.zeros((0, dim), dtype=np.float32), np.zeros(0, bool)
     return np.concatenate(idx), np.concatenate(vectors), np.concatenate(cold)
 
 

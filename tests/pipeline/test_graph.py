@@ -30,7 +30,7 @@ def test_consecutive_pairs_counted_over_users(spark):
     ]
     expected = [(1, 2, 2), (2, 3, 1), (3, 2, 1)]
     assertDataFrameEqual(
-        edges_of(spark, rows), spark.createDataFrame(expected, "src int, dst int, weight long")
+        edges_of(spark, rows), spark.createDataFrame(expected, "src long, dst long, weight long")
     )
 
 

@@ -54,7 +54,9 @@ def test_items_and_vocabularies_get_their_indices(spark):
         got = [(r.item_idx, r.item_id, r["count"]) for r in items.orderBy("item_idx").collect()]
         # most events first, ties by id; the catalogue-only item d last
         assert got == [(1, "b", 2), (2, "c", 2), (3, "a", 1), (4, "d", 0)]
-        assert items.schema["item_idx"].dataType.simpleString() == "int"
+        # item indices are 64-bit (walk format 2), vocabulary indices 32-bit
+        assert items.schema["item_idx"].dataType.simpleString() == "bigint"
+        assert vocab.schema["index"].dataType.simpleString() == "int"
         assert [tuple(r) for r in vocab.orderBy("index").collect()] == [
             ("y", 1, 3),
             ("x", 2, 1),

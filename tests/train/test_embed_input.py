@@ -204,7 +204,7 @@ def test_an_item_without_usable_side_info_has_no_vector_anywhere(run, tmp_path, 
     from eges.training.items import load_items
 
     manifest = read_export_manifest(run)
-    assert manifest["format_version"] == 3
+    assert manifest["format_version"] == 4
     counts = manifest["counts"]
     assert counts["items_without_vector"] == 1 and counts["without_usable_side_info"] == 1
     assert counts["cold"] == COLD - 1 and counts["vectors"] == WALKS + COLD - 1
