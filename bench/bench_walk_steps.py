@@ -34,6 +34,7 @@ import urllib.request
 from pathlib import Path
 
 from common import REPO
+from pyspark.sql import functions as F
 
 from eges import schema
 from eges.config import SparkConfig
@@ -231,10 +232,17 @@ def main() -> int:
     # adaptive query execution (on by default); a later one's and ours by prepare_adjacency
     current = load_module(REPO, "current_walks")
     baseline = load_module(args.baseline, "baseline_walks")
+    # the baseline's own graph module and item-index type: a walk format 1 baseline (int32
+    # indices) reads the edges as int, as its job wrote them
+    base_graph = load_module(args.baseline, "baseline_graph", "graph.py")
+    base_edges = edges
+    if base_graph.ADJACENCY_SCHEMA.startswith("src int,"):
+        base_edges = edges.select(F.col("src").cast("int"), F.col("dst").cast("int"), "weight")
+    base_built = base_graph.build_adjacency(base_edges, args.partitions)
     if hasattr(baseline, "prepare_adjacency"):  # a baseline with the constant-size steps
-        base_adjacency = baseline.prepare_adjacency(build_adjacency(edges, args.partitions))
+        base_adjacency = baseline.prepare_adjacency(base_built)
     else:
-        base_adjacency = build_adjacency(edges, args.partitions).checkpoint(eager=True)
+        base_adjacency = base_built.checkpoint(eager=True)
     impls = {
         "baseline": (baseline, base_adjacency),
         "this tree": (current, current.prepare_adjacency(build_adjacency(edges, args.partitions))),
