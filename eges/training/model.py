@@ -185,10 +185,14 @@ class EGES(nn.Module):
         """Set :attr:`cold_weights` from ``{field name: weight}`` (a field left out weighs 1;
         None: all 1, the plain mean).
 
+        Args:
+            weights: field name -> weight, or None.
+            fields: the walk output's side-info fields (BGE uses none of them: no weights).
+
         Raises:
-            ValueError: a name that is not one of the model's ``fields``, or a weight <= 0.
+            ValueError: a name that is not one of ``fields``, or a weight <= 0.
         """
-        fields = list(fields[: self.num_fields])
+        fields = list(fields)
         weights = weights or {}
         unknown = sorted(set(weights) - set(fields))
         if unknown:
@@ -198,7 +202,9 @@ class EGES(nn.Module):
             )
         if any(not w > 0 for w in weights.values()):
             raise ValueError("train.cold_weights must be > 0")
-        self.cold_weights.copy_(torch.tensor([float(weights.get(f, 1.0)) for f in fields]))
+        self.cold_weights.copy_(
+            torch.tensor([float(weights.get(f, 1.0)) for f in fields[: self.num_fields]])
+        )
 
     def reset_parameters(self) -> None:
         bound = 0.5 / self.item.embedding_dim  # word2vec's initialisation

@@ -96,6 +96,9 @@ def test_weights_for_fields_the_walk_output_lacks_or_sharded_tables_are_refused(
     walk_dir = make_complete_walk_dir(tmp_path / "walks", walks=20, cold_items=0)
     with pytest.raises(ConfigError, match="names tags, not side-info field"):
         train_run(walk_dir, tmp_path / "a", {"tags": 0.5})
+    # BGE has no side-info tables: the weights are accepted and weigh nothing
+    bge = train_run(walk_dir, tmp_path / "bge", {"genre": 2.0}, mode="bge")
+    assert schema.read_manifest(bge / EXPORT_DIR, kind=None)["cold_weights"] == {}
     with pytest.raises(ConfigError, match="replicated tables only"):
         train_run(walk_dir, tmp_path / "b", {"genre": 2.0}, sharding="sharded")
     for bad in (0, -1.0, float("nan"), True):
