@@ -14,7 +14,8 @@ sample of all items, whose own events trained the values they are embedded from.
 scorer: precision@K, the share of a query's K neighbours in the query's community.
 
 * **EGES, side information only**, cosine and the served context score, with the run's field
-  weights for new items (``train.cold_start``) and, when those are learned, with equal ones;
+  weights for new items (``train.cold_weights``) and, when those are not all equal, with equal
+  ones;
 * **content overlap**: TF-IDF cosine over the same side-info values (the evaluation's
   ``content`` model);
 * **oracle**: a naive-Bayes classifier over the same values, trained on the communities of

@@ -621,6 +621,12 @@ class TrainConfig:
                     "trains with it alone (auto picks each path's optimiser)",
                 ),
                 (
+                    self.sharding != "sharded" or not self.cold_weights,
+                    "train.cold_weights applies to replicated tables only (train.sharding=sharded "
+                    "keeps the plain mean for new items): leave it out, or set "
+                    "train.sharding=replicated",
+                ),
+                (
                     self.sharding != "sharded" or self.negatives_per == "position",
                     "train.sharding=sharded draws negatives per position: "
                     "leave train.negatives_per at position",

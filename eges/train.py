@@ -501,11 +501,6 @@ def train(cfg: Config, resume: bool = False, progress_bar: bool = True) -> dict:
             model.set_cold_weights(t.cold_weights, items.fields)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-    elif t.cold_weights:
-        raise ConfigError(
-            "train.cold_weights applies to replicated tables only (train.sharding=sharded keeps "
-            "the plain mean for new items): leave it out, or set train.sharding=replicated"
-        )
     pl.seed_everything(t.seed + rank, workers=True)
     loader = DataLoader(dataset, batch_size=None, num_workers=t.num_workers, pin_memory=gpu)
     sampler = AliasSampler(counts, t.ns_exponent)

@@ -264,7 +264,8 @@ class RandomScorer(Scorer):
 
 
 def read_walks(walk_dir: str | Path) -> list[np.ndarray]:
-    """Every walk of a walk output as an int32 array (for gensim and the co-occurrence counts)."""
+    """Every walk of a walk output as an integer array, as stored (int64; int32 in format 1),
+    for gensim and the co-occurrence counts."""
     from eges import schema
 
     walks: list[np.ndarray] = []

@@ -353,7 +353,14 @@ class Models:
             items.num_items, items.vocab_sizes, items.offsets, items.values,
             meta["embedding_dim"], meta["mode"],
         )  # fmt: skip
-        model.load_state_dict(exported.state_dict())
+        # the side-info tables alone: cold start needs nothing else, and a partitioned
+        # export's model.pt holds only them (side_only)
+        side = {
+            k: v
+            for k, v in exported.state_dict().items()
+            if k.startswith("side.") or k.startswith("side_trained_")
+        }
+        model.load_state_dict(side, strict=False)
         base = dict(zip(items.fields[:n], exported.cold_weights.tolist()))
         emb, vectors = read_embeddings(run)
         cold = emb["cold"].to_numpy(zero_copy_only=False)
@@ -883,6 +890,7 @@ def choose_serving(
         "popularity_prior": best[1],
         "cooccurrence_weight": best[2],
         "field_weights": weightings.get(best[3]),
+        "candidate": label(*best),  # its key in scores
         "chosen_by": f"{CHOICE_NAMES[task]} {SERVING_KEY} on a validation hold-out",
         "task": task,
         "use": CHOICE_USES[task],
@@ -901,7 +909,11 @@ def choose_serving(
         out["best_against_cosine"] = gap
         if gap["low"] <= 0:  # cosine is not surely worse
             out.update(
-                metric="cosine", popularity_prior=0.0, cooccurrence_weight=0.0, field_weights=None
+                metric="cosine",
+                popularity_prior=0.0,
+                cooccurrence_weight=0.0,
+                field_weights=None,
+                candidate="cosine",
             )
     return out
 

@@ -246,13 +246,22 @@ def serving_section(choice: dict[str, Any] | None) -> list[str]:
         if len(scores) <= SHOWN_SCORES
         else sorted(scores, key=lambda kv: -kv[1])[:SHOWN_SCORES]
     )
+    chosen = choice.get("candidate")
+    added = chosen in choice["scores"] and all(k != chosen for k, _ in shown)
+    if added:  # e.g. cosine, served as the fallback
+        shown.append((chosen, choice["scores"][chosen]))
     lines = [
         "",
         "## Served score chosen on validation"
         + (" for new items" if choice.get("use") == "new_items" else ""),
         "",
         f"Chosen: **{what}** ({choice['chosen_by']}). MRR per candidate"
-        + (f" (the best {len(shown)} of {len(scores)})" if len(shown) < len(scores) else "")
+        + (
+            f" (the best {SHOWN_SCORES} of {len(scores)}"
+            + (", and the one served)" if added else ")")
+            if len(shown) < len(scores)
+            else ""
+        )
         + ": "
         + ", ".join(f"{k} {v:.4f}" for k, v in shown)
         + ".",

@@ -96,7 +96,7 @@ def sample_non_edges(
         nodes = ends.select(F.col("src").alias("node")).union(ends.select("dst"))
     else:
         nodes = edges.select(F.col("src").alias("node")).union(edges.select("dst")).distinct()
-    nodes = dense_index(nodes, [F.col("node")], "_rank", start=0)
+    nodes = dense_index(nodes, [F.col("node")], "_rank", start=0, dtype="long")
     num_nodes = nodes.count()
     existing = undirected_pairs(edges).select("src", "dst")
     for attempt in range(4):

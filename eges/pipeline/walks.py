@@ -181,7 +181,7 @@ def assemble(rows: DataFrame, walk_length: int, keys: tuple[str, ...] = ()) -> D
             result; an input already partitioned by them is not shuffled again.
 
     Returns:
-        ``keys``, ``walk_id`` bigint, ``items`` array<int>.
+        ``keys``, ``walk_id`` bigint, ``items`` array<bigint>.
     """
     nodes = [
         F.max(F.when(F.col("step") == t, F.col("node"))).alias(f"_n{t}") for t in range(walk_length)
@@ -206,6 +206,6 @@ def random_walks(adjacency: DataFrame, *, walk_length: int, **steps: Any) -> Dat
             ``num_items``, ``steps_dir``).
 
     Returns:
-        ``walk_id`` bigint, ``items`` array<int>.
+        ``walk_id`` bigint, ``items`` array<bigint>.
     """
     return assemble(walk_steps(adjacency, walk_length=walk_length, **steps), walk_length)

@@ -28,8 +28,9 @@ the walk job kept in its item table, when the data has one.
 ``--metric`` and ``--popularity-prior`` default to the run's choice for new items made on a
 cold-start validation (``RUN/serving.json``'s ``new_items``), else to the neighbour table's
 choice (as ``eges neighbors``), else context with a prior of 0.4. New items' choice may come
-with side-info field weights (a new item's vector is a weighted mean over its fields), which are
-then served with it, over the run's own ``train.cold_weights``. The prior
+with side-info field weights (a new item's vector is a weighted mean over its fields): they are
+served whenever the run has that choice, with any ``--metric`` and ``--popularity-prior``, over
+the run's own ``train.cold_weights``, and named on stderr. The prior
 applies to ``--metric context`` only: given with ``--metric cosine``, or negative, it is
 refused.
 
@@ -71,6 +72,7 @@ from eges.serving.neighbors import (
     NEIGHBORS_NAMES_SCHEMA,
     NEIGHBORS_SCHEMA,
     POPULARITY_PRIOR,
+    SERVING_FILE,
     check_popularity_prior,
     context_candidates,
     exact_topk,
@@ -615,18 +617,22 @@ def main(argv: list[str] | None = None) -> int:
                     "; its co-occurrence term adds nothing to new items"
                     if served.cooccurrence
                     else ""
-                )
-                + (
-                    "; side-info field weights "
-                    + ", ".join(f"{f} {w:g}" for f, w in served.field_weights.items())
-                    if served.field_weights
-                    else ""
                 ),
                 file=sys.stderr,
             )
         emb = Embedder(args.run, prior)
-        if served.field_weights:  # chosen with the score, over the run's train.cold_weights
-            emb.model.set_cold_weights(served.field_weights, emb.fields)
+        if served.field_weights:  # new items' choice, over the run's train.cold_weights
+            emb.model.set_cold_weights(
+                served.field_weights,
+                emb.fields,
+                source=f"{Path(args.run) / SERVING_FILE}: new items' field_weights",
+            )
+            print(
+                "new items' side-info field weights: "
+                + ", ".join(f"{f} {w:g}" for f, w in served.field_weights.items())
+                + f" (the run's choice for new items, {Path(args.run) / SERVING_FILE})",
+                file=sys.stderr,
+            )
         new = load_new_items(
             args.items, emb.fields, args.sep, args.layout, args.tags, args.delimiter
         )

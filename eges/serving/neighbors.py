@@ -230,8 +230,9 @@ def score_label(metric: str, prior: float, cooccurrence: float = 0.0) -> str:
 class Served(NamedTuple):
     """The served score: ``metric``, ``prior`` (β), ``cooccurrence`` (γ); ``chosen``, the
     run's choice file when it decided any of them (else None), and ``chosen_for``, the use
-    (:data:`SERVING_USES`) whose choice that was; ``field_weights``, new items' side-info field
-    weights chosen with it (``EGES.set_cold_weights``), or None for the run's own."""
+    (:data:`SERVING_USES`) whose choice that was; ``field_weights``, the side-info field weights
+    of new items' choice (``EGES.set_cold_weights``; served even when ``--metric`` and
+    ``--popularity-prior`` are given), or None for the run's own."""
 
     metric: str
     prior: float
@@ -283,8 +284,9 @@ def served_score(
         )
     check_cooccurrence_weight(cooccurrence)
     prior = resolve_popularity_prior(prior, metric)
-    # new items' field weights go with the score they were chosen with
-    fields = choice.get("field_weights") if chosen and choice["use"] == "new_items" else None
+    # new items' field weights say how to embed a new item: served whenever new items have a
+    # choice, whatever metric and prior are given
+    fields = choice.get("field_weights") if choice.get("use") == "new_items" else None
     return Served(metric, prior, cooccurrence, chosen, choice["use"] if chosen else None, fields)
 
 

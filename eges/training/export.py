@@ -429,7 +429,7 @@ def export_manifest(
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "mode": model.mode,
         "fields": items.fields[: model.num_fields],
-        # each field's weight in a new item's vector (train.cold_start)
+        # each field's weight in a new item's vector (train.cold_weights)
         "cold_weights": dict(zip(items.fields, model.cold_weights.tolist())),
         **(layout or {}),
         "counts": {

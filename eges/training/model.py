@@ -154,7 +154,7 @@ class EGES(nn.Module):
         for i, size in enumerate(vocab_sizes[: self.num_fields]):
             self.register_buffer(f"side_trained_{i}", torch.ones(size + 1, dtype=torch.bool))
         # each field's weight in a new item's vector (cold start): equal, the paper's mean,
-        # unless fitted after training (eges.training.cold); kept in the export's model.pt
+        # unless train.cold_weights sets them (set_cold_weights); kept in the export's model.pt
         # metadata, not in the state dict, so checkpoints stay as they were
         self.register_buffer("cold_weights", torch.ones(self.num_fields), persistent=False)
         self.reset_parameters()
@@ -181,13 +181,19 @@ class EGES(nn.Module):
             trained[flat] = True
 
     @torch.no_grad()
-    def set_cold_weights(self, weights: dict[str, float] | None, fields: list[str]) -> None:
+    def set_cold_weights(
+        self,
+        weights: dict[str, float] | None,
+        fields: list[str],
+        source: str = "train.cold_weights",
+    ) -> None:
         """Set :attr:`cold_weights` from ``{field name: weight}`` (a field left out weighs 1;
         None: all 1, the plain mean).
 
         Args:
             weights: field name -> weight, or None.
             fields: the walk output's side-info fields (BGE uses none of them: no weights).
+            source: where the weights come from, for the error message.
 
         Raises:
             ValueError: a name that is not one of ``fields``, or a weight <= 0.
@@ -197,11 +203,11 @@ class EGES(nn.Module):
         unknown = sorted(set(weights) - set(fields))
         if unknown:
             raise ValueError(
-                f"train.cold_weights names {', '.join(unknown)}, not side-info field(s) of this "
+                f"{source} names {', '.join(unknown)}, not side-info field(s) of this "
                 f"walk output ({', '.join(fields) or 'none'})"
             )
         if any(not w > 0 for w in weights.values()):
-            raise ValueError("train.cold_weights must be > 0")
+            raise ValueError(f"{source} must be > 0")
         self.cold_weights.copy_(
             torch.tensor([float(weights.get(f, 1.0)) for f in fields[: self.num_fields]])
         )

@@ -223,7 +223,7 @@ def test_cold_validation_scores_each_field_weighting_of_the_held_out_items(tmp_p
     np.testing.assert_allclose(got[idx[cold]], unit(want), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got[idx[~cold]], unit(vectors[~cold]), rtol=1e-5, atol=1e-6)
     assert not np.allclose(unit(want), unit(vectors[cold]), atol=1e-3)
-    # the next-item task and the test hold-out score no variants
+    # the test hold-out scores no variants
     test_cfg = dataclasses.replace(cfg, split=dataclasses.replace(cfg.split, holdout="test"))
     assert not any(
         "·w(" in s.name for s in Models(test_cfg, "cold", walk_dir, tmp_path).build("eges", 1)

@@ -218,3 +218,15 @@ def test_the_report_says_what_each_choice_serves_and_whether_cosine_is_served():
     text = "\n".join(serving_section(cosine))
     assert "validation for new items" in text and "`eges embed` serves it" in text
     assert "so cosine (whose vectors carry the side information) is served" in text
+    # many candidates (field-weight variants): the best 12, and the one served when it is not
+    # among them; the chosen field weights are named
+    many = {f"context β 0.4 w(genres×{i})": 0.05 + i / 1000 for i in range(20)}
+    many["cosine"] = 0.001
+    text = "\n".join(serving_section({**cosine, "scores": many, "candidate": "cosine"}))
+    assert "(the best 12 of 21, and the one served)" in text and "cosine 0.0010" in text
+    assert "w(genres×0) 0.0500" not in text  # below the best 12
+    weighted = {**base, "scores": many, "candidate": "context β 0.4 w(genres×19)"}
+    weighted["field_weights"] = {"genres": 19.0, "year": 1.0}
+    text = "\n".join(serving_section(weighted))
+    assert "side-info field weights genres 19, year 1" in text
+    assert "(the best 12 of 21):" in text and "Candidates marked w(field×m)" in text

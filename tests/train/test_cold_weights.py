@@ -1,4 +1,4 @@
-"""New items' field weights (train.cold_start): the weighted mean, and the fit after training."""
+"""New items' field weights (train.cold_weights): the weighted mean, the export, the refusals."""
 
 import numpy as np
 import pyarrow.parquet as pq

@@ -291,8 +291,9 @@ def test_embed_serves_the_runs_choice(run, tmp_path, capsys):
 
 
 def test_embed_serves_new_items_field_weights_with_their_choice(run, tmp_path, capsys):
-    """New items' choice may carry side-info field weights: eges embed serves them with it
-    (the neighbour table's choice has none), and refuses weights that are not numbers > 0."""
+    """New items' choice may carry side-info field weights: eges embed serves them, with any
+    --metric and --popularity-prior (the neighbour table's choice has none), and refuses weights
+    that are not numbers > 0 or name a field the run lacks."""
     import json
 
     from eges.serving.neighbors import SERVING_FILE, export_digest
@@ -302,17 +303,22 @@ def test_embed_serves_new_items_field_weights_with_their_choice(run, tmp_path, c
     digest = export_digest(run)
     choice = {"metric": "cosine", "popularity_prior": 0.0}
 
-    def scores(entry) -> list[float]:
+    def scores(entry, *flags) -> list[float]:
         (run / SERVING_FILE).write_text(json.dumps({**entry, "export_digest": digest}))
-        assert embed(run, items, "--top-k", "5", "--output", str(out), "--overwrite") == 0
+        assert embed(run, items, "--top-k", "5", "--output", str(out), "--overwrite", *flags) == 0
         return pq.read_table(out)["score"].to_pylist()
 
     try:
         plain = scores({"new_items": choice})
         capsys.readouterr()
-        heavy = scores({"new_items": {**choice, "field_weights": {"genre": 1.0, "year": 8.0}}})
-        assert "side-info field weights genre 1, year 8" in capsys.readouterr().err
+        weighted = {"new_items": {**choice, "field_weights": {"genre": 1.0, "year": 8.0}}}
+        heavy = scores(weighted)
+        assert "side-info field weights: genre 1, year 8" in capsys.readouterr().err
         assert heavy != plain
+        # given flags choose the score, not how a new item is embedded
+        assert scores(weighted, "--metric", "cosine") == heavy
+        context = scores({"new_items": choice}, "--metric", "context", "--popularity-prior", "0.2")
+        assert scores(weighted, "--metric", "context", "--popularity-prior", "0.2") != context
         # the same weights on the neighbour table's choice (no new_items part) are not served
         assert scores({**choice, "field_weights": {"genre": 1.0, "year": 8.0}}) == plain
         (run / SERVING_FILE).write_text(
@@ -322,5 +328,13 @@ def test_embed_serves_new_items_field_weights_with_their_choice(run, tmp_path, c
         )
         assert embed(run, items, "--top-k", "5") == 2
         assert "field weights" in capsys.readouterr().err
+        (run / SERVING_FILE).write_text(
+            json.dumps(
+                {"new_items": {**choice, "field_weights": {"tags": 2}}, "export_digest": digest}
+            )
+        )
+        assert embed(run, items, "--top-k", "5") == 2
+        err = capsys.readouterr().err
+        assert "new items' field_weights names tags, not side-info field" in err
     finally:
         (run / SERVING_FILE).unlink()
