@@ -622,15 +622,14 @@ def main(argv: list[str] | None = None) -> int:
             )
         emb = Embedder(args.run, prior)
         if served.field_weights:  # new items' choice, over the run's train.cold_weights
+            choice_file = Path(args.run) / SERVING_FILE
             emb.model.set_cold_weights(
-                served.field_weights,
-                emb.fields,
-                source=f"{Path(args.run) / SERVING_FILE}: new items' field_weights",
+                served.field_weights, emb.fields, source=f"{choice_file}: new items' field_weights"
             )
             print(
                 "new items' side-info field weights: "
                 + ", ".join(f"{f} {w:g}" for f, w in served.field_weights.items())
-                + f" (the run's choice for new items, {Path(args.run) / SERVING_FILE})",
+                + f" (the run's choice for new items, {choice_file})",
                 file=sys.stderr,
             )
         new = load_new_items(

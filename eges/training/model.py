@@ -321,7 +321,7 @@ class EGES(nn.Module):
 
         Returns:
             (N, D): the mean over fields with at least one value of each field's mean value
-            embedding, weighted by :attr:`cold_weights` (equal unless fitted); a zero vector for
+            embedding, weighted by :attr:`cold_weights` (equal unless set); a zero vector for
             an item without any known value. Values that no
             trained item carries (:meth:`mark_trained_values`) are ignored. Index 0, if given
             and marked trained, counts as a value (its row of zeros enters the field's mean).
