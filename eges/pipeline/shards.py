@@ -132,18 +132,21 @@ def sharded_walks(
 ) -> DataFrame:
     """``walk_id``, ``items``, ``shard``: the walks in their shard's partition (partition ``i``
     holds shard ``i``), ordered within it; one shuffle, the assembly of step rows included.
-    The arguments are :func:`write_walk_shards`'s."""
+    The arguments are :func:`write_walk_shards`'s.
+
+    The shuffle carries only the input's own columns: the shard and its partition key are
+    functions of ``walk_id``, so the exchange partitions by the expression and they are computed
+    again on the other side (for step rows, 32 bytes a row before compression instead of 48)."""
     order = F.xxhash64(F.lit(seed).cast("long"), F.col("walk_id"))
-    part = shard_partition(walks.sparkSession, num_shards, F.col("shard"))
-    sharded = (
-        walks.withColumn("shard", F.pmod(order, F.lit(num_shards)).cast("int"))
-        .withColumn("_part", part)  # shard i -> partition i
-        .repartition(num_shards, "_part")
-    )
-    if walk_length is not None:  # grouped by (_part, shard, walk_id): no second shuffle
-        sharded = assemble(sharded, walk_length, keys=("_part", "shard"))
+    shard = F.pmod(order, F.lit(num_shards)).cast("int")
+    part = shard_partition(walks.sparkSession, num_shards, shard)  # shard i -> partition i
+    # the exchange's key is ``part`` itself; naming it after the exchange lets the aggregation
+    # below see that its input is already partitioned by it (no second shuffle)
+    sharded = walks.repartition(num_shards, part).withColumn("_part", part)
+    if walk_length is not None:  # grouped by (_part, walk_id): no second shuffle
+        sharded = assemble(sharded, walk_length, keys=("_part",))
     return (
-        sharded.select("walk_id", "items", "shard", order.alias("_order"))
+        sharded.select("walk_id", "items", shard.alias("shard"), order.alias("_order"))
         .sortWithinPartitions("shard", "_order", "walk_id")
         .drop("_order")
     )

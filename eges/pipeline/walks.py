@@ -186,10 +186,10 @@ def assemble(rows: DataFrame, walk_length: int, keys: tuple[str, ...] = ()) -> D
     nodes = [
         F.max(F.when(F.col("step") == t, F.col("node"))).alias(f"_n{t}") for t in range(walk_length)
     ]
-    grouped = rows.groupBy(*keys, "walk_id").agg(*nodes)
-    items = F.filter(
-        F.array(*[F.col(f"_n{t}") for t in range(walk_length)]), lambda x: x.isNotNull()
-    )
+    grouped = rows.groupBy(*keys, "walk_id").agg(F.count(F.lit(1)).alias("_len"), *nodes)
+    # a walk's steps are 0 … len-1, so its nulls are all at the end: a slice drops them (a
+    # filter with a lambda would be evaluated row by row, outside the generated code)
+    items = F.slice(F.array(*[F.col(f"_n{t}") for t in range(walk_length)]), 1, F.col("_len"))
     return grouped.select(*keys, "walk_id", items.alias("items"))
 
 
