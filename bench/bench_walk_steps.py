@@ -3,6 +3,10 @@
     .venv/bin/python bench/bench_walk_steps.py --run out/bench/walks-job-1m \
         --baseline /tmp/old --walks-per-node 5 --rounds 2
 
+With ``--hubs K`` the graph gets K planted hot nodes (:func:`plant_hubs`), to measure the tail
+of a step's tasks with this tree's ``walks.hot_node_share`` (``--hot-node-share``) against a
+baseline that does not split them.
+
 Reads the training edges of a walk job's output (``RUN/edges``, ``RUN/manifest.json`` for the
 number of items), builds the adjacency once per implementation, as its job does (the baseline:
 whole rows, weights included, checkpointed under adaptive execution; ours:
@@ -14,7 +18,8 @@ takes walks, this tree's the step rows). Reports per implementation:
 - the walk stage's steps/s (walk steps written ÷ seconds of walking and writing the shards);
 - the time in ``random_walks`` (this tree: ``walk_steps``) and in ``write_walk_shards``;
 - Spark's metrics for each step, from the driver's REST API: the walkers' exchange (records,
-  bytes, bytes per record) and the join that reads it (median and slowest task);
+  bytes, bytes per record) and the join that reads it (median and slowest task, in time and
+  in walkers read);
 - whether both wrote the same walks (their shards' bytes);
 - the driver JVM's peak resident memory over the whole run (``VmHWM``; local mode: the
   executors are its threads).
@@ -90,10 +95,13 @@ def step_metrics(spark, stages: list[dict], exchanged: list[tuple[int, int]]) ->
                 f"stages/{stages[j]['stageId']}/{stages[j]['attemptId']}/taskSummary"
                 "?quantiles=0.5,1.0",
             )
+            records = q["shuffleReadMetrics"]["readRecords"]
             row.update(
                 join_tasks=stages[j]["numTasks"],
                 task_median_ms=q["executorRunTime"][0],
                 task_max_ms=q["executorRunTime"][1],
+                task_median_records=records[0],
+                task_max_records=records[1],
             )
         out.append(row)
         i += 1
@@ -190,6 +198,29 @@ def run_once(spark, module, adjacency, args, num_items: int, out: Path) -> dict:
     }
 
 
+def plant_hubs(edges, hubs: int, load: float, partitions: int):
+    """The edges with ``hubs`` planted hot nodes (items 1 … hubs): each draws about ``load``
+    times an average partition's walkers. A hub gets an edge from ``2 · load · N / partitions``
+    nodes chosen by hash (N: nodes with out-edges), each weighing what that node's other
+    edges weigh together, so half of its walkers go to the hub."""
+    totals = edges.groupBy("src").agg(F.sum("weight").alias("weight"))
+    n = totals.count()
+    share = min(1.0, 2 * load * n / partitions / n)
+    added = None
+    for hub in range(1, hubs + 1):
+        pick = F.pmod(F.xxhash64(F.lit(hub).cast("long"), "src"), F.lit(1_000_000))
+        rows = totals.filter((pick < share * 1_000_000) & (F.col("src") != hub)).select(
+            "src", F.lit(hub).cast("long").alias("dst"), "weight"
+        )
+        added = rows if added is None else added.unionByName(rows)
+    return (
+        edges.select("src", "dst", "weight")
+        .unionByName(added)
+        .groupBy("src", "dst")
+        .agg(F.sum("weight").alias("weight"))
+    )
+
+
 def jvm_peak_mb(spark) -> float:
     pid = spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid()
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -209,10 +240,22 @@ def main() -> int:
     p.add_argument("--shards", type=int, default=8)
     p.add_argument("--partitions", type=int, default=8, help="shuffle and adjacency partitions")
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--hubs", type=int, default=0, help="hot nodes to plant (see plant_hubs)")
+    p.add_argument(
+        "--hub-load", type=float, default=4.0, help="a planted hub's walkers, in average partitions"
+    )
+    p.add_argument(
+        "--hot-node-share",
+        type=float,
+        default=0.25,
+        help="this tree's walks.hot_node_share (negative: none, no node split)",
+    )
     p.add_argument("--master", default="local[2]")
     p.add_argument("--driver-memory", default="12g")
     p.add_argument("--out", type=Path, default=REPO / "out" / "bench" / "walk-steps")
     args = p.parse_args()
+    if args.hot_node_share < 0:
+        args.hot_node_share = None
 
     spark = build_spark(
         SparkConfig(
@@ -228,6 +271,8 @@ def main() -> int:
     num_items = manifest["counts"]["items"]
     spark.sparkContext.setCheckpointDir(str(args.out / "_adjacency"))
     edges = spark.read.parquet(str(args.run / schema.EDGES_DIR))
+    if args.hubs:  # computed once, for both
+        edges = plant_hubs(edges, args.hubs, args.hub_load, args.partitions).checkpoint(eager=True)
     # each adjacency as its job made it: an earlier baseline's whole rows, checkpointed under
     # adaptive query execution (on by default); a later one's and ours by prepare_adjacency
     current = load_module(REPO, "current_walks")
@@ -238,15 +283,23 @@ def main() -> int:
     base_edges = edges
     if base_graph.ADJACENCY_SCHEMA.startswith("src int,"):
         base_edges = edges.select(F.col("src").cast("int"), F.col("dst").cast("int"), "weight")
+    t0 = time.perf_counter()
     base_built = base_graph.build_adjacency(base_edges, args.partitions)
     if hasattr(baseline, "prepare_adjacency"):  # a baseline with the constant-size steps
         base_adjacency = baseline.prepare_adjacency(base_built)
     else:
         base_adjacency = base_built.checkpoint(eager=True)
-    impls = {
-        "baseline": (baseline, base_adjacency),
-        "this tree": (current, current.prepare_adjacency(build_adjacency(edges, args.partitions))),
-    }
+    print(f"the baseline's adjacency: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    t0 = time.perf_counter()
+    ours = current.prepare_adjacency(
+        build_adjacency(edges, args.partitions), args.partitions, args.hot_node_share
+    )
+    print(
+        f"this tree's adjacency (hot_node_share {args.hot_node_share}): "
+        f"{time.perf_counter() - t0:.1f} s, {ours.count():,} rows",
+        file=sys.stderr,
+    )
+    impls = {"baseline": (baseline, base_adjacency), "this tree": (current, ours)}
     results: dict[str, list[dict]] = {name: [] for name in impls}
     for r in range(args.rounds):
         for name, (module, adjacency) in impls.items():
@@ -279,9 +332,10 @@ def main() -> int:
         )
     print(
         "\n| step | walkers | baseline bytes/walker | this tree bytes/walker | "
-        "baseline join task median / max (ms) | this tree join task median / max (ms) |"
+        "baseline join task median / max (ms) | this tree join task median / max (ms) | "
+        "baseline walkers per join task, median / max | this tree's |"
     )
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     last = {name: {r["step"]: r for r in rs[-1]["per_step"]} for name, rs in results.items()}
     empty = {"records": 0, "bytes_per_record": float("nan")}
     for t in range(1, args.walk_length):
@@ -290,7 +344,9 @@ def main() -> int:
             f"| {t} | {c['records']:,} / {b['records']:,} | "
             f"{b['bytes_per_record']:.1f} | {c['bytes_per_record']:.1f} | "
             f"{b.get('task_median_ms', '-')} / {b.get('task_max_ms', '-')} | "
-            f"{c.get('task_median_ms', '-')} / {c.get('task_max_ms', '-')} |"
+            f"{c.get('task_median_ms', '-')} / {c.get('task_max_ms', '-')} | "
+            f"{b.get('task_median_records', '-')} / {b.get('task_max_records', '-')} | "
+            f"{c.get('task_median_records', '-')} / {c.get('task_max_records', '-')} |"
         )
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
     shutil.rmtree(args.out / "_adjacency", ignore_errors=True)

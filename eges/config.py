@@ -293,6 +293,10 @@ class WalksConfig:
     walks_per_node: int = 20  # walks started at every item with out-edges
     walk_length: int = 10  # nodes per walk, start node included
     seed: int = 42  # the walks are a function of the graph and this seed alone
+    # a node expected to draw more than this share of an average partition's walkers (a hub)
+    # has its adjacency row copied to other partitions, so that one task does not hold up
+    # every step; the walks are the same either way. null: never split
+    hot_node_share: float | None = 0.25
     # no longer used (every step is now written as a reliable table); accepted so that configs
     # that set it still load, with a warning
     checkpoint_every: int | None = None
@@ -307,6 +311,15 @@ class WalksConfig:
             [
                 (self.walks_per_node >= 1, "walks.walks_per_node must be >= 1"),
                 (self.walk_length >= 2, "walks.walk_length must be >= 2 (start node + one step)"),
+                (
+                    self.hot_node_share is None
+                    or (
+                        isinstance(self.hot_node_share, int | float)
+                        and not isinstance(self.hot_node_share, bool)
+                        and 0 < self.hot_node_share < float("inf")
+                    ),
+                    "walks.hot_node_share must be a number > 0 or null",
+                ),
             ]
         )
         if self.checkpoint_every is not None:

@@ -369,7 +369,9 @@ def _graph(
     held.train_edges = edges
     # spark-submit's --conf spark.sql.shuffle.partitions wins over the config's (see spark.py)
     partitions = cfg.spark.graph_partitions or int(spark.conf.get("spark.sql.shuffle.partitions"))
-    adjacency = prepare_adjacency(build_adjacency(edges, partitions))
+    adjacency = prepare_adjacency(
+        build_adjacency(edges, partitions), partitions, cfg.walks.hot_node_share
+    )
     persisted.append(adjacency)
     start_nodes = adjacency.count()
     if start_nodes == 0:

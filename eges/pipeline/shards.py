@@ -22,6 +22,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from eges import schema
+from eges.pipeline.spark import hash_partition_keys
 from eges.pipeline.walks import assemble
 
 log = logging.getLogger(__name__)
@@ -101,23 +102,10 @@ def partition_keys(spark: SparkSession, n: int) -> list[int]:
     A ``repartition(n, shard)`` by the shard numbers themselves spreads them unevenly: Spark
     partitions by ``pmod(murmur3(shard), n)``, which for 8 shards uses 5 partitions and puts 3
     shards in one task (writing the walks of 10M items, that task took 47 s against a median
-    of 15 s), and for 64 shards uses 37 partitions with up to 4 shards in one. The keys are
-    found with Spark's own hash (the one its hash partitioning uses) over a range of
-    candidates, so they hold for the Spark version that runs.
+    of 15 s), and for 64 shards uses 37 partitions with up to 4 shards in one. See
+    :func:`eges.pipeline.spark.hash_partition_keys`.
     """
-    found: dict[int, int] = {}
-    candidates = 64 * n
-    while len(found) < n:
-        rows = (
-            spark.range(candidates)
-            .select(F.pmod(F.hash("id"), F.lit(n)).alias("p"), "id")
-            .groupBy("p")
-            .agg(F.min("id").alias("id"))
-            .collect()
-        )
-        found = {r["p"]: r["id"] for r in rows}
-        candidates *= 4
-    return [found[i] for i in range(n)]
+    return [keys[0] for keys in hash_partition_keys(spark, n, [1] * n)]
 
 
 def shard_partition(spark: SparkSession, n: int, shard: Column) -> Column:

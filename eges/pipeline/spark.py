@@ -23,11 +23,13 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from pyspark import SparkConf
 from pyspark.context import SparkContext
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
 from eges.config import SparkConfig
 from eges.pipeline.cli import DRIVER_MEMORY, memory_bytes
@@ -252,3 +254,34 @@ def build_spark(cfg: SparkConfig, extra: dict[str, str] | None = None) -> SparkS
 def driver_heap_bytes(spark: SparkSession) -> int:
     """The driver JVM's maximum heap in bytes (what ``spark.driver.memory`` really gave)."""
     return int(spark.sparkContext._jvm.java.lang.Runtime.getRuntime().maxMemory())
+
+
+def hash_partition_keys(
+    spark: SparkSession, n: int, counts: Sequence[int], *, negative: bool = False
+) -> list[list[int]]:
+    """For each partition ``i`` of ``n``, ``counts[i]`` distinct longs that
+    ``repartition(n, key)`` sends to partition ``i``.
+
+    Spark hash-partitions by ``pmod(murmur3(key), n)``; the keys are found with Spark's own hash
+    over a range of candidates (0, 1, 2, …, or -1, -2, … with ``negative``), so they hold for
+    the Spark version that runs. Each list is in the candidates' order (the smallest in
+    magnitude first).
+    """
+    need = max(counts, default=0)
+    if need == 0:
+        return [[] for _ in range(n)]
+    key = -F.col("id") - 1 if negative else F.col("id")
+    candidates = 64 * n * need
+    while True:
+        rows = (
+            spark.range(candidates)
+            .select(key.alias("k"))
+            .select(F.pmod(F.hash("k"), F.lit(n)).alias("p"), "k")
+            .groupBy("p")
+            .agg(F.slice(F.sort_array(F.collect_list("k"), asc=not negative), 1, need).alias("k"))
+            .collect()
+        )
+        found = {r["p"]: r["k"] for r in rows}
+        if all(len(found.get(i, [])) >= counts[i] for i in range(n)):
+            return [found.get(i, [])[: counts[i]] for i in range(n)]
+        candidates *= 4

@@ -11,6 +11,18 @@ result as that step's parquet table, which the next step reads. The walks are pu
 at the end, from the step tables (:func:`assemble`). A walker at a node without out-edges finds
 no adjacency row and drops out of the later steps: its walk ends there.
 
+**Hot nodes.** A walk visits a node about in proportion to the transition probability flowing
+into it, so a hub's walkers all meet in the one task that holds its adjacency row, and that task
+runs longer than the others at every step. Adaptive query execution's skew join cannot split it
+(the adjacency side is not shuffled). :func:`hot_nodes` estimates every node's walkers and splits
+each node that would carry more than ``hot_node_share`` of a partition's average load: its
+adjacency row is copied s times, each copy under its own join ``key`` (the first: the node
+itself; the others: negative numbers chosen to hash to the partitions with the fewest walkers),
+the adjacency is partitioned by ``key``, and a walker at that node picks one copy by a hash of
+its walk and step.
+The copy only decides which task draws the step, not the draw, so the walks are the same with or
+without it. A walker then carries its key too (8 more bytes before compression).
+
 The randomness of step ``t`` of walk ``w`` is ``xxhash64(seed, w, t, stream)``, a counter-based
 hash: it depends on nothing but those values, so the walks are identical for any number of
 partitions or executors and after any task retry. The neighbour is drawn from the node's alias
@@ -21,11 +33,14 @@ table in O(1): column ``k = hash₀ mod degree``, then ``dst[k]`` if ``u < prob[
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from pyspark import StorageLevel
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+
+from eges.pipeline.spark import hash_partition_keys
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +59,101 @@ def _hash(seed: int, step: int, stream: int) -> Column:
     )
 
 
-def prepare_adjacency(adjacency: DataFrame) -> DataFrame:
+def hot_nodes(
+    adjacency: DataFrame, partitions: int, share: float, steps: int = 3
+) -> list[tuple[int, float, int]]:
+    """The nodes that would hold up a step, and into how many copies to split each.
+
+    A node's walkers one step from an even start are ``r(v) = Σ_u P(u → v)`` per walker started
+    at each node; an average partition has ``N / partitions`` (``N`` nodes with out-edges). A
+    node is hot when ``r(v) > share · N / partitions``. The walkers of the hot nodes are then
+    followed ``steps - 1`` steps further (``Σ_u r(u) P(u → v)`` over the hot ``u`` only), which
+    finds the nodes that hubs send most of their walkers on to; a node's load is the largest of
+    these. A hot node gets ``s = ceil(load / (share · N / partitions))`` copies, at most
+    ``partitions``. Each step has fewer than ``partitions / share`` hot nodes.
+
+    Args:
+        adjacency: ``src``, ``dst``, ``weight`` rows (:func:`eges.pipeline.graph.build_adjacency`).
+        partitions: the adjacency's hash partitions.
+        share: the share of an average partition's walkers that one copy may carry (> 0).
+        steps: the steps followed (≥ 1).
+
+    Returns:
+        ``(node, load / (N / partitions), s)`` for each node with ``s ≥ 2``, by node.
+    """
+    spark = adjacency.sparkSession
+    average = adjacency.count() / partitions
+    bar = F.lit(share * average)
+
+    def flow(rows: DataFrame) -> DataFrame:  # src, node, p = P(src → node)
+        total = F.aggregate("weight", F.lit(0).cast("long"), lambda acc, w: acc + w)
+        return rows.select(
+            "src", F.explode(F.arrays_zip("dst", "weight")).alias("e"), total.alias("t")
+        ).select("src", F.col("e.dst").alias("node"), (F.col("e.weight") / F.col("t")).alias("p"))
+
+    hot = flow(adjacency).groupBy("node").agg(F.sum("p").alias("r")).filter(F.col("r") > bar)
+    load = {r["node"]: r["r"] for r in hot.collect()}
+    frontier = dict(load)
+    for _ in range(steps - 1):
+        if not frontier:
+            break
+        walkers = spark.createDataFrame(list(frontier.items()), "src bigint, r double")
+        rows = adjacency.join(F.broadcast(walkers), "src", "left_semi")
+        onward = flow(rows).join(F.broadcast(walkers), "src")
+        hot = onward.groupBy("node").agg(F.sum(F.col("p") * F.col("r")).alias("r"))
+        frontier = {r["node"]: r["r"] for r in hot.filter(F.col("r") > bar).collect()}
+        for node, r in frontier.items():
+            load[node] = max(load.get(node, 0.0), r)
+    copies = {v: min(math.ceil(r / average / share), partitions) for v, r in load.items()}
+    return [(v, load[v] / average, copies[v]) for v in sorted(load) if copies[v] >= 2]
+
+
+def place_copies(
+    spark: SparkSession, hot: list[tuple[int, float, int]], partitions: int
+) -> dict[int, list[int]]:
+    """The join keys of each hot node's copies, placed where the walkers are fewest.
+
+    Copy 0 keeps the node's own key (its partition under plain hashing). Every further copy
+    goes to the partition with the least estimated load that holds no copy of that node yet
+    (each partition starts at 1, an average one; a copy adds ``load / s``), heaviest nodes
+    first, and gets a negative key that Spark's hash partitioning sends there (item indices are
+    ≥ 1, so no key is a node's).
+
+    Args:
+        hot: output of :func:`hot_nodes`.
+        partitions: the adjacency's hash partitions.
+
+    Returns:
+        ``{node: [node, key_1, …, key_{s-1}]}``.
+    """
+    home = dict(
+        spark.createDataFrame([(h[0],) for h in hot], "node bigint")
+        .select("node", F.pmod(F.hash("node"), F.lit(partitions)).alias("p"))
+        .collect()
+    )
+    load = [1.0] * partitions
+    for node, r, s in hot:
+        load[home[node]] += r / s
+    targets: dict[int, list[int]] = {}
+    for node, r, s in sorted(hot, key=lambda h: (-h[1], h[0])):
+        used = {home[node]}
+        targets[node] = []
+        for _ in range(s - 1):
+            p = min((p for p in range(partitions) if p not in used), key=lambda p: (load[p], p))
+            used.add(p)
+            load[p] += r / s
+            targets[node].append(p)
+    counts = [0] * partitions
+    for ps in targets.values():
+        for p in ps:
+            counts[p] += 1
+    pools = hash_partition_keys(spark, partitions, counts, negative=True)
+    return {node: [node] + [pools[p].pop(0) for p in ps] for node, ps in sorted(targets.items())}
+
+
+def prepare_adjacency(
+    adjacency: DataFrame, partitions: int | None = None, hot_node_share: float | None = None
+) -> DataFrame:
     """The adjacency as the steps read it: a reliable checkpoint, cached (memory, then disk).
 
     Only :data:`WALK_ADJACENCY_COLUMNS`, sorted by ``src`` within the hash partitions of
@@ -54,21 +163,53 @@ def prepare_adjacency(adjacency: DataFrame) -> DataFrame:
     and reads the adjacency where it lies (no exchange, no sort of the adjacency per step). The
     caller unpersists the result when the walks are written.
 
+    With ``hot_node_share`` and nodes that :func:`hot_nodes` finds hot, the result has a
+    ``key`` column, is hash-partitioned by it into ``partitions`` and sorted by it: ``key =
+    src`` for every row, and a hot node's row is there once more for each further copy, under
+    that copy's key (:func:`place_copies`). Without hot nodes it is as above, with no ``key``.
+
     Args:
         adjacency: output of :func:`eges.pipeline.graph.build_adjacency` (a checkpoint
             directory must be set).
+        partitions: its hash partitions (needed with ``hot_node_share``).
+        hot_node_share: see :func:`hot_nodes`; None: no node is split.
     """
     spark = adjacency.sparkSession
+    if hot_node_share is not None and partitions is None:
+        raise ValueError("prepare_adjacency: hot_node_share needs partitions")
+    columns = list(WALK_ADJACENCY_COLUMNS)
     key = "spark.sql.adaptive.enabled"
     before = spark.conf.get(key)
     spark.conf.set(key, "false")
     try:
+        # the hot nodes are found from this checkpoint (weights kept for it), so that the
+        # adjacency (alias tables built in Python) is computed once
+        weights = ["weight"] if hot_node_share is not None else []
         saved = (
-            adjacency.select(*WALK_ADJACENCY_COLUMNS)
-            .sortWithinPartitions("src")
-            .checkpoint(eager=True)
+            adjacency.select(*columns, *weights).sortWithinPartitions("src").checkpoint(eager=True)
         )
-        cached = saved.persist(StorageLevel.MEMORY_AND_DISK)
+        hot = hot_nodes(saved, partitions, hot_node_share) if weights else []
+        if hot:
+            keys = place_copies(spark, hot, partitions)
+            log.info(
+                "walks: %d hot nodes split into %d copies (at most %d of one node), so that a "
+                "copy carries about %s of an average partition's walkers or less",
+                len(keys),
+                sum(map(len, keys.values())),
+                max(h[2] for h in hot),
+                hot_node_share,
+            )
+            split = spark.createDataFrame(list(keys.items()), "node bigint, keys array<bigint>")
+            copies = F.coalesce(F.col("keys"), F.array(F.col("src")))
+            saved = (
+                saved.join(F.broadcast(split), saved["src"] == split["node"], "left")
+                .select(*columns, F.explode(copies).alias("key"))
+                .repartition(partitions, "key")
+                .sortWithinPartitions("key")
+                .checkpoint(eager=True)
+            )
+            columns.append("key")
+        cached = saved.select(*columns).persist(StorageLevel.MEMORY_AND_DISK)
         cached.count()
         return cached
     finally:
@@ -79,19 +220,60 @@ def start_walkers(adjacency: DataFrame, walks_per_node: int, num_items: int) -> 
     """``walks_per_node`` walkers on every node with out-edges.
 
     ``walk_id = round * num_items + (src - 1)``: unique, independent of partitioning, and walks of
-    one round (one pass over all start nodes) are contiguous.
+    one round (one pass over all start nodes) are contiguous. On an adjacency with hot nodes
+    split (see :func:`prepare_adjacency`) they start at each node's first copy, where they are
+    (no exchange before the first step), and keep its ``key``.
 
     Returns:
-        ``walk_id`` bigint, ``node`` bigint (the start node).
+        ``walk_id`` bigint, ``node`` bigint (the start node)[, ``key`` bigint].
     """
     rounds = adjacency.sparkSession.range(walks_per_node).withColumnRenamed("id", "round")
+    split = ["key"] if "key" in adjacency.columns else []
+    rows = adjacency.filter(F.col("key") == F.col("src")) if split else adjacency
     return (
-        adjacency.select("src")
+        rows.select("src", *split)
         .crossJoin(rounds)
         .select(
             (F.col("round") * F.lit(num_items) + (F.col("src") - 1)).cast("long").alias("walk_id"),
             F.col("src").alias("node"),
+            *split,
         )
+    )
+
+
+def key_walkers(walkers: DataFrame, split: DataFrame, seed: int, step: int) -> DataFrame:
+    """The key of the copy of its node's adjacency row that each walker meets at ``step``: the
+    node, unless the node is split, then its copy ``xxhash64(seed, walk_id, step, 2) mod s``.
+
+    Args:
+        walkers: ``walk_id``, ``node``.
+        split: ``node``, ``keys`` (from :func:`split_nodes`).
+
+    Returns:
+        ``walk_id``, ``node``, ``key`` bigint.
+    """
+    copy = (F.pmod(_hash(seed, step, 2), F.size("keys")) + 1).cast("int")
+    key = F.when(F.col("keys").isNull(), F.col("node")).otherwise(F.element_at("keys", copy))
+    return walkers.join(F.broadcast(split), "node", "left").select(
+        "walk_id", "node", key.cast("long").alias("key")
+    )
+
+
+def split_nodes(adjacency: DataFrame) -> DataFrame | None:
+    """``node``, ``keys`` (its copies' keys in order) of the nodes that
+    :func:`prepare_adjacency` split, made again on the driver (a small table, joined by
+    broadcast); None when the adjacency has no ``key`` column."""
+    if "key" not in adjacency.columns:
+        return None
+    rows = (
+        adjacency.filter(F.col("key") != F.col("src"))  # copies 1 … s-1 (negative keys)
+        .groupBy("src")
+        .agg(F.sort_array(F.collect_list("key"), asc=False).alias("keys"))
+        .select("src", F.concat(F.array("src"), "keys").alias("keys"))
+        .collect()
+    )
+    return adjacency.sparkSession.createDataFrame(
+        [(r["src"], r["keys"]) for r in rows], "node bigint, keys array<bigint>"
     )
 
 
@@ -99,9 +281,11 @@ def walk_step(walkers: DataFrame, adjacency: DataFrame, seed: int, step: int) ->
     """Move every walker one node on.
 
     Args:
-        walkers: ``walk_id``, ``node`` (where each walker is).
+        walkers: ``walk_id``, ``node`` (where each walker is), and ``key`` (the copy it
+            meets, :func:`key_walkers`) when the adjacency has one.
         adjacency: ``src``, ``dst``, ``prob``, ``alias`` (see
-            :func:`eges.pipeline.graph.build_adjacency`; other columns are not read).
+            :func:`eges.pipeline.graph.build_adjacency`; other columns are not read)[,
+            ``key``: see :func:`prepare_adjacency`].
         seed: walk seed.
         step: step number (1 for the first move), part of the hash counter.
 
@@ -109,8 +293,12 @@ def walk_step(walkers: DataFrame, adjacency: DataFrame, seed: int, step: int) ->
         ``walk_id``, ``node`` (the next node) for the walkers whose node has out-edges; the others
         are not in it (their walks end at their node).
     """
-    adj = adjacency.select(*WALK_ADJACENCY_COLUMNS)
-    joined = walkers.join(adj, walkers["node"] == adj["src"])
+    if "key" in adjacency.columns:  # hot nodes split: one key per copy
+        adj = adjacency.select(*WALK_ADJACENCY_COLUMNS, "key")
+        joined = walkers.join(adj, walkers["key"] == adj["key"])
+    else:
+        adj = adjacency.select(*WALK_ADJACENCY_COLUMNS)
+        joined = walkers.join(adj, walkers["node"] == adj["src"])
     k = (F.pmod(_hash(seed, step, 0), F.size("dst")) + 1).cast("int")  # 1-based column
     u = F.shiftrightunsigned(_hash(seed, step, 1), 11).cast("double") * F.lit(_U53)
     pick = F.when(u < F.element_at("prob", k), F.element_at("dst", k)).otherwise(
@@ -137,7 +325,9 @@ def walk_steps(
 
     Args:
         adjacency: ``src``, ``dst``, ``prob``, ``alias`` rows (see
-            :func:`eges.pipeline.graph.build_adjacency`), best materialised (checkpointed).
+            :func:`eges.pipeline.graph.build_adjacency`), best materialised (checkpointed);
+            with a ``key`` column (:func:`prepare_adjacency`), each walker is sent to the
+            copy of its node's row that :func:`key_walkers` picks.
         walks_per_node: walks started at every node with out-edges.
         walk_length: nodes per walk, the start included.
         seed: walk seed.
@@ -151,6 +341,7 @@ def walk_steps(
     """
     spark = adjacency.sparkSession
     start = start_walkers(adjacency, walks_per_node, num_items)
+    split = split_nodes(adjacency)
     walkers = start
     for step in range(1, walk_length):
         path = f"{steps_dir}/step={step}"
@@ -160,6 +351,8 @@ def walk_steps(
         log.info("walks: step %d/%d done, %d walkers still going", step, walk_length - 1, going)
         if going == 0:
             break
+        if split is not None:
+            walkers = key_walkers(walkers, split, seed, step + 1)
     rows = start.select("walk_id", F.lit(0).alias("step"), "node")
     if walk_length > 1:
         written = spark.read.schema(f"{STEP_SCHEMA}, step int").parquet(steps_dir)

@@ -1,14 +1,22 @@
 """Weighted random walks: validity, transition frequencies, determinism (paper §2; walks
 identical for any partitioning)."""
 
+import contextlib
 import random
 import tempfile
 
 import pytest
+from pyspark.sql import functions as F
 
 from eges.alias import alias_table
 from eges.pipeline.graph import build_adjacency
-from eges.pipeline.walks import prepare_adjacency, random_walks, start_walkers, walk_step
+from eges.pipeline.walks import (
+    assemble,
+    prepare_adjacency,
+    random_walks,
+    start_walkers,
+    walk_step,
+)
 
 EDGE_SCHEMA = "src int, dst int, weight long"
 
@@ -176,15 +184,26 @@ def test_walks_follow_the_documented_rule_exactly(spark):
     assert got == expected
 
 
-def test_a_step_shuffles_and_sorts_the_walkers_only(spark, tmp_path):
-    # the adjacency keeps its hash partitioning and order through the checkpoint, also under
-    # adaptive query execution (on by default outside the tests)
+@contextlib.contextmanager
+def planned_as_outside_the_tests(spark, tmp_path):
+    """Adaptive query execution on (the default outside the tests), no broadcast joins (the
+    walkers are large in a real run), a checkpoint directory."""
     spark.sparkContext.setCheckpointDir(str(tmp_path / "checkpoints"))
     settings = {"spark.sql.adaptive.enabled": "true", "spark.sql.autoBroadcastJoinThreshold": "-1"}
     before = {k: spark.conf.get(k) for k in settings}
     for k, v in settings.items():
         spark.conf.set(k, v)
     try:
+        yield
+    finally:
+        for k, v in before.items():
+            spark.conf.set(k, v)
+
+
+def test_a_step_shuffles_and_sorts_the_walkers_only(spark, tmp_path):
+    # the adjacency keeps its hash partitioning and order through the checkpoint, also under
+    # adaptive query execution
+    with planned_as_outside_the_tests(spark, tmp_path):
         adjacency = prepare_adjacency(build_adjacency(spark.createDataFrame(GRAPH, EDGE_SCHEMA), 3))
         step = walk_step(start_walkers(adjacency, 2, 5), adjacency, seed=1, step=1)
         plan = step._jdf.queryExecution().executedPlan().toString()
@@ -192,13 +211,128 @@ def test_a_step_shuffles_and_sorts_the_walkers_only(spark, tmp_path):
         assert plan.count("Exchange hashpartitioning") == 1, plan  # the walkers'
         assert "Exchange hashpartitioning(node" in plan and "Sort [src" not in plan, plan
         assert sorted(step.columns) == ["node", "walk_id"] and step.count() == 8
-    finally:
         adjacency.unpersist()
-        for k, v in before.items():
-            spark.conf.set(k, v)
 
 
 def test_walks_stop_when_no_walker_is_left(spark, tmp_path):
     # a chain 1 -> 2 -> 3: every walker is stuck after two steps; later steps are not run
     walks = walks_of(spark, [(1, 2, 1), (2, 3, 1)], walks_per_node=2, walk_length=6, num_items=3)
     assert walks == {0: [1, 2, 3], 3: [1, 2, 3], 1: [2, 3], 4: [2, 3]}
+
+
+# A hub: every other node sends most of its weight to node 1.
+HUB_GRAPH = (
+    [(i, 1, 8) for i in range(2, 41)]
+    + [(i, i + 1, 1) for i in range(2, 40)]
+    + [(1, j, 1) for j in range(2, 41, 3)]
+)
+
+
+def walks_with_split(spark, tmp_path, edges, *, share, partitions=4, walks_per_node=6):
+    from eges.pipeline.walks import walk_steps
+
+    spark.sparkContext.setCheckpointDir(str(tmp_path / "checkpoints"))
+    built = build_adjacency(spark.createDataFrame(edges, EDGE_SCHEMA), partitions)
+    adjacency = prepare_adjacency(built, partitions, hot_node_share=share)
+    try:
+        rows = walk_steps(
+            adjacency,
+            walks_per_node=walks_per_node,
+            walk_length=7,
+            seed=5,
+            num_items=max(max(e[0], e[1]) for e in edges),
+            steps_dir=tempfile.mkdtemp(dir=tmp_path) + "/steps",
+        )
+        walks = {r.walk_id: list(r["items"]) for r in assemble(rows, 7).collect()}
+        return walks, adjacency.columns
+    finally:
+        adjacency.unpersist()
+
+
+def test_hot_nodes_are_the_ones_most_walkers_reach(spark):
+    from eges.pipeline.walks import hot_nodes
+
+    built = build_adjacency(spark.createDataFrame(HUB_GRAPH, EDGE_SCHEMA), 4)
+    # 40 nodes with out-edges, 4 partitions: 10 walkers per partition and walker started per
+    # node. Node 1 gets 8/9 of the flow of 38 nodes and 8/8 of node 40's: r ≈ 34.8
+    [(node, load, copies)] = hot_nodes(built, 4, 0.5)
+    assert (node, copies) == (1, 4) and load == pytest.approx((38 * 8 / 9 + 1) / 10)
+    assert [(h[0], h[2]) for h in hot_nodes(built, 4, 1.5)] == [(1, 3)]  # ceil(3.48 / 1.5)
+    assert hot_nodes(built, 4, 4.0) == []
+    # a hub that sends all its walkers on to node 2, which sends them to node 3: followed
+    # for two steps, node 2 is hot; for three, node 3 too
+    funnel = [(i, 1, 8) for i in range(3, 41)] + [(i, i + 1, 1) for i in range(2, 40)]
+    built = build_adjacency(spark.createDataFrame([*funnel, (1, 2, 1)], EDGE_SCHEMA), 4)
+    assert [(h[0], h[2]) for h in hot_nodes(built, 4, 0.5, steps=1)] == [(1, 4)]
+    assert [(h[0], h[2]) for h in hot_nodes(built, 4, 0.5, steps=2)] == [(1, 4), (2, 4)]
+    assert [(h[0], h[2]) for h in hot_nodes(built, 4, 0.5)] == [(1, 4), (2, 4), (3, 4)]
+
+
+def test_copies_go_to_the_least_loaded_partitions(spark):
+    from eges.pipeline.walks import place_copies
+
+    hot = [(10, 3.0, 3), (11, 1.0, 2), (12, 0.6, 2)]
+    keys = place_copies(spark, hot, 4)
+    assert sorted(keys) == [10, 11, 12] and [len(keys[n]) for n in (10, 11, 12)] == [3, 2, 2]
+    assert all(keys[n][0] == n and min(keys[n][1:]) < 0 for n in keys)
+    flat = [k for ks in keys.values() for k in ks]
+    assert len(set(flat)) == len(flat)
+    part = dict(
+        spark.createDataFrame([(k,) for k in flat], "k bigint")
+        .select("k", F.pmod(F.hash("k"), F.lit(4)))
+        .collect()
+    )
+    # a node's copies are in different partitions; with 4 partitions and these loads, every
+    # partition ends with at most three of the seven keys
+    assert all(len({part[k] for k in keys[n]}) == len(keys[n]) for n in keys)
+    per_partition = [sum(part[k] == p for k in flat) for p in range(4)]
+    assert max(per_partition) <= 3, per_partition
+
+
+@pytest.mark.parametrize("partitions", [3, 4])
+def test_splitting_hot_nodes_leaves_the_walks_unchanged(spark, tmp_path, partitions):
+    plain, columns = walks_with_split(spark, tmp_path, HUB_GRAPH, share=None, partitions=partitions)
+    assert "key" not in columns
+    split, columns = walks_with_split(spark, tmp_path, HUB_GRAPH, share=0.3, partitions=partitions)
+    assert "key" in columns
+    assert split == plain and len(plain) == 40 * 6
+    # the small graph too, with every node with any flow split
+    assert (
+        walks_with_split(spark, tmp_path, GRAPH, share=0.01)[0]
+        == walks_with_split(spark, tmp_path, GRAPH, share=None)[0]
+    )
+
+
+def test_a_hot_nodes_walkers_are_spread_over_tasks(spark, tmp_path):
+    from eges.pipeline.walks import key_walkers, split_nodes
+
+    with planned_as_outside_the_tests(spark, tmp_path):
+        built = build_adjacency(spark.createDataFrame(HUB_GRAPH, EDGE_SCHEMA), 4)
+        adjacency = prepare_adjacency(built, 4, hot_node_share=0.5)
+        split = split_nodes(adjacency)
+        [(node, keys)] = [(r.node, r["keys"]) for r in split.collect()]
+        assert node == 1 and keys[0] == 1 and len(keys) == 4 and min(keys[1:]) < 0
+        # 360 walkers at the hub, 40 at node 2 (a node not known to the plan)
+        walkers = spark.range(400).select(
+            F.col("id").alias("walk_id"),
+            F.when(F.col("id") % 10 == 0, 2).otherwise(1).cast("long").alias("node"),
+        )
+        step = walk_step(key_walkers(walkers, split, seed=1, step=2), adjacency, seed=1, step=2)
+        plan = step._jdf.queryExecution().executedPlan().toString()
+        # only the walkers are exchanged, by their copy's key; the adjacency is neither shuffled
+        # nor sorted
+        assert plan.count("Exchange hashpartitioning") == 1, plan
+        assert "Exchange hashpartitioning(key#" in plan and plan.count("Sort [") == 1, plan
+
+        def tasks(df):  # of the hub's walkers, how many each task moved
+            hub = df.withColumn("p", F.spark_partition_id()).filter(F.col("walk_id") % 10 != 0)
+            return sorted(r["count"] for r in hub.groupBy("p").count().collect())
+
+        spread = tasks(step)
+        # one copy per partition: each task draws about a quarter of the hub's walkers
+        assert len(spread) == 4 and sum(spread) == 360 and spread[0] > 360 / 4 / 2, spread
+        # not split, the hub's walkers all meet in one task
+        plain = prepare_adjacency(built)
+        assert tasks(walk_step(walkers, plain, seed=1, step=2)) == [360]
+        plain.unpersist()
+        adjacency.unpersist()
