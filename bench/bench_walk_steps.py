@@ -199,15 +199,16 @@ def run_once(spark, module, adjacency, args, num_items: int, out: Path) -> dict:
 
 
 def plant_hubs(edges, hubs: int, load: float, partitions: int):
-    """The edges with ``hubs`` planted hot nodes (items 1 … hubs): each draws about ``load``
-    times an average partition's walkers. A hub gets an edge from ``2 · load · N / partitions``
-    nodes chosen by hash (N: nodes with out-edges), each weighing what that node's other
-    edges weigh together, so half of its walkers go to the hub."""
+    """The edges with ``hubs`` planted hot nodes (the nodes with out-edges of smallest index):
+    each draws about ``load`` times an average partition's walkers. A hub gets an edge from a
+    share ``2 · load / partitions`` of the nodes, chosen by hash, each weighing what that node's
+    other edges weigh together, so that about half of its walkers go to the hub (a third each
+    for a node picked by two hubs)."""
     totals = edges.groupBy("src").agg(F.sum("weight").alias("weight"))
-    n = totals.count()
-    share = min(1.0, 2 * load * n / partitions / n)
+    share = min(1.0, 2 * load / partitions)
     added = None
-    for hub in range(1, hubs + 1):
+    for row in totals.select("src").orderBy("src").limit(hubs).collect():
+        hub = row["src"]
         pick = F.pmod(F.xxhash64(F.lit(hub).cast("long"), "src"), F.lit(1_000_000))
         rows = totals.filter((pick < share * 1_000_000) & (F.col("src") != hub)).select(
             "src", F.lit(hub).cast("long").alias("dst"), "weight"
@@ -248,13 +249,13 @@ def main() -> int:
         "--hot-node-share",
         type=float,
         default=0.25,
-        help="this tree's walks.hot_node_share (negative: none, no node split)",
+        help="this tree's walks.hot_node_share (0 or less: null, no node split)",
     )
     p.add_argument("--master", default="local[2]")
     p.add_argument("--driver-memory", default="12g")
     p.add_argument("--out", type=Path, default=REPO / "out" / "bench" / "walk-steps")
     args = p.parse_args()
-    if args.hot_node_share < 0:
+    if args.hot_node_share <= 0:
         args.hot_node_share = None
 
     spark = build_spark(

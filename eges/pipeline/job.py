@@ -45,7 +45,7 @@ from eges.pipeline.splits import (
     time_cutoff,
     without_fields,
 )
-from eges.pipeline.walks import prepare_adjacency, walk_steps
+from eges.pipeline.walks import count_nodes, prepare_adjacency, walk_steps
 
 log = logging.getLogger(__name__)
 
@@ -338,7 +338,8 @@ def _graph(
     Sets ``held.train_edges`` (and, for kind ``edges``, the hidden pairs and the non-edges).
 
     Returns:
-        (the training edges, the adjacency lists (checkpointed), their number of rows).
+        (the training edges, the adjacency lists (checkpointed), the number of nodes with
+        out-edges).
 
     Raises:
         ValueError: the training graph has no edges.
@@ -373,7 +374,7 @@ def _graph(
         build_adjacency(edges, partitions), partitions, cfg.walks.hot_node_share
     )
     persisted.append(adjacency)
-    start_nodes = adjacency.count()
+    start_nodes = count_nodes(adjacency)
     if start_nodes == 0:
         raise ValueError(
             f"no edges: no session has two different consecutive items ({events_kept} "

@@ -21,7 +21,8 @@ itself; the others: negative numbers chosen to hash to the partitions with the f
 the adjacency is partitioned by ``key``, and a walker at that node picks one copy by a hash of
 its walk and step.
 The copy only decides which task draws the step, not the draw, so the walks are the same with or
-without it. A walker then carries its key too (8 more bytes before compression).
+without it. Once a node is split, every walker carries its key too (8 more bytes before
+compression).
 
 The randomness of step ``t`` of walk ``w`` is ``xxhash64(seed, w, t, stream)``, a counter-based
 hash: it depends on nothing but those values, so the walks are identical for any number of
@@ -70,7 +71,8 @@ def hot_nodes(
     followed ``steps - 1`` steps further (``Σ_u r(u) P(u → v)`` over the hot ``u`` only), which
     finds the nodes that hubs send most of their walkers on to; a node's load is the largest of
     these. A hot node gets ``s = ceil(load / (share · N / partitions))`` copies, at most
-    ``partitions``. Each step has fewer than ``partitions / share`` hot nodes.
+    ``partitions``; a node without out-edges is left out (its walkers stop there). Each step has
+    fewer than ``partitions / share`` hot nodes.
 
     Args:
         adjacency: ``src``, ``dst``, ``weight`` rows (:func:`eges.pipeline.graph.build_adjacency`).
@@ -78,9 +80,14 @@ def hot_nodes(
         share: the share of an average partition's walkers that one copy may carry (> 0).
         steps: the steps followed (≥ 1).
 
+    Raises:
+        ValueError: ``share`` is not > 0 or ``steps`` < 1.
+
     Returns:
         ``(node, load / (N / partitions), s)`` for each node with ``s ≥ 2``, by node.
     """
+    if not share > 0 or steps < 1:
+        raise ValueError(f"hot_nodes: share must be > 0 and steps >= 1, not {share}, {steps}")
     spark = adjacency.sparkSession
     average = adjacency.count() / partitions
     bar = F.lit(share * average)
@@ -105,7 +112,11 @@ def hot_nodes(
         for node, r in frontier.items():
             load[node] = max(load.get(node, 0.0), r)
     copies = {v: min(math.ceil(r / average / share), partitions) for v, r in load.items()}
-    return [(v, load[v] / average, copies[v]) for v in sorted(load) if copies[v] >= 2]
+    copies = {v: s for v, s in copies.items() if s >= 2}
+    # a node without out-edges has no row to copy: its walkers end there, in one task
+    nodes = spark.createDataFrame([(v,) for v in copies], "src bigint")
+    rows = adjacency.join(F.broadcast(nodes), "src", "left_semi").select("src").collect()
+    return [(v, load[v] / average, copies[v]) for v in sorted(r["src"] for r in rows)]
 
 
 def place_copies(
@@ -189,13 +200,15 @@ def prepare_adjacency(
             adjacency.select(*columns, *weights).sortWithinPartitions("src").checkpoint(eager=True)
         )
         hot = hot_nodes(saved, partitions, hot_node_share) if weights else []
+        if weights and not hot:
+            log.info("walks: no hot node at walks.hot_node_share %s", hot_node_share)
         if hot:
             keys = place_copies(spark, hot, partitions)
             log.info(
-                "walks: %d hot nodes split into %d copies (at most %d of one node), so that a "
-                "copy carries about %s of an average partition's walkers or less",
+                "walks: %d hot nodes split, %d adjacency rows added (at most %d copies of one "
+                "node), so that a copy carries about %s of an average partition's walkers",
                 len(keys),
-                sum(map(len, keys.values())),
+                sum(len(k) - 1 for k in keys.values()),
                 max(h[2] for h in hot),
                 hot_node_share,
             )
@@ -260,7 +273,7 @@ def key_walkers(walkers: DataFrame, split: DataFrame, seed: int, step: int) -> D
 
 
 def split_nodes(adjacency: DataFrame) -> DataFrame | None:
-    """``node``, ``keys`` (its copies' keys in order) of the nodes that
+    """``node``, ``keys`` (the node's own key first, then its other copies') of the nodes that
     :func:`prepare_adjacency` split, made again on the driver (a small table, joined by
     broadcast); None when the adjacency has no ``key`` column."""
     if "key" not in adjacency.columns:
@@ -275,6 +288,14 @@ def split_nodes(adjacency: DataFrame) -> DataFrame | None:
     return adjacency.sparkSession.createDataFrame(
         [(r["src"], r["keys"]) for r in rows], "node bigint, keys array<bigint>"
     )
+
+
+def count_nodes(adjacency: DataFrame) -> int:
+    """The nodes with out-edges of an adjacency from :func:`prepare_adjacency` (a split node's
+    copies counted once)."""
+    if "key" in adjacency.columns:
+        return adjacency.filter(F.col("key") == F.col("src")).count()
+    return adjacency.count()
 
 
 def walk_step(walkers: DataFrame, adjacency: DataFrame, seed: int, step: int) -> DataFrame:
@@ -365,7 +386,8 @@ def assemble(rows: DataFrame, walk_length: int, keys: tuple[str, ...] = ()) -> D
 
     One aggregation by walk: the node of step ``t`` is the ``t``-th of ``walk_length`` fixed-width
     aggregates (no per-walk object lists to sort), and a walk that stopped early has nulls after
-    its last node, which are left out.
+    its last node, which are left out. A walk's steps are 0 … n-1 with no gap (a walker that
+    drops out never comes back), so its first n aggregates are its nodes.
 
     Args:
         rows: output of :func:`walk_steps` (more columns allowed).

@@ -200,11 +200,14 @@ def planned_as_outside_the_tests(spark, tmp_path):
             spark.conf.set(k, v)
 
 
-def test_a_step_shuffles_and_sorts_the_walkers_only(spark, tmp_path):
+@pytest.mark.parametrize("share", [None, 100.0])
+def test_a_step_shuffles_and_sorts_the_walkers_only(spark, tmp_path, share):
     # the adjacency keeps its hash partitioning and order through the checkpoint, also under
-    # adaptive query execution
+    # adaptive query execution; also when hot nodes were looked for and none was found
     with planned_as_outside_the_tests(spark, tmp_path):
-        adjacency = prepare_adjacency(build_adjacency(spark.createDataFrame(GRAPH, EDGE_SCHEMA), 3))
+        built = build_adjacency(spark.createDataFrame(GRAPH, EDGE_SCHEMA), 3)
+        adjacency = prepare_adjacency(built, 3, hot_node_share=share)
+        assert "key" not in adjacency.columns
         step = walk_step(start_walkers(adjacency, 2, 5), adjacency, seed=1, step=1)
         plan = step._jdf.queryExecution().executedPlan().toString()
         assert "SortMergeJoin" in plan
@@ -259,6 +262,9 @@ def test_hot_nodes_are_the_ones_most_walkers_reach(spark):
     assert (node, copies) == (1, 4) and load == pytest.approx((38 * 8 / 9 + 1) / 10)
     assert [(h[0], h[2]) for h in hot_nodes(built, 4, 1.5)] == [(1, 3)]  # ceil(3.48 / 1.5)
     assert hot_nodes(built, 4, 4.0) == []
+    # a hub without out-edges has nothing to copy (its walkers stop there)
+    sink = [(i, 99, 8) for i in range(2, 41)] + [(i, i + 1, 1) for i in range(2, 40)]
+    assert hot_nodes(build_adjacency(spark.createDataFrame(sink, EDGE_SCHEMA), 4), 4, 0.5) == []
     # a hub that sends all its walkers on to node 2, which sends them to node 3: followed
     # for two steps, node 2 is hot; for three, node 3 too
     funnel = [(i, 1, 8) for i in range(3, 41)] + [(i, i + 1, 1) for i in range(2, 40)]
@@ -304,7 +310,7 @@ def test_splitting_hot_nodes_leaves_the_walks_unchanged(spark, tmp_path, partiti
 
 
 def test_a_hot_nodes_walkers_are_spread_over_tasks(spark, tmp_path):
-    from eges.pipeline.walks import key_walkers, split_nodes
+    from eges.pipeline.walks import count_nodes, key_walkers, split_nodes
 
     with planned_as_outside_the_tests(spark, tmp_path):
         built = build_adjacency(spark.createDataFrame(HUB_GRAPH, EDGE_SCHEMA), 4)
@@ -335,4 +341,11 @@ def test_a_hot_nodes_walkers_are_spread_over_tasks(spark, tmp_path):
         plain = prepare_adjacency(built)
         assert tasks(walk_step(walkers, plain, seed=1, step=2)) == [360]
         plain.unpersist()
+        # the first step: the walkers start where their node's first copy lies; only they are
+        # exchanged (here because broadcasts are off for the rounds' cross join), the adjacency
+        # is not; a split node is counted once
+        first = walk_step(start_walkers(adjacency, 2, 40), adjacency, seed=1, step=1)
+        plan = first._jdf.queryExecution().executedPlan().toString()
+        assert plan.count("Exchange hashpartitioning") <= 1 and plan.count("Sort [") <= 1, plan
+        assert first.count() == 80 and count_nodes(adjacency) == 40 and adjacency.count() == 43
         adjacency.unpersist()
