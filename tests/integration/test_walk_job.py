@@ -296,6 +296,27 @@ def test_cli_local1_gives_the_same_walks_as_local2(spark, logs, tmp_path):
         assert pq.read_table(theirs / table).equals(pq.read_table(ours / table))
 
 
+def test_hot_nodes_split_or_not_give_the_same_output(spark, logs, tmp_path, caplog):
+    # 16 adjacency partitions of ~60 nodes and a small share: the busiest items are split
+    runs = {}
+    for share in ("null", "0.1"):
+        out = tmp_path / f"share-{share}"
+        args = config_args(logs, out) + [
+            f"walks.hot_node_share={share}",
+            "spark.graph_partitions=16",
+        ]
+        with caplog.at_level("INFO", logger="eges.pipeline.walks"):
+            caplog.clear()
+            cfg = load_config(REPO / "conf" / "generic-example.yaml", args)
+            manifest = run_walk_job(spark, cfg)
+        runs[share] = (manifest["counts"], read_walks(out), caplog.text)
+    (plain_counts, plain, plain_log), (split_counts, split, split_log) = runs["null"], runs["0.1"]
+    assert "hot nodes split" in split_log and "hot node" not in plain_log
+    assert split == plain
+    assert split_counts["nodes_with_out_edges"] == plain_counts["nodes_with_out_edges"]
+    assert len(split) == 4 * plain_counts["nodes_with_out_edges"]
+
+
 def test_cli_reports_user_errors_without_a_traceback(tmp_path):
     proc = run_cli("--config", str(REPO / "conf" / "ml-latest-small.yaml"), "--set", "walks.nope=1")
     assert proc.returncode == 2
