@@ -33,6 +33,7 @@ table in O(1): column ``k = hash₀ mod degree``, then ``dst[k]`` if ``u < prob[
 
 from __future__ import annotations
 
+import heapq
 import logging
 import math
 from typing import Any
@@ -145,15 +146,17 @@ def place_copies(
     load = [1.0] * partitions
     for node, r, s in hot:
         load[home[node]] += r / s
+    # a node's further copies go to the s - 1 least-loaded partitions other than its home
+    # (ties to the lower index), taken from a heap of (load, partition)
+    heap = [(x, p) for p, x in enumerate(load)]
+    heapq.heapify(heap)
     targets: dict[int, list[int]] = {}
     for node, r, s in sorted(hot, key=lambda h: (-h[1], h[0])):
-        used = {home[node]}
-        targets[node] = []
-        for _ in range(s - 1):
-            p = min((p for p in range(partitions) if p not in used), key=lambda p: (load[p], p))
-            used.add(p)
-            load[p] += r / s
-            targets[node].append(p)
+        taken = [heapq.heappop(heap) for _ in range(s)]  # s ≤ partitions
+        picks = [e for e in taken if e[1] != home[node]][: s - 1]
+        for e in taken:
+            heapq.heappush(heap, (e[0] + r / s, e[1]) if e in picks else e)
+        targets[node] = [p for _, p in picks]
     counts = [0] * partitions
     for ps in targets.values():
         for p in ps:
