@@ -8,6 +8,7 @@ Every command is the ``main(argv)`` of one module, in the order of the stages::
     eges embed      eges.serving.embed         cold start: vectors and neighbours of new items
     eges neighbors  eges.serving.neighbors     the item-to-item neighbour table of a run
     eges evaluate   eges.evaluation.evaluate   EGES against simpler models, with a report
+    eges tune       eges.evaluation.tune       the same tuning grid for every model, on validation
     eges synth      eges.synth                 a generated log with planted communities
     eges config     eges.config_reference      the configuration reference
 
@@ -44,6 +45,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": (
         "eges.evaluation.evaluate",
         "EGES, GES, BGE and baselines on held-out splits, with a report",
+    ),
+    "tune": (
+        "eges.evaluation.tune",
+        "the same grid of training settings for every model, chosen on a validation hold-out",
     ),
     "synth": ("eges.synth", "a generated MovieLens-layout log with planted communities"),
     "config": ("eges.config_reference", "every configuration key: type, default, checks, help"),

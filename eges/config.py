@@ -411,6 +411,12 @@ class EvaluateConfig:
     deepwalk_epochs: int | None = None  # passes over the walks; null: train.epochs
     deepwalk_ns_exponent: float = 0.75  # negatives from unigram^this (gensim's default)
     deepwalk_prior: float | None = None  # β of DeepWalk's H·Z + prior rows; null: popularity_prior
+    # γ of DeepWalk's H·Z + prior rows; null: cooccurrence_weight
+    deepwalk_cooccurrence_weight: float | None = None
+    # the trainer's settings for one learned model of the evaluation, where they differ from
+    # train's (as eges tune may choose for GES or BGE): e.g. {ges: {lr: 0.02, epochs: 2}};
+    # keys lr, epochs, ns_exponent
+    model_train: dict[str, dict[str, float]] = field(default_factory=dict)
     overwrite: bool = False  # replace an existing evaluation directory
 
     def __post_init__(self) -> None:
@@ -459,6 +465,15 @@ class EvaluateConfig:
                     or (math.isfinite(self.deepwalk_prior) and self.deepwalk_prior >= 0),
                     "evaluate.deepwalk_prior must be a finite number >= 0 or null",
                 ),
+                (
+                    self.deepwalk_cooccurrence_weight is None
+                    or (
+                        math.isfinite(self.deepwalk_cooccurrence_weight)
+                        and self.deepwalk_cooccurrence_weight >= 0
+                    ),
+                    "evaluate.deepwalk_cooccurrence_weight must be a finite number >= 0 or null",
+                ),
+                *_model_train_checks(self.model_train),
             ]
         )
 
@@ -472,6 +487,43 @@ class EvaluateConfig:
     def deepwalk_beta(self) -> float:
         """β of DeepWalk's "H·Z + prior" rows: ``deepwalk_prior``, else ``popularity_prior``."""
         return self.popularity_prior if self.deepwalk_prior is None else self.deepwalk_prior
+
+    @property
+    def deepwalk_gamma(self) -> float:
+        """γ of DeepWalk's "H·Z + prior" rows: ``deepwalk_cooccurrence_weight``, else
+        ``cooccurrence_weight``."""
+        w = self.deepwalk_cooccurrence_weight
+        return self.cooccurrence_weight if w is None else w
+
+
+# the trainer's settings evaluate.model_train may give one learned model
+MODEL_TRAIN_KEYS = ("lr", "epochs", "ns_exponent")
+
+
+def _model_train_checks(model_train: dict[str, dict[str, float]]) -> list[tuple[bool, str]]:
+    checks = []
+    for model, settings in model_train.items():
+        where = f"evaluate.model_train.{model}"
+        checks.append((model in ("eges", "ges", "bge"), f"{where}: only eges, ges and bge train"))
+        unknown = sorted(set(settings) - set(MODEL_TRAIN_KEYS))
+        checks.append(
+            (not unknown, f"{where}: unknown {unknown} (known: {list(MODEL_TRAIN_KEYS)})")
+        )
+        for key, value in settings.items():
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            ok = number and math.isfinite(value)
+            if key == "lr":
+                ok = ok and value > 0
+            if key == "epochs":
+                ok = ok and value >= 1 and float(value).is_integer()
+            checks.append(
+                (
+                    ok,
+                    f"{where}.{key} must be a finite number"
+                    + {"lr": " > 0", "epochs": ": an integer >= 1", "ns_exponent": ""}.get(key, ""),
+                )
+            )
+    return checks
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ def test_help_lists_every_command():
         line.split()[0] for line in proc.stdout.split("commands:")[1].splitlines() if line.strip()
     ]
     assert listed == list(COMMANDS)
-    assert listed == ["walks", "train", "embed", "neighbors", "evaluate", "synth", "config"]
+    assert listed == ["walks", "train", "embed", "neighbors", "evaluate", "tune", "synth", "config"]
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))

@@ -56,6 +56,13 @@ def test_roundtrip_through_yaml(tmp_path):
         ("evaluate.popularity_prior=.inf", "evaluate.popularity_prior must be a finite number"),
         ("train.lr=fast", "train.lr"),
         ("train.lr=1e-7x", "train.lr"),
+        ("evaluate.deepwalk_cooccurrence_weight=-1", "evaluate.deepwalk_cooccurrence_weight"),
+        ("evaluate.model_train={deepwalk: {lr: 1}}", "model_train.deepwalk: only eges, ges"),
+        ("evaluate.model_train={ges: {window: 3}}", "model_train.ges: unknown ['window']"),
+        ("evaluate.model_train={ges: {lr: 0}}", "model_train.ges.lr must be a finite number > 0"),
+        ("evaluate.model_train={bge: {epochs: 1.5}}", "model_train.bge.epochs must be a finite"),
+        ("evaluate.model_train={bge: {ns_exponent: .nan}}", "model_train.bge.ns_exponent"),
+        ("evaluate.model_train={bge: {lr: fast}}", "evaluate.model_train"),
     ],
 )
 def test_bad_keys_and_values_are_named(override, message):

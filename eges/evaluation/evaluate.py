@@ -174,6 +174,15 @@ def walk_output(cfg: Config, task: str, root: Path) -> Path:
 # --------------------------------------------------------------------------- models
 
 
+def model_config(cfg: Config, model: str) -> Config:
+    """``cfg`` with ``evaluate.model_train``'s settings for ``model`` (if any) in ``train``."""
+    settings = cfg.evaluate.model_train.get(model)
+    if not settings:
+        return cfg
+    typed = {k: int(v) if k == "epochs" else float(v) for k, v in settings.items()}
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **typed))
+
+
 def learned_run(cfg: Config, walk_dir: Path, run_dir: Path, mode: str, seed: int) -> Path:
     """Train (or reuse) one EGES/GES/BGE run on ``walk_dir``; returns the run directory.
 
@@ -222,6 +231,7 @@ def run_scorers(
     cooccurrence_weight: float = 0.0,
     log_cooccurrences: sp.csr_matrix | None = None,
     variants: list[tuple[str, np.ndarray]] = (),
+    tables: bool = True,
 ) -> list[Scorer]:
     """A run's scorers: cosine of the exported vectors (``name``), the served score H·Z +
     ``popularity_prior`` · ln(walk count, from the export) + ``cooccurrence_weight`` ·
@@ -235,7 +245,8 @@ def run_scorers(
     item index (:meth:`Models.log_cooccurrences`); needed when a γ is not 0. ``variants``:
     (label, vectors) of the same run with other cold rows (new items' field weights,
     :meth:`Models.field_variants`), each scored by cosine (``name·label``) and by every served
-    score of ``grid`` (``name·ctx·β<β>·label``)."""
+    score of ``grid`` (``name·ctx·β<β>·label``). ``tables``: False leaves the tables out
+    (the tuning grid scores the full rankings only)."""
     import pyarrow.parquet as pq
 
     from eges.serving.neighbors import build_table, log_count_prior
@@ -271,8 +282,8 @@ def run_scorers(
             scorers.append(
                 served(f"{name}·ctx·{grid_label(prior, weight)}·{label}", prior, weight, rows)
             )
-    tables = (("cosine", "·table"), ("context", "·ctx·table")) if len(idx) > 1 else ()
-    for metric, suffix in tables:
+    served_tables = (("cosine", "·table"), ("context", "·ctx·table"))
+    for metric, suffix in served_tables if tables and len(idx) > 1 else ():
         out = run_dir / f"neighbors-{metric}"
         with details_only(*PER_MODEL_LOGGERS):
             build_table(
@@ -318,6 +329,9 @@ class Models:
         self.train_seconds: dict[str, list[float]] = {}
         # field-weight variants scored for the cold-start choice: label -> new items' weights
         self.weightings: dict[str, dict[str, float]] = {}
+        # eges tune: every learned model and DeepWalk scored with each served score of the
+        # task's grid (CHOICE_GRIDS), without the neighbour tables
+        self.tuning = False
 
     @staticmethod
     def _direction(weights: dict[str, float], fields: list[str]) -> tuple[float, ...]:
@@ -399,22 +413,27 @@ class Models:
             self._walks = read_walks(self.walk_dir)
         return self._walks
 
-    def build(self, model: str, seed: int) -> list[Scorer]:
-        """The scorers of one model (learned models give a cosine and a context scorer)."""
-        t, n = self.cfg.train, self.items.num_items
+    def build(
+        self, model: str, seed: int, settings: Config | None = None, run_dir: Path | None = None
+    ) -> list[Scorer]:
+        """The scorers of one model (learned models give a cosine and a context scorer).
+        ``settings``: the config to train with instead of the evaluation's (a tuning point);
+        ``run_dir``: where a learned model's run goes (default ``<task>/runs/<model>-seed<N>``)."""
+        cfg = settings or self.cfg
+        t, n = cfg.train, self.items.num_items
         if model in LEARNED:
             run = learned_run(
-                self.cfg,
+                model_config(cfg, model),
                 self.walk_dir,
-                self.root / self.task / "runs" / f"{model}-seed{seed}",
+                run_dir or self.root / self.task / "runs" / f"{model}-seed{seed}",
                 model,
                 seed,
             )
             stats = schema.read_manifest(run / "export", kind=None).get("training", {})
             self.train_seconds.setdefault(model, []).append(stats.get("train_seconds", 0.0))
-            ev = self.cfg.evaluate
-            choosing = model == "eges" and self.cfg.split.holdout == "validation"
-            grid = CHOICE_GRIDS.get(self.task, ()) if choosing else ()
+            ev = cfg.evaluate
+            choosing = model == "eges" and cfg.split.holdout == "validation"
+            grid = CHOICE_GRIDS.get(self.task, ()) if choosing or self.tuning else ()
             weights = {ev.cooccurrence_weight, *(w for _, w in grid)}
             # cold start chooses new items' side-info field weights with their score
             variants = self.field_variants(run) if choosing and self.task == "cold" else []
@@ -427,9 +446,10 @@ class Models:
                 cooccurrence_weight=ev.cooccurrence_weight,
                 log_cooccurrences=self.log_cooccurrences if any(weights) else None,
                 variants=variants,
+                tables=not self.tuning,
             )
         if model == "deepwalk":
-            ev = self.cfg.evaluate
+            ev = cfg.evaluate
             idx, vectors, context, seconds = deepwalk(
                 self.walks,
                 n,
@@ -446,13 +466,17 @@ class Models:
             full_context[idx] = context
             from eges.serving.neighbors import log_count_prior
 
-            bias = log_count_prior(self.counts, ev.deepwalk_beta)
-            weight = ev.cooccurrence_weight
-            pairs = weight * self.log_cooccurrences if weight else None
+            def served(name: str, prior: float, weight: float) -> ContextScorer:
+                bias = log_count_prior(self.counts, prior)
+                pairs = weight * self.log_cooccurrences if weight else None
+                return ContextScorer(name, idx, vectors, full_context, bias, pairs)
+
+            grid = CHOICE_GRIDS.get(self.task, ()) if self.tuning else ()
             return [
                 VectorScorer("deepwalk", idx, vectors, n),
                 ContextScorer("deepwalk·ctx", idx, vectors, full_context),  # gensim's own
-                ContextScorer("deepwalk·ctx·prior", idx, vectors, full_context, bias, pairs),
+                served("deepwalk·ctx·prior", ev.deepwalk_beta, ev.deepwalk_gamma),
+                *(served(f"deepwalk·ctx·{grid_label(b, g)}", b, g) for b, g in grid),
             ]
         if model == "content":
             return [SparseVectorScorer("content", content_vectors(self.items))]

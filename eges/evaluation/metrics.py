@@ -66,6 +66,17 @@ def rank_metrics(
     q, c = scores.shape
     if len(relevant) != q:
         raise ValueError(f"{q} score rows but {len(relevant)} relevance lists")
+    unique = [np.unique(np.asarray(r, dtype=np.int64)) for r in relevant]
+    if q and all(r.size == 1 for r in unique):  # next item: no sort needed
+        return _one_relevant_metrics(scores, np.concatenate(unique), ks)
+    return _sorted_rank_metrics(scores, unique, ks)
+
+
+def _sorted_rank_metrics(
+    scores: np.ndarray, relevant: list[np.ndarray], ks: list[int]
+) -> dict[str, np.ndarray]:
+    """:func:`rank_metrics` by a stable sort of each row (``relevant``: unique columns)."""
+    q, c = scores.shape
     kmax = min(max(ks), c)
     # top-K by score, ties broken by the lower column (deterministic)
     top = np.argsort(-scores, axis=1, kind="stable")[:, :kmax]  # (Q, kmax)
@@ -73,7 +84,6 @@ def rank_metrics(
     out.update({f"recall@{k}": np.zeros(q) for k in ks})
     out["mrr"] = np.zeros(q)
     for i, rel in enumerate(relevant):
-        rel = np.unique(np.asarray(rel, dtype=np.int64))
         if rel.size == 0:
             raise ValueError(f"query {i} has no relevant candidate")
         row = scores[i]
@@ -89,6 +99,26 @@ def rank_metrics(
         higher = (row > best).sum()
         ties = (row == best).sum() - 1  # other candidates with the same score
         out["mrr"][i] = 1.0 / (1.0 + higher + ties / 2.0)
+    return out
+
+
+def _one_relevant_metrics(
+    scores: np.ndarray, relevant: np.ndarray, ks: list[int]
+) -> dict[str, np.ndarray]:
+    """:func:`rank_metrics` when each query has one relevant candidate (``relevant``: (Q,)
+    columns), without sorting: that candidate's place in the stable order by score is the
+    number of candidates scored higher plus those scored equal in a lower column. The same
+    values as the sorted path, several times faster on a large candidate set."""
+    q, c = scores.shape
+    best = scores[np.arange(q), relevant]  # (Q,)
+    higher = (scores > best[:, None]).sum(axis=1)
+    equal = scores == best[:, None]
+    before = (equal & (np.arange(c)[None, :] < relevant[:, None])).sum(axis=1)
+    found = best > -np.inf  # an excluded candidate is never retrieved
+    out = {f"hr@{k}": (found & (higher + before < k)).astype(np.float64) for k in ks}
+    out.update({f"recall@{k}": out[f"hr@{k}"].copy() for k in ks})  # one relevant: the same
+    ties = equal.sum(axis=1) - 1
+    out["mrr"] = np.where(found, 1.0 / (1.0 + higher + ties / 2.0), 0.0)
     return out
 
 

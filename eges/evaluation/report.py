@@ -520,12 +520,19 @@ def write_report(cfg: Config, results: dict[str, Any], root: Path) -> Path:
         )
         + (
             f" + {ev.cooccurrence_weight:g}·ln(1 + co-occurrences of the pair in the training "
-            "sessions) (`evaluate.cooccurrence_weight`; DeepWalk's prior rows too)"
+            "sessions) (`evaluate.cooccurrence_weight`)"
             if ev.cooccurrence_weight
             else ""
         )
         + "; DeepWalk's H·Z is shown without it (gensim's own score) "
-        f"and with β {ev.deepwalk_beta:g}.",
+        f"and with β {ev.deepwalk_beta:g}"
+        + (f" and γ {ev.deepwalk_gamma:g}" if ev.deepwalk_gamma else "")
+        + "."
+        + "".join(
+            f" {m.upper()} trained with {', '.join(f'{k} {v:g}' for k, v in s.items())} "
+            "(`evaluate.model_train`)."
+            for m, s in ev.model_train.items()
+        ),
         "",
         (
             "**Scored on the validation hold-out** (`split.holdout: validation`): the test "

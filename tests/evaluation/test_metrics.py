@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from eges.evaluation.metrics import auc, rank_metrics
+from eges.evaluation.metrics import _sorted_rank_metrics, auc, rank_metrics
 
 
 def test_auc_hand_cases():
@@ -123,3 +123,20 @@ def test_bootstrap_resamples_clusters_together_and_skips_undefined_resamples():
         lambda a, b: np.where(b > 0, a / np.where(b > 0, b, 1), np.nan), [np.ones(40), base], seed=0
     )
     assert iv["undefined"] > 0 and np.isfinite(iv["low"]) and iv["low"] <= iv["high"]
+
+
+def test_rank_metrics_one_relevant_fast_path_equals_the_sorted_path():
+    """Next item has one relevant candidate per query, scored without a sort: the same values
+    as the sorted path, with ties (coarse scores) and excluded (-inf) candidates."""
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 6, size=(300, 40)).astype(np.float64)  # many ties
+    scores[rng.random(scores.shape) < 0.1] = -np.inf
+    single = [np.array([j]) for j in rng.integers(0, 40, size=300)]
+    ks = [1, 5, 10, 50]
+    fast = rank_metrics(scores, single, ks)
+    assert fast.keys() == rank_metrics(scores[:1], single[:1], ks).keys()
+    sorted_path = _sorted_rank_metrics(scores, single, ks)
+    assert list(fast) == list(sorted_path)
+    for key in fast:
+        np.testing.assert_array_equal(fast[key], sorted_path[key], err_msg=key)
+    assert 0 < fast["hr@5"].mean() < 1 and (fast["mrr"] == 0).any()
