@@ -413,10 +413,11 @@ class EvaluateConfig:
     deepwalk_prior: float | None = None  # β of DeepWalk's H·Z + prior rows; null: popularity_prior
     # γ of DeepWalk's H·Z + prior rows; null: cooccurrence_weight
     deepwalk_cooccurrence_weight: float | None = None
-    # the trainer's settings for one learned model of the evaluation, where they differ from
-    # train's (as eges tune may choose for GES or BGE): e.g. {ges: {lr: 0.02, epochs: 2}};
-    # keys lr, epochs, ns_exponent
-    model_train: dict[str, dict[str, float]] = field(default_factory=dict)
+    # GES's or BGE's own settings in the evaluation, where they differ from train's and from
+    # the served terms above (as eges tune chooses them): e.g. {ges: {lr: 0.02, epochs: 2,
+    # popularity_prior: 0.2}}; keys lr, epochs, ns_exponent (train.*), popularity_prior,
+    # cooccurrence_weight (evaluate.*). EGES's are train's and the keys above.
+    model_settings: dict[str, dict[str, float]] = field(default_factory=dict)
     overwrite: bool = False  # replace an existing evaluation directory
 
     def __post_init__(self) -> None:
@@ -473,7 +474,7 @@ class EvaluateConfig:
                     ),
                     "evaluate.deepwalk_cooccurrence_weight must be a finite number >= 0 or null",
                 ),
-                *_model_train_checks(self.model_train),
+                *_model_settings_checks(self.model_settings),
             ]
         )
 
@@ -496,33 +497,37 @@ class EvaluateConfig:
         return self.cooccurrence_weight if w is None else w
 
 
-# the trainer's settings evaluate.model_train may give one learned model
+# what evaluate.model_settings may set for GES or BGE: train.* keys, then evaluate.* keys
 MODEL_TRAIN_KEYS = ("lr", "epochs", "ns_exponent")
+MODEL_SCORE_KEYS = ("popularity_prior", "cooccurrence_weight")
+MODEL_SETTINGS_KEYS = (*MODEL_TRAIN_KEYS, *MODEL_SCORE_KEYS)
 
 
-def _model_train_checks(model_train: dict[str, dict[str, float]]) -> list[tuple[bool, str]]:
+def _model_settings_checks(
+    model_settings: dict[str, dict[str, float]],
+) -> list[tuple[bool, str]]:
     checks = []
-    for model, settings in model_train.items():
-        where = f"evaluate.model_train.{model}"
-        checks.append((model in ("eges", "ges", "bge"), f"{where}: only eges, ges and bge train"))
-        unknown = sorted(set(settings) - set(MODEL_TRAIN_KEYS))
+    for model, settings in model_settings.items():
+        where = f"evaluate.model_settings.{model}"
         checks.append(
-            (not unknown, f"{where}: unknown {unknown} (known: {list(MODEL_TRAIN_KEYS)})")
+            (model in ("ges", "bge"), f"{where}: only ges and bge (EGES's settings are train's)")
+        )
+        unknown = sorted(set(settings) - set(MODEL_SETTINGS_KEYS))
+        checks.append(
+            (not unknown, f"{where}: unknown {unknown} (known: {list(MODEL_SETTINGS_KEYS)})")
         )
         for key, value in settings.items():
-            number = isinstance(value, (int, float)) and not isinstance(value, bool)
-            ok = number and math.isfinite(value)
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            ok = ok and math.isfinite(value)
+            need = {"lr": " > 0", "epochs": ": an integer >= 1", "ns_exponent": ""}
+            need = need.get(key, " >= 0")
             if key == "lr":
                 ok = ok and value > 0
-            if key == "epochs":
+            elif key == "epochs":
                 ok = ok and value >= 1 and float(value).is_integer()
-            checks.append(
-                (
-                    ok,
-                    f"{where}.{key} must be a finite number"
-                    + {"lr": " > 0", "epochs": ": an integer >= 1", "ns_exponent": ""}.get(key, ""),
-                )
-            )
+            elif key != "ns_exponent":
+                ok = ok and value >= 0
+            checks.append((ok, f"{where}.{key} must be a finite number{need}"))
     return checks
 
 

@@ -51,7 +51,13 @@ import scipy.sparse as sp
 
 from eges import schema
 from eges.cli import fail, parser
-from eges.config import Config, ConfigError, add_config_arguments, config_from_args
+from eges.config import (
+    MODEL_SCORE_KEYS,
+    Config,
+    ConfigError,
+    add_config_arguments,
+    config_from_args,
+)
 from eges.evaluation.baselines import (
     ContextScorer,
     MatrixScorer,
@@ -175,12 +181,19 @@ def walk_output(cfg: Config, task: str, root: Path) -> Path:
 
 
 def model_config(cfg: Config, model: str) -> Config:
-    """``cfg`` with ``evaluate.model_train``'s settings for ``model`` (if any) in ``train``."""
-    settings = cfg.evaluate.model_train.get(model)
+    """``cfg`` with ``evaluate.model_settings``'s settings for ``model`` (if any): its training
+    settings in ``train``, its served terms in ``evaluate.popularity_prior`` and
+    ``cooccurrence_weight``."""
+    settings = cfg.evaluate.model_settings.get(model)
     if not settings:
         return cfg
-    typed = {k: int(v) if k == "epochs" else float(v) for k, v in settings.items()}
-    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **typed))
+    train = {k: int(v) if k == "epochs" else float(v) for k, v in settings.items()}
+    score = {k: float(train.pop(k)) for k in MODEL_SCORE_KEYS if k in train}
+    return dataclasses.replace(
+        cfg,
+        train=dataclasses.replace(cfg.train, **train),
+        evaluate=dataclasses.replace(cfg.evaluate, **score),
+    )
 
 
 def learned_run(cfg: Config, walk_dir: Path, run_dir: Path, mode: str, seed: int) -> Path:
@@ -419,11 +432,11 @@ class Models:
         """The scorers of one model (learned models give a cosine and a context scorer).
         ``settings``: the config to train with instead of the evaluation's (a tuning point);
         ``run_dir``: where a learned model's run goes (default ``<task>/runs/<model>-seed<N>``)."""
-        cfg = settings or self.cfg
+        cfg = model_config(settings or self.cfg, model)
         t, n = cfg.train, self.items.num_items
         if model in LEARNED:
             run = learned_run(
-                model_config(cfg, model),
+                cfg,
                 self.walk_dir,
                 run_dir or self.root / self.task / "runs" / f"{model}-seed{seed}",
                 model,

@@ -66,7 +66,11 @@ def rank_metrics(
     q, c = scores.shape
     if len(relevant) != q:
         raise ValueError(f"{q} score rows but {len(relevant)} relevance lists")
+    if np.isnan(scores).any():
+        raise ValueError("rank_metrics: NaN scores")
     unique = [np.unique(np.asarray(r, dtype=np.int64)) for r in relevant]
+    if any(r.size and (r[0] < 0 or r[-1] >= c) for r in unique):
+        raise ValueError(f"rank_metrics: a relevant column outside 0..{c - 1}")
     if q and all(r.size == 1 for r in unique):  # next item: no sort needed
         return _one_relevant_metrics(scores, np.concatenate(unique), ks)
     return _sorted_rank_metrics(scores, unique, ks)

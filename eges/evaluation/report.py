@@ -530,8 +530,8 @@ def write_report(cfg: Config, results: dict[str, Any], root: Path) -> Path:
         + "."
         + "".join(
             f" {m.upper()} trained with {', '.join(f'{k} {v:g}' for k, v in s.items())} "
-            "(`evaluate.model_train`)."
-            for m, s in ev.model_train.items()
+            "(`evaluate.model_settings`)."
+            for m, s in ev.model_settings.items()
         ),
         "",
         (

@@ -7,26 +7,26 @@ removed from the data, the period before it is held out) is built once by the wa
 each model of ``--models`` is trained at every point of one grid, relative to its own
 configured settings, so that no model gets more tries than another:
 
-* learning rate × ``--lr-factors`` (default 0.5, 1, 2): ``train.lr`` for EGES, GES and BGE,
-  ``evaluate.deepwalk_lr`` for DeepWalk;
+* learning rate × ``--lr-factors`` (default 0.5, 1, 2): ``train.lr`` for EGES, its
+  ``evaluate.model_settings`` entry for GES and BGE, ``evaluate.deepwalk_lr`` for DeepWalk;
 * epochs × ``--epoch-factors`` (default 1, 2);
-* negative-sampling exponent in ``--ns-exponents`` (default 0.5, 0.75);
+* negative-sampling exponent in ``--ns-exponents`` (default 0.5, 0.75; as given);
 
 once per training seed of ``evaluate.seeds``. Every trained model is scored with every served
 score H·Z + β·ln(walk count) + γ·ln(1 + co-occurrences) of the evaluation's grid (β in
 {0, 0.1, 0.2, 0.4, 0.8}, γ in {0, 0.5, 1, 2}; β = γ = 0 is skip-gram's own H·Z), and cosine
 is shown beside them. Per model, the point and served score with the best mean MRR over the
-seeds (the head of the list) is chosen; a tie goes to the configured settings.
+seeds (the head of the list) is chosen (:func:`choose`).
 
 Outputs in ``--output`` (default: ``evaluate.output`` with ``-tune`` appended):
 ``tuning.json`` (every point's scores, the choice, the budget), ``tuning.md`` (the same as a
-report) and ``tuned.yaml``, a config layer with the choice: report it once on test with
-``eges evaluate --config CONF --config OUTPUT/tuned.yaml``. EGES's settings go to ``train``
-(the product's training), GES's and BGE's to ``evaluate.model_train``, DeepWalk's to
-``evaluate.deepwalk_*``; EGES's β and γ to ``evaluate.popularity_prior`` and
-``cooccurrence_weight``. GES and BGE are scored in the evaluation with EGES's served terms.
-Finished trainings are reused (``next/runs/<model>-<point>-seed<N>``), so an interrupted
-tuning continues; DeepWalk is trained again.
+report) and ``tuned.yaml``, a config layer with the choice (:func:`overlay`): report it once on
+test with ``eges evaluate --config CONF --config OUTPUT/tuned.yaml``. EGES's settings go to
+``train`` (the product's training) and its β and γ to ``evaluate.popularity_prior`` and
+``cooccurrence_weight``; GES's and BGE's settings and terms to ``evaluate.model_settings``;
+DeepWalk's to ``evaluate.deepwalk_*``. Finished trainings are reused
+(``next/runs/<model>-<point>-seed<N>``), so an interrupted tuning continues; DeepWalk is
+trained again.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ class Point:
 
     @property
     def label(self) -> str:
-        return f"lr{self.lr:g}-ep{self.epochs}-ns{self.ns_exponent:g}"
+        return f"lr{self.lr:.12g}-ep{self.epochs}-ns{self.ns_exponent:.12g}"
 
 
 def configured(cfg: Config, model: str) -> Point:
@@ -102,15 +102,19 @@ def grid(
     lr_factors: tuple[float, ...] = LR_FACTORS,
     epoch_factors: tuple[int, ...] = EPOCH_FACTORS,
     exponents: tuple[float, ...] = NS_EXPONENTS,
-) -> list[Point]:
-    """Every point of the grid for ``model``, around its configured settings."""
+) -> tuple[list[Point], int | None]:
+    """Every point of the grid for ``model``, around its configured settings (the learning
+    rate and epochs relative to them, the exponent as given), and the index of the configured
+    point itself (factors 1 and its own exponent; None when the grid leaves it out)."""
     base = configured(cfg, model)
-    return [
-        Point(round(base.lr * f, 12), base.epochs * e, x)
-        for f in lr_factors
-        for e in epoch_factors
-        for x in exponents
-    ]
+    points, home = [], None
+    for f in lr_factors:
+        for e in epoch_factors:
+            for x in exponents:
+                if f == 1 and e == 1 and x == base.ns_exponent:
+                    home = len(points)
+                points.append(Point(float(f"{base.lr * f:.12g}"), base.epochs * e, x))
+    return points, home
 
 
 def point_config(cfg: Config, model: str, point: Point) -> Config:
@@ -123,9 +127,15 @@ def point_config(cfg: Config, model: str, point: Point) -> Config:
             deepwalk_epochs=point.epochs,
             deepwalk_ns_exponent=point.ns_exponent,
         )
+    elif model == "eges":  # EGES's settings are train's
+        train = dataclasses.replace(
+            cfg.train, lr=point.lr, epochs=point.epochs, ns_exponent=point.ns_exponent
+        )
+        return dataclasses.replace(cfg, train=train)
     else:
         settings = {"lr": point.lr, "epochs": point.epochs, "ns_exponent": point.ns_exponent}
-        ev = dataclasses.replace(ev, model_train={**ev.model_train, model: settings})
+        settings = {**ev.model_settings.get(model, {}), **settings}
+        ev = dataclasses.replace(ev, model_settings={**ev.model_settings, model: settings})
     return dataclasses.replace(cfg, evaluate=ev)
 
 
@@ -153,6 +163,7 @@ def tune(
         What ``tuning.json`` holds: ``grid``, per model its ``points`` (each with its served
         scores' mean metrics) and ``chosen``, ``budget``, ``overlay`` (the config layer).
     """
+    models = list(dict.fromkeys(models))  # each once
     unknown = sorted(set(models) - set(TUNABLE))
     if unknown or not models:
         raise ConfigError(f"eges tune --models: {unknown or 'none'} (tunable: {list(TUNABLE)})")
@@ -162,7 +173,8 @@ def tune(
         evaluate=dataclasses.replace(cfg.evaluate, tasks=[TASK], output=str(output)),
     )
     output.mkdir(parents=True, exist_ok=True)
-    (output / "tuning.json").unlink(missing_ok=True)  # marks a finished tuning
+    for name in ("tuning.json", "tuning.md", "tuned.yaml"):  # a failed run leaves none behind
+        (output / name).unlink(missing_ok=True)
     start = time.perf_counter()
     walk_dir = walk_output(cfg, TASK, output)
     built = Models(cfg, TASK, walk_dir, output)
@@ -171,7 +183,9 @@ def tune(
     if len(queries) == 0:
         raise EvaluationError("the validation period has no transition between trained items")
     seeds = cfg.evaluate.seeds
-    grids = {m: grid(cfg, m, lr_factors, epoch_factors, exponents) for m in models}
+    grids, homes = {}, {}
+    for m in models:
+        grids[m], homes[m] = grid(cfg, m, lr_factors, epoch_factors, exponents)
     total = sum(len(g) for g in grids.values()) * len(seeds)
     done = 0
     report: dict[str, Any] = {}
@@ -179,7 +193,8 @@ def tune(
         model_start = time.perf_counter()
         names = served_scores(model)
         points = []
-        per_query: dict[tuple[int, str], np.ndarray] = {}  # (point, scorer) -> MRR per query
+        # (point, scorer) -> MRR per query, summed over the seeds
+        per_query: dict[tuple[int, str], np.ndarray] = {}
         for i, point in enumerate(grids[model]):
             settings = point_config(cfg, model, point)
             runs: dict[str, list[dict[str, float]]] = {}
@@ -206,30 +221,26 @@ def tune(
                     res = rank_queries(
                         scorer, queries, relevant, candidates, [10, 50], True, values
                     )
+                    if res is None:
+                        raise EvaluationError(f"{scorer.name} scored no validation query")
                     runs.setdefault(scorer.name, []).append(res)
                     key = (i, scorer.name)
-                    per_query[key] = per_query.get(key, 0) + values[KEY] / len(seeds)
+                    per_query[key] = per_query.get(key, 0) + values[KEY]
             scores = {
                 name: {k: float(np.mean([r[k] for r in rs])) for k in SHOWN}
                 for name, rs in runs.items()
             }
             points.append({**dataclasses.asdict(point), "scores": scores})
-        # the choice: served scores only; ties to the configured settings (grid order: the
-        # configured point is where every factor is 1 and the exponent its own)
-        base = configured(cfg, model)
-        served = [(i, n) for i in range(len(points)) for n, bg in names.items() if bg]
-        best = max(
-            served,
-            key=lambda k: (points[k[0]]["scores"][k[1]][KEY], _is(grids[model][k[0]], base)),
-        )
+        home = homes[model]
+        best = choose(points, names, home)
         b, g = names[best[1]]
         chosen = {**dataclasses.asdict(grids[model][best[0]]), "popularity_prior": b}
         chosen.update(cooccurrence_weight=g, scores=points[best[0]]["scores"][best[1]])
         # against the configured settings with the same served score: what tuning bought
-        home = next((i for i, p in enumerate(grids[model]) if _is(p, base)), None)
-        if home is not None:
+        if home is not None:  # per-query MRR, each summed over the same seeds
+            n = len(seeds)
             chosen["against_configured"] = bootstrap_interval(
-                np.subtract, [per_query[best], per_query[(home, best[1])]], groups=queries
+                np.subtract, [per_query[best] / n, per_query[(home, best[1])] / n], groups=queries
             )
         seconds = built.train_seconds.pop(model, [])
         report[model] = {
@@ -265,7 +276,7 @@ def tune(
             "served": [list(bg) for bg in CHOICE_GRIDS[TASK]],
         },
         "models": report,
-        "overlay": overlay(report),
+        "overlay": overlay(report, cfg),
         "seconds": round(time.perf_counter() - start, 1),
     }
     header = (
@@ -281,35 +292,61 @@ def tune(
     return results
 
 
-def _is(point: Point, base: Point) -> bool:
-    return (
-        np.isclose(point.lr, base.lr)
-        and point.epochs == base.epochs
-        and point.ns_exponent == base.ns_exponent
-    )
+def choose(
+    points: list[dict[str, Any]],
+    names: dict[str, tuple[float, float] | None],
+    home: int | None,
+) -> tuple[int, str]:
+    """(point index, scorer name) with the best mean MRR among the served scores (``names``
+    with a (β, γ); cosine is not chosen). A tie goes to the configured point ``home``, then
+    to the earlier point, then to the earlier served score (smaller β, then γ)."""
+    served = [(i, n) for i in range(len(points)) for n, bg in names.items() if bg]
+    order = {k: j for j, k in enumerate(served)}
+    return max(served, key=lambda k: (points[k[0]]["scores"][k[1]][KEY], k[0] == home, -order[k]))
 
 
-def overlay(report: dict[str, Any]) -> dict[str, Any]:
-    """The config layer with each tuned model's choice."""
+def overlay(report: dict[str, Any], cfg: Config) -> dict[str, Any]:
+    """The config layer with each tuned model's choice. A model not tuned keeps the settings
+    it has in ``cfg``, written out where they would otherwise follow EGES's (GES's and BGE's
+    training settings and served terms, DeepWalk's epochs, β and γ)."""
     out: dict[str, Any] = {}
     ev: dict[str, Any] = {}
     for model, block in report.items():
         c = block["chosen"]
         settings = {"lr": c["lr"], "epochs": c["epochs"], "ns_exponent": c["ns_exponent"]}
+        terms = {"popularity_prior": c["popularity_prior"]}
+        terms["cooccurrence_weight"] = c["cooccurrence_weight"]
         if model == "eges":
             out["train"] = settings
-            ev.update(popularity_prior=c["popularity_prior"])
-            ev.update(cooccurrence_weight=c["cooccurrence_weight"])
+            ev.update(terms)
         elif model == "deepwalk":
             ev.update(
                 deepwalk_lr=c["lr"],
                 deepwalk_epochs=c["epochs"],
                 deepwalk_ns_exponent=c["ns_exponent"],
-                deepwalk_prior=c["popularity_prior"],
-                deepwalk_cooccurrence_weight=c["cooccurrence_weight"],
+                deepwalk_prior=terms["popularity_prior"],
+                deepwalk_cooccurrence_weight=terms["cooccurrence_weight"],
             )
         else:
-            ev.setdefault("model_train", {})[model] = settings
+            ev.setdefault("model_settings", {})[model] = {**settings, **terms}
+    if "eges" in report:  # what follows train and EGES's terms stays as it was
+        for model in ("ges", "bge"):
+            if model not in report:
+                own = model_config(cfg, model)
+                p = configured(cfg, model)
+                ev.setdefault("model_settings", {})[model] = {
+                    "lr": p.lr,
+                    "epochs": p.epochs,
+                    "ns_exponent": p.ns_exponent,
+                    "popularity_prior": own.evaluate.popularity_prior,
+                    "cooccurrence_weight": own.evaluate.cooccurrence_weight,
+                }
+        if "deepwalk" not in report:
+            ev.update(
+                deepwalk_epochs=configured(cfg, "deepwalk").epochs,
+                deepwalk_prior=cfg.evaluate.deepwalk_beta,
+                deepwalk_cooccurrence_weight=cfg.evaluate.deepwalk_gamma,
+            )
     if ev:
         out["evaluate"] = ev
     return out
@@ -435,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from_args(args)
         output = Path(args.output or cfg.evaluate.output.rstrip("/") + "-tune")
         setup_logging(args.log_file or output / LOG_FILE)
-        models = [m.strip() for m in args.models.split(",") if m.strip()]
+        models = list(dict.fromkeys(m.strip() for m in args.models.split(",") if m.strip()))
         results = tune(cfg, models, output, args.lr_factors, args.epoch_factors, args.ns_exponents)
     except (ConfigError, EvaluationError, schema.IncompleteOutputError) as exc:
         return fail(exc)

@@ -3,7 +3,12 @@
 import numpy as np
 import pytest
 
-from eges.evaluation.metrics import _sorted_rank_metrics, auc, rank_metrics
+from eges.evaluation.metrics import (
+    _one_relevant_metrics,
+    _sorted_rank_metrics,
+    auc,
+    rank_metrics,
+)
 
 
 def test_auc_hand_cases():
@@ -127,16 +132,36 @@ def test_bootstrap_resamples_clusters_together_and_skips_undefined_resamples():
 
 def test_rank_metrics_one_relevant_fast_path_equals_the_sorted_path():
     """Next item has one relevant candidate per query, scored without a sort: the same values
-    as the sorted path, with ties (coarse scores) and excluded (-inf) candidates."""
+    as the sorted path, with ties (coarse scores), excluded (-inf) and +inf candidates."""
     rng = np.random.default_rng(0)
     scores = rng.integers(0, 6, size=(300, 40)).astype(np.float64)  # many ties
     scores[rng.random(scores.shape) < 0.1] = -np.inf
-    single = [np.array([j]) for j in rng.integers(0, 40, size=300)]
+    scores[rng.random(scores.shape) < 0.03] = np.inf
+    columns = rng.integers(0, 40, size=300)
+    single = [np.array([j]) for j in columns]
     ks = [1, 5, 10, 50]
-    fast = rank_metrics(scores, single, ks)
-    assert fast.keys() == rank_metrics(scores[:1], single[:1], ks).keys()
+    fast = _one_relevant_metrics(scores, columns, ks)
     sorted_path = _sorted_rank_metrics(scores, single, ks)
     assert list(fast) == list(sorted_path)
     for key in fast:
         np.testing.assert_array_equal(fast[key], sorted_path[key], err_msg=key)
     assert 0 < fast["hr@5"].mean() < 1 and (fast["mrr"] == 0).any()
+    # rank_metrics takes it for one relevant item each, and the sorted path otherwise
+    got = rank_metrics(scores, single, ks)
+    for key in fast:
+        np.testing.assert_array_equal(got[key], fast[key], err_msg=key)
+    two = [np.array([j, (j + 1) % 40]) for j in columns]
+    assert not np.array_equal(rank_metrics(scores, two, ks)["mrr"], fast["mrr"])
+
+
+@pytest.mark.parametrize(
+    "scores, relevant, message",
+    [
+        (np.array([[0.1, np.nan]]), [np.array([0])], "NaN"),
+        (np.array([[0.1, 0.2]]), [np.array([2])], "outside"),
+        (np.array([[0.1, 0.2]]), [np.array([-1])], "outside"),
+    ],
+)
+def test_rank_metrics_refuses_nan_scores_and_columns_out_of_range(scores, relevant, message):
+    with pytest.raises(ValueError, match=message):
+        rank_metrics(scores, relevant, [1])

@@ -14,7 +14,16 @@ import yaml
 from eges import schema
 from eges.config import Config, EvaluateConfig, SplitConfig, TrainConfig, load_config
 from eges.evaluation.evaluate import TASK_SPLIT, model_config
-from eges.evaluation.tune import Point, configured, grid, main, overlay, point_config, tune
+from eges.evaluation.tune import (
+    Point,
+    choose,
+    configured,
+    grid,
+    main,
+    overlay,
+    point_config,
+    tune,
+)
 from tests.train.walkdir import make_complete_walk_dir
 
 
@@ -56,7 +65,7 @@ def test_the_grid_is_the_same_for_every_model_around_its_own_settings():
     cfg = Config(
         train=TrainConfig(lr=0.01, epochs=3),
         evaluate=EvaluateConfig(
-            deepwalk_lr=0.025, deepwalk_epochs=2, model_train={"ges": {"lr": 0.04}}
+            deepwalk_lr=0.025, deepwalk_epochs=2, model_settings={"ges": {"lr": 0.04}}
         ),
     )
     assert configured(cfg, "eges") == Point(0.01, 3, 0.75)
@@ -64,11 +73,12 @@ def test_the_grid_is_the_same_for_every_model_around_its_own_settings():
     assert configured(cfg, "deepwalk") == Point(0.025, 2, 0.75)
     shapes = {}
     for model in ("eges", "ges", "bge", "deepwalk"):
-        points = grid(cfg, model)
+        points, home = grid(cfg, model)
         base = configured(cfg, model)
         shapes[model] = [(p.lr / base.lr, p.epochs / base.epochs, p.ns_exponent) for p in points]
-        assert len(points) == 12 and base in points
+        assert len(points) == 12 and points[home] == base
     assert len({tuple(s) for s in shapes.values()}) == 1  # the same relative grid for all
+    assert grid(cfg, "eges", lr_factors=(0.5, 2.0))[1] is None  # the configured point left out
     # each point trains the model it is for, and nothing else
     p = Point(0.02, 6, 0.5)
     ges = point_config(cfg, "ges", p)
@@ -76,6 +86,14 @@ def test_the_grid_is_the_same_for_every_model_around_its_own_settings():
         cfg.train, lr=0.02, epochs=6, ns_exponent=0.5
     )
     assert model_config(ges, "eges").train == cfg.train
+    # GES's own served terms, where the layer sets them, replace EGES's for GES only
+    own = dataclasses.replace(
+        cfg.evaluate, model_settings={"ges": {"popularity_prior": 0.8, "cooccurrence_weight": 1}}
+    )
+    own = dataclasses.replace(cfg, evaluate=own)
+    assert model_config(own, "ges").evaluate.popularity_prior == 0.8
+    assert model_config(own, "ges").evaluate.cooccurrence_weight == 1.0
+    assert model_config(own, "bge").evaluate.popularity_prior == cfg.evaluate.popularity_prior
     dw = point_config(cfg, "deepwalk", p).evaluate
     assert (dw.deepwalk_lr, dw.deepwalk_epochs, dw.deepwalk_ns_exponent) == (0.02, 6, 0.5)
     assert model_config(point_config(cfg, "deepwalk", p), "eges").train == cfg.train
@@ -86,7 +104,7 @@ def test_tuning_trains_every_point_chooses_the_best_and_writes_a_loadable_layer(
     out = tmp_path / "tune"
     next_walk_output(cfg, out)
     with caplog.at_level(logging.INFO, logger="eges.evaluation"):
-        res = tune(cfg, ["eges", "deepwalk"], out, (0.5, 2.0), (1,), (0.5, 0.75))
+        res = tune(cfg, ["eges", "deepwalk"], out, (1.0, 2.0), (1,), (0.5, 0.75))
     assert "reusing walk output" in caplog.text  # the validation walks above, not a new job
     progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("[tune ")]
     assert len(progress) == 2 * 4 * 2 and progress[-1].startswith("[tune 16/16] deepwalk")
@@ -96,7 +114,7 @@ def test_tuning_trains_every_point_chooses_the_best_and_writes_a_loadable_layer(
         points = block["points"]
         base = configured(cfg, model)
         assert [(p["lr"], p["ns_exponent"]) for p in points] == [
-            (base.lr * f, x) for f in (0.5, 2.0) for x in (0.5, 0.75)
+            (base.lr * f, x) for f in (1.0, 2.0) for x in (0.5, 0.75)
         ]
         for p in points:  # cosine and every served score (β, γ) of the grid
             assert len(p["scores"]) == 1 + 20
@@ -123,11 +141,18 @@ def test_tuning_trains_every_point_chooses_the_best_and_writes_a_loadable_layer(
             )
             t = export["config"]["train"]
             assert (t["lr"], t["ns_exponent"], t["seed"]) == (p["lr"], p["ns_exponent"], seed)
-    # the layer loads over the config and carries each model's choice
+    # the configured point is in the grid: the choice is compared with it, on the same queries
+    for model in ("eges", "deepwalk"):
+        versus = res["models"][model]["chosen"]["against_configured"]
+        assert versus["low"] <= versus["estimate"] <= versus["high"]
+    # the layer loads over the config and carries each model's choice, with its types
     (tmp_path / "base.yaml").write_text(cfg.to_yaml())
     layered = load_config([tmp_path / "base.yaml", out / "tuned.yaml"])
     e, d = res["models"]["eges"]["chosen"], res["models"]["deepwalk"]["chosen"]
-    assert (layered.train.lr, layered.train.ns_exponent) == (e["lr"], e["ns_exponent"])
+    t = layered.train
+    assert (t.lr, t.epochs, t.ns_exponent) == (e["lr"], e["epochs"], e["ns_exponent"])
+    assert type(t.epochs) is int and type(layered.evaluate.deepwalk_epochs) is int
+    assert layered.evaluate.deepwalk_epochs == d["epochs"]
     assert layered.evaluate.popularity_prior == e["popularity_prior"]
     assert layered.evaluate.cooccurrence_weight == e["cooccurrence_weight"]
     ev = layered.evaluate
@@ -139,26 +164,77 @@ def test_tuning_trains_every_point_chooses_the_best_and_writes_a_loadable_layer(
     assert json.loads((out / "tuning.json").read_text())["overlay"] == res["overlay"]
     report = (out / "tuning.md").read_text()
     assert "## eges" in report and "## deepwalk" in report and "| eges | 8 |" in report
+    assert "against the configured settings" in report
+    # GES and BGE were not tuned: the layer keeps them at their configured settings
+    assert load_config([tmp_path / "base.yaml", out / "tuned.yaml"]).evaluate.model_settings == {
+        m: {
+            "lr": 0.01,
+            "epochs": 1,
+            "ns_exponent": 0.75,
+            "popularity_prior": 0.4,
+            "cooccurrence_weight": 0.0,
+        }
+        for m in ("ges", "bge")
+    }
     # a second tuning reuses the trained runs
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="eges.evaluation"):
-        again = tune(cfg, ["eges"], out, (0.5, 2.0), (1,), (0.5, 0.75))
+        again = tune(cfg, ["eges"], out, (1.0, 2.0), (1,), (0.5, 0.75))
     assert caplog.text.count("reusing run") == 8
     assert again["models"]["eges"]["chosen"] == res["models"]["eges"]["chosen"]
 
 
-def test_ges_and_bge_settings_go_to_model_train(tmp_path):
-    chosen = {"lr": 0.02, "epochs": 2, "ns_exponent": 0.5, "popularity_prior": 0.4}
+def test_each_tuned_model_keeps_its_own_choice_and_the_others_their_settings(tmp_path):
+    cfg = Config(
+        train=TrainConfig(lr=0.01, epochs=3),
+        evaluate=EvaluateConfig(popularity_prior=0.4, cooccurrence_weight=0.5),
+    )
+    chosen = {"lr": 0.02, "epochs": 2, "ns_exponent": 0.5, "popularity_prior": 0.2}
     chosen["cooccurrence_weight"] = 1.0
-    layer = overlay({"ges": {"chosen": chosen}, "eges": {"chosen": {**chosen, "lr": 0.005}}})
+    eges = {**chosen, "lr": 0.005, "popularity_prior": 0.8}
+    layer = overlay({"ges": {"chosen": chosen}, "eges": {"chosen": eges}}, cfg)
     assert layer["train"] == {"lr": 0.005, "epochs": 2, "ns_exponent": 0.5}
-    assert layer["evaluate"]["model_train"] == {
-        "ges": {"lr": 0.02, "epochs": 2, "ns_exponent": 0.5}
+    assert layer["evaluate"]["model_settings"] == {
+        "ges": {
+            "lr": 0.02,
+            "epochs": 2,
+            "ns_exponent": 0.5,
+            "popularity_prior": 0.2,
+            "cooccurrence_weight": 1.0,
+        },
+        "bge": {
+            "lr": 0.01,
+            "epochs": 3,
+            "ns_exponent": 0.75,
+            "popularity_prior": 0.4,
+            "cooccurrence_weight": 0.5,
+        },
     }
+    (tmp_path / "base.yaml").write_text(cfg.to_yaml())
     (tmp_path / "tuned.yaml").write_text(yaml.safe_dump(layer))
-    cfg = load_config([tmp_path / "tuned.yaml"])
-    assert model_config(cfg, "ges").train.lr == 0.02 and model_config(cfg, "bge").train.lr == 0.005
-    assert model_config(cfg, "ges").train.epochs == 2
+    layered = load_config([tmp_path / "base.yaml", tmp_path / "tuned.yaml"])
+    ges, bge = model_config(layered, "ges"), model_config(layered, "bge")
+    assert (ges.train.lr, ges.train.epochs, ges.evaluate.popularity_prior) == (0.02, 2, 0.2)
+    assert (bge.train.lr, bge.train.epochs, bge.evaluate.popularity_prior) == (0.01, 3, 0.4)
+    # DeepWalk, not tuned, keeps the epochs and served terms it had (they followed EGES's)
+    ev = layered.evaluate
+    assert (ev.deepwalk_epochs, ev.deepwalk_beta, ev.deepwalk_gamma) == (3, 0.4, 0.5)
+    assert (ev.deepwalk_lr, ev.deepwalk_ns_exponent) == (0.025, 0.75)
+
+
+def test_ties_go_to_the_configured_point_then_the_earlier_one():
+    names = {"eges": None, "eges·ctx·β0": (0.0, 0.0), "eges·ctx·β0.4": (0.4, 0.0)}
+
+    def point(mrr_b0, mrr_b04, cosine=0.0):
+        s = {"eges": {"mrr": cosine}, "eges·ctx·β0": {"mrr": mrr_b0}}
+        s["eges·ctx·β0.4"] = {"mrr": mrr_b04}
+        return {"scores": s}
+
+    points = [point(0.1, 0.3), point(0.3, 0.2), point(0.3, 0.1, cosine=0.9)]
+    assert choose(points, names, home=None) == (0, "eges·ctx·β0.4")  # earlier point
+    assert choose(points, names, home=1) == (1, "eges·ctx·β0")  # the configured one
+    assert choose([point(0.2, 0.2)], names, home=0) == (0, "eges·ctx·β0")  # smaller β
+    # cosine (0.9 at point 2) is never chosen
 
 
 @pytest.mark.parametrize(
