@@ -160,8 +160,9 @@ def tune(
     hold-out; write ``tuning.json``, ``tuning.md`` and ``tuned.yaml``.
 
     Returns:
-        What ``tuning.json`` holds: ``grid``, per model its ``points`` (each with its served
-        scores' mean metrics) and ``chosen``, ``budget``, ``overlay`` (the config layer).
+        What ``tuning.json`` holds: ``grid``; per model (``models``) its ``points`` (each with
+        its scores' mean metrics), ``chosen``, and the budget (``trainings``,
+        ``train_seconds``, ``seconds``); ``overlay`` (the config layer).
     """
     models = list(dict.fromkeys(models))  # each once
     unknown = sorted(set(models) - set(TUNABLE))
