@@ -503,7 +503,8 @@ def write_report(cfg: Config, results: dict[str, Any], root: Path) -> Path:
         f"Data: `{cfg.data.path}` ({cfg.data.format}); created {results['created_at']}; "
         f"{results['seconds']:.0f} s in all.",
         f"Training: embedding_dim {t.embedding_dim}, window {t.window}, {t.num_negatives} "
-        f"negatives, {t.epochs} epoch(s), batch {t.batch_size} walks, {optimizer} lr {t.lr}; "
+        f"negatives (exponent {t.ns_exponent:g}), {t.epochs} epoch(s), batch {t.batch_size} "
+        f"walks, {optimizer} lr {t.lr}; "
         f"walks: {cfg.walks.walks_per_node} per node, length {cfg.walks.walk_length}. "
         f"Learned models: mean ± standard deviation over training seeds {results['seeds']} "
         "(the split and the walks are fixed by `split.seed` and `walks.seed`). DeepWalk is gensim "
@@ -529,7 +530,7 @@ def write_report(cfg: Config, results: dict[str, Any], root: Path) -> Path:
         + (f" and γ {ev.deepwalk_gamma:g}" if ev.deepwalk_gamma else "")
         + "."
         + "".join(
-            f" {m.upper()} trained with {', '.join(f'{k} {v:g}' for k, v in s.items())} "
+            f" {m.upper()}'s own settings: {', '.join(f'{k} {v:g}' for k, v in s.items())} "
             "(`evaluate.model_settings`)."
             for m, s in ev.model_settings.items()
         ),
