@@ -72,7 +72,14 @@ from eges.evaluation.baselines import (
     deepwalk,
     read_walks,
 )
-from eges.evaluation.metrics import auc, bootstrap_interval, list_metrics, rank_metrics
+from eges.evaluation.metrics import (
+    auc,
+    auc_components,
+    auc_difference_interval,
+    bootstrap_interval,
+    list_metrics,
+    rank_metrics,
+)
 from eges.pipeline.cli import spark_submit_args
 from eges.quiet import close_log_file, current_log_file, details_only, setup_logging
 from eges.training.items import ItemTable, load_items, load_vocab
@@ -514,12 +521,18 @@ def read_pairs(walk_dir: Path, name: str) -> tuple[np.ndarray, np.ndarray, np.nd
     )
 
 
-def score_link(scorer: Scorer, walk_dir: Path) -> dict[str, float]:
+def score_link(
+    scorer: Scorer,
+    walk_dir: Path,
+    components: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+) -> dict[str, float]:
     """AUC of hidden pairs vs sampled non-edges; uncovered pairs score 0.
 
     ``auc`` against the uniform non-edges (the paper's); ``auc_matched`` against the non-edges
     drawn with the hidden pairs' degrees (walk outputs since 2026-12-06), which popularity alone
-    cannot tell apart.
+    cannot tell apart. ``components``: filled with each AUC's DeLong components
+    (:func:`eges.evaluation.metrics.auc_components`, an uncovered pair scoring 0), for the
+    intervals of :func:`bar_intervals`.
     """
     a, b, _ = read_pairs(walk_dir, "hidden_edges")
     negatives = {"auc": read_pairs(walk_dir, "non_edges")}
@@ -535,6 +548,8 @@ def score_link(scorer: Scorer, walk_dir: Path) -> dict[str, float]:
     out, lo = {}, len(a)
     for key, (na, _, _) in negatives.items():
         out[key] = auc(scores[: len(a)], scores[lo : lo + len(na)])
+        if components is not None:
+            components[key] = auc_components(scores[: len(a)], scores[lo : lo + len(na)])
         lo += len(na)
     out["coverage"] = float(ok.mean())
     out["pairs"] = float(len(a))
@@ -722,6 +737,8 @@ def evaluate_task(
             warnings.append(warning)
     results: dict[str, list[dict[str, float]]] = {}
     per_query: dict[str, list[dict[str, np.ndarray]]] = {}  # per scorer, one entry per seed
+    # link: per scorer and seed, each AUC's components
+    link_parts: dict[str, list[dict[str, tuple[np.ndarray, np.ndarray]]]] = {}
     examples = (
         ExampleQueries(cfg, models, queries, relevant, candidates)
         if task == "cold" and ev.examples  # the editorial task's, as a new item would get
@@ -738,7 +755,10 @@ def evaluate_task(
             if examples is not None and seed == ev.seeds[0]:
                 examples.add(scorer)
             if task == "link":
-                res = score_link(scorer, walk_dir)
+                parts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+                res = score_link(scorer, walk_dir, parts)
+                if parts and scorer.name in LINK_MODELS:
+                    link_parts.setdefault(scorer.name, []).append(parts)
             else:
                 values: dict[str, np.ndarray] = {}
                 res = rank_queries(
@@ -775,6 +795,8 @@ def evaluate_task(
     groups = queries if task == "next" else None
     if per_query:
         out["intervals"] = bar_intervals(task, per_query, groups)
+    if link_parts:
+        out["intervals"] = link_intervals(link_parts)
     if task in CHOICE_GRIDS and cfg.split.holdout == "validation" and per_query:
         choice = choose_serving(per_query, groups, task, models.weightings)
         if choice is not None:
@@ -793,6 +815,55 @@ COLD_KEYS = ("hr@50", "recall@50")
 SERVED = "eges·ctx·table"
 NEXT_PEERS = ("deepwalk·ctx", "deepwalk·ctx·prior", "cooccurrence")
 NEXT_KEYS = ("hr@10", "hr@50", "mrr")
+
+
+# link prediction's comparisons, each AUC with DeLong's interval: the served score (H·Z +
+# prior) against the peers, and the paper's ordering EGES ≥ GES ≥ BGE (cosine)
+LINK_SERVED = "eges·ctx"
+LINK_PEERS = ("deepwalk·ctx", "deepwalk·ctx·prior", "popularity", "cooccurrence")
+LINK_ORDER = (("eges", "ges"), ("ges", "bge"))
+LINK_MODELS = (LINK_SERVED, *LINK_PEERS, "eges", "ges", "bge")
+LINK_KEYS = ("auc", "auc_matched")
+
+
+def link_intervals(
+    parts: dict[str, list[dict[str, tuple[np.ndarray, np.ndarray]]]],
+) -> list[dict]:
+    """95% intervals of link prediction's AUC differences (:data:`LINK_SERVED` against each of
+    :data:`LINK_PEERS`, and :data:`LINK_ORDER`), by DeLong's method on each scorer's AUC
+    components averaged over its training seeds (the mean of those is the mean AUC over the
+    seeds). Comparisons whose scorers or AUCs were not evaluated are left out.
+
+    Returns:
+        One entry per comparison: ``kind`` (difference), ``model``, ``against``, ``metric``,
+        ``estimate``, ``low``, ``high``, ``method`` (delong).
+    """
+
+    def mean_over_seeds(name: str, key: str) -> tuple[np.ndarray, np.ndarray] | None:
+        runs = parts.get(name, [])
+        if not runs or any(key not in r for r in runs):
+            return None
+        return tuple(np.mean([r[key][i] for r in runs], axis=0) for i in (0, 1))
+
+    pairs = [(LINK_SERVED, p) for p in LINK_PEERS] + list(LINK_ORDER)
+    out = []
+    for key in LINK_KEYS:
+        for model, peer in pairs:
+            a, b = mean_over_seeds(model, key), mean_over_seeds(peer, key)
+            if a is None or b is None:
+                continue
+            interval = auc_difference_interval(a, b)
+            out.append(
+                dict(
+                    kind="difference",
+                    model=model,
+                    against=[peer],
+                    metric=key,
+                    method="delong",
+                    **interval,
+                )
+            )
+    return out
 
 
 def _ratio_to_best(model: np.ndarray, *baselines: np.ndarray) -> np.ndarray:

@@ -22,6 +22,7 @@ import numpy as np
 
 from eges import schema
 from eges.config import AUTO_SPARSE_ITEMS, Config
+from eges.evaluation.evaluate import LINK_PEERS
 
 log = logging.getLogger(__name__)
 
@@ -188,13 +189,42 @@ def quality_bar(results: dict[str, Any]) -> list[str]:
             + f"; above each: {'met' if ok else 'not met'}"
         )
     link = results["tasks"].get("link")
+    served = "eges·ctx"
+    for key, name in COLUMNS["link"] if link else ():
+        e = _mean(link, served, key)
+        peers = {m: _mean(link, m, key) for m in LINK_PEERS}
+        peers = {m: v for m, v in peers.items() if v is not None}
+        if e is None or not peers:
+            continue
+        parts, ok = [], True
+        for m, v in peers.items():
+            iv = _interval(link, "difference", served, key, [m])
+            if iv is None:  # evaluations before 2026-12-07 have no link intervals
+                parts.append(f"{NAMES[m]} {v:.4f}")
+                ok = ok and e > v
+            else:
+                parts.append(
+                    f"{NAMES[m]} {v:.4f} (difference {iv['low']:+.4f} to {iv['high']:+.4f})"
+                )
+                ok = ok and iv["low"] > 0
+        lines.append(
+            f"- link prediction {name}: {NAMES[served]} {e:.4f} vs "
+            + ", ".join(parts)
+            + f"; surely above each: {'yes' if ok else 'no'}"
+        )
     if link:
         e, g, b = (_mean(link, m, "auc") for m in ("eges", "ges", "bge"))
         if None not in (e, g, b):
             ok = e >= g >= b
+            spans = [
+                f"{NAMES[x]} − {NAMES[y]} {iv['low']:+.4f} to {iv['high']:+.4f}"
+                for x, y in (("eges", "ges"), ("ges", "bge"))
+                if (iv := _interval(link, "difference", x, "auc", [y])) is not None
+            ]
             lines.append(
                 f"- link prediction AUC: EGES {e:.4f}, GES {g:.4f}, BGE {b:.4f}; "
                 f"EGES ≥ GES ≥ BGE: {'yes' if ok else 'no'}"
+                + (f" (95% intervals: {'; '.join(spans)})" if spans else "")
             )
     return lines
 

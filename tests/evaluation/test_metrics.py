@@ -7,6 +7,8 @@ from eges.evaluation.metrics import (
     _one_relevant_metrics,
     _sorted_rank_metrics,
     auc,
+    auc_components,
+    auc_difference_interval,
     rank_metrics,
 )
 
@@ -165,3 +167,29 @@ def test_rank_metrics_one_relevant_fast_path_equals_the_sorted_path():
 def test_rank_metrics_refuses_nan_scores_and_columns_out_of_range(scores, relevant, message):
     with pytest.raises(ValueError, match=message):
         rank_metrics(scores, relevant, [1])
+
+
+def test_delong_interval_of_an_auc_difference_matches_a_paired_bootstrap():
+    """The components average to the AUC; the interval of two correlated scorers' difference is
+    as wide as a paired bootstrap over the positives and negatives (ties included)."""
+    rng = np.random.default_rng(1)
+    m, n = 300, 500
+    truth = rng.standard_normal(m + n)
+    pa, na = truth[:m] + 1 + rng.normal(0, 0.5, m), truth[m:] + rng.normal(0, 0.5, n)
+    pb = np.round(truth[:m] + 0.8 + rng.normal(0, 0.8, m), 1)
+    nb = np.round(truth[m:] + rng.normal(0, 0.8, n), 1)
+    a, b = auc_components(pa, na), auc_components(pb, nb)
+    assert a[0].mean() == pytest.approx(auc(pa, na)) and a[1].mean() == pytest.approx(auc(pa, na))
+    assert b[0].mean() == pytest.approx(auc(pb, nb))
+    got = auc_difference_interval(a, b)
+    assert got["estimate"] == pytest.approx(auc(pa, na) - auc(pb, nb))
+    boot = []
+    for _ in range(1000):
+        i, j = rng.integers(0, m, m), rng.integers(0, n, n)
+        boot.append(auc(pa[i], na[j]) - auc(pb[i], nb[j]))
+    low, high = np.quantile(boot, [0.025, 0.975])
+    assert got["high"] - got["low"] == pytest.approx(high - low, rel=0.15)
+    assert got["low"] == pytest.approx(low, abs=0.01)
+    assert got["high"] == pytest.approx(high, abs=0.01)
+    with pytest.raises(ValueError, match="same pairs"):
+        auc_difference_interval(a, auc_components(pb[:10], nb))

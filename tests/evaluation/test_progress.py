@@ -6,12 +6,13 @@ import dataclasses
 import logging
 import re
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from eges import schema
-from eges.config import Config, EvaluateConfig
+from eges.config import Config, EvaluateConfig, TrainConfig
 from eges.evaluation.evaluate import TASK_SPLIT, Progress, evaluate_task, model_seeds
 from tests.train.walkdir import make_complete_walk_dir
 
@@ -228,3 +229,24 @@ def test_cold_validation_scores_each_field_weighting_of_the_held_out_items(tmp_p
     assert not any(
         "·w(" in s.name for s in Models(test_cfg, "cold", walk_dir, tmp_path).build("eges", 1)
     )
+
+
+def test_link_task_gives_each_auc_difference_its_interval(tmp_path):
+    """The link task's comparisons (served score against a peer) carry DeLong intervals whose
+    estimate is the difference of the mean AUCs over the training seeds — a real training."""
+    cfg = Config(
+        train=TrainConfig(embedding_dim=8, batch_size=8, window=2, num_negatives=2),
+        evaluate=EvaluateConfig(
+            output=str(tmp_path), tasks=["link"], models=["eges", "popularity"], seeds=[1, 2]
+        ),
+    )
+    link_walk_output(cfg, tmp_path)
+    out = evaluate_task(cfg, "link", tmp_path)
+    got = {(iv["model"], iv["against"][0], iv["metric"]): iv for iv in out["intervals"]}
+    assert set(got) == {("eges·ctx", "popularity", k) for k in ("auc", "auc_matched")}
+    for key in ("auc", "auc_matched"):
+        served = np.mean([r[key] for r in out["results"]["eges·ctx"]])
+        popularity = out["results"]["popularity"][0][key]
+        iv = got[("eges·ctx", "popularity", key)]
+        assert iv["estimate"] == pytest.approx(served - popularity)
+        assert iv["low"] <= iv["estimate"] <= iv["high"] and iv["method"] == "delong"

@@ -230,3 +230,38 @@ def test_the_report_says_what_each_choice_serves_and_whether_cosine_is_served():
     text = "\n".join(serving_section(weighted))
     assert "side-info field weights genres 19, year 1" in text
     assert "(the best 12 of 21):" in text and "Candidates marked w(field×m)" in text
+
+
+def test_link_lines_compare_the_served_score_with_each_peer_and_state_the_ordering():
+    res = results(0.135)
+    res["tasks"]["link"]["summary"].update(
+        summary(
+            **{
+                "eges·ctx": {"auc": 0.90, "auc_matched": 0.69},
+                "deepwalk·ctx·prior": {"auc": 0.83, "auc_matched": 0.70},
+                "popularity": {"auc": 0.87, "auc_matched": 0.52},
+            }
+        )
+    )
+    res = with_intervals(
+        res,
+        "link",
+        [
+            ("difference", "eges·ctx", ["deepwalk·ctx·prior"], "auc", 0.07, 0.06, 0.08),
+            ("difference", "eges·ctx", ["popularity"], "auc", 0.03, 0.02, 0.04),
+            ("difference", "eges·ctx", ["deepwalk·ctx·prior"], "auc_matched", -0.01, -0.02, 0.0),
+            ("difference", "eges·ctx", ["popularity"], "auc_matched", 0.17, 0.16, 0.18),
+            ("difference", "eges", ["ges"], "auc", -0.01, -0.02, 0.0),
+            ("difference", "ges", ["bge"], "auc", 0.02, 0.01, 0.03),
+        ],
+    )
+    lines = [line for line in quality_bar(res) if line.startswith("- link prediction")]
+    uniform, matched, order = lines
+    assert uniform.startswith("- link prediction AUC: EGES, H·Z + prior 0.9000 vs")
+    assert "popularity 0.8700 (difference +0.0200 to +0.0400)" in uniform
+    assert uniform.endswith("surely above each: yes")
+    assert matched.endswith("surely above each: no")  # DeepWalk's interval reaches 0
+    assert order.endswith(
+        "EGES ≥ GES ≥ BGE: no (95% intervals: EGES − GES -0.0200 to +0.0000; "
+        "GES − BGE (ours) +0.0100 to +0.0300)"
+    )
