@@ -73,7 +73,6 @@ from eges.evaluation.baselines import (
     read_walks,
 )
 from eges.evaluation.metrics import (
-    auc,
     auc_components,
     auc_difference_interval,
     bootstrap_interval,
@@ -524,15 +523,16 @@ def read_pairs(walk_dir: Path, name: str) -> tuple[np.ndarray, np.ndarray, np.nd
 def score_link(
     scorer: Scorer,
     walk_dir: Path,
-    components: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    components: dict[str, tuple[np.ndarray, ...]] | None = None,
 ) -> dict[str, float]:
     """AUC of hidden pairs vs sampled non-edges; uncovered pairs score 0.
 
     ``auc`` against the uniform non-edges (the paper's); ``auc_matched`` against the non-edges
     drawn with the hidden pairs' degrees (walk outputs since 2026-12-06), which popularity alone
     cannot tell apart. ``components``: filled with each AUC's DeLong components
-    (:func:`eges.evaluation.metrics.auc_components`, an uncovered pair scoring 0), for the
-    intervals of :func:`bar_intervals`.
+    (:func:`eges.evaluation.metrics.auc_components`, an uncovered pair scoring 0) followed by
+    the items of the positive and of the negative pairs (``pos_a, pos_b, neg_a, neg_b``), for
+    the intervals of :func:`link_intervals`.
     """
     a, b, _ = read_pairs(walk_dir, "hidden_edges")
     negatives = {"auc": read_pairs(walk_dir, "non_edges")}
@@ -547,9 +547,11 @@ def score_link(
     scores[ok] = scorer.pair_scores(src[ok], dst[ok])
     out, lo = {}, len(a)
     for key, (na, _, _) in negatives.items():
-        out[key] = auc(scores[: len(a)], scores[lo : lo + len(na)])
+        v10, v01 = auc_components(scores[: len(a)], scores[lo : lo + len(na)])
+        out[key] = float(v10.mean())  # the AUC (ties one half), as auc() gives it
         if components is not None:
-            components[key] = auc_components(scores[: len(a)], scores[lo : lo + len(na)])
+            items = (a, b, src[lo : lo + len(na)], dst[lo : lo + len(na)])
+            components[key] = (v10, v01, *items)
         lo += len(na)
     out["coverage"] = float(ok.mean())
     out["pairs"] = float(len(a))
@@ -738,7 +740,7 @@ def evaluate_task(
     results: dict[str, list[dict[str, float]]] = {}
     per_query: dict[str, list[dict[str, np.ndarray]]] = {}  # per scorer, one entry per seed
     # link: per scorer and seed, each AUC's components
-    link_parts: dict[str, list[dict[str, tuple[np.ndarray, np.ndarray]]]] = {}
+    link_parts: dict[str, list[dict[str, tuple[np.ndarray, ...]]]] = {}
     examples = (
         ExampleQueries(cfg, models, queries, relevant, candidates)
         if task == "cold" and ev.examples  # the editorial task's, as a new item would get
@@ -755,7 +757,7 @@ def evaluate_task(
             if examples is not None and seed == ev.seeds[0]:
                 examples.add(scorer)
             if task == "link":
-                parts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+                parts: dict[str, tuple[np.ndarray, ...]] = {}
                 res = score_link(scorer, walk_dir, parts)
                 if parts and scorer.name in LINK_MODELS:
                     link_parts.setdefault(scorer.name, []).append(parts)
@@ -796,7 +798,7 @@ def evaluate_task(
     if per_query:
         out["intervals"] = bar_intervals(task, per_query, groups)
     if link_parts:
-        out["intervals"] = link_intervals(link_parts)
+        out.setdefault("intervals", []).extend(link_intervals(link_parts))
     if task in CHOICE_GRIDS and cfg.split.holdout == "validation" and per_query:
         choice = choose_serving(per_query, groups, task, models.weightings)
         if choice is not None:
@@ -827,12 +829,15 @@ LINK_KEYS = ("auc", "auc_matched")
 
 
 def link_intervals(
-    parts: dict[str, list[dict[str, tuple[np.ndarray, np.ndarray]]]],
+    parts: dict[str, list[dict[str, tuple[np.ndarray, ...]]]],
 ) -> list[dict]:
     """95% intervals of link prediction's AUC differences (:data:`LINK_SERVED` against each of
     :data:`LINK_PEERS`, and :data:`LINK_ORDER`), by DeLong's method on each scorer's AUC
     components averaged over its training seeds (the mean of those is the mean AUC over the
-    seeds). Comparisons whose scorers or AUCs were not evaluated are left out.
+    seeds), clustered by both items of a pair (pairs sharing an item are not independent;
+    :func:`eges.evaluation.metrics.auc_difference_interval`). ``parts``: per scorer and seed,
+    what :func:`score_link` fills. Comparisons whose scorers or AUCs were not evaluated are
+    left out.
 
     Returns:
         One entry per comparison: ``kind`` (difference), ``model``, ``against``, ``metric``,
@@ -845,6 +850,9 @@ def link_intervals(
             return None
         return tuple(np.mean([r[key][i] for r in runs], axis=0) for i in (0, 1))
 
+    def items(key: str) -> tuple[np.ndarray, ...]:  # the same pairs for every scorer
+        return next(r[key][2:] for runs in parts.values() for r in runs if key in r)
+
     pairs = [(LINK_SERVED, p) for p in LINK_PEERS] + list(LINK_ORDER)
     out = []
     for key in LINK_KEYS:
@@ -852,7 +860,7 @@ def link_intervals(
             a, b = mean_over_seeds(model, key), mean_over_seeds(peer, key)
             if a is None or b is None:
                 continue
-            interval = auc_difference_interval(a, b)
+            interval = auc_difference_interval(a, b, items=items(key))
             out.append(
                 dict(
                     kind="difference",

@@ -80,12 +80,21 @@ def auc_components(positive: np.ndarray, negative: np.ndarray) -> tuple[np.ndarr
 
 
 def auc_difference_interval(
-    a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], level: float = 0.95
+    a: tuple[np.ndarray, np.ndarray],
+    b: tuple[np.ndarray, np.ndarray],
+    level: float = 0.95,
+    items: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, float]:
     """DeLong's interval for AUC(a) − AUC(b) of two scorers on the same positives and
     negatives (their :func:`auc_components`): the paired comparison's variance over which
-    pairs were held out and which negatives drawn, from the components' covariances (the
-    asymptotic counterpart of a paired bootstrap over the pairs, without its resorting).
+    pairs were held out and which negatives drawn, from the components' spread (the asymptotic
+    counterpart of a paired bootstrap over the pairs, without its resorting).
+
+    Item pairs that share an item are not independent (a popular item is in many of them), so
+    with ``items`` — the two items of each positive and each negative pair (``pos_a, pos_b,
+    neg_a, neg_b``) — the variance is clustered both ways: the sum of the variances clustered by
+    each pair's first item and by its second, less the unclustered one (and at least the larger
+    of the two), so that pairs sharing either item count as one draw.
 
     Returns:
         ``estimate``, ``low``, ``high``.
@@ -96,12 +105,28 @@ def auc_difference_interval(
     if a10.shape != b10.shape or a01.shape != b01.shape:
         raise ValueError("the two scorers' components are not of the same pairs")
     d10, d01 = a10 - b10, a01 - b01
+    m, n = d10.size, d01.size
     estimate = float(d10.mean())
-    var = 0.0
-    if d10.size > 1:
-        var += d10.var(ddof=1) / d10.size
-    if d01.size > 1:
-        var += d01.var(ddof=1) / d01.size
+    # each pair's share of the estimate's deviation (the influence of one draw)
+    influence = np.concatenate([(d10 - estimate) / m, (d01 - d01.mean()) / n])
+
+    def clustered(ids: np.ndarray | None) -> float:
+        if ids is None:
+            sums = influence
+        else:
+            _, cluster = np.unique(ids, return_inverse=True)
+            sums = np.bincount(cluster, weights=influence)
+        g = sums.size
+        return float(g / (g - 1) * (sums**2).sum()) if g > 1 else 0.0
+
+    var = clustered(None)
+    if items is not None:
+        pos_a, pos_b, neg_a, neg_b = (np.asarray(x) for x in items)
+        if pos_a.size != m or pos_b.size != m or neg_a.size != n or neg_b.size != n:
+            raise ValueError("items: one pair of items per positive and per negative")
+        first = clustered(np.concatenate([pos_a, neg_a]))
+        second = clustered(np.concatenate([pos_b, neg_b]))
+        var = max(first + second - var, first, second)
     z = NormalDist().inv_cdf(0.5 + level / 2)
     half = z * float(np.sqrt(var))
     return {"estimate": estimate, "low": estimate - half, "high": estimate + half}

@@ -193,3 +193,36 @@ def test_delong_interval_of_an_auc_difference_matches_a_paired_bootstrap():
     assert got["high"] == pytest.approx(high, abs=0.01)
     with pytest.raises(ValueError, match="same pairs"):
         auc_difference_interval(a, auc_components(pb[:10], nb))
+
+
+def test_auc_components_by_brute_force_with_ties():
+    pos, neg = np.array([0.3, 0.5, 0.5, 0.9]), np.array([0.1, 0.5, 0.5])
+    psi = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
+    v10, v01 = auc_components(pos, neg)
+    np.testing.assert_allclose(v10, psi.mean(axis=1))
+    np.testing.assert_allclose(v01, psi.mean(axis=0))
+
+
+def test_pairs_sharing_items_widen_the_auc_interval():
+    """Clustered by both items of a pair: with every item in one pair it is DeLong's plain
+    interval; with a few popular items in many pairs, and scores that follow the items, it is
+    wider, as a bootstrap over the items would be."""
+    rng = np.random.default_rng(2)
+    m = n = 400
+    distinct = [np.arange(k, k + 2 * s, 2) for k, s in ((0, m), (1, m), (5000, n), (5001, n))]
+    pos_a, neg_a = rng.normal(1, 1, m), rng.normal(0, 1, n)
+    a = auc_components(pos_a, neg_a)
+    b = auc_components(pos_a + rng.normal(0, 1, m), neg_a + rng.normal(0, 1, n))
+    plain = auc_difference_interval(a, b)
+    assert auc_difference_interval(a, b, items=distinct) == pytest.approx(plain)
+    # the positives' first item drawn among 20; scorer a is better or worse by that item
+    first = rng.integers(0, 20, m)
+    effect = rng.normal(0, 2, 20)
+    a = auc_components(pos_a + effect[first], neg_a)
+    shared = (first, distinct[1], distinct[2], distinct[3])
+    plain = auc_difference_interval(a, b)
+    clustered = auc_difference_interval(a, b, items=shared)
+    assert clustered["estimate"] == plain["estimate"]
+    assert clustered["high"] - clustered["low"] > 1.5 * (plain["high"] - plain["low"])
+    with pytest.raises(ValueError, match="one pair of items"):
+        auc_difference_interval(a, b, items=(first[:5], *shared[1:]))
