@@ -21,28 +21,26 @@ from collections.abc import Callable
 import numpy as np
 
 
+def _scores(name: str, positive, negative) -> tuple[np.ndarray, np.ndarray]:
+    """Positive and negative scores as flat float64 arrays, checked for :func:`auc` and
+    :func:`auc_components`."""
+    pos = np.asarray(positive, dtype=np.float64).ravel()
+    neg = np.asarray(negative, dtype=np.float64).ravel()
+    if pos.size == 0 or neg.size == 0:
+        raise ValueError(f"{name} needs at least one positive and one negative score")
+    if np.isnan(pos).any() or np.isnan(neg).any():
+        raise ValueError(f"{name}: NaN scores")
+    return pos, neg
+
+
 def auc(positive: np.ndarray, negative: np.ndarray) -> float:
     """Area under the ROC curve of positive vs negative scores, ties counted one half.
 
     Raises:
         ValueError: either side is empty or a score is NaN.
     """
-    pos = np.asarray(positive, dtype=np.float64).ravel()
-    neg = np.asarray(negative, dtype=np.float64).ravel()
-    if pos.size == 0 or neg.size == 0:
-        raise ValueError("auc needs at least one positive and one negative score")
-    if np.isnan(pos).any() or np.isnan(neg).any():
-        raise ValueError("auc: NaN scores")
-    scores = np.concatenate([pos, neg])
-    # average ranks (1-based) with ties sharing their mean rank
-    order = np.argsort(scores, kind="mergesort")
-    sorted_scores = scores[order]
-    ranks = np.empty(scores.size, dtype=np.float64)
-    boundaries = np.flatnonzero(np.diff(sorted_scores)) + 1
-    starts = np.concatenate([[0], boundaries])
-    ends = np.concatenate([boundaries, [scores.size]])
-    mean_rank = (starts + ends + 1) / 2.0  # mean of the 1-based ranks start+1 .. end
-    ranks[order] = np.repeat(mean_rank, ends - starts)
+    pos, neg = _scores("auc", positive, negative)
+    ranks = _midranks(np.concatenate([pos, neg]))
     u = ranks[: pos.size].sum() - pos.size * (pos.size + 1) / 2.0
     return float(u / (pos.size * neg.size))
 
@@ -67,12 +65,7 @@ def auc_components(positive: np.ndarray, negative: np.ndarray) -> tuple[np.ndarr
     Raises:
         ValueError: either side is empty or a score is NaN.
     """
-    pos = np.asarray(positive, dtype=np.float64).ravel()
-    neg = np.asarray(negative, dtype=np.float64).ravel()
-    if pos.size == 0 or neg.size == 0:
-        raise ValueError("auc_components needs at least one positive and one negative score")
-    if np.isnan(pos).any() or np.isnan(neg).any():
-        raise ValueError("auc_components: NaN scores")
+    pos, neg = _scores("auc_components", positive, negative)
     both = _midranks(np.concatenate([pos, neg]))
     v10 = (both[: pos.size] - _midranks(pos)) / neg.size
     v01 = 1.0 - (both[pos.size :] - _midranks(neg)) / pos.size

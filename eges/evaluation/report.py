@@ -126,6 +126,24 @@ def _interval(block: dict[str, Any], kind: str, model: str, metric: str, against
     return None
 
 
+def _against_peers(
+    block: dict[str, Any], served: str, key: str, e: float, peers: dict[str, float]
+) -> tuple[list[str], bool]:
+    """Each peer's mean with the interval of ``served`` minus it, and whether ``served`` is
+    above every peer: surely (the interval's low end above 0), or, for results without
+    intervals (next item before 2026-12-06, link before 2026-12-07), by its mean."""
+    parts, ok = [], True
+    for m, v in peers.items():
+        iv = _interval(block, "difference", served, key, [m])
+        if iv is None:
+            parts.append(f"{NAMES[m]} {v:.4f}")
+            ok = ok and e >= v
+        else:
+            parts.append(f"{NAMES[m]} {v:.4f} (difference {iv['low']:+.4f} to {iv['high']:+.4f})")
+            ok = ok and iv["low"] > 0
+    return parts, ok
+
+
 def quality_bar(results: dict[str, Any]) -> list[str]:
     """The project's quality bar (stated in the report and the README): cold-start HR@50 and
     recall@50 at least 1.3× the better of popularity and content-only similarity; next-item
@@ -173,17 +191,7 @@ def quality_bar(results: dict[str, Any]) -> list[str]:
         peers = {m: v for m, v in peers.items() if v is not None}
         if e is None or not peers:
             continue
-        parts, ok = [], True
-        for m, v in peers.items():
-            iv = _interval(nxt, "difference", served, key, [m])
-            if iv is None:
-                parts.append(f"{NAMES[m]} {v:.4f}")
-                ok = ok and e >= v
-            else:
-                parts.append(
-                    f"{NAMES[m]} {v:.4f} (difference {iv['low']:+.4f} to {iv['high']:+.4f})"
-                )
-                ok = ok and iv["low"] > 0
+        parts, ok = _against_peers(nxt, served, key, e, peers)
         lines.append(
             f"- next item {KEY_NAMES[key]}: {NAMES[served]} {e:.4f} vs "
             + ", ".join(parts)
@@ -199,17 +207,7 @@ def quality_bar(results: dict[str, Any]) -> list[str]:
         peers = {m: v for m, v in peers.items() if v is not None}
         if e is None or not peers:
             continue
-        parts, ok = [], True
-        for m, v in peers.items():
-            iv = _interval(link, "difference", served, key, [m])
-            if iv is None:  # evaluations before 2026-12-07 have no link intervals
-                parts.append(f"{NAMES[m]} {v:.4f}")
-                ok = ok and e >= v
-            else:
-                parts.append(
-                    f"{NAMES[m]} {v:.4f} (difference {iv['low']:+.4f} to {iv['high']:+.4f})"
-                )
-                ok = ok and iv["low"] > 0
+        parts, ok = _against_peers(link, served, key, e, peers)
         lines.append(
             f"- link prediction {name}: {NAMES[served]} {e:.4f} vs "
             + ", ".join(parts)
