@@ -392,6 +392,10 @@ class EvaluateConfig:
         default_factory=lambda: ["link", "cold", "next"]
     )
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])  # training seeds, learned models
+    # the item and pair hold-outs (cold, cold_all, link) are drawn once per seed here and the
+    # results pooled over them (split.seed's in the evaluation directory, the others in
+    # split-<seed>/); empty: split.seed only. The time split (next) has no seed.
+    split_seeds: list[int] = field(default_factory=list)
     # which of eges, ges, bge, deepwalk, content, cooccurrence, popularity, random to compare
     models: list[str] = field(default_factory=lambda: list(MODELS))
     ks: list[int] = field(default_factory=lambda: [10, 50])  # the K of HR@K and recall@K
@@ -430,6 +434,11 @@ class EvaluateConfig:
         _require(
             [
                 (len(self.seeds) >= 1, "evaluate.seeds must list at least one seed"),
+                (
+                    len(set(self.split_seeds)) == len(self.split_seeds)
+                    and all(isinstance(s, int) and s >= 0 for s in self.split_seeds),
+                    "evaluate.split_seeds must list distinct integers >= 0",
+                ),
                 (len(self.tasks) >= 1, "evaluate.tasks must list at least one task"),
                 (
                     bool(self.ks) and all(k >= 1 for k in self.ks),

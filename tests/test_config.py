@@ -303,6 +303,14 @@ def test_a_new_nested_dataclass_needs_no_registry(data, path):
         ),
         ({"spark": {"graph_partitions": 0}}, "spark.graph_partitions must be >= 1 or null"),
         ({"evaluate": {"ks": [10, 0]}}, "evaluate.ks must be positive integers"),
+        (
+            {"evaluate": {"split_seeds": [0, 0]}},
+            "evaluate.split_seeds must list distinct integers >= 0",
+        ),
+        (
+            {"evaluate": {"split_seeds": [-1]}},
+            "evaluate.split_seeds must list distinct integers >= 0",
+        ),
         ({"data": {"movielens": {"sep": ""}}}, "data.movielens.sep must not be empty"),
         (
             {"data": {"recbole": {"buckets": {"year": {"bins": 1}}}}},

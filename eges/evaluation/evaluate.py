@@ -77,6 +77,7 @@ from eges.evaluation.metrics import (
     auc_difference_interval,
     bootstrap_interval,
     list_metrics,
+    pooled_difference_interval,
     rank_metrics,
 )
 from eges.pipeline.cli import spark_submit_args
@@ -684,7 +685,8 @@ class Progress:
     time elapsed, e.g. ``[cold 5/27] eges seed 2 (22 left after it; 4:05 elapsed)``."""
 
     def __init__(self, cfg: Config) -> None:
-        self.total = len(cfg.evaluate.tasks) * len(model_seeds(cfg))
+        runs = len(model_seeds(cfg))
+        self.total = sum(len(split_seeds(cfg, task)) * runs for task in cfg.evaluate.tasks)
         self.done = 0
         self.start = time.perf_counter()
 
@@ -717,11 +719,104 @@ def large_k_warning(task: str, ks: list[int], candidates: int) -> str | None:
     )
 
 
+# the tasks whose split a seed draws (items or item pairs held out); the time split has none
+SEEDED_SPLITS = ("link", *COLD_TASKS)
+
+
+def split_seeds(cfg: Config, task: str) -> list[int]:
+    """The split seeds ``task`` is evaluated on: ``evaluate.split_seeds`` (empty:
+    ``split.seed``) for the item and pair hold-outs; ``split.seed`` alone for the time split,
+    which no seed draws."""
+    if task in SEEDED_SPLITS and cfg.evaluate.split_seeds:
+        return list(cfg.evaluate.split_seeds)
+    return [cfg.split.seed]
+
+
+def split_root(cfg: Config, root: Path, seed: int) -> Path:
+    """Where one split seed's walk outputs and runs go: the evaluation directory itself for
+    ``split.seed`` (as in an evaluation with one split), ``split-<seed>/`` in it for others."""
+    return root if seed == cfg.split.seed else root / f"split-{seed}"
+
+
+@dataclasses.dataclass
+class SplitResults:
+    """One task on one split: what :func:`evaluate_task` pools over the split seeds."""
+
+    seed: int
+    results: dict[str, list[dict[str, float]]]  # per scorer, one entry per training seed
+    per_query: dict[str, list[dict[str, np.ndarray]]]  # per scorer, one entry per seed
+    link_parts: dict[str, list[dict[str, tuple[np.ndarray, ...]]]]  # per scorer and seed
+    info: dict[str, Any]
+    groups: np.ndarray | None  # next item: the queries' source items (resampled together)
+    weightings: dict[str, dict[str, float]]
+    examples: list[dict] | None
+
+
 def evaluate_task(
     cfg: Config, task: str, root: Path, progress: Progress | None = None
 ) -> dict[str, Any]:
-    """Every model of ``evaluate.models`` on one task; per model a list of per-seed results.
-    ``progress`` logs a line before each model and seed (default: counted for this task)."""
+    """Every model of ``evaluate.models`` on one task, on each of its split seeds
+    (:func:`split_seeds`); per model a list of results, one per split and training seed (split
+    by split). The intervals pool the splits. ``progress`` logs a line before each model and
+    seed (default: counted for this task)."""
+    if progress is None:
+        progress = Progress(
+            dataclasses.replace(cfg, evaluate=dataclasses.replace(cfg.evaluate, tasks=[task]))
+        )
+    seeds = split_seeds(cfg, task)
+    splits = [
+        evaluate_split(
+            dataclasses.replace(cfg, split=dataclasses.replace(cfg.split, seed=seed)),
+            task,
+            split_root(cfg, root, seed),
+            progress,
+            task if len(seeds) == 1 else f"{task} split {seed}",
+        )
+        for seed in seeds
+    ]
+    first = splits[0]
+    results: dict[str, list[dict[str, float]]] = {}
+    train_seconds: dict[str, list[float]] = {}
+    for one in splits:
+        for name, runs in one.results.items():
+            results.setdefault(name, []).extend(runs)
+        for model, secs in one.info["train_seconds"].items():
+            train_seconds.setdefault(model, []).extend(secs)
+    info = {**first.info, "train_seconds": train_seconds}
+    if len(splits) > 1:
+        info["split_seeds"] = seeds
+        info["per_split"] = [
+            {"seed": one.seed, **{k: one.info[k] for k in ("split", "queries") if k in one.info}}
+            for one in splits
+        ]
+        info["warnings"] = list(
+            dict.fromkeys(w for one in splits for w in one.info.get("warnings", []))
+        )
+        if not info["warnings"]:
+            del info["warnings"]
+    out: dict[str, Any] = {"results": results, "info": info}
+    per_query, groups, strata = pool_per_query(splits)
+    if per_query:
+        out["intervals"] = bar_intervals(task, per_query, groups, strata)
+    if any(one.link_parts for one in splits):
+        out.setdefault("intervals", []).extend(
+            pooled_link_intervals([link_intervals(one.link_parts) for one in splits])
+        )
+    if task in CHOICE_GRIDS and cfg.split.holdout == "validation" and per_query:
+        weightings = {k: v for one in splits for k, v in one.weightings.items()}
+        choice = choose_serving(per_query, groups, task, weightings, strata)
+        if choice is not None:
+            out["serving"] = choice
+    if first.examples is not None:
+        out["examples"] = first.examples
+    return out
+
+
+def evaluate_split(
+    cfg: Config, task: str, root: Path, progress: Progress, label: str
+) -> SplitResults:
+    """Every model of ``evaluate.models`` on one task's split (``split.seed``), its walk output
+    and runs under ``root``; ``label`` names it in the progress lines."""
     ev = cfg.evaluate
     walk_dir = walk_output(cfg, task, root)
     models = Models(cfg, task, walk_dir, root)
@@ -746,12 +841,8 @@ def evaluate_task(
         if task == "cold" and ev.examples  # the editorial task's, as a new item would get
         else None
     )
-    if progress is None:
-        progress = Progress(
-            dataclasses.replace(cfg, evaluate=dataclasses.replace(ev, tasks=[task]))
-        )
     for model, seed in model_seeds(cfg):
-        progress.next(task, model, seed)
+        progress.next(label, model, seed)
         start = time.perf_counter()
         for scorer in models.build(model, seed):
             if examples is not None and seed == ev.seeds[0]:
@@ -772,7 +863,7 @@ def evaluate_task(
             results.setdefault(scorer.name, []).append(res)
             log.info(
                 "%s %-14s seed %d: %s",
-                task,
+                label,
                 scorer.name,
                 seed,
                 ", ".join(
@@ -792,19 +883,70 @@ def evaluate_task(
         info["queries"] = int(len(queries))
     if warnings:
         info["warnings"] = warnings
-    out = {"results": results, "info": info}
-    # next-item transitions from one item are not independent: resampled together
-    groups = queries if task == "next" else None
-    if per_query:
-        out["intervals"] = bar_intervals(task, per_query, groups)
-    if link_parts:
-        out.setdefault("intervals", []).extend(link_intervals(link_parts))
-    if task in CHOICE_GRIDS and cfg.split.holdout == "validation" and per_query:
-        choice = choose_serving(per_query, groups, task, models.weightings)
-        if choice is not None:
-            out["serving"] = choice
-    if examples is not None:
-        out["examples"] = examples.rows
+    return SplitResults(
+        seed=split_seed,
+        results=results,
+        per_query=per_query,
+        link_parts=link_parts,
+        info=info,
+        # next-item transitions from one item are not independent: resampled together
+        groups=queries if task == "next" else None,
+        weightings=models.weightings,
+        examples=examples.rows if examples is not None else None,
+    )
+
+
+def pool_per_query(
+    splits: list[SplitResults],
+) -> tuple[dict[str, list[dict[str, np.ndarray]]], np.ndarray | None, np.ndarray | None]:
+    """The splits' per-query values as one set of queries for the intervals: with one split,
+    as they are; with several, per scorer one entry whose values are each split's mean over its
+    training seeds, split after split, with each query's cluster (``groups``) and split seed
+    (``strata``) for :func:`eges.evaluation.metrics.bootstrap_interval`. Scorers and metrics
+    missing from a split are left out."""
+    if len(splits) == 1:
+        return splits[0].per_query, splits[0].groups, None
+    names = set.intersection(*(set(one.per_query) for one in splits))
+    pooled: dict[str, list[dict[str, np.ndarray]]] = {}
+    for name in sorted(names):
+        keys = set.intersection(*(set(r) for one in splits for r in one.per_query[name]))
+        if keys:
+            pooled[name] = [
+                {
+                    k: np.concatenate(
+                        [np.mean([r[k] for r in one.per_query[name]], axis=0) for one in splits]
+                    )
+                    for k in sorted(keys)
+                }
+            ]
+    if not pooled:
+        return {}, None, None
+    name, key = next((n, next(iter(v[0]))) for n, v in pooled.items())
+    lengths = [len(one.per_query[name][0][key]) for one in splits]
+    strata = np.repeat([one.seed for one in splits], lengths)
+    groups = (
+        None
+        if any(one.groups is None for one in splits)
+        else np.concatenate([one.groups for one in splits])
+    )
+    return pooled, groups, strata
+
+
+def pooled_link_intervals(per_split: list[list[dict]]) -> list[dict]:
+    """Each link comparison of :func:`link_intervals` pooled over the splits
+    (:func:`eges.evaluation.metrics.pooled_difference_interval`); with one split, as it is.
+    A comparison missing from a split is left out."""
+    if len(per_split) == 1:
+        return per_split[0]
+
+    def key(entry: dict) -> tuple:
+        return entry["model"], tuple(entry["against"]), entry["metric"]
+
+    out = []
+    for entry in per_split[0]:
+        same = [e for entries in per_split for e in entries if key(e) == key(entry)]
+        if len(same) == len(per_split):
+            out.append({**entry, **pooled_difference_interval(same)})
     return out
 
 
@@ -895,12 +1037,14 @@ def bar_intervals(
     task: str,
     per_query: dict[str, list[dict[str, np.ndarray]]],
     groups: np.ndarray | None = None,
+    strata: np.ndarray | None = None,
 ) -> list[dict]:
     """95% paired-bootstrap intervals over queries of the quality bar's comparisons.
 
     Learned models' per-query values are averaged over their training seeds first, so the
     interval covers the queries the split held out as well as the seeds. Comparisons whose
-    models or metrics were not evaluated are left out. ``groups``: see
+    models or metrics were not evaluated are left out. ``groups`` and ``strata`` (the split
+    seed of each query, see :func:`pool_per_query`): see
     :func:`eges.evaluation.metrics.bootstrap_interval`.
 
     Returns:
@@ -924,14 +1068,14 @@ def bar_intervals(
             base = [mean_over_seeds(b, key) for b in against]
             if max(b.mean() for b in base) == 0:
                 continue
-            interval = bootstrap_interval(_ratio_to_best, [e, *base], groups=groups)
+            interval = bootstrap_interval(_ratio_to_best, [e, *base], groups=groups, strata=strata)
             out.append(dict(kind="ratio", model=model, against=against, metric=key, **interval))
     elif task == "next":
         for peer, key in ((p, k) for k in NEXT_KEYS for p in NEXT_PEERS):
             e, v = mean_over_seeds(SERVED, key), mean_over_seeds(peer, key)
             if e is None or v is None:
                 continue
-            interval = bootstrap_interval(np.subtract, [e, v], groups=groups)
+            interval = bootstrap_interval(np.subtract, [e, v], groups=groups, strata=strata)
             out.append(
                 dict(kind="difference", model=SERVED, against=[peer], metric=key, **interval)
             )
@@ -953,11 +1097,19 @@ CHOICE_NAMES = {"next": "next item", "cold": "cold start"}
 SERVING_KEY = "mrr"  # the head of the list: what a recommender shows first
 
 
+def _split_mean(values: np.ndarray, strata: np.ndarray | None) -> float:
+    """The mean of ``values``, or with ``strata`` the mean of each split's mean."""
+    if strata is None:
+        return float(values.mean())
+    return float(np.mean([values[strata == s].mean() for s in np.unique(strata)]))
+
+
 def choose_serving(
     per_query: dict[str, list[dict[str, np.ndarray]]],
     groups: np.ndarray | None = None,
     task: str = "next",
     weightings: dict[str, dict[str, float]] | None = None,
+    strata: np.ndarray | None = None,
 ) -> dict[str, Any] | None:
     """The served score for EGES's neighbours, chosen on ``task`` of a validation hold-out
     (next item: the neighbour table's; cold: new items'): the best of cosine and
@@ -973,6 +1125,9 @@ def choose_serving(
     ``weightings``: new items' field-weight variants scored beside the run's own weights
     (:attr:`Models.weightings`, label -> weights); each is a candidate with every score, and
     the choice's ``field_weights`` are the winner's (None: the run's own).
+
+    ``strata``: each query's split seed, for queries of several splits (:func:`pool_per_query`):
+    a score's MRR is then the mean of the splits' MRRs.
 
     Returns:
         ``metric``, ``popularity_prior``, ``cooccurrence_weight``, ``field_weights``,
@@ -995,7 +1150,8 @@ def choose_serving(
     if not scored:
         return None
     # ties go to the run's own field weights, to cosine, then to the smaller co-occurrence weight
-    best = max(scored, key=lambda k: (scored[k].mean(), k[3] == "", k[0] == "cosine", -k[2]))
+    means = {k: _split_mean(v, strata) for k, v in scored.items()}
+    best = max(scored, key=lambda k: (means[k], k[3] == "", k[0] == "cosine", -k[2]))
 
     def label(metric: str, b: float, g: float, w: str) -> str:
         what = "cosine" if metric == "cosine" else f"context β {b:g}" + (f" γ {g:g}" if g else "")
@@ -1010,18 +1166,20 @@ def choose_serving(
         "chosen_by": f"{CHOICE_NAMES[task]} {SERVING_KEY} on a validation hold-out",
         "task": task,
         "use": CHOICE_USES[task],
-        "scores": {label(*k): float(v.mean()) for k, v in scored.items()},
+        "scores": {label(*k): v for k, v in means.items()},
         "behaviour_signal": True,
     }
     content = mrr("content")
     if content is not None:
-        versus = bootstrap_interval(np.subtract, [scored[best], content], groups=groups)
+        versus = bootstrap_interval(
+            np.subtract, [scored[best], content], groups=groups, strata=strata
+        )
         out["against_content"] = versus
-        out["content"] = float(content.mean())
+        out["content"] = _split_mean(content, strata)
         out["behaviour_signal"] = bool(versus["low"] > 0)
     cosine = scored.get(("cosine", 0.0, 0.0, ""))
     if not out["behaviour_signal"] and cosine is not None and best[0] != "cosine":
-        gap = bootstrap_interval(np.subtract, [scored[best], cosine], groups=groups)
+        gap = bootstrap_interval(np.subtract, [scored[best], cosine], groups=groups, strata=strata)
         out["best_against_cosine"] = gap
         if gap["low"] <= 0:  # cosine is not surely worse
             out.update(
@@ -1131,9 +1289,10 @@ def run_evaluation(cfg: Config) -> dict[str, Any]:
     start = time.perf_counter()
     progress = Progress(cfg)
     log.info(
-        "evaluating %d model runs: %d task(s) x %d (model, seed)",
+        "evaluating %d model runs: %d task(s), %d split(s) in all, x %d (model, seed)",
         progress.total,
         len(ev.tasks),
+        sum(len(split_seeds(cfg, task)) for task in ev.tasks),
         len(model_seeds(cfg)),
     )
     tasks: dict[str, Any] = {}
@@ -1151,6 +1310,7 @@ def run_evaluation(cfg: Config) -> dict[str, Any]:
         "created_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "data": cfg.data.path,
         "seeds": ev.seeds,
+        "split_seeds": ev.split_seeds or [cfg.split.seed],
         "ks": ev.ks,
         "tasks": tasks,
         "seconds": round(time.perf_counter() - start, 1),

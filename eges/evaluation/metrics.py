@@ -17,6 +17,7 @@ Definitions (per query, then averaged over queries):
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -90,7 +91,7 @@ def auc_difference_interval(
     of the two), so that pairs sharing either item count as one draw.
 
     Returns:
-        ``estimate``, ``low``, ``high``.
+        ``estimate``, ``low``, ``high``, ``se`` (the standard error).
     """
     from statistics import NormalDist
 
@@ -122,7 +123,7 @@ def auc_difference_interval(
         var = max(first + second - var, first, second)
     z = NormalDist().inv_cdf(0.5 + level / 2)
     half = z * float(np.sqrt(var))
-    return {"estimate": estimate, "low": estimate - half, "high": estimate + half}
+    return {"estimate": estimate, "low": estimate - half, "high": estimate + half, "se": half / z}
 
 
 def rank_metrics(
@@ -247,7 +248,8 @@ def bootstrap_interval(
     level: float = 0.95,
     seed: int = 0,
     groups: np.ndarray | None = None,
-) -> dict[str, float]:
+    strata: np.ndarray | None = None,
+) -> dict[str, Any]:
     """A paired bootstrap over queries: the percentile interval of ``statistic`` of the means.
 
     Every resample draws the queries once, with replacement, for all arrays together (paired:
@@ -255,6 +257,11 @@ def bootstrap_interval(
     split happened to hold out, not only the models' own noise. Queries that are not
     independent (several next-item transitions from one item) are drawn together: ``groups``
     gives each query's cluster, and whole clusters are resampled.
+
+    Queries of several splits (split seeds) are told apart by ``strata``: each split's clusters
+    are drawn from that split only, as many as it has, and an array's mean is the mean of its
+    splits' means (each split counts alike, as in a mean over runs). The splits are taken as
+    independent draws of held-out queries.
 
     Args:
         statistic: maps the means of the arrays (each of shape (R,), one per resample) to the
@@ -265,37 +272,86 @@ def bootstrap_interval(
         level: the interval's coverage.
         seed: the resampling seed.
         groups: (Q,) cluster of each query (any integers); None: every query its own.
+        strata: (Q,) split of each query (any integers); None: one split.
 
     Returns:
         ``estimate`` (on all queries), ``low``, ``high`` (NaN when no resample is defined) and
-        ``undefined`` (resamples left out).
+        ``undefined`` (resamples left out); with more than one split, ``per_split``: the
+        estimate on each split alone, in the order of their labels.
     """
     values = np.stack([np.asarray(a, dtype=np.float64) for a in per_query])  # (M, Q)
     q = values.shape[1]
     if q == 0:
         raise ValueError("no queries to resample")
-    if groups is None:
-        sums, sizes = values, np.ones(q)
-    else:
-        _, cluster = np.unique(np.asarray(groups), return_inverse=True)
-        sizes = np.bincount(cluster).astype(np.float64)  # (G,)
-        sums = np.stack([np.bincount(cluster, weights=v) for v in values])  # (M, G)
+    split = np.zeros(q, dtype=np.int64)
+    if strata is not None:
+        if np.shape(strata) != (q,):
+            raise ValueError("strata: one split label per query")
+        _, split = np.unique(np.asarray(strata), return_inverse=True)
+    member = (
+        np.arange(q) if groups is None else np.unique(np.asarray(groups), return_inverse=True)[1]
+    )
+    if member.shape != (q,):
+        raise ValueError("groups: one cluster label per query")
+    # a cluster is a (split, group) pair: groups of different splits are never drawn together
+    _, cluster = np.unique(split * (int(member.max()) + 1) + member, return_inverse=True)
+    sizes = np.bincount(cluster).astype(np.float64)  # (G,)
+    sums = np.stack([np.bincount(cluster, weights=v) for v in values])  # (M, G)
+    cluster_split = np.zeros(sizes.size, dtype=np.int64)
+    cluster_split[cluster] = split
+    members = [np.flatnonzero(cluster_split == s) for s in range(int(split.max()) + 1)]
     g = len(sizes)
     rng = np.random.default_rng(seed)
     stats = []
     chunk = max(1, min(resamples, 5_000_000 // (g * len(values))))  # at most 40 MB at once
     for lo in range(0, resamples, chunk):
-        idx = rng.integers(0, g, size=(min(chunk, resamples - lo), g))
-        means = sums[:, idx].sum(axis=2) / sizes[idx].sum(axis=1)  # (M, R)
-        stats.append(np.asarray(statistic(*means), dtype=np.float64))
+        r = min(chunk, resamples - lo)
+        means = 0.0
+        for c in members:
+            idx = c[rng.integers(0, c.size, size=(r, c.size))]
+            means = means + sums[:, idx].sum(axis=2) / sizes[idx].sum(axis=1)  # (M, R)
+        stats.append(np.asarray(statistic(*(means / len(members))), dtype=np.float64))
     dist = np.concatenate(stats)
     defined = dist[np.isfinite(dist)]
     tail = (1.0 - level) / 2
     low, high = np.quantile(defined, [tail, 1.0 - tail]) if defined.size else (np.nan, np.nan)
-    estimate = float(np.asarray(statistic(*values.mean(axis=1, keepdims=True)))[0])
-    return {
-        "estimate": estimate,
+
+    def estimate(of: list[np.ndarray]) -> float:
+        split_means = np.stack([sums[:, c].sum(axis=1) / sizes[c].sum() for c in of])  # (S, M)
+        return float(np.asarray(statistic(*split_means.mean(axis=0)[:, None]))[0])
+
+    out: dict[str, Any] = {
+        "estimate": estimate(members),
         "low": float(low),
         "high": float(high),
         "undefined": int(dist.size - defined.size),
+    }
+    if len(members) > 1:
+        out["per_split"] = [estimate([c]) for c in members]
+    return out
+
+
+def pooled_difference_interval(per_split: list[dict[str, float]], level: float = 0.95) -> dict:
+    """One interval for a difference estimated on several splits (split seeds), each with its
+    standard error (e.g. :func:`auc_difference_interval`'s): the mean of the estimates, with the
+    mean of the standard errors as its own. That is the standard error of the mean if the
+    splits' estimates were perfectly correlated and an upper bound otherwise (splits drawn
+    from the same data share much of it), so the interval errs on the wide side.
+
+    Returns:
+        ``estimate``, ``low``, ``high``, ``se`` and ``per_split`` (each split's estimate).
+    """
+    from statistics import NormalDist
+
+    if not per_split:
+        raise ValueError("no splits to pool")
+    estimate = float(np.mean([p["estimate"] for p in per_split]))
+    se = float(np.mean([p["se"] for p in per_split]))
+    half = NormalDist().inv_cdf(0.5 + level / 2) * se
+    return {
+        "estimate": estimate,
+        "low": estimate - half,
+        "high": estimate + half,
+        "se": se,
+        "per_split": [float(p["estimate"]) for p in per_split],
     }

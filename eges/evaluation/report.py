@@ -126,6 +126,12 @@ def _interval(block: dict[str, Any], kind: str, model: str, metric: str, against
     return None
 
 
+def _per_split(interval: dict[str, Any], spec: str = ".2f") -> str:
+    """``; per split a, b, c`` for an interval pooled over split seeds; empty otherwise."""
+    values = interval.get("per_split")
+    return f"; per split {', '.join(format(v, spec) for v in values)}" if values else ""
+
+
 def _against_peers(
     block: dict[str, Any], served: str, key: str, e: float, peers: dict[str, float]
 ) -> tuple[list[str], bool]:
@@ -139,7 +145,10 @@ def _against_peers(
             parts.append(f"{NAMES[m]} {v:.4f}")
             ok = ok and e >= v
         else:
-            parts.append(f"{NAMES[m]} {v:.4f} (difference {iv['low']:+.4f} to {iv['high']:+.4f})")
+            parts.append(
+                f"{NAMES[m]} {v:.4f} (difference {iv['low']:+.4f} to {iv['high']:+.4f}"
+                f"{_per_split(iv, '+.4f')})"
+            )
             ok = ok and iv["low"] > 0
     return parts, ok
 
@@ -174,7 +183,7 @@ def quality_bar(results: dict[str, Any]) -> list[str]:
                 if iv is None:
                     span, met = "(no interval)", ratio >= 1.3
                 else:
-                    span = f"(95% interval {iv['low']:.2f}–{iv['high']:.2f}×)"
+                    span = f"(95% interval {iv['low']:.2f}–{iv['high']:.2f}×{_per_split(iv)})"
                     met = iv["low"] >= 1.3
                 lines.append(
                     f"- cold start {key}: {NAMES[model]} {e:.4f} = **{ratio:.3f}×** {span} "
@@ -525,6 +534,7 @@ def write_report(cfg: Config, results: dict[str, Any], root: Path) -> Path:
     t = cfg.train
     prior = cfg.evaluate.popularity_prior
     ev = cfg.evaluate
+    split_seeds = results.get("split_seeds", [cfg.split.seed])
     optimizer = t.optimizer
     if optimizer == "auto":
         optimizer = f"auto (Adam up to {AUTO_SPARSE_ITEMS:,} items, sparse_adam above),"
@@ -537,8 +547,14 @@ def write_report(cfg: Config, results: dict[str, Any], root: Path) -> Path:
         f"negatives (exponent {t.ns_exponent:g}), {t.epochs} epoch(s), batch {t.batch_size} "
         f"walks, {optimizer} lr {t.lr}; "
         f"walks: {cfg.walks.walks_per_node} per node, length {cfg.walks.walk_length}. "
-        f"Learned models: mean ± standard deviation over training seeds {results['seeds']} "
-        "(the split and the walks are fixed by `split.seed` and `walks.seed`). DeepWalk is gensim "
+        f"Learned models: mean ± standard deviation over training seeds {results['seeds']}"
+        + (
+            f" and, on the item and pair hold-outs, split seeds {split_seeds} "
+            "(`evaluate.split_seeds`; the walks are fixed by `walks.seed`). "
+            if len(split_seeds) > 1
+            else " (the split and the walks are fixed by `split.seed` and `walks.seed`). "
+        )
+        + "DeepWalk is gensim "
         "Word2Vec skip-gram on the same walks with the same window, negatives and dimension "
         f"({ev.deepwalk_epochs or t.epochs} epoch(s), learning rate {ev.deepwalk_lr:g}, "
         f"negative-sampling exponent {ev.deepwalk_ns_exponent:g}: `evaluate.deepwalk_*`). The "
@@ -576,8 +592,17 @@ def write_report(cfg: Config, results: dict[str, Any], root: Path) -> Path:
             "averaged over its training seeds first; next-item transitions from one item "
             "resampled together); link prediction's AUC differences have DeLong's intervals "
             "over the held-out pairs and negatives, clustered by both items of a pair; a bar "
-            "is met only when its interval clears it. They do not cover other splits "
-            "(`split.seed`)."
+            "is met only when its interval clears it. "
+            + (
+                f"The item and pair hold-outs were drawn with split seeds {split_seeds}, and "
+                "their intervals pool the splits: the bootstrap draws each split's queries from "
+                "that split alone (taking the splits as independent draws), and a link AUC "
+                "difference is the mean of the splits' DeLong estimates with the mean of their "
+                "standard errors (exact if the splits' estimates were perfectly correlated, "
+                "wider otherwise). The time split of next item has no seed."
+                if len(split_seeds) > 1
+                else "They do not cover other splits (`evaluate.split_seeds`)."
+            )
         ),
         "",
     ]
@@ -621,6 +646,19 @@ def write_report(cfg: Config, results: dict[str, Any], root: Path) -> Path:
                 f"{1 - split.get('time_fraction', 0):.0%} quantile) held out; "
                 f"{info.get('queries', 0):,} distinct transitions a→b with both items "
                 f"in the training graph; candidates: {info['candidates']:,} items."
+            )
+        if info.get("per_split"):
+            lines.append(
+                f"Above: split seed {info['per_split'][0]['seed']}. The results pool split "
+                f"seeds {info['split_seeds']}"
+                + (
+                    " ("
+                    + ", ".join(f"{p['queries']:,}" for p in info["per_split"] if "queries" in p)
+                    + " queries)"
+                    if task != "link"
+                    else ""
+                )
+                + "."
             )
         lines += [f"**Warning:** {w}" for w in info.get("warnings", [])]
         lines += ["", *task_table(task, block), ""]

@@ -226,3 +226,62 @@ def test_pairs_sharing_items_widen_the_auc_interval():
     assert clustered["high"] - clustered["low"] > 1.5 * (plain["high"] - plain["low"])
     with pytest.raises(ValueError, match="one pair of items"):
         auc_difference_interval(a, b, items=(first[:5], *shared[1:]))
+
+
+def test_bootstrap_over_split_seeds_draws_each_split_from_itself():
+    """Queries of several splits (split seeds): each split's queries are resampled within it,
+    each split's mean counts alike, and the estimate of each split alone is reported."""
+    from eges.evaluation.metrics import bootstrap_interval
+
+    # split 0: 300 queries all hit; split 1: 100 queries all miss. Resampled within the
+    # splits, every resample's mean is exactly 0.5; drawn across them it would vary
+    hits = np.concatenate([np.ones(300), np.zeros(100)])
+    strata = np.repeat([7, 3], [300, 100])  # any labels, in any order
+    iv = bootstrap_interval(lambda m: m, [hits], seed=0, strata=strata)
+    assert iv["estimate"] == iv["low"] == iv["high"] == pytest.approx(0.5)
+    assert iv["per_split"] == [0.0, 1.0]  # in the order of the labels: 3, then 7
+    pooled = bootstrap_interval(lambda m: m, [hits], seed=0)
+    assert pooled["estimate"] == pytest.approx(0.75) and pooled["high"] - pooled["low"] > 0.05
+    assert "per_split" not in pooled
+    # one split is the plain bootstrap, draw for draw
+    rng = np.random.default_rng(3)
+    a, b = rng.random(500), rng.random(500)
+    one = bootstrap_interval(np.subtract, [a, b], seed=1, strata=np.zeros(500, int))
+    assert one == bootstrap_interval(np.subtract, [a, b], seed=1)
+    # clusters never span splits: the same group label in two splits is two clusters
+    groups = np.tile(np.arange(10), 2)
+    values = np.concatenate([np.ones(10), np.zeros(10)])
+    iv = bootstrap_interval(
+        lambda m: m, [values], seed=0, groups=groups, strata=np.repeat([0, 1], 10)
+    )
+    assert iv["low"] == iv["high"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="strata"):
+        bootstrap_interval(lambda m: m, [values], strata=np.zeros(3))
+
+
+def test_pooled_difference_interval_averages_estimates_and_standard_errors():
+    from eges.evaluation.metrics import (
+        auc_components,
+        auc_difference_interval,
+        pooled_difference_interval,
+    )
+
+    rng = np.random.default_rng(4)
+    splits = []
+    for _ in range(3):
+        pos, neg = rng.normal(1.0, 1, 400), rng.normal(0, 1, 400)
+        a = auc_components(pos, neg)
+        b = auc_components(pos + rng.normal(0, 1, 400), neg + rng.normal(0, 1, 400))
+        splits.append(auc_difference_interval(a, b))
+    for s in splits:
+        assert s["high"] - s["estimate"] == pytest.approx(1.959964 * s["se"], rel=1e-5)
+    iv = pooled_difference_interval(splits)
+    assert iv["estimate"] == pytest.approx(np.mean([s["estimate"] for s in splits]))
+    assert iv["se"] == pytest.approx(np.mean([s["se"] for s in splits]))
+    assert iv["low"] == pytest.approx(iv["estimate"] - 1.959964 * iv["se"], rel=1e-5)
+    assert iv["per_split"] == [s["estimate"] for s in splits]
+    # never narrower than the splits taken as independent
+    independent = np.sqrt(sum(s["se"] ** 2 for s in splits)) / 3
+    assert iv["se"] >= independent
+    with pytest.raises(ValueError, match="no splits"):
+        pooled_difference_interval([])

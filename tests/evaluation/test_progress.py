@@ -19,14 +19,18 @@ from tests.train.walkdir import make_complete_walk_dir
 LINE = re.compile(r"^\[(\w+) (\d+)/(\d+)\] (.+) \((\d+) left after it; (\d+:\d\d) elapsed\)$")
 
 
-def link_walk_output(cfg: Config, root):
-    """``root/link/walks`` as the link task's walk job would leave it, so evaluate reuses it."""
+LINK_PAIRS = {
+    "hidden_edges": [(1, 2), (3, 4), (5, 6)],
+    "non_edges": [(1, 30), (7, 33), (9, 39)],
+    "non_edges_matched": [(1, 31), (2, 34), (3, 38)],
+}
+
+
+def link_walk_output(cfg: Config, root, tables: dict | None = None):
+    """``root/link/walks`` as the link task's walk job would leave it, so evaluate reuses it;
+    ``tables``: its held-out pairs and negatives (default :data:`LINK_PAIRS`)."""
     walk_dir = make_complete_walk_dir(root / "link" / "walks", walks=40, cold_items=0)
-    for name, pairs in (
-        ("hidden_edges", [(1, 2), (3, 4), (5, 6)]),
-        ("non_edges", [(1, 30), (7, 33), (9, 39)]),
-        ("non_edges_matched", [(1, 31), (2, 34), (3, 38)]),
-    ):
+    for name, pairs in (tables or LINK_PAIRS).items():
         (walk_dir / schema.EVAL_DIR / name).mkdir(parents=True)
         src, dst = zip(*pairs)
         pq.write_table(
@@ -250,3 +254,54 @@ def test_link_task_gives_each_auc_difference_its_interval(tmp_path):
         iv = got[("eges·ctx", "popularity", key)]
         assert iv["estimate"] == pytest.approx(served - popularity)
         assert iv["low"] <= iv["estimate"] <= iv["high"] and iv["method"] == "delong"
+
+
+def test_pair_hold_outs_are_evaluated_and_pooled_over_split_seeds(tmp_path, caplog):
+    """With ``evaluate.split_seeds``, link prediction runs once per split seed (split.seed's
+    in the evaluation directory, the other in split-<seed>/), the results of both are kept and
+    each interval pools the splits; the time split (next item) is counted once."""
+    cfg = Config(
+        train=TrainConfig(embedding_dim=8, batch_size=8, window=2, num_negatives=2),
+        evaluate=EvaluateConfig(
+            output=str(tmp_path),
+            tasks=["link", "next"],
+            models=["eges", "popularity"],
+            seeds=[1],
+            split_seeds=[1, 0],
+        ),
+    )
+    link_walk_output(cfg, tmp_path)  # split.seed 0
+    other = {
+        "hidden_edges": [(2, 3), (4, 5), (6, 7)],
+        "non_edges": [(2, 31), (8, 35), (10, 36)],
+        "non_edges_matched": [(2, 32), (3, 35), (4, 37)],
+    }
+    one = dataclasses.replace(cfg, split=dataclasses.replace(cfg.split, seed=1))
+    link_walk_output(one, tmp_path / "split-1", other)
+    progress = Progress(cfg)
+    assert progress.total == 2 * 2 + 2  # link on 2 splits, next on its one
+    with caplog.at_level(logging.INFO, logger="eges.evaluation.evaluate"):
+        out = evaluate_task(cfg, "link", tmp_path, progress)
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("[")]
+    assert [m.split(" (")[0] for m in said] == [
+        "[link split 1 1/6] eges seed 1",
+        "[link split 1 2/6] popularity",
+        "[link split 0 3/6] eges seed 1",
+        "[link split 0 4/6] popularity",
+    ]
+    assert not any("walk job with" in r.getMessage() for r in caplog.records)  # both reused
+    for where in (tmp_path / "split-1", tmp_path):
+        assert (where / "link" / "runs" / "eges-seed1" / "export").is_dir()
+    info = out["info"]
+    assert info["split_seeds"] == [1, 0] and [p["seed"] for p in info["per_split"]] == [1, 0]
+    served, popularity = out["results"]["eges·ctx"], out["results"]["popularity"]
+    assert len(served) == len(popularity) == 2  # split 1, then split 0
+    assert popularity[0]["auc"] != popularity[1]["auc"]  # different pairs held out
+    for iv in out["intervals"]:
+        if iv["against"] != ["popularity"]:
+            continue
+        key = iv["metric"]
+        each = [s[key] - p[key] for s, p in zip(served, popularity)]
+        assert iv["per_split"] == pytest.approx(each)
+        assert iv["estimate"] == pytest.approx(np.mean(each))
+        assert iv["low"] < iv["estimate"] < iv["high"] and iv["method"] == "delong"

@@ -1,6 +1,7 @@
 """The report's quality bar: each line states its measured ratio and whether the bar is met."""
 
 import numpy as np
+import pytest
 
 from eges.evaluation.report import quality_bar
 
@@ -265,3 +266,50 @@ def test_link_lines_compare_the_served_score_with_each_peer_and_state_the_orderi
         "EGES ≥ GES ≥ BGE: no (95% intervals: EGES − GES -0.0200 to +0.0000; "
         "GES − BGE (ours) +0.0100 to +0.0300)"
     )
+
+
+def test_cold_start_bar_pools_the_split_seeds():
+    """Per-query values of two splits (split seeds), two training seeds each: pooled as each
+    split's mean over seeds, the ratio's estimate from the mean of the splits' means, and the
+    ratio on each split alone reported beside it, in the report's line too."""
+    from eges.evaluation.evaluate import SplitResults, bar_intervals, pool_per_query
+
+    rng = np.random.default_rng(5)
+
+    def split(seed: int, n: int, served: float, content: float) -> SplitResults:
+        def hits(rate: float) -> dict[str, np.ndarray]:
+            return {k: (rng.random(n) < rate).astype(float) for k in ("hr@50", "recall@50")}
+
+        per_query = {
+            "eges·ctx·table": [hits(served), hits(served)],  # two training seeds
+            "content": [hits(content)],
+            "popularity": [hits(content / 2)],
+        }
+        return SplitResults(seed, {}, per_query, {}, {}, None, {}, None)
+
+    splits = [split(0, 3000, 0.6, 0.4), split(1, 1000, 0.3, 0.3)]
+    pooled, groups, strata = pool_per_query(splits)
+    assert groups is None and strata.tolist() == [0] * 3000 + [1] * 1000
+    (served,) = pooled["eges·ctx·table"]
+    first = splits[0].per_query["eges·ctx·table"]
+    np.testing.assert_allclose(served["hr@50"][:3000], (first[0]["hr@50"] + first[1]["hr@50"]) / 2)
+    ivs = bar_intervals("cold", pooled, groups, strata)
+    iv = next(i for i in ivs if i["model"] == "eges·ctx·table" and i["metric"] == "hr@50")
+    split_means = [
+        {m: np.mean([r["hr@50"] for r in one.per_query[m]]) for m in one.per_query}
+        for one in splits
+    ]
+    pooled_mean = {m: np.mean([s[m] for s in split_means]) for m in split_means[0]}
+    assert iv["estimate"] == pytest.approx(
+        pooled_mean["eges·ctx·table"] / max(pooled_mean["content"], pooled_mean["popularity"])
+    )
+    assert iv["per_split"] == pytest.approx(
+        [s["eges·ctx·table"] / max(s["content"], s["popularity"]) for s in split_means]
+    )
+    assert iv["per_split"][0] > 1.3 > iv["per_split"][1]  # split 1 has no gain
+    res = results(0.140)
+    res["tasks"]["cold"]["intervals"] = ivs
+    line = quality_bar(res)[0]
+    low, high = iv["low"], iv["high"]
+    each = ", ".join(f"{v:.2f}" for v in iv["per_split"])
+    assert f"(95% interval {low:.2f}–{high:.2f}×; per split {each})" in line
