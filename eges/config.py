@@ -436,7 +436,10 @@ class EvaluateConfig:
                 (len(self.seeds) >= 1, "evaluate.seeds must list at least one seed"),
                 (
                     len(set(self.split_seeds)) == len(self.split_seeds)
-                    and all(isinstance(s, int) and s >= 0 for s in self.split_seeds),
+                    and all(
+                        isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                        for s in self.split_seeds
+                    ),
                     "evaluate.split_seeds must list distinct integers >= 0",
                 ),
                 (len(self.tasks) >= 1, "evaluate.tasks must list at least one task"),

@@ -311,6 +311,10 @@ def test_a_new_nested_dataclass_needs_no_registry(data, path):
             {"evaluate": {"split_seeds": [-1]}},
             "evaluate.split_seeds must list distinct integers >= 0",
         ),
+        (
+            {"evaluate": {"split_seeds": [True]}},
+            "evaluate.split_seeds must list distinct integers >= 0",
+        ),
         ({"data": {"movielens": {"sep": ""}}}, "data.movielens.sep must not be empty"),
         (
             {"data": {"recbole": {"buckets": {"year": {"bins": 1}}}}},

@@ -786,7 +786,10 @@ def evaluate_task(
     if len(splits) > 1:
         info["split_seeds"] = seeds
         info["per_split"] = [
-            {"seed": one.seed, **{k: one.info[k] for k in ("split", "queries") if k in one.info}}
+            {
+                "seed": one.seed,
+                **{k: one.info[k] for k in ("split", "queries", "candidates") if k in one.info},
+            }
             for one in splits
         ]
         info["warnings"] = list(
@@ -802,10 +805,17 @@ def evaluate_task(
         out.setdefault("intervals", []).extend(
             pooled_link_intervals([link_intervals(one.link_parts) for one in splits])
         )
+    if len(splits) > 1:
+        for entry in out.get("intervals", []):
+            entry["split_seeds"] = seeds  # the order of its per_split
     if task in CHOICE_GRIDS and cfg.split.holdout == "validation" and per_query:
+        # a variant's weights are train.cold_weights times its multiplier: the same in every
+        # split and training seed
         weightings = {k: v for one in splits for k, v in one.weightings.items()}
         choice = choose_serving(per_query, groups, task, weightings, strata)
         if choice is not None:
+            if len(splits) > 1:
+                choice["split_seeds"] = seeds
             out["serving"] = choice
     if first.examples is not None:
         out["examples"] = first.examples
@@ -902,8 +912,9 @@ def pool_per_query(
     """The splits' per-query values as one set of queries for the intervals: with one split,
     as they are; with several, per scorer one entry whose values are each split's mean over its
     training seeds, split after split, with each query's cluster (``groups``) and split seed
-    (``strata``) for :func:`eges.evaluation.metrics.bootstrap_interval`. Scorers and metrics
-    missing from a split are left out."""
+    (``strata``: its split's position in ``splits``) for
+    :func:`eges.evaluation.metrics.bootstrap_interval`. Scorers and metrics missing from a split
+    are left out."""
     if len(splits) == 1:
         return splits[0].per_query, splits[0].groups, None
     names = set.intersection(*(set(one.per_query) for one in splits))
@@ -923,7 +934,8 @@ def pool_per_query(
         return {}, None, None
     name, key = next((n, next(iter(v[0]))) for n, v in pooled.items())
     lengths = [len(one.per_query[name][0][key]) for one in splits]
-    strata = np.repeat([one.seed for one in splits], lengths)
+    # the splits' positions, not their seeds: an interval's per_split follows the labels' order
+    strata = np.repeat(np.arange(len(splits)), lengths)
     groups = (
         None
         if any(one.groups is None for one in splits)
@@ -946,7 +958,7 @@ def pooled_link_intervals(per_split: list[list[dict]]) -> list[dict]:
     for entry in per_split[0]:
         same = [e for entries in per_split for e in entries if key(e) == key(entry)]
         if len(same) == len(per_split):
-            out.append({**entry, **pooled_difference_interval(same)})
+            out.append({**entry, **pooled_difference_interval(same), "method": "delong, pooled"})
     return out
 
 

@@ -261,7 +261,8 @@ def bootstrap_interval(
     Queries of several splits (split seeds) are told apart by ``strata``: each split's clusters
     are drawn from that split only, as many as it has, and an array's mean is the mean of its
     splits' means (each split counts alike, as in a mean over runs). The splits are taken as
-    independent draws of held-out queries.
+    independent draws of held-out queries, and the interval is given the splits drawn (their
+    estimates one by one, ``per_split``, show how much the draw moves the statistic).
 
     Args:
         statistic: maps the means of the arrays (each of shape (R,), one per resample) to the
@@ -334,9 +335,10 @@ def bootstrap_interval(
 def pooled_difference_interval(per_split: list[dict[str, float]], level: float = 0.95) -> dict:
     """One interval for a difference estimated on several splits (split seeds), each with its
     standard error (e.g. :func:`auc_difference_interval`'s): the mean of the estimates, with the
-    mean of the standard errors as its own. That is the standard error of the mean if the
-    splits' estimates were perfectly correlated and an upper bound otherwise (splits drawn
-    from the same data share much of it), so the interval errs on the wide side.
+    mean of the standard errors as its own. Whatever the correlation between the splits'
+    estimates (splits drawn from the same data share much of it), the standard error of their
+    mean is at most that, when each split's is right; DeLong's is given the models trained on
+    that split, so the spread of ``per_split`` is worth reading beside it.
 
     Returns:
         ``estimate``, ``low``, ``high``, ``se`` and ``per_split`` (each split's estimate).

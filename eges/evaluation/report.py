@@ -126,18 +126,28 @@ def _interval(block: dict[str, Any], kind: str, model: str, metric: str, against
     return None
 
 
-def _per_split(interval: dict[str, Any], spec: str = ".2f") -> str:
-    """``; per split a, b, c`` for an interval pooled over split seeds; empty otherwise."""
+def _per_split(interval: dict[str, Any], spec: str = ".2f", seeds: list | None = None) -> str:
+    """``; per split seed 0: a, 1: b, 2: c`` for an interval pooled over split seeds (its
+    ``split_seeds``, else ``seeds``: the order of its ``per_split``); empty otherwise."""
     values = interval.get("per_split")
-    return f"; per split {', '.join(format(v, spec) for v in values)}" if values else ""
+    seeds = interval.get("split_seeds", seeds)
+    if not values or not seeds or len(seeds) != len(values):
+        return ""
+    return "; per split seed " + ", ".join(f"{s}: {v:{spec}}" for s, v in zip(seeds, values))
 
 
 def _against_peers(
-    block: dict[str, Any], served: str, key: str, e: float, peers: dict[str, float]
+    block: dict[str, Any],
+    served: str,
+    key: str,
+    e: float,
+    peers: dict[str, float],
+    seeds: list | None = None,
 ) -> tuple[list[str], bool]:
     """Each peer's mean with the interval of ``served`` minus it, and whether ``served`` is
     above every peer: surely (the interval's low end above 0), or, for results without
-    intervals (next item before 2026-12-06, link before 2026-12-07), by its mean."""
+    intervals (next item before 2026-12-06, link before 2026-12-07), by its mean. ``seeds``:
+    see :func:`_per_split`."""
     parts, ok = [], True
     for m, v in peers.items():
         iv = _interval(block, "difference", served, key, [m])
@@ -147,7 +157,7 @@ def _against_peers(
         else:
             parts.append(
                 f"{NAMES[m]} {v:.4f} (difference {iv['low']:+.4f} to {iv['high']:+.4f}"
-                f"{_per_split(iv, '+.4f')})"
+                f"{_per_split(iv, '+.4f', seeds)})"
             )
             ok = ok and iv["low"] > 0
     return parts, ok
@@ -166,6 +176,7 @@ def quality_bar(results: dict[str, Any]) -> list[str]:
     1.3×, or a difference whose interval reaches 0, is not met.
     """
     lines = []
+    seeds = results.get("split_seeds")  # the order of a pooled interval's per_split
     cold = results["tasks"].get("cold")
     if cold:
         for model in ("eges·ctx·table", "eges·table", "eges", "eges·ctx"):
@@ -183,7 +194,8 @@ def quality_bar(results: dict[str, Any]) -> list[str]:
                 if iv is None:
                     span, met = "(no interval)", ratio >= 1.3
                 else:
-                    span = f"(95% interval {iv['low']:.2f}–{iv['high']:.2f}×{_per_split(iv)})"
+                    each = _per_split(iv, seeds=seeds)
+                    span = f"(95% interval {iv['low']:.2f}–{iv['high']:.2f}×{each})"
                     met = iv["low"] >= 1.3
                 lines.append(
                     f"- cold start {key}: {NAMES[model]} {e:.4f} = **{ratio:.3f}×** {span} "
@@ -200,7 +212,7 @@ def quality_bar(results: dict[str, Any]) -> list[str]:
         peers = {m: v for m, v in peers.items() if v is not None}
         if e is None or not peers:
             continue
-        parts, ok = _against_peers(nxt, served, key, e, peers)
+        parts, ok = _against_peers(nxt, served, key, e, peers, seeds)
         lines.append(
             f"- next item {KEY_NAMES[key]}: {NAMES[served]} {e:.4f} vs "
             + ", ".join(parts)
@@ -216,7 +228,7 @@ def quality_bar(results: dict[str, Any]) -> list[str]:
         peers = {m: v for m, v in peers.items() if v is not None}
         if e is None or not peers:
             continue
-        parts, ok = _against_peers(link, served, key, e, peers)
+        parts, ok = _against_peers(link, served, key, e, peers, seeds)
         lines.append(
             f"- link prediction {name}: {NAMES[served]} {e:.4f} vs "
             + ", ".join(parts)
@@ -228,6 +240,7 @@ def quality_bar(results: dict[str, Any]) -> list[str]:
             ok = e >= g >= b
             spans = [
                 f"{NAMES[x]} − {NAMES[y]} {iv['low']:+.4f} to {iv['high']:+.4f}"
+                f"{_per_split(iv, '+.4f', seeds)}"
                 for x, y in (("eges", "ges"), ("ges", "bge"))
                 if (iv := _interval(link, "difference", x, "auc", [y])) is not None
             ]
@@ -317,7 +330,7 @@ def serving_section(choice: dict[str, Any] | None) -> list[str]:
         lines.append(
             f"Against content-only similarity (MRR {choice['content']:.4f}): the best served "
             f"score differs by {versus['estimate']:+.4f} (95% interval {versus['low']:+.4f} to "
-            f"{versus['high']:+.4f})"
+            f"{versus['high']:+.4f}{_per_split(versus, '+.4f', choice.get('split_seeds'))})"
             + (
                 "."
                 if choice["behaviour_signal"]
@@ -550,7 +563,8 @@ def write_report(cfg: Config, results: dict[str, Any], root: Path) -> Path:
         f"Learned models: mean ± standard deviation over training seeds {results['seeds']}"
         + (
             f" and, on the item and pair hold-outs, split seeds {split_seeds} "
-            "(`evaluate.split_seeds`; the walks are fixed by `walks.seed`). "
+            "(`evaluate.split_seeds`; there the other models' ± is over the split seeds; the "
+            "walks are fixed by `walks.seed`). "
             if len(split_seeds) > 1
             else " (the split and the walks are fixed by `split.seed` and `walks.seed`). "
         )
@@ -598,8 +612,9 @@ def write_report(cfg: Config, results: dict[str, Any], root: Path) -> Path:
                 "their intervals pool the splits: the bootstrap draws each split's queries from "
                 "that split alone (taking the splits as independent draws), and a link AUC "
                 "difference is the mean of the splits' DeLong estimates with the mean of their "
-                "standard errors (exact if the splits' estimates were perfectly correlated, "
-                "wider otherwise). The time split of next item has no seed."
+                "standard errors. Both are given the splits drawn and the models trained on "
+                "them: the estimate on each split, listed with every interval, shows how much "
+                "the draw itself moves a result. The time split of next item has no seed."
                 if len(split_seeds) > 1
                 else "They do not cover other splits (`evaluate.split_seeds`)."
             )

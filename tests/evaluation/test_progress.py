@@ -304,4 +304,5 @@ def test_pair_hold_outs_are_evaluated_and_pooled_over_split_seeds(tmp_path, capl
         each = [s[key] - p[key] for s, p in zip(served, popularity)]
         assert iv["per_split"] == pytest.approx(each)
         assert iv["estimate"] == pytest.approx(np.mean(each))
-        assert iv["low"] < iv["estimate"] < iv["high"] and iv["method"] == "delong"
+        assert iv["low"] < iv["estimate"] < iv["high"] and iv["method"] == "delong, pooled"
+        assert iv["split_seeds"] == [1, 0]  # the order of per_split

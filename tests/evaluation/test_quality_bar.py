@@ -287,7 +287,8 @@ def test_cold_start_bar_pools_the_split_seeds():
         }
         return SplitResults(seed, {}, per_query, {}, {}, None, {}, None)
 
-    splits = [split(0, 3000, 0.6, 0.4), split(1, 1000, 0.3, 0.3)]
+    # split seed 5 first: the intervals' per_split follow the splits' order, not the seeds'
+    splits = [split(5, 3000, 0.6, 0.4), split(2, 1000, 0.3, 0.3)]
     pooled, groups, strata = pool_per_query(splits)
     assert groups is None and strata.tolist() == [0] * 3000 + [1] * 1000
     (served,) = pooled["eges·ctx·table"]
@@ -308,8 +309,8 @@ def test_cold_start_bar_pools_the_split_seeds():
     )
     assert iv["per_split"][0] > 1.3 > iv["per_split"][1]  # split 1 has no gain
     res = results(0.140)
-    res["tasks"]["cold"]["intervals"] = ivs
+    res["tasks"]["cold"]["intervals"] = [{**i, "split_seeds": [5, 2]} for i in ivs]
     line = quality_bar(res)[0]
     low, high = iv["low"], iv["high"]
-    each = ", ".join(f"{v:.2f}" for v in iv["per_split"])
-    assert f"(95% interval {low:.2f}–{high:.2f}×; per split {each})" in line
+    a, b = iv["per_split"]
+    assert f"(95% interval {low:.2f}–{high:.2f}×; per split seed 5: {a:.2f}, 2: {b:.2f})" in line
