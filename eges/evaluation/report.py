@@ -528,13 +528,20 @@ def plot_cold_curve(block: dict[str, Any], path: Path) -> bool:
 # --------------------------------------------------------------------------- report
 
 
+def _task_dir(cfg: Config, root: Path, task: str) -> Path:
+    """Where ``task``'s first split (of its split seeds) has its walk output and runs."""
+    from eges.evaluation.evaluate import split_root, split_seeds
+
+    return split_root(cfg, root, split_seeds(cfg, task)[0]) / task
+
+
 def _plot_run(cfg: Config, root: Path, tasks: list[str]) -> Path | None:
     """The EGES run whose weights and vectors are plotted: the full-data run if there is one."""
     for run in [cfg.evaluate.run, cfg.train.output]:
         if run and (Path(run) / "export" / schema.MANIFEST).exists():
             return Path(run)
     for task in tasks:
-        run = root / task / "runs" / f"eges-seed{cfg.evaluate.seeds[0]}"
+        run = _task_dir(cfg, root, task) / "runs" / f"eges-seed{cfg.evaluate.seeds[0]}"
         if (run / "export" / schema.MANIFEST).exists():
             return run
     return None
@@ -720,10 +727,16 @@ def write_report(cfg: Config, results: dict[str, Any], root: Path) -> Path:
         ]
 
     lines += ["", "## Plots", ""]
-    plot_runs = {m: root / tasks[0] / "runs" / f"{m}-seed{seed}" for m in ("eges", "ges", "bge")}
+    from eges.evaluation.evaluate import split_seeds as task_split_seeds
+
+    seeds = task_split_seeds(cfg, tasks[0])
+    runs = _task_dir(cfg, root, tasks[0]) / "runs"
+    plot_runs = {m: runs / f"{m}-seed{seed}" for m in ("eges", "ges", "bge")}
     if plot_loss(plot_runs, root / "loss.png"):
         lines += [
-            f"Training loss on the `{tasks[0]}` split, seed {seed}:",
+            f"Training loss on the `{tasks[0]}` split"
+            + (f" (split seed {seeds[0]})" if len(seeds) > 1 else "")
+            + f", seed {seed}:",
             "",
             "![training loss](loss.png)",
             "",
@@ -749,7 +762,12 @@ def write_report(cfg: Config, results: dict[str, Any], root: Path) -> Path:
             "",
             "Held-out items (no interactions in training) with their side information, "
             "their strongest true neighbours, and each model's top 10 (✓ = a true "
-            "neighbour).",
+            "neighbour)"
+            + (
+                f"; from the first split (split seed {cold['info']['split_seeds'][0]})."
+                if cold["info"].get("split_seeds")
+                else "."
+            ),
             "",
         ]
         for ex in cold["examples"]:

@@ -306,3 +306,25 @@ def test_pair_hold_outs_are_evaluated_and_pooled_over_split_seeds(tmp_path, capl
         assert iv["estimate"] == pytest.approx(np.mean(each))
         assert iv["low"] < iv["estimate"] < iv["high"] and iv["method"] == "delong, pooled"
         assert iv["split_seeds"] == [1, 0]  # the order of per_split
+    # the report says which splits it pools and lists each interval's value per split seed
+    from eges.evaluation.evaluate import summarise
+    from eges.evaluation.report import write_report
+
+    out["summary"] = {m: summarise(r) for m, r in out["results"].items()}
+    results = {
+        "created_at": "today",
+        "data": cfg.data.path,
+        "seeds": cfg.evaluate.seeds,
+        "split_seeds": cfg.evaluate.split_seeds,
+        "ks": cfg.evaluate.ks,
+        "tasks": {"link": out},
+        "seconds": 1.0,
+        "config": cfg.to_dict(),
+    }
+    report = write_report(cfg, results, tmp_path).read_text()
+    assert "Above: split seed 1. The results pool split seeds [1, 0]." in report
+    assert "and, on the item and pair hold-outs, split seeds [1, 0]" in report
+    iv = next(i for i in out["intervals"] if i["against"] == ["popularity"])
+    a, b = iv["per_split"]
+    assert f"per split seed 1: {a:+.4f}, 0: {b:+.4f}" in report
+    assert "Training loss on the `link` split (split seed 1), seed 1:" in report
