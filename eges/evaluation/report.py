@@ -140,16 +140,20 @@ def _against_peers(
     block: dict[str, Any],
     served: str,
     key: str,
-    e: float,
-    peers: dict[str, float],
+    peers: tuple[str, ...],
     seeds: list | None = None,
-) -> tuple[list[str], bool]:
-    """Each peer's mean with the interval of ``served`` minus it, and whether ``served`` is
-    above every peer: surely (the interval's low end above 0), or, for results without
-    intervals (next item before 2026-12-06, link before 2026-12-07), by its mean. ``seeds``:
-    see :func:`_per_split`."""
+) -> tuple[str, bool] | None:
+    """``served``'s mean of ``key``, then each peer's with the interval of ``served`` minus it,
+    as the text after the metric's name; and whether ``served`` is above every peer: surely
+    (the interval's low end above 0), or, for results without intervals (next item before
+    2026-12-06, link before 2026-12-07), by its mean. Peers not evaluated are left out; None
+    when ``served`` or every peer was not. ``seeds``: see :func:`_per_split`."""
+    e = _mean(block, served, key)
+    means = {m: v for m in peers if (v := _mean(block, m, key)) is not None}
+    if e is None or not means:
+        return None
     parts, ok = [], True
-    for m, v in peers.items():
+    for m, v in means.items():
         iv = _interval(block, "difference", served, key, [m])
         if iv is None:
             parts.append(f"{NAMES[m]} {v:.4f}")
@@ -160,7 +164,7 @@ def _against_peers(
                 f"{_per_split(iv, '+.4f', seeds)})"
             )
             ok = ok and iv["low"] > 0
-    return parts, ok
+    return f"{NAMES[served]} {e:.4f} vs " + ", ".join(parts), ok
 
 
 def quality_bar(results: dict[str, Any]) -> list[str]:
@@ -205,35 +209,22 @@ def quality_bar(results: dict[str, Any]) -> list[str]:
     nxt = results["tasks"].get("next")
     served = "eges·ctx·table"
     for key in ("hr@10", "hr@50", "mrr") if nxt else ():
-        e = _mean(nxt, served, key)
-        peers = {
-            m: _mean(nxt, m, key) for m in ("deepwalk·ctx", "deepwalk·ctx·prior", "cooccurrence")
-        }
-        peers = {m: v for m, v in peers.items() if v is not None}
-        if e is None or not peers:
-            continue
-        parts, ok = _against_peers(nxt, served, key, e, peers, seeds)
-        lines.append(
-            f"- next item {KEY_NAMES[key]}: {NAMES[served]} {e:.4f} vs "
-            + ", ".join(parts)
-            + f"; above each: {'met' if ok else 'not met'}"
-        )
+        peers = ("deepwalk·ctx", "deepwalk·ctx·prior", "cooccurrence")
+        if (against := _against_peers(nxt, served, key, peers, seeds)) is not None:
+            text, ok = against
+            lines.append(
+                f"- next item {KEY_NAMES[key]}: {text}; above each: {'met' if ok else 'not met'}"
+            )
     from eges.evaluation.evaluate import LINK_PEERS, LINK_SERVED
 
     link = results["tasks"].get("link")
     served = LINK_SERVED
     for key, name in COLUMNS["link"] if link else ():
-        e = _mean(link, served, key)
-        peers = {m: _mean(link, m, key) for m in LINK_PEERS}
-        peers = {m: v for m, v in peers.items() if v is not None}
-        if e is None or not peers:
-            continue
-        parts, ok = _against_peers(link, served, key, e, peers, seeds)
-        lines.append(
-            f"- link prediction {name}: {NAMES[served]} {e:.4f} vs "
-            + ", ".join(parts)
-            + f"; surely above each: {'yes' if ok else 'no'}"
-        )
+        if (against := _against_peers(link, served, key, LINK_PEERS, seeds)) is not None:
+            text, ok = against
+            lines.append(
+                f"- link prediction {name}: {text}; surely above each: {'yes' if ok else 'no'}"
+            )
     if link:
         e, g, b = (_mean(link, m, "auc") for m in ("eges", "ges", "bge"))
         if None not in (e, g, b):
