@@ -140,6 +140,8 @@ def run_once(spark, module, adjacency, args, num_items: int, out: Path) -> dict:
         f"{module.__name__}_shards",
         "shards.py",
     )
+    if hasattr(shards, "assemble"):  # its import is this tree's: use the version's own
+        shards.assemble = module.assemble
     if layered:
         table = shards.write_walk_shards(
             walks, out, args.shards, args.seed, walk_length=args.walk_length

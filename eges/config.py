@@ -297,8 +297,8 @@ class WalksConfig:
     # has its adjacency row copied to other partitions, so that one task does not hold up
     # every step; the walks are the same either way. null: never split
     hot_node_share: float | None = 0.25
-    # no longer used (every step is now written as a reliable table); accepted so that configs
-    # that set it still load, with a warning
+    # no longer used (every other step is now written as a reliable table); accepted so that
+    # configs that set it still load, with a warning
     checkpoint_every: int | None = None
 
     def __post_init__(self) -> None:
@@ -324,8 +324,8 @@ class WalksConfig:
         )
         if self.checkpoint_every is not None:
             logging.getLogger(__name__).warning(
-                "walks.checkpoint_every has no effect any more: every walk step is written as a "
-                "reliable table; remove it from the config"
+                "walks.checkpoint_every has no effect any more: every other walk step is written "
+                "as a reliable table; remove it from the config"
             )
 
 

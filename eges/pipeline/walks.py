@@ -6,10 +6,14 @@ out-edges.
 
 The walk advances one step per Spark join of the walkers that are still going with the adjacency
 rows (hash-partitioned by ``src``; see :mod:`eges.pipeline.graph`). A walker is only
-``(walk_id, node)``: each step shuffles 12 bytes per walker whatever the step, and writes its
-result as that step's parquet table, which the next step reads. The walks are put together once,
-at the end, from the step tables (:func:`assemble`). A walker at a node without out-edges finds
-no adjacency row and drops out of the later steps: its walk ends there.
+``(walk_id, node)``: each step shuffles 12 bytes per walker whatever the step. A step's result
+is ``(walk_id, prev, node)``, the walker's node before and after the step (``prev`` comes from
+the join's walker side, so it is never shuffled). Every other step's result is written as a
+parquet table, which the next step reads; the step between goes on to the next exchange in the
+same Spark job (:func:`walk_steps`). A written row thus holds two nodes of its walk, and the
+walks are put together once, at the end, from half as many rows as they have nodes
+(:func:`assemble`). A walker at a node without out-edges finds no adjacency row and drops out of
+the later steps: its walk ends there.
 
 **Hot nodes.** A walk visits a node about in proportion to the transition probability flowing
 into it, so a hub's walkers all meet in the one task that holds its adjacency row, and that task
@@ -49,7 +53,7 @@ log = logging.getLogger(__name__)
 _U53 = 2.0**-53
 # what a step reads of an adjacency row; the weights were only needed to build the alias table
 WALK_ADJACENCY_COLUMNS = ("src", "dst", "prob", "alias")
-STEP_SCHEMA = "walk_id bigint, node bigint"  # a step's table
+STEP_SCHEMA = "walk_id bigint, prev bigint, node bigint"  # a written step's table
 
 
 def _hash(seed: int, step: int, stream: int) -> Column:
@@ -301,34 +305,48 @@ def count_nodes(adjacency: DataFrame) -> int:
     return adjacency.count()
 
 
-def walk_step(walkers: DataFrame, adjacency: DataFrame, seed: int, step: int) -> DataFrame:
+def walk_step(
+    walkers: DataFrame, adjacency: DataFrame, seed: int, step: int, keep_ended: bool = False
+) -> DataFrame:
     """Move every walker one node on.
 
     Args:
         walkers: ``walk_id``, ``node`` (where each walker is), and ``key`` (the copy it
-            meets, :func:`key_walkers`) when the adjacency has one.
+            meets, :func:`key_walkers`) when the adjacency has one; other columns (the
+            walker's ``prev``) are not kept.
         adjacency: ``src``, ``dst``, ``prob``, ``alias`` (see
             :func:`eges.pipeline.graph.build_adjacency`; other columns are not read)[,
             ``key``: see :func:`prepare_adjacency`].
         seed: walk seed.
         step: step number (1 for the first move), part of the hash counter.
+        keep_ended: keep the walkers whose node has no out-edges, with a null ``node``
+            (a left join), instead of leaving them out.
 
     Returns:
-        ``walk_id``, ``node`` (the next node) for the walkers whose node has out-edges; the others
-        are not in it (their walks end at their node).
+        ``walk_id``, ``prev`` (the walker's node), ``node`` (the next node). Without
+        ``keep_ended``, only the walkers whose node has out-edges are in it; the others' walks
+        end at their node.
     """
+    how = "left" if keep_ended else "inner"
     if "key" in adjacency.columns:  # hot nodes split: one key per copy
         adj = adjacency.select(*WALK_ADJACENCY_COLUMNS, "key")
-        joined = walkers.join(adj, walkers["key"] == adj["key"])
+        joined = walkers.join(adj, walkers["key"] == adj["key"], how)
     else:
         adj = adjacency.select(*WALK_ADJACENCY_COLUMNS)
-        joined = walkers.join(adj, walkers["node"] == adj["src"])
+        joined = walkers.join(adj, walkers["node"] == adj["src"], how)
     k = (F.pmod(_hash(seed, step, 0), F.size("dst")) + 1).cast("int")  # 1-based column
     u = F.shiftrightunsigned(_hash(seed, step, 1), 11).cast("double") * F.lit(_U53)
     pick = F.when(u < F.element_at("prob", k), F.element_at("dst", k)).otherwise(
         F.element_at("dst", F.element_at("alias", k) + 1)
     )
-    return joined.select("walk_id", pick.alias("node"))
+    if keep_ended:  # no adjacency row: no next node
+        pick = F.when(F.col("src").isNotNull(), pick)
+    return joined.select("walk_id", walkers["node"].alias("prev"), pick.alias("node"))
+
+
+def written_step(step: int, walk_length: int) -> bool:
+    """Whether :func:`walk_steps` writes the table of ``step``: every odd step, and the last."""
+    return step % 2 == 1 or step == walk_length - 1
 
 
 def walk_steps(
@@ -340,12 +358,17 @@ def walk_steps(
     num_items: int,
     steps_dir: str,
 ) -> DataFrame:
-    """Run every step of the walks, writing each step's walkers to ``steps_dir/step=T``.
+    """Run every step of the walks, writing every other step's walkers to ``steps_dir/step=T``.
 
-    Each step is computed when it is reached and written as parquet (``walk_id``, ``node``: 12
-    bytes a walker before compression); the next step reads it back. A written step is a
-    reliable checkpoint: the lineage never spans more than one step, and a lost executor costs
-    at most the step under way.
+    A walker is ``(walk_id, prev, node)``: where it is and where it was one step before, 24
+    bytes before compression whatever the step. Two steps run in one Spark job: the even
+    step's walkers go on to the next exchange as they are, and the odd step's (and the last
+    step's) are written as parquet, which the next job reads back (:func:`written_step`). A
+    written table holds two nodes of every walk, so the walks are put together from half as
+    many rows as they have nodes. It is a reliable checkpoint: the lineage never spans more
+    than two steps, and a lost executor costs at most the two steps under way. A written step
+    keeps the walkers that found no adjacency row, with a null ``node`` (their ``prev`` is their
+    walk's last node, which no table has yet), and leaves them out of the next step.
 
     Args:
         adjacency: ``src``, ``dst``, ``prob``, ``alias`` rows (see
@@ -360,37 +383,57 @@ def walk_steps(
             and read (the output's file system).
 
     Returns:
-        ``walk_id`` bigint, ``step`` int (0: the start node), ``node`` int: one row per node of
-        every walk, read lazily from the written steps.
+        ``walk_id`` bigint, ``step`` int, ``prev`` bigint (the walk's node at ``step - 1``),
+        ``node`` bigint (at ``step``; null when the walk ended at ``prev``): one row per walk
+        and written step, read lazily from the written tables. With ``walk_length`` 1, one row
+        of step 0 per walk (``prev`` null).
     """
     spark = adjacency.sparkSession
     start = start_walkers(adjacency, walks_per_node, num_items)
     split = split_nodes(adjacency)
     walkers = start
     for step in range(1, walk_length):
-        path = f"{steps_dir}/step={step}"
-        walk_step(walkers, adjacency, seed, step).write.parquet(path)
-        walkers = spark.read.schema(STEP_SCHEMA).parquet(path)  # no schema inference job
-        going = walkers.count()  # from the parquet footers
-        log.info("walks: step %d/%d done, %d walkers still going", step, walk_length - 1, going)
-        if going == 0:
-            break
+        written = written_step(step, walk_length)
+        moved = walk_step(walkers, adjacency, seed, step, keep_ended=written)
+        if written:
+            path = f"{steps_dir}/step={step}"
+            moved.write.parquet(path)
+            table = spark.read.schema(STEP_SCHEMA).parquet(path)  # no schema inference job
+            walkers = table.filter(F.col("node").isNotNull())
+            going = walkers.count()
+            log.info("walks: step %d/%d done, %d walkers still going", step, walk_length - 1, going)
+            if going == 0:
+                break
+        else:  # on to the next step in the same job
+            walkers = moved
         if split is not None:
             walkers = key_walkers(walkers, split, seed, step + 1)
-    rows = start.select("walk_id", F.lit(0).alias("step"), "node")
-    if walk_length > 1:
-        written = spark.read.schema(f"{STEP_SCHEMA}, step int").parquet(steps_dir)
-        rows = rows.unionByName(written)
-    return rows
+    if walk_length == 1:
+        return start.select(
+            "walk_id", F.lit(0).alias("step"), F.lit(None).cast("long").alias("prev"), "node"
+        )
+    return spark.read.schema(f"{STEP_SCHEMA}, step int").parquet(steps_dir)
+
+
+def position_source(position: int, walk_length: int) -> tuple[int, str]:
+    """Where :func:`assemble` finds a walk's node at ``position``: ``(step, column)`` of the
+    :func:`walk_steps` rows. The row's own ``node`` when that step is written, else the
+    ``prev`` of the next step's row (written when this one is not)."""
+    if walk_length == 1:
+        return 0, "node"
+    if position > 0 and written_step(position, walk_length):
+        return position, "node"
+    return position + 1, "prev"
 
 
 def assemble(rows: DataFrame, walk_length: int, keys: tuple[str, ...] = ()) -> DataFrame:
-    """The walks from their ``(walk_id, step, node)`` rows.
+    """The walks from their :func:`walk_steps` rows.
 
-    One aggregation by walk: the node of step ``t`` is the ``t``-th of ``walk_length`` fixed-width
-    aggregates (no per-walk object lists to sort), and a walk that stopped early has nulls after
-    its last node, which are left out. A walk's steps are 0 … n-1 with no gap (a walker that
-    drops out never comes back), so its first n aggregates are its nodes.
+    One aggregation by walk: the node at position ``t`` is the ``t``-th of ``walk_length``
+    fixed-width aggregates, each reading one column of one step's rows
+    (:func:`position_source`; no per-walk object lists to sort). A walk that stopped early has
+    nulls after its last node, which are left out: its nodes are 0 … n-1 with no gap (a walker
+    that drops out never comes back).
 
     Args:
         rows: output of :func:`walk_steps` (more columns allowed).
@@ -401,13 +444,18 @@ def assemble(rows: DataFrame, walk_length: int, keys: tuple[str, ...] = ()) -> D
     Returns:
         ``keys``, ``walk_id`` bigint, ``items`` array<bigint>.
     """
-    nodes = [
-        F.max(F.when(F.col("step") == t, F.col("node"))).alias(f"_n{t}") for t in range(walk_length)
-    ]
-    grouped = rows.groupBy(*keys, "walk_id").agg(F.count(F.lit(1)).alias("_len"), *nodes)
-    # a walk's steps are 0 … len-1, so its nulls are all at the end: a slice drops them (a
-    # filter with a lambda would be evaluated row by row, outside the generated code)
-    items = F.slice(F.array(*[F.col(f"_n{t}") for t in range(walk_length)]), 1, F.col("_len"))
+    nodes = []
+    for t in range(walk_length):
+        step, column = position_source(t, walk_length)
+        nodes.append(F.max(F.when(F.col("step") == step, F.col(column))).alias(f"_n{t}"))
+    grouped = rows.groupBy(*keys, "walk_id").agg(*nodes)
+    positions = [F.col(f"_n{t}") for t in range(walk_length)]
+    length = sum(
+        (c.isNotNull().cast("int") for c in positions[1:]), positions[0].isNotNull().cast("int")
+    )
+    # a walk's nulls are all at the end: a slice drops them (a filter with a lambda would be
+    # evaluated row by row, outside the generated code)
+    items = F.slice(F.array(*positions), 1, length)
     return grouped.select(*keys, "walk_id", items.alias("items"))
 
 

@@ -72,25 +72,45 @@ def test_shards_are_a_seeded_shuffle_of_similar_size(spark, walks, tmp_path):
     assert set(first) != set(other)  # another seed deals the walks out differently
 
 
-def test_step_rows_are_put_together_in_the_shards_shuffle(spark, tmp_path):
-    # the job's path: (walk_id, step, node) rows, assembled after the one shuffle to the shards,
-    # give the same files as the assembled walks
+def step_rows(walks, walk_length):
+    """The rows walk_steps writes for these walks: at each written step s, every walk of s
+    nodes or more, with its nodes at s - 1 (``prev``) and at s (``node``, null past its end)."""
+    from eges.pipeline.walks import written_step
+
+    steps = [s for s in range(1, walk_length) if written_step(s, walk_length)]
+    every = F.explode(F.array(*map(F.lit, steps))).alias("step")
+    return (
+        walks.select("walk_id", "items", every)
+        .filter(F.size("items") >= F.col("step"))
+        .select(
+            "walk_id",
+            F.col("step").cast("int"),
+            F.element_at("items", F.col("step")).cast("long").alias("prev"),
+            F.when(F.size("items") > F.col("step"), F.element_at("items", F.col("step") + 1))
+            .cast("long")
+            .alias("node"),
+        )
+    )
+
+
+@pytest.mark.parametrize("walk_length", [4, 5])
+def test_step_rows_are_put_together_in_the_shards_shuffle(spark, tmp_path, walk_length):
+    # the job's path: (walk_id, step, prev, node) rows, assembled after the one shuffle to the
+    # shards, give the same files as the assembled walks
     walks = spark.range(2000).select(
         F.col("id").alias("walk_id"),
-        F.array(*[((F.col("id") * (t + 3)) % 101 + 1).cast("int") for t in range(4)]).alias(
-            "items"
-        ),
+        F.array(
+            *[((F.col("id") * (t + 3)) % 101 + 1).cast("long") for t in range(walk_length)]
+        ).alias("items"),
     )
-    walks = walks.withColumn(  # walks of 2 to 4 nodes
-        "items", F.slice("items", 1, (F.col("walk_id") % 3 + 2).cast("int"))
-    )
-    rows = walks.select("walk_id", F.posexplode("items").alias("step", "node")).select(
-        "walk_id", F.col("step").cast("int"), "node"
+    walks = walks.withColumn(  # walks of 2 to walk_length nodes
+        "items", F.slice("items", 1, (F.col("walk_id") % (walk_length - 1) + 2).cast("int"))
     )
     (tmp_path / "walks").mkdir()
     (tmp_path / "rows").mkdir()
     a = write_walk_shards(walks, tmp_path / "walks", 3, seed=5)
-    b = write_walk_shards(rows.repartition(5), tmp_path / "rows", 3, seed=5, walk_length=4)
+    rows = step_rows(walks, walk_length).repartition(5)
+    b = write_walk_shards(rows, tmp_path / "rows", 3, seed=5, walk_length=walk_length)
     assert a == b and a["rows"] == 2000
     for f in a["files"]:
         assert (
@@ -128,9 +148,7 @@ def test_shards_are_even_and_their_key_gives_each_its_own_task(spark, tmp_path, 
     walks = spark.range(4000).select(
         F.col("id").alias("walk_id"), F.array(F.lit(1), F.lit(2)).alias("items")
     )
-    rows = walks.select("walk_id", F.posexplode("items").alias("step", "node")).select(
-        "walk_id", F.col("step").cast("int"), "node"
-    )
+    rows = step_rows(walks, 2)
     before = spark.conf.get("spark.sql.adaptive.enabled")
     spark.conf.set("spark.sql.adaptive.enabled", aqe)
     try:

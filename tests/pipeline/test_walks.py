@@ -172,15 +172,21 @@ def reference_walks(edges, *, walks_per_node, walk_length, seed, num_items):
     return out
 
 
-def test_walks_follow_the_documented_rule_exactly(spark):
-    # a sink (5), short walks, hubs: every walk equals the plain Python walker's, node for node
+# walk lengths with an odd and an even last step (the last step is always written, the others
+# every other one), and walks without a step
+@pytest.mark.parametrize("walk_length", [7, 8, 2, 1])
+def test_walks_follow_the_documented_rule_exactly(spark, walk_length):
+    # sinks (every fifth node), short walks, hubs: every walk equals the plain Python walker's,
+    # node for node, whichever step it stopped at
     rng = random.Random(4)
     edges = {(rng.randint(1, 40), rng.randint(1, 40)) for _ in range(300)}
     edges = [(s, d, rng.randint(1, 9)) for s, d in sorted(edges) if s != d and s % 5]
-    kw = dict(walks_per_node=3, walk_length=7, seed=13, num_items=40)
+    kw = dict(walks_per_node=3, walk_length=walk_length, seed=13, num_items=40)
     got = walks_of(spark, edges, **kw)
     expected = reference_walks(edges, **kw)
-    assert any(len(p) < 7 for p in expected.values())
+    if walk_length > 2:  # walks that end at a written step and at one that is not
+        ended = {len(p) - 1 for p in expected.values() if len(p) < walk_length}
+        assert {s % 2 for s in ended} == {0, 1}, ended
     assert got == expected
 
 
@@ -213,7 +219,17 @@ def test_a_step_shuffles_and_sorts_the_walkers_only(spark, tmp_path, share):
         assert "SortMergeJoin" in plan
         assert plan.count("Exchange hashpartitioning") == 1, plan  # the walkers'
         assert "Exchange hashpartitioning(node" in plan and "Sort [src" not in plan, plan
-        assert sorted(step.columns) == ["node", "walk_id"] and step.count() == 8
+        assert sorted(step.columns) == ["node", "prev", "walk_id"] and step.count() == 8
+        # the next step: the walkers exchanged are (walk_id, node), without the prev they
+        # carry out of the join
+        two = walk_step(step, adjacency, seed=1, step=2)
+        plan = two._jdf.queryExecution().executedPlan().toString().splitlines()
+        exchanged = [plan[i + 1] for i, line in enumerate(plan) if "Exchange hash" in line]
+        assert len(exchanged) == 2 and all("prev" not in line for line in exchanged), plan
+        going = step.filter("node != 5").count()  # 5 has no out-edge
+        assert two.count() == going and two.filter("node IS NULL").count() == 0
+        kept = walk_step(step, adjacency, seed=1, step=2, keep_ended=True)
+        assert kept.count() == 8 and kept.filter("node IS NULL").count() == 8 - going
         adjacency.unpersist()
 
 
