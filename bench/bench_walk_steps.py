@@ -120,8 +120,8 @@ def run_once(spark, module, adjacency, args, num_items: int, out: Path) -> dict:
     out.mkdir(parents=True)
     spark.sparkContext.setCheckpointDir(str(out / "_checkpoints"))
     first = max((s["stageId"] for s in rest(spark, "stages")), default=-1) + 1
-    # this tree writes each step and assembles the walks in the shards' shuffle; the baseline
-    # returns the walks, which write_walk_shards shuffles to their shards
+    # this tree writes its steps' tables and assembles the walks in the shards' shuffle; the
+    # baseline returns the walks, which write_walk_shards shuffles to their shards
     layered = hasattr(module, "walk_steps")
     common = dict(
         walks_per_node=args.walks_per_node,

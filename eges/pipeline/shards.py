@@ -13,6 +13,7 @@ to (local disk in local mode, a shared mount on a cluster).
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -135,10 +136,16 @@ def sharded_walks(
         sharded = assemble(sharded, walk_length, keys=("_part",))
     # a partition holds one shard: sorting by the hash first lets the sort use it as its
     # prefix (a constant shard first would leave every comparison to the full keys)
+    # the writer names a task's file after its partition: a row anywhere else would end up in
+    # another shard's file, so it stops the job (a check per row, no extra pass)
+    placed = F.assert_true(
+        F.spark_partition_id() == F.col("shard"), "a walk is not in its shard's partition"
+    )
     return (
         sharded.select("walk_id", "items", shard.alias("shard"), order.alias("_order"))
         .sortWithinPartitions("_order", "walk_id")
         .drop("_order")
+        .filter(placed.isNull())
     )
 
 
@@ -181,12 +188,15 @@ def write_walk_shards(
     final = out / schema.WALKS_DIR
     final.mkdir()
     by_task: dict[int, list[Path]] = {}
-    for part in schema.parquet_files(spark_dir):  # part-00003-<job>-c000.snappy.parquet
+    for part in schema.parquet_files(spark_dir):
+        named = re.fullmatch(r"part-(\d+)-.+\.parquet", part.name)  # part-00003-<job>-c000…
+        if named is None:
+            raise RuntimeError(f"{part}: not a file name Spark's writer gives a task's output")
         if pq.read_metadata(part).num_rows:  # an empty partition may leave an empty file
-            by_task.setdefault(int(part.name.split("-", 2)[1]), []).append(part)
+            by_task.setdefault(int(named.group(1)), []).append(part)
     for i, task in enumerate(sorted(by_task)):
-        if task >= num_shards or len(by_task[task]) != 1:  # one task per shard, one file
-            raise RuntimeError(f"{spark_dir}: unexpected files {sorted(by_task.items())}")
+        if len(by_task[task]) != 1:  # one file per task
+            raise RuntimeError(f"{spark_dir}: task {task} wrote {len(by_task[task])} files")
         by_task[task][0].rename(final / f"shard-{i:05d}.parquet")
     shutil.rmtree(spark_dir)
     return describe(out, schema.WALKS_DIR)

@@ -42,10 +42,12 @@ import logging
 import math
 from typing import Any
 
+import pyarrow.parquet as pq
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from eges import schema
 from eges.pipeline.spark import hash_partition_keys
 
 log = logging.getLogger(__name__)
@@ -349,6 +351,25 @@ def written_step(step: int, walk_length: int) -> bool:
     return step % 2 == 1 or step == walk_length - 1
 
 
+def still_going(path: str) -> int | None:
+    """The rows with a ``node`` of a written step's table at a local ``path``, from its parquet
+    footers' statistics (no Spark job); None when the path is not local or a footer has no
+    null count."""
+    if "://" in path and not path.startswith("file://"):
+        return None
+    going = 0
+    for file in schema.parquet_files(path.removeprefix("file://")):
+        meta = pq.read_metadata(file)
+        column = meta.schema.names.index("node")
+        for g in range(meta.num_row_groups):
+            group = meta.row_group(g)
+            stats = group.column(column).statistics
+            if stats is None or not stats.has_null_count:
+                return None
+            going += group.num_rows - stats.null_count
+    return going
+
+
 def walk_steps(
     adjacency: DataFrame,
     *,
@@ -360,15 +381,17 @@ def walk_steps(
 ) -> DataFrame:
     """Run every step of the walks, writing every other step's walkers to ``steps_dir/step=T``.
 
-    A walker is ``(walk_id, prev, node)``: where it is and where it was one step before, 24
-    bytes before compression whatever the step. Two steps run in one Spark job: the even
-    step's walkers go on to the next exchange as they are, and the odd step's (and the last
-    step's) are written as parquet, which the next job reads back (:func:`written_step`). A
+    A step's result is ``(walk_id, prev, node)``: where each walker was before the step and
+    where it is after it (24 bytes before compression whatever the step; the exchange before
+    the next step carries ``(walk_id, node)`` only). Two steps run in one Spark job: the even
+    step's result goes on to the next exchange as it is, and the odd step's (and the last
+    step's) is written as parquet, which the next job reads back (:func:`written_step`). A
     written table holds two nodes of every walk, so the walks are put together from half as
     many rows as they have nodes. It is a reliable checkpoint: the lineage never spans more
     than two steps, and a lost executor costs at most the two steps under way. A written step
     keeps the walkers that found no adjacency row, with a null ``node`` (their ``prev`` is their
-    walk's last node, which no table has yet), and leaves them out of the next step.
+    walk's last node), and leaves them out of the next step; a walker that finds none at an even
+    step drops out there, its last node written as ``node`` the step before.
 
     Args:
         adjacency: ``src``, ``dst``, ``prob``, ``alias`` rows (see
@@ -400,7 +423,9 @@ def walk_steps(
             moved.write.parquet(path)
             table = spark.read.schema(STEP_SCHEMA).parquet(path)  # no schema inference job
             walkers = table.filter(F.col("node").isNotNull())
-            going = walkers.count()
+            going = still_going(path)
+            if going is None:  # not a local path, or no statistics: a Spark job counts
+                going = walkers.count()
             log.info("walks: step %d/%d done, %d walkers still going", step, walk_length - 1, going)
             if going == 0:
                 break

@@ -157,8 +157,8 @@ def test_shards_are_even_and_their_key_gives_each_its_own_task(spark, tmp_path, 
     finally:
         spark.conf.set("spark.sql.adaptive.enabled", before)
     assert len(table["files"]) == 8 and table["rows"] == 4000
-    # every shard gets about its share (a task holding several would still write one file
-    # per shard; the tasks are checked through the partition ids below)
+    # every shard gets about its share (the tasks are checked through the partition ids
+    # below)
     sizes = sorted(f["rows"] for f in table["files"])
     assert sizes[0] > 0.7 * 500 and sizes[-1] < 1.3 * 500
     from eges.pipeline.shards import sharded_walks
@@ -176,3 +176,36 @@ def test_shards_are_even_and_their_key_gives_each_its_own_task(spark, tmp_path, 
         spark.conf.set("spark.sql.adaptive.enabled", before)
     assert plan.count("Exchange") == 1, plan  # the assembly and the sharding: one shuffle
     assert sorted((r["p"], r["shards"]) for r in tasks) == [(i, [i]) for i in range(8)]
+
+
+def test_shards_without_walks_leave_no_gap_in_the_names(spark, tmp_path):
+    # 6 walks over 8 shards: some shards (and partition 0, perhaps) get none
+    walks = spark.range(6).select(
+        F.col("id").alias("walk_id"), F.array(F.col("id") + 1, F.lit(7)).alias("items")
+    )
+    table = write_walk_shards(walks, tmp_path, 8, seed=3)
+    shard_of = {
+        r["walk_id"]: r["s"]
+        for r in walks.select(
+            "walk_id", F.pmod(F.xxhash64(F.lit(3).cast("long"), "walk_id"), F.lit(8)).alias("s")
+        ).collect()
+    }
+    used = sorted(set(shard_of.values()))
+    assert len(used) < 8 and table["rows"] == 6
+    assert [f["path"] for f in table["files"]] == [
+        f"walks/shard-{i:05d}.parquet" for i in range(len(used))
+    ]
+    for f, shard in zip(table["files"], used):  # in shard order, one shard each
+        ids = pq.read_table(tmp_path / f["path"])["walk_id"].to_pylist()
+        assert {shard_of[i] for i in ids} == {shard}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["walks"]
+
+
+def test_a_walk_outside_its_shards_partition_stops_the_write(spark, tmp_path, monkeypatch):
+    from eges.pipeline import shards
+
+    # a partition key that sends every shard to one partition: the files would mix shards
+    monkeypatch.setattr(shards, "shard_partition", lambda spark, n, shard: F.lit(0).cast("long"))
+    walks = spark.range(100).select(F.col("id").alias("walk_id"), F.array(F.lit(1)).alias("items"))
+    with pytest.raises(Exception, match="not in its shard's partition"):
+        write_walk_shards(walks, tmp_path, 4, seed=3)

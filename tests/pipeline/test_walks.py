@@ -229,6 +229,9 @@ def test_a_step_shuffles_and_sorts_the_walkers_only(spark, tmp_path, share):
         going = step.filter("node != 5").count()  # 5 has no out-edge
         assert two.count() == going and two.filter("node IS NULL").count() == 0
         kept = walk_step(step, adjacency, seed=1, step=2, keep_ended=True)
+        plan = kept._jdf.queryExecution().executedPlan().toString()
+        assert "SortMergeJoin" in plan and "LeftOuter" in plan, plan
+        assert plan.count("Exchange hashpartitioning") == 2 and "Sort [src" not in plan, plan
         assert kept.count() == 8 and kept.filter("node IS NULL").count() == 8 - going
         adjacency.unpersist()
 
@@ -318,6 +321,11 @@ def test_splitting_hot_nodes_leaves_the_walks_unchanged(spark, tmp_path, partiti
     split, columns = walks_with_split(spark, tmp_path, HUB_GRAPH, share=0.3, partitions=partitions)
     assert "key" in columns
     assert split == plain and len(plain) == 40 * 6
+    # with sinks that the hub sends walkers to: the walks stop there as the rule says
+    sinks = [*HUB_GRAPH, (1, 41, 2), (5, 41, 3), (40, 42, 1)]
+    split, _ = walks_with_split(spark, tmp_path, sinks, share=0.3, partitions=partitions)
+    expected = reference_walks(sinks, walks_per_node=6, walk_length=7, seed=5, num_items=42)
+    assert split == expected and any(p[-1] in (41, 42) and len(p) < 7 for p in split.values())
     # the small graph too, with every node with any flow split
     assert (
         walks_with_split(spark, tmp_path, GRAPH, share=0.01)[0]
@@ -365,3 +373,16 @@ def test_a_hot_nodes_walkers_are_spread_over_tasks(spark, tmp_path):
         assert plan.count("Exchange hashpartitioning") <= 1 and plan.count("Sort [") <= 1, plan
         assert first.count() == 80 and count_nodes(adjacency) == 40 and adjacency.count() == 43
         adjacency.unpersist()
+
+
+def test_the_walkers_still_going_are_counted_from_the_footers(spark, tmp_path):
+    from eges.pipeline.walks import still_going
+
+    path = str(tmp_path / "step=1")
+    spark.range(100).select(
+        F.col("id").alias("walk_id"),
+        F.col("id").alias("prev"),
+        F.when(F.col("id") % 7 != 0, F.col("id")).alias("node"),  # 15 walks ended
+    ).repartition(3).write.parquet(path)
+    assert still_going(path) == still_going(f"file://{path}") == 85
+    assert still_going("hdfs://namenode/steps/step=1") is None
