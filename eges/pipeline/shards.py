@@ -158,7 +158,9 @@ def write_walk_shards(
     ordered by ``(h, walk_id)`` within a shard, so that any block of a shard mixes start nodes
     and rounds (by walk id, a block would hold start nodes of one popularity band). Both depend
     only on the seed and the walk ids: the same walks give the same files, row for row and byte
-    for byte, whatever the Spark partitioning (no sampling, unlike a range partitioning).
+    for byte, whatever the Spark partitioning (no sampling, unlike a range partitioning). Byte
+    for byte within one Spark application: parquet-mr lists a column's encodings in its footer
+    in an order that can change from one JVM to the next (the rows and pages do not).
 
     Each shard is written by exactly one Spark task, and each task writes one shard
     (``repartition`` by a key that sends shard ``i`` to partition ``i``, see
