@@ -10,10 +10,10 @@ rows (hash-partitioned by ``src``; see :mod:`eges.pipeline.graph`). A walker is 
 is ``(walk_id, prev, node)``, the walker's node before and after the step (``prev`` comes from
 the join's walker side, so it is never shuffled). Every other step's result is written as a
 parquet table, which the next step reads; the step between goes on to the next exchange in the
-same Spark job (:func:`walk_steps`). A written row thus holds two nodes of its walk, and the
-walks are put together once, at the end, from half as many rows as they have nodes
-(:func:`assemble`). A walker at a node without out-edges finds no adjacency row and drops out of
-the later steps: its walk ends there.
+same Spark job, and the last step's goes straight into the assembly (:func:`walk_steps`). A
+row thus holds two nodes of its walk, and the walks are put together once, at the end, from
+half as many rows as they have nodes (:func:`assemble`). A walker at a node without out-edges
+finds no adjacency row and drops out of the later steps: its walk ends there.
 
 **Hot nodes.** A walk visits a node about in proportion to the transition probability flowing
 into it, so a hub's walkers all meet in the one task that holds its adjacency row, and that task
@@ -346,8 +346,9 @@ def walk_step(
     return joined.select("walk_id", walkers["node"].alias("prev"), pick.alias("node"))
 
 
-def written_step(step: int, walk_length: int) -> bool:
-    """Whether :func:`walk_steps` writes the table of ``step``: every odd step, and the last."""
+def kept_step(step: int, walk_length: int) -> bool:
+    """Whether :func:`walk_steps` returns rows of ``step``: every odd step (written as a table),
+    and the last (computed with the assembly)."""
     return step % 2 == 1 or step == walk_length - 1
 
 
@@ -379,19 +380,21 @@ def walk_steps(
     num_items: int,
     steps_dir: str,
 ) -> DataFrame:
-    """Run every step of the walks, writing every other step's walkers to ``steps_dir/step=T``.
+    """Run the steps of the walks, writing every other step's walkers to ``steps_dir/step=T``.
 
     A step's result is ``(walk_id, prev, node)``: where each walker was before the step and
     where it is after it (24 bytes before compression whatever the step; the exchange before
     the next step carries ``(walk_id, node)`` only). Two steps run in one Spark job: the even
-    step's result goes on to the next exchange as it is, and the odd step's (and the last
-    step's) is written as parquet, which the next job reads back (:func:`written_step`). A
-    written table holds two nodes of every walk, so the walks are put together from half as
-    many rows as they have nodes. It is a reliable checkpoint: the lineage never spans more
-    than two steps, and a lost executor costs at most the two steps under way. A written step
-    keeps the walkers that found no adjacency row, with a null ``node`` (their ``prev`` is their
-    walk's last node), and leaves them out of the next step; a walker that finds none at an even
-    step drops out there, its last node written as ``node`` the step before.
+    step's result goes on to the next exchange as it is, and the odd step's is written as
+    parquet, which the next job reads back. A written table holds two nodes of every walk, so
+    the walks are put together from half as many rows as they have nodes. It is a reliable
+    checkpoint: the lineage never spans more than two steps, and a lost executor costs at most
+    the two steps under way. The last step is not written: its rows are computed when the
+    result is read (by the assembly), from the last written table. A kept step
+    (:func:`kept_step`: the odd ones and the last) keeps the walkers that found no adjacency
+    row, with a null ``node`` (their ``prev`` is their walk's last node), and leaves them out of
+    the next step; a walker that finds none at an even step drops out there, its last node
+    kept as ``node`` the step before.
 
     Args:
         adjacency: ``src``, ``dst``, ``prob``, ``alias`` rows (see
@@ -408,17 +411,22 @@ def walk_steps(
     Returns:
         ``walk_id`` bigint, ``step`` int, ``prev`` bigint (the walk's node at ``step - 1``),
         ``node`` bigint (at ``step``; null when the walk ended at ``prev``): one row per walk
-        and written step, read lazily from the written tables. With ``walk_length`` 1, one row
-        of step 0 per walk (``prev`` null).
+        and kept step, read lazily from the written tables and the last step (the adjacency
+        must stay cached and ``steps_dir`` in place until it is read). With ``walk_length`` 1,
+        one row of step 0 per walk (``prev`` null).
     """
     spark = adjacency.sparkSession
     start = start_walkers(adjacency, walks_per_node, num_items)
     split = split_nodes(adjacency)
     walkers = start
+    last = None  # the last step's rows, computed when the result is read
     for step in range(1, walk_length):
-        written = written_step(step, walk_length)
-        moved = walk_step(walkers, adjacency, seed, step, keep_ended=written)
-        if written:
+        kept = kept_step(step, walk_length)
+        moved = walk_step(walkers, adjacency, seed, step, keep_ended=kept)
+        if step == walk_length - 1:
+            last = moved.select("walk_id", "prev", "node", F.lit(step).alias("step"))
+            log.info("walks: step %d/%d runs with the assembly", step, walk_length - 1)
+        elif kept:
             path = f"{steps_dir}/step={step}"
             moved.write.parquet(path)
             table = spark.read.schema(STEP_SCHEMA).parquet(path)  # no schema inference job
@@ -437,16 +445,19 @@ def walk_steps(
         return start.select(
             "walk_id", F.lit(0).alias("step"), F.lit(None).cast("long").alias("prev"), "node"
         )
-    return spark.read.schema(f"{STEP_SCHEMA}, step int").parquet(steps_dir)
+    if walk_length == 2:  # no step written
+        return last
+    written = spark.read.schema(f"{STEP_SCHEMA}, step int").parquet(steps_dir)
+    return written if last is None else written.unionByName(last)
 
 
 def position_source(position: int, walk_length: int) -> tuple[int, str]:
     """Where :func:`assemble` finds a walk's node at ``position``: ``(step, column)`` of the
-    :func:`walk_steps` rows. The row's own ``node`` when that step is written, else the
-    ``prev`` of the next step's row (written when this one is not)."""
+    :func:`walk_steps` rows. The row's own ``node`` when that step is kept, else the ``prev``
+    of the next step's row (kept when this one is not)."""
     if walk_length == 1:
         return 0, "node"
-    if position > 0 and written_step(position, walk_length):
+    if position > 0 and kept_step(position, walk_length):
         return position, "node"
     return position + 1, "prev"
 
@@ -487,8 +498,8 @@ def assemble(rows: DataFrame, walk_length: int, keys: tuple[str, ...] = ()) -> D
 def random_walks(adjacency: DataFrame, *, walk_length: int, **steps: Any) -> DataFrame:
     """All walks of the graph (:func:`walk_steps`, then :func:`assemble`).
 
-    The result is read from the step tables in ``steps_dir``: keep the directory until the walks
-    are written, then delete it.
+    The result is read from the step tables in ``steps_dir`` and the last step from the
+    adjacency: keep both until the walks are written, then delete the directory.
 
     Args:
         adjacency: as for :func:`walk_steps`.

@@ -73,11 +73,11 @@ def test_shards_are_a_seeded_shuffle_of_similar_size(spark, walks, tmp_path):
 
 
 def step_rows(walks, walk_length):
-    """The rows walk_steps writes for these walks: at each written step s, every walk of s
+    """The rows walk_steps returns for these walks: at each kept step s, every walk of s
     nodes or more, with its nodes at s - 1 (``prev``) and at s (``node``, null past its end)."""
-    from eges.pipeline.walks import written_step
+    from eges.pipeline.walks import kept_step
 
-    steps = [s for s in range(1, walk_length) if written_step(s, walk_length)]
+    steps = [s for s in range(1, walk_length) if kept_step(s, walk_length)]
     every = F.explode(F.array(*map(F.lit, steps))).alias("step")
     return (
         walks.select("walk_id", "items", every)
