@@ -426,7 +426,8 @@ def walk_steps(
         if step == walk_length - 1:
             last = moved.select("walk_id", "prev", "node", F.lit(step).alias("step"))
             log.info("walks: step %d/%d runs with the assembly", step, walk_length - 1)
-        elif kept:
+            break  # no walker to key for a next step
+        if kept:
             path = f"{steps_dir}/step={step}"
             moved.write.parquet(path)
             table = spark.read.schema(STEP_SCHEMA).parquet(path)  # no schema inference job
