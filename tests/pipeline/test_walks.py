@@ -375,14 +375,17 @@ def test_a_hot_nodes_walkers_are_spread_over_tasks(spark, tmp_path):
         adjacency.unpersist()
 
 
-def test_the_walkers_still_going_are_counted_from_the_footers(spark, tmp_path):
-    from eges.pipeline.walks import still_going
+def test_a_step_table_is_written_with_its_walkers_still_going(spark, tmp_path):
+    from eges.pipeline.walks import STEP_SCHEMA, write_step
 
     path = str(tmp_path / "step=1")
-    spark.range(100).select(
+    rows = spark.range(100).select(
         F.col("id").alias("walk_id"),
         F.col("id").alias("prev"),
         F.when(F.col("id") % 7 != 0, F.col("id")).alias("node"),  # 15 walks ended
-    ).repartition(3).write.parquet(path)
-    assert still_going(path) == still_going(f"file://{path}") == 85
-    assert still_going("hdfs://namenode/steps/step=1") is None
+    )
+    assert write_step(rows.repartition(3), path) == 85
+    back = spark.read.schema(STEP_SCHEMA).orc(path)
+    assert sorted(back.collect()) == sorted(rows.collect())
+    # a second table counts its own walkers, not the first one's too
+    assert write_step(rows.filter("walk_id < 50"), str(tmp_path / "step=3")) == 42
