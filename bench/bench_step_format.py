@@ -8,9 +8,10 @@ real rows of a step: the walks of a walk job's training edges (``RUN/edges``) ru
 steps (``walk_steps`` with walk length 5 writes steps 1 and 3), and step 3's rows, in the order
 its join left them (the first step's are in walk order, which compresses better than any
 later step's), are cached in memory.
-Then, in interleaved rounds, they are written in each format and read back whole (Spark's
-``noop`` sink), and the medians are reported with the size on disk. ``noop`` (no file at all)
-is the floor of the write.
+Then, in interleaved rounds (the formats' order rotating every round), they are written in
+each format, one file per task as the job writes them, and read back whole (Spark's ``noop``
+sink); the median, fastest and slowest times are reported with the size on disk. ``noop`` (no
+file at all) is the floor of the write.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ FORMATS = {  # name: (format, writer options)
     "parquet (snappy, Spark's default)": ("parquet", {}),
     "parquet, no dictionary": ("parquet", {"parquet.enable.dictionary": "false"}),
     "parquet, LZ4": ("parquet", {"compression": "lz4_raw"}),
-    "ORC (Spark's default codec)": ("orc", {}),
+    "ORC (Spark's default codec, zstd)": ("orc", {}),
     "ORC, LZ4 (the walk job's)": ("orc", {"compression": "lz4"}),
 }
 
@@ -44,6 +45,7 @@ def main() -> int:
     p.add_argument("--run", type=Path, required=True, help="a walk job's output directory")
     p.add_argument("--walks-per-node", type=int, default=5)
     p.add_argument("--partitions", type=int, default=8)
+    p.add_argument("--hot-node-share", type=float, default=0.25, help="the job's default")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--master", default="local[2]")
     p.add_argument("--driver-memory", default="8g")
@@ -58,12 +60,16 @@ def main() -> int:
             log_level="ERROR",
             conf={"spark.driver.memory": args.driver_memory},
         ),
-        extra={"spark.ui.showConsoleProgress": "false"},
+        # a file a partition when the step is read back, so each format writes as many files
+        # as the job's steps do (Spark would otherwise pack small files into a few splits)
+        extra={"spark.ui.showConsoleProgress": "false", "spark.sql.files.openCostInBytes": "1g"},
     )
     shutil.rmtree(args.out, ignore_errors=True)
     spark.sparkContext.setCheckpointDir(str(args.out / "_adjacency"))
     edges = spark.read.parquet(str(args.run / schema.EDGES_DIR))
-    adjacency = prepare_adjacency(build_adjacency(edges, args.partitions), args.partitions)
+    adjacency = prepare_adjacency(
+        build_adjacency(edges, args.partitions), args.partitions, args.hot_node_share
+    )
     walk_steps(
         adjacency,
         walks_per_node=args.walks_per_node,
@@ -81,28 +87,38 @@ def main() -> int:
         action()
         return time.perf_counter() - t
 
-    times: dict[str, list[tuple[float, float]]] = {"noop": []} | {k: [] for k in FORMATS}
+    names = list(FORMATS)
+    times: dict[str, list[float]] = {"noop": []}
+    reads: dict[str, list[float]] = {name: [] for name in names}
+    writes: dict[str, list[float]] = {name: [] for name in names}
     size: dict[str, int] = {}
-    for _ in range(args.rounds):
-        times["noop"].append((timed(lambda: rows.write.format("noop").mode("overwrite").save()), 0))
-        for name, (fmt, options) in FORMATS.items():
+    for r in range(args.rounds):
+        times["noop"].append(timed(lambda: rows.write.format("noop").mode("overwrite").save()))
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            fmt, options = FORMATS[name]
             shutil.rmtree(table, ignore_errors=True)
-            write = timed(lambda: rows.write.options(**options).format(fmt).save(str(table)))
+            writes[name].append(
+                timed(lambda: rows.write.options(**options).format(fmt).save(str(table)))
+            )
             back = spark.read.schema(STEP_SCHEMA).format(fmt).load(str(table))
-            read = timed(lambda: back.write.format("noop").mode("overwrite").save())
-            times[name].append((write, read))
+            reads[name].append(timed(lambda: back.write.format("noop").mode("overwrite").save()))
             size[name] = sum(f.stat().st_size for f in table.iterdir() if f.name[0] not in "._")
+
+    def spread(ts: list[float]) -> str:
+        return f"{statistics.median(ts):.2f} ({min(ts):.2f}–{max(ts):.2f})"
+
     print(
-        f"\n{n:,} rows of step 3 ({args.walks_per_node} walks per node), {args.master}, "
-        f"{args.partitions} partitions, {args.rounds} interleaved rounds (medians)\n"
+        f"\n{n:,} rows of step 3 ({args.walks_per_node} walks per node) in "
+        f"{rows.rdd.getNumPartitions()} partitions, {args.master}, {args.rounds} interleaved "
+        "rounds: median (fastest–slowest)\n"
     )
     print("| format | write (s) | read back (s) | size (MB) |")
     print("| --- | --- | --- | --- |")
-    for name, ts in times.items():
-        write = statistics.median(t[0] for t in ts)
-        read = statistics.median(t[1] for t in ts) if name in size else float("nan")
-        mb = size[name] / 1e6 if name in size else float("nan")
-        print(f"| {name} | {write:.2f} | {read:.2f} | {mb:.1f} |")
+    print(f"| noop (no file) | {spread(times['noop'])} | | |")
+    for name in names:
+        print(
+            f"| {name} | {spread(writes[name])} | {spread(reads[name])} | {size[name] / 1e6:.1f} |"
+        )
     shutil.rmtree(args.out, ignore_errors=True)
     return 0
 

@@ -375,17 +375,25 @@ def test_a_hot_nodes_walkers_are_spread_over_tasks(spark, tmp_path):
         adjacency.unpersist()
 
 
-def test_a_step_table_is_written_with_its_walkers_still_going(spark, tmp_path):
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_a_step_table_is_written_with_its_walkers_still_going(spark, tmp_path, adaptive):
     from eges.pipeline.walks import STEP_SCHEMA, write_step
 
-    path = str(tmp_path / "step=1")
-    rows = spark.range(100).select(
-        F.col("id").alias("walk_id"),
-        F.col("id").alias("prev"),
-        F.when(F.col("id") % 7 != 0, F.col("id")).alias("node"),  # 15 walks ended
-    )
-    assert write_step(rows.repartition(3), path) == 85
-    back = spark.read.schema(STEP_SCHEMA).orc(path)
-    assert sorted(back.collect()) == sorted(rows.collect())
-    # a second table counts its own walkers, not the first one's too
-    assert write_step(rows.filter("walk_id < 50"), str(tmp_path / "step=3")) == 42
+    spark.conf.set("spark.sql.adaptive.enabled", str(adaptive).lower())  # the job's: on
+    try:
+        path = str(tmp_path / "step=1")
+        rows = spark.range(100).select(
+            F.col("id").alias("walk_id"),
+            F.col("id").alias("prev"),
+            F.when(F.col("id") % 7 != 0, F.col("id")).alias("node"),  # 15 walks ended
+        )
+        assert write_step(rows.repartition(3), path) == 85
+        back = spark.read.schema(STEP_SCHEMA).orc(path)
+        assert sorted(back.collect()) == sorted(rows.collect())
+        # a second table counts its own walkers, not the first one's too
+        assert write_step(rows.filter("walk_id < 50"), str(tmp_path / "step=3")) == 42
+        # no walker left: 0, and an empty table that reads back
+        assert write_step(rows.filter("walk_id < 0"), str(tmp_path / "step=5")) == 0
+        assert spark.read.schema(STEP_SCHEMA).orc(str(tmp_path / "step=5")).count() == 0
+    finally:
+        spark.conf.set("spark.sql.adaptive.enabled", "false")
