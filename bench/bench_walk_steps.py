@@ -1,6 +1,6 @@
 """The walk stage alone, step by step, against a baseline implementation in the same Spark session.
 
-    .venv/bin/python bench/bench_walk_steps.py --run out/bench/walks-job-1m \
+    .venv/bin/python bench/bench_walk_steps.py --run out/bench/walks-1m \
         --baseline /tmp/old --walks-per-node 5 --rounds 2
 
 With ``--hubs K`` the graph gets K planted hot nodes (:func:`plant_hubs`), to measure the tail
