@@ -23,12 +23,10 @@ import sys
 import time
 from pathlib import Path
 
-from common import REPO
+from common import REPO, bench_spark
 
 from eges import schema
-from eges.config import SparkConfig
 from eges.pipeline.graph import build_adjacency
-from eges.pipeline.spark import build_spark
 from eges.pipeline.walks import STEP_SCHEMA, prepare_adjacency, walk_steps
 
 FORMATS = {  # name: (format, writer options)
@@ -52,18 +50,9 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=REPO / "out" / "bench" / "step-format")
     args = p.parse_args()
 
-    spark = build_spark(
-        SparkConfig(
-            master=args.master,
-            app_name="bench-step-format",
-            shuffle_partitions=args.partitions,
-            log_level="ERROR",
-            conf={"spark.driver.memory": args.driver_memory},
-        ),
-        # a file a partition when the step is read back, so each format writes as many files
-        # as the job's steps do (Spark would otherwise pack small files into a few splits)
-        extra={"spark.ui.showConsoleProgress": "false", "spark.sql.files.openCostInBytes": "1g"},
-    )
+    # a file a partition when the step is read back, so each format writes as many files as the
+    # job's steps do (Spark would otherwise pack small files into a few splits)
+    spark = bench_spark("bench-step-format", args, **{"spark.sql.files.openCostInBytes": "1g"})
     shutil.rmtree(args.out, ignore_errors=True)
     spark.sparkContext.setCheckpointDir(str(args.out / "_adjacency"))
     edges = spark.read.parquet(str(args.run / schema.EDGES_DIR))

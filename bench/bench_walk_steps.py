@@ -38,13 +38,11 @@ import time
 import urllib.request
 from pathlib import Path
 
-from common import REPO
+from common import REPO, bench_spark
 from pyspark.sql import functions as F
 
 from eges import schema
-from eges.config import SparkConfig
 from eges.pipeline.graph import build_adjacency
-from eges.pipeline.spark import build_spark
 
 
 def load_module(root: Path, name: str, file: str = "walks.py"):
@@ -260,16 +258,7 @@ def main() -> int:
     if args.hot_node_share <= 0:
         args.hot_node_share = None
 
-    spark = build_spark(
-        SparkConfig(
-            master=args.master,
-            app_name="bench-walk-steps",
-            shuffle_partitions=args.partitions,
-            log_level="ERROR",
-            conf={"spark.driver.memory": args.driver_memory},
-        ),
-        extra={"spark.ui.enabled": "true", "spark.ui.showConsoleProgress": "false"},
-    )
+    spark = bench_spark("bench-walk-steps", args, **{"spark.ui.enabled": "true"})
     manifest = schema.read_manifest(args.run)
     num_items = manifest["counts"]["items"]
     spark.sparkContext.setCheckpointDir(str(args.out / "_adjacency"))

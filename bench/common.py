@@ -47,6 +47,25 @@ def trained(run: Path) -> dict:
     return schema.read_manifest(run / "export", kind=None)["training"]
 
 
+def bench_spark(app_name: str, args, **extra: str):
+    """The benchmark's SparkSession from its ``--master``, ``--partitions`` (shuffle partitions)
+    and ``--driver-memory``; errors only in the log, no progress bars; ``extra`` Spark settings
+    on top (e.g. ``spark.ui.enabled``)."""
+    from eges.config import SparkConfig
+    from eges.pipeline.spark import build_spark
+
+    return build_spark(
+        SparkConfig(
+            master=args.master,
+            app_name=app_name,
+            shuffle_partitions=args.partitions,
+            log_level="ERROR",
+            conf={"spark.driver.memory": args.driver_memory},
+        ),
+        extra={"spark.ui.showConsoleProgress": "false", **extra},
+    )
+
+
 def synth_data(items: int, events: int, users: int | None = None) -> Path:
     """A generated MovieLens-layout data set under out/bench (reused when it exists)."""
     data = REPO / "out" / "bench" / f"synth-{items}-{events}"

@@ -386,11 +386,10 @@ def walk_steps(
     step's result goes on to the next exchange as it is, and the odd step's is written as an
     ORC table (:func:`write_step`), which the next job reads back. A written table holds two
     nodes of every walk, so the walks are put together from half as many rows as they have
-    nodes. It is a reliable
-    checkpoint: the lineage never spans more than two steps, and a lost executor costs at most
-    the two steps under way. The last step is not written: its rows are computed when the
-    result is read (by the assembly), from the last written table. A kept step
-    (:func:`kept_step`: the odd ones and the last) keeps the walkers that found no adjacency
+    nodes. It is a reliable checkpoint: the lineage never spans more than two steps, and a lost
+    executor costs at most the two steps under way. The last step is not written: its rows are
+    computed when the result is read (by the assembly), from the last written table. A kept
+    step (:func:`kept_step`: the odd ones and the last) keeps the walkers that found no adjacency
     row, with a null ``node`` (their ``prev`` is their walk's last node), and leaves them out of
     the next step; a walker that finds none at an even step drops out there, its last node
     kept as ``node`` the step before.
